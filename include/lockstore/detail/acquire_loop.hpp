@@ -1,0 +1,77 @@
+// The one waiting strategy every backend's acquire() shares: subscribe to
+// wake-ups for the key, try once, and if refused wait until notified, until
+// the holder's lease expires, or until the backend's poll time (whichever is
+// first), bounded by the caller's deadline.
+#pragma once
+
+#include "lockstore/detail/durations.hpp"
+#include "lockstore/detail/keyed_waiters.hpp"
+#include "lockstore/lock_guard.hpp"
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/error.hpp>
+#include <boost/asio/this_coro.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <optional>
+
+namespace lockstore::detail {
+
+/// The outcome of one acquisition attempt.
+struct Attempt {
+  std::optional<LockGuard> guard;
+  /// false when the guard refreshed a lease this owner already held: undoing
+  /// it after a cancellation must not remove the earlier holder's lease.
+  bool fresh = true;
+  /// When to look again if refused (holder's expiry or a poll time).
+  std::chrono::steady_clock::time_point retry_at = std::chrono::steady_clock::time_point::max();
+};
+
+/// try_once: () -> awaitable<Attempt>; undo: (LockGuard) -> awaitable<void>.
+template <class TryOnce, class Undo>
+asio::awaitable<LockGuard> acquire_loop(KeyedWaiters& waiters, const AdvisoryKey& key,
+                                        std::chrono::milliseconds deadline, TryOnce try_once,
+                                        Undo undo) {
+  const auto give_up_at =
+      saturating_deadline<std::chrono::steady_clock>(std::chrono::steady_clock::now(), deadline);
+  auto subscription = waiters.subscribe(key.str());
+  for (;;) {
+    subscription.rearm();
+    Attempt attempt = co_await try_once();
+
+    // A cancellation that arrived while the attempt ran may have raced with
+    // a grant: give the lease back before reporting the cancellation.
+    const auto state = co_await asio::this_coro::cancellation_state;
+    if (state.cancelled() != asio::cancellation_type::none) {
+      if (attempt.guard && !attempt.fresh) attempt.guard->mark_released();  // not ours to undo
+      if (attempt.guard && attempt.fresh) {
+        // Asio throws at any co_await of a cancelled coroutine, in this very
+        // frame, so the switch is flipped here, around the undo.
+        const bool throw_if_cancelled = co_await asio::this_coro::throw_if_cancelled();
+        co_await asio::this_coro::throw_if_cancelled(false);
+        const auto fence = attempt.guard->fence();
+        try {
+          // Called in its own statement: g++ 12 mishandles by-value arguments
+          // of a call made inside a co_await expression.
+          auto undoing = undo(std::move(*attempt.guard));
+          co_await std::move(undoing);
+        } catch (const std::exception& error) {
+          detail::log(LogLevel::warning,
+                      fmt::format("giving back lock '{}' (fence {}) after a cancelled acquire failed: {}; "
+                                  "it will expire by TTL", key.str(), fence, error.what()));
+        }
+        co_await asio::this_coro::throw_if_cancelled(throw_if_cancelled);
+      }
+      throw boost::system::system_error(asio::error::operation_aborted);
+    }
+    if (attempt.guard) co_return std::move(*attempt.guard);
+
+    if (std::chrono::steady_clock::now() >= give_up_at)
+      throw Error(errc::timeout, fmt::format("could not acquire lock '{}' within {} ms", key.str(),
+                                             deadline.count()));
+    co_await subscription.wait_until(std::min(attempt.retry_at, give_up_at));
+  }
+}
+
+}  // namespace lockstore::detail

@@ -1,0 +1,166 @@
+// In-process wake-ups for lock waiters, keyed by lock name. A waiter
+// subscribes *before* it tries to acquire, so a release that happens between
+// its failed attempt and its wait is never missed: the subscription is
+// already marked notified and the wait returns at once.
+//
+// A wait completes when (a) the key is notified, (b) its wake-up time passes
+// (the holder's expiry, a poll interval, or the caller's deadline), or (c) the
+// caller's per-operation cancellation fires, which completes it with
+// asio::error::operation_aborted. Notifiers may run on any thread.
+#pragma once
+
+#include <boost/asio/any_completion_handler.hpp>
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/associated_cancellation_slot.hpp>
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/error.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace lockstore::detail {
+
+namespace asio = boost::asio;
+
+class KeyedWaiters {
+  using Handler = asio::any_completion_handler<void(boost::system::error_code)>;
+
+  // One waiting coroutine. Its own mutex orders notify, timer expiry and
+  // cancellation: whichever takes the stored handler first completes it.
+  struct Waiter : std::enable_shared_from_this<Waiter> {
+    std::mutex mutex;
+    bool notified = false;
+    std::optional<Handler> handler;
+    std::optional<asio::any_io_executor> executor;
+    std::optional<asio::steady_timer> timer;
+
+    void notify() {
+      std::unique_lock lock(mutex);
+      notified = true;
+      complete(lock, {});
+    }
+
+    void complete(std::unique_lock<std::mutex>& lock, boost::system::error_code result) {
+      if (!handler) return;
+      auto completion = std::move(*handler);
+      handler.reset();
+      if (timer) timer->cancel();
+      auto target = *executor;
+      lock.unlock();
+      asio::post(target, [completion = std::move(completion), result]() mutable {
+        std::move(completion)(result);
+      });
+    }
+
+    void start(Handler completion, asio::any_io_executor target,
+               std::chrono::steady_clock::time_point wake_at) {
+      auto slot = asio::get_associated_cancellation_slot(completion);
+      std::unique_lock lock(mutex);
+      if (notified) {
+        lock.unlock();
+        asio::post(target, [completion = std::move(completion)]() mutable {
+          std::move(completion)(boost::system::error_code{});
+        });
+        return;
+      }
+      if (slot.is_connected()) {
+        slot.assign([weak = weak_from_this()](asio::cancellation_type) {
+          if (auto self = weak.lock()) {
+            std::unique_lock guard(self->mutex);
+            self->complete(guard, asio::error::operation_aborted);
+          }
+        });
+      }
+      handler.emplace(std::move(completion));
+      executor = target;
+      timer.emplace(target, wake_at);
+      timer->async_wait([self = shared_from_this()](boost::system::error_code error) {
+        if (error) return;  // cancelled because the wait completed another way
+        std::unique_lock guard(self->mutex);
+        self->complete(guard, {});
+      });
+    }
+  };
+
+ public:
+  /// Interest in one key, held across a try-then-wait loop.
+  class Subscription {
+   public:
+    Subscription(KeyedWaiters& registry, std::string key)
+        : registry_(&registry), key_(std::move(key)), waiter_(std::make_shared<Waiter>()) {
+      std::lock_guard lock(registry_->mutex_);
+      registry_->waiters_[key_].push_back(waiter_);
+    }
+
+    Subscription(const Subscription&) = delete;
+    Subscription& operator=(const Subscription&) = delete;
+
+    ~Subscription() {
+      std::lock_guard lock(registry_->mutex_);
+      auto found = registry_->waiters_.find(key_);
+      if (found == registry_->waiters_.end()) return;
+      auto& list = found->second;
+      list.erase(std::remove(list.begin(), list.end(), waiter_), list.end());
+      if (list.empty()) registry_->waiters_.erase(found);
+    }
+
+    /// Forgets earlier notifications; call before each attempt.
+    void rearm() {
+      std::lock_guard lock(waiter_->mutex);
+      waiter_->notified = false;
+    }
+
+    /// Returns when notified since the last rearm(), or at `wake_at`. Throws
+    /// operation_aborted on per-operation cancellation.
+    asio::awaitable<void> wait_until(std::chrono::steady_clock::time_point wake_at) {
+      auto executor = co_await asio::this_coro::executor;
+      // Built in a named local and awaited in its own statement: g++ 12
+      // destroys temporaries of a co_await full-expression twice.
+      auto operation = asio::async_initiate<decltype(asio::use_awaitable), void(boost::system::error_code)>(
+          [waiter = waiter_, executor, wake_at](auto completion) {
+            waiter->start(Handler(std::move(completion)), executor, wake_at);
+          },
+          asio::use_awaitable);
+      co_await std::move(operation);
+    }
+
+   private:
+    KeyedWaiters* registry_;
+    std::string key_;
+    std::shared_ptr<Waiter> waiter_;
+  };
+
+  Subscription subscribe(std::string key) { return Subscription(*this, std::move(key)); }
+
+  /// Wakes every waiter on `key`.
+  void notify(const std::string& key) {
+    std::lock_guard lock(mutex_);
+    if (auto found = waiters_.find(key); found != waiters_.end())
+      for (auto& waiter : found->second) waiter->notify();
+  }
+
+  /// Wakes every waiter on every key.
+  void notify_all() {
+    std::lock_guard lock(mutex_);
+    for (auto& [key, list] : waiters_)
+      for (auto& waiter : list) waiter->notify();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::unordered_map<std::string, std::vector<std::shared_ptr<Waiter>>> waiters_;
+};
+
+}  // namespace lockstore::detail

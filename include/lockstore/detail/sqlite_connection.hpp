@@ -1,0 +1,189 @@
+// One SQLite connection and its cached prepared statements. It lives on
+// (and is only touched by) its SqliteWorker's thread. Errors become
+// lockstore::Error carrying the file, SQLite's message and extended code.
+#pragma once
+
+#include "lockstore/error.hpp"
+
+#include <fmt/format.h>
+#include <sqlite3.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+namespace lockstore::detail {
+
+[[noreturn]] inline void throw_sqlite(sqlite3* db, int rc, std::string_view what,
+                                      const std::filesystem::path& path) {
+  const int extended = db != nullptr ? sqlite3_extended_errcode(db) : rc;
+  const char* message = db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+  const int primary = extended & 0xff;
+  const errc code = (primary == SQLITE_NOTADB || primary == SQLITE_CORRUPT) ? errc::corrupt_data
+                                                                            : errc::backend_failure;
+  throw Error(code, fmt::format("{} on '{}': {} (SQLite extended code {})", what, path.string(),
+                                message, extended));
+}
+
+/// A cached prepared statement in use. Binds are 1-based like SQLite's;
+/// the statement is reset when this handle goes out of scope.
+class Statement {
+ public:
+  Statement(sqlite3_stmt* statement, const std::filesystem::path& path)
+      : statement_(statement), path_(&path) {}
+  Statement(const Statement&) = delete;
+  Statement& operator=(const Statement&) = delete;
+  ~Statement() {
+    sqlite3_reset(statement_);
+    sqlite3_clear_bindings(statement_);
+  }
+
+  Statement& bind(int index, std::string_view text) {
+    check(sqlite3_bind_text(statement_, index, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT));
+    return *this;
+  }
+  Statement& bind(int index, std::int64_t value) {
+    check(sqlite3_bind_int64(statement_, index, value));
+    return *this;
+  }
+  Statement& bind_blob(int index, std::string_view bytes) {
+    check(sqlite3_bind_blob64(statement_, index, bytes.data(), bytes.size(), SQLITE_TRANSIENT));
+    return *this;
+  }
+  Statement& bind_null(int index) {
+    check(sqlite3_bind_null(statement_, index));
+    return *this;
+  }
+
+  /// Advances; true when a row is available, false when done.
+  bool step() {
+    const int rc = sqlite3_step(statement_);
+    if (rc == SQLITE_ROW) return true;
+    if (rc == SQLITE_DONE) return false;
+    throw_sqlite(sqlite3_db_handle(statement_), rc,
+                 fmt::format("SQL statement \"{:.60}...\" failed", sqlite3_sql(statement_)), *path_);
+  }
+
+  /// Runs to completion, ignoring rows; returns the number of changed rows.
+  int run() {
+    while (step()) {
+    }
+    return sqlite3_changes(sqlite3_db_handle(statement_));
+  }
+
+  std::int64_t int64(int column) const { return sqlite3_column_int64(statement_, column); }
+  bool is_null(int column) const { return sqlite3_column_type(statement_, column) == SQLITE_NULL; }
+  std::string text(int column) const {
+    const auto* data = reinterpret_cast<const char*>(sqlite3_column_text(statement_, column));
+    return data ? std::string(data, static_cast<std::size_t>(sqlite3_column_bytes(statement_, column)))
+                : std::string();
+  }
+  std::string blob(int column) const {
+    const auto* data = static_cast<const char*>(sqlite3_column_blob(statement_, column));
+    return data ? std::string(data, static_cast<std::size_t>(sqlite3_column_bytes(statement_, column)))
+                : std::string();
+  }
+
+ private:
+  void check(int rc) {
+    if (rc != SQLITE_OK) throw_sqlite(sqlite3_db_handle(statement_), rc, "binding a parameter", *path_);
+  }
+
+  sqlite3_stmt* statement_;
+  const std::filesystem::path* path_;
+};
+
+class SqliteConnection {
+ public:
+  SqliteConnection(const std::filesystem::path& path, int flags) : path_(path) {
+    sqlite3* raw = nullptr;
+    const int rc = sqlite3_open_v2(path.c_str(), &raw, flags | SQLITE_OPEN_NOMUTEX, nullptr);
+    db_.reset(raw);
+    if (rc != SQLITE_OK) throw_sqlite(raw, rc, "opening the database", path_);
+    sqlite3_extended_result_codes(raw, 1);
+    read_only_ = (flags & SQLITE_OPEN_READONLY) != 0;
+  }
+
+  /// A prepared statement for `sql`, compiled once per connection. `sql`
+  /// must be a string constant: the cache is keyed by its address.
+  Statement prepare(const char* sql) {
+    auto& slot = statements_[sql];
+    if (!slot) {
+      sqlite3_stmt* raw = nullptr;
+      const int rc = sqlite3_prepare_v3(db_.get(), sql, -1, SQLITE_PREPARE_PERSISTENT, &raw, nullptr);
+      if (rc != SQLITE_OK) {
+        statements_.erase(sql);
+        throw_sqlite(db_.get(), rc, fmt::format("preparing \"{:.60}...\"", sql), path_);
+      }
+      slot.reset(raw);
+    }
+    return Statement(slot.get(), path_);
+  }
+
+  /// Runs a script of one or more statements (schema, pragmas).
+  void exec(const std::string& sql) {
+    const int rc = sqlite3_exec(db_.get(), sql.c_str(), nullptr, nullptr, nullptr);
+    if (rc != SQLITE_OK) throw_sqlite(db_.get(), rc, fmt::format("running \"{:.60}\"", sql), path_);
+  }
+
+  std::int64_t pragma_int(const std::string& name) {
+    sqlite3_stmt* raw = nullptr;
+    const std::string sql = "PRAGMA " + name;
+    int rc = sqlite3_prepare_v2(db_.get(), sql.c_str(), -1, &raw, nullptr);
+    if (rc != SQLITE_OK) throw_sqlite(db_.get(), rc, "reading PRAGMA " + name, path_);
+    std::unique_ptr<sqlite3_stmt, Finalizer> statement(raw);
+    rc = sqlite3_step(raw);
+    if (rc != SQLITE_ROW) throw_sqlite(db_.get(), rc, "reading PRAGMA " + name, path_);
+    return sqlite3_column_int64(raw, 0);
+  }
+
+  sqlite3* handle() const noexcept { return db_.get(); }
+  const std::filesystem::path& path() const noexcept { return path_; }
+  bool read_only() const noexcept { return read_only_; }
+
+ private:
+  struct Closer {
+    void operator()(sqlite3* db) const noexcept { sqlite3_close_v2(db); }
+  };
+  struct Finalizer {
+    void operator()(sqlite3_stmt* statement) const noexcept { sqlite3_finalize(statement); }
+  };
+
+  std::filesystem::path path_;
+  bool read_only_ = false;
+  // statements_ is declared after db_ so that it is destroyed first: every
+  // statement is finalized before the connection closes.
+  std::unique_ptr<sqlite3, Closer> db_;
+  std::unordered_map<const char*, std::unique_ptr<sqlite3_stmt, Finalizer>> statements_;
+};
+
+/// BEGIN IMMEDIATE on construction; rolls back in the destructor unless
+/// committed. The destructor never throws.
+class Transaction {
+ public:
+  explicit Transaction(SqliteConnection& connection) : connection_(connection) {
+    static constexpr const char* begin = "BEGIN IMMEDIATE";
+    connection_.prepare(begin).run();
+  }
+  Transaction(const Transaction&) = delete;
+  Transaction& operator=(const Transaction&) = delete;
+
+  void commit() {
+    static constexpr const char* commit_sql = "COMMIT";
+    connection_.prepare(commit_sql).run();
+    committed_ = true;
+  }
+
+  ~Transaction() {
+    if (!committed_) sqlite3_exec(connection_.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
+  }
+
+ private:
+  SqliteConnection& connection_;
+  bool committed_ = false;
+};
+
+}  // namespace lockstore::detail

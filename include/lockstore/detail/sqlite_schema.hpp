@@ -1,0 +1,89 @@
+// The schema of a lockstore SQLite file, in one place. `PRAGMA user_version`
+// holds its version; migrations[i] upgrades a file from version i to i + 1,
+// so every version ever released has a path to the current one. lockstore
+// owns the user_version of its file: a file carrying a version it does not
+// know is refused rather than guessed at.
+#pragma once
+
+#include "lockstore/detail/random.hpp"
+#include "lockstore/detail/sqlite_connection.hpp"
+
+#include <array>
+#include <chrono>
+#include <string_view>
+#include <thread>
+
+namespace lockstore::detail {
+
+/// Leases: one row per key ever locked. A released or expired lease keeps its
+/// row (owner and token cleared, expires_ms 0) so the key's fence keeps
+/// counting up across release, expiry and restarts. Times are Unix epoch
+/// milliseconds on the system clock (see README "Clock").
+inline constexpr const char* schema_v1 = R"sql(
+CREATE TABLE lockstore_leases (
+  key         TEXT PRIMARY KEY NOT NULL,
+  owner       TEXT NOT NULL,
+  token       TEXT NOT NULL,
+  fence       INTEGER NOT NULL,
+  acquired_ms INTEGER NOT NULL,
+  expires_ms  INTEGER NOT NULL
+) WITHOUT ROWID;
+)sql";
+
+inline constexpr std::array<const char*, 1> migrations = {schema_v1};
+inline constexpr int schema_version = static_cast<int>(migrations.size());
+
+[[noreturn]] inline void throw_unsupported_schema(const SqliteConnection& connection, std::int64_t found) {
+  throw Error(errc::unsupported_schema,
+              fmt::format("'{}' has lockstore schema version {}; this build supports version {}{}",
+                          connection.path().string(), found, schema_version,
+                          found > schema_version ? " (the file was written by a newer lockstore)" : ""));
+}
+
+/// Brings a writable file to the current schema version, creating it in an
+/// empty file. Safe when many processes open the same new file at once: the
+/// check is repeated under BEGIN IMMEDIATE.
+inline void migrate(SqliteConnection& connection) {
+  if (connection.pragma_int("user_version") == schema_version) return;
+  Transaction transaction(connection);
+  const auto found = connection.pragma_int("user_version");
+  if (found == schema_version) return;
+  if (found < 0 || found > schema_version) throw_unsupported_schema(connection, found);
+  for (auto version = found; version < schema_version; ++version)
+    connection.exec(migrations[static_cast<std::size_t>(version)]);
+  connection.exec(fmt::format("PRAGMA user_version = {}", schema_version));
+  transaction.commit();
+}
+
+/// A read-only file must already carry this build's schema.
+inline void check_schema(const SqliteConnection& connection, std::int64_t found) {
+  if (found != schema_version) throw_unsupported_schema(connection, found);
+}
+
+/// Switches to WAL. The switch needs an exclusive lock and SQLite does not
+/// apply the busy timeout to it in every case, so when many processes open a
+/// new file at once it is retried here, with jitter, until `patience` runs out.
+inline void enable_wal(SqliteConnection& connection, std::chrono::milliseconds patience) {
+  const auto give_up = std::chrono::steady_clock::now() + patience;
+  for (;;) {
+    std::string mode;
+    const int rc = sqlite3_exec(
+        connection.handle(), "PRAGMA journal_mode=WAL",
+        [](void* out, int, char** values, char**) {
+          if (values[0] != nullptr) *static_cast<std::string*>(out) = values[0];
+          return 0;
+        },
+        &mode, nullptr);
+    if (rc == SQLITE_OK) {
+      if (mode == "wal" || mode == "memory") return;
+      throw Error(errc::backend_failure, fmt::format("'{}' could not be switched to WAL mode (journal mode is '{}')",
+                                                     connection.path().string(), mode));
+    }
+    const int primary = rc & 0xff;
+    if ((primary != SQLITE_BUSY && primary != SQLITE_LOCKED) || std::chrono::steady_clock::now() >= give_up)
+      throw_sqlite(connection.handle(), rc, "switching to WAL mode", connection.path());
+    std::this_thread::sleep_for(std::chrono::milliseconds(1 + ThreadRandom::between(0, 9)));
+  }
+}
+
+}  // namespace lockstore::detail

@@ -1,0 +1,12 @@
+// lockstore: distributed locks (leases) for Boost.Asio C++20 coroutines.
+// This header gives the core and the in-memory backend; the SQLite,
+// PostgreSQL and Redis backends and the SessionStore have their own headers.
+#pragma once
+
+#include "lockstore/distributed_lock.hpp"
+#include "lockstore/error.hpp"
+#include "lockstore/key.hpp"
+#include "lockstore/lock_guard.hpp"
+#include "lockstore/log.hpp"
+#include "lockstore/memory.hpp"
+#include "lockstore/session_lock.hpp"

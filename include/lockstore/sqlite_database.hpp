@@ -1,0 +1,172 @@
+// SqliteDatabase: a cheap-to-copy shared handle to one SQLite file and the
+// thread that owns its connection. Every statement runs on that thread, never
+// on the caller's executor; coroutines resume on the caller's executor.
+// Dropping the last handle finishes the queued statements, closes the
+// connection and joins the thread.
+#pragma once
+
+#include "lockstore/detail/keyed_waiters.hpp"
+#include "lockstore/detail/sqlite_connection.hpp"
+#include "lockstore/detail/sqlite_schema.hpp"
+#include "lockstore/detail/sqlite_worker.hpp"
+#include "lockstore/error.hpp"
+
+#include <boost/asio/awaitable.hpp>
+
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_set>
+
+namespace lockstore {
+
+namespace asio = boost::asio;
+
+struct SqliteOptions {
+  /// How long a statement waits for another connection's write lock.
+  std::chrono::milliseconds busy_timeout{15'000};
+  /// How often a waiter looks again while the lease is held by another
+  /// process (each look is jittered to between half and all of this).
+  /// Waiters in this process are woken by release at once instead.
+  std::chrono::milliseconds poll_interval{2};
+};
+
+class SqliteDatabase {
+ public:
+  /// Opens (creating if needed) a database file: WAL, busy timeout,
+  /// synchronous=NORMAL, foreign keys on, schema created or migrated.
+  /// Throws errc::unsupported_schema for a file of a newer or unknown schema
+  /// version, errc::corrupt_data for a file that is not a database,
+  /// errc::backend_failure for other SQLite failures (message names the file).
+  static asio::awaitable<SqliteDatabase> open(std::filesystem::path path, SqliteOptions options = {}) {
+    validate(options);
+    SqliteDatabase database(path, options, false, [path, options] {
+      auto connection = std::make_unique<detail::SqliteConnection>(
+          path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+      configure(*connection, options);
+      detail::enable_wal(*connection, options.busy_timeout);
+      connection->exec("PRAGMA synchronous=NORMAL");
+      detail::migrate(*connection);
+      return connection;
+    });
+    co_await database.run([](detail::SqliteConnection&) {});  // reports an open failure
+    co_return database;
+  }
+
+  /// A private in-memory database (one connection: not shared with others).
+  static asio::awaitable<SqliteDatabase> open_memory(SqliteOptions options = {}) {
+    validate(options);
+    SqliteDatabase database(":memory:", options, false, [options] {
+      auto connection = std::make_unique<detail::SqliteConnection>(
+          ":memory:", SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_MEMORY);
+      configure(*connection, options);
+      detail::migrate(*connection);
+      return connection;
+    });
+    co_await database.run([](detail::SqliteConnection&) {});
+    co_return database;
+  }
+
+  /// Opens an existing file for reading only. Reads work; every write is
+  /// refused with errc::backend_failure naming the file. The file must carry
+  /// this build's schema version (errc::unsupported_schema otherwise).
+  static asio::awaitable<SqliteDatabase> open_readonly(std::filesystem::path path, SqliteOptions options = {}) {
+    validate(options);
+    SqliteDatabase database(path, options, true, [path, options] {
+      auto connection = std::make_unique<detail::SqliteConnection>(path, SQLITE_OPEN_READONLY);
+      configure(*connection, options);
+      detail::check_schema(*connection, connection->pragma_int("user_version"));
+      return connection;
+    });
+    co_await database.run([](detail::SqliteConnection&) {});
+    co_return database;
+  }
+
+  /// Runs `f(detail::SqliteConnection&)` on the connection thread and returns
+  /// its result. This is how lockstore's SQLite components talk to the file;
+  /// `f` must not capture a SqliteDatabase. Not cancellable once queued.
+  template <class F>
+  asio::awaitable<std::invoke_result_t<F&, detail::SqliteConnection&>> run(F f) const {
+    return shared_->worker.run(std::move(f));
+  }
+
+  const std::filesystem::path& path() const noexcept { return shared_->path; }
+  bool read_only() const noexcept { return shared_->read_only; }
+  const SqliteOptions& options() const noexcept { return shared_->options; }
+
+  /// Throws errc::backend_failure if this handle was opened read-only.
+  void require_writable(std::string_view operation) const {
+    if (shared_->read_only)
+      throw Error(errc::backend_failure,
+                  fmt::format("{}: '{}' was opened read-only; writes are refused", operation, path().string()));
+  }
+
+  /// In-process wake-ups shared by every lock on this handle.
+  detail::KeyedWaiters& waiters() const noexcept { return shared_->waiters; }
+
+  /// Tokens of leases granted through this handle and not yet released:
+  /// a waiter whose holder is local needs no polling, release wakes it.
+  class LocalTokens {
+   public:
+    void insert(std::string token) {
+      std::lock_guard lock(mutex_);
+      tokens_.insert(std::move(token));
+    }
+    void erase(const std::string& token) {
+      std::lock_guard lock(mutex_);
+      tokens_.erase(token);
+    }
+    bool contains(const std::string& token) const {
+      std::lock_guard lock(mutex_);
+      return tokens_.contains(token);
+    }
+
+   private:
+    mutable std::mutex mutex_;
+    std::unordered_set<std::string> tokens_;
+  };
+  LocalTokens& local_tokens() const noexcept { return shared_->local_tokens; }
+
+  friend bool operator==(const SqliteDatabase& a, const SqliteDatabase& b) noexcept {
+    return a.shared_ == b.shared_;
+  }
+
+ private:
+  struct Shared {
+    Shared(std::filesystem::path p, SqliteOptions o, bool ro, detail::SqliteWorker::Opener opener)
+        : path(std::move(p)), options(o), read_only(ro), worker(std::move(opener)) {}
+
+    std::filesystem::path path;
+    SqliteOptions options;
+    bool read_only;
+    mutable detail::KeyedWaiters waiters;
+    mutable LocalTokens local_tokens;
+    detail::SqliteWorker worker;  // last: destroyed first, while the rest still exists
+  };
+
+  SqliteDatabase(std::filesystem::path path, SqliteOptions options, bool read_only,
+                 detail::SqliteWorker::Opener opener)
+      : shared_(std::make_shared<Shared>(std::move(path), options, read_only, std::move(opener))) {}
+
+  static void validate(const SqliteOptions& options) {
+    if (options.busy_timeout < std::chrono::milliseconds::zero() ||
+        options.busy_timeout > std::chrono::hours(24))
+      throw Error(errc::invalid_argument, fmt::format("SqliteOptions::busy_timeout of {} ms is out of range "
+                                                      "(0 to 24 h)", options.busy_timeout.count()));
+    if (options.poll_interval <= std::chrono::milliseconds::zero() ||
+        options.poll_interval > std::chrono::minutes(1))
+      throw Error(errc::invalid_argument, fmt::format("SqliteOptions::poll_interval of {} ms is out of range "
+                                                      "(1 ms to 1 min)", options.poll_interval.count()));
+  }
+
+  static void configure(detail::SqliteConnection& connection, const SqliteOptions& options) {
+    sqlite3_busy_timeout(connection.handle(), static_cast<int>(options.busy_timeout.count()));
+    connection.exec("PRAGMA foreign_keys=ON");
+  }
+
+  std::shared_ptr<Shared> shared_;
+};
+
+}  // namespace lockstore

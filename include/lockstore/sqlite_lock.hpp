@@ -1,0 +1,283 @@
+// SqliteLock: leases in a SQLite file, safe across threads and processes.
+// Each lock has an owner name; several SqliteLocks (owners) may share one
+// SqliteDatabase. Waiters in this process are woken by release at once;
+// waiters whose holder is in another process look again every
+// SqliteOptions::poll_interval (jittered) and at the holder's expiry.
+#pragma once
+
+#include "lockstore/detail/acquire_loop.hpp"
+#include "lockstore/detail/durations.hpp"
+#include "lockstore/detail/random.hpp"
+#include "lockstore/distributed_lock.hpp"
+#include "lockstore/sqlite_database.hpp"
+
+#include <boost/asio/awaitable.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace lockstore {
+
+// Every job and every call with by-value arguments below is made in its own
+// statement and only then awaited: g++ 12 corrupts by-value arguments of a
+// call made inside a co_await expression (see README "Known compiler traps").
+
+/// One live lease as `list()` reports it. Times are on the system clock.
+struct LockInfo {
+  AdvisoryKey key;
+  std::string owner;
+  std::uint64_t fence;
+  std::chrono::system_clock::time_point acquired_at;
+  std::chrono::system_clock::time_point expires_at;
+};
+
+namespace detail::sqlite_lock_sql {
+
+// A single statement is its own transaction, and SQLite takes the write lock
+// before it reads (OP_Transaction with the write flag), so this upsert is
+// already a read-then-write under the write lock, as BEGIN IMMEDIATE would be.
+// The row is taken when it is free (expired or released) or when the same
+// owner holds it; a live lease of the same owner keeps its token and fence.
+inline constexpr const char* acquire = R"sql(
+INSERT INTO lockstore_leases (key, owner, token, fence, acquired_ms, expires_ms)
+VALUES (?1, ?2, ?3, 1, ?4, ?4 + ?5)
+ON CONFLICT (key) DO UPDATE SET
+  token       = CASE WHEN expires_ms > excluded.acquired_ms THEN token ELSE excluded.token END,
+  fence       = CASE WHEN expires_ms > excluded.acquired_ms THEN fence ELSE fence + 1 END,
+  acquired_ms = CASE WHEN expires_ms > excluded.acquired_ms THEN acquired_ms ELSE excluded.acquired_ms END,
+  owner       = excluded.owner,
+  expires_ms  = excluded.expires_ms
+WHERE expires_ms <= excluded.acquired_ms OR owner = excluded.owner
+RETURNING token, fence)sql";
+
+inline constexpr const char* holder = "SELECT token, expires_ms FROM lockstore_leases WHERE key = ?1";
+
+inline constexpr const char* extend =
+    "UPDATE lockstore_leases SET expires_ms = ?3 + ?4 WHERE key = ?1 AND token = ?2 AND expires_ms > ?3";
+
+inline constexpr const char* release =
+    "UPDATE lockstore_leases SET owner = '', token = '', expires_ms = 0 WHERE key = ?1 AND token = ?2";
+
+// RETURNING reports the row after the update, so the operator paths that
+// report what they cleared read first, in the same BEGIN IMMEDIATE.
+inline constexpr const char* owned_by = R"sql(
+SELECT key, token, expires_ms > ?2 FROM lockstore_leases WHERE owner = ?1 AND token <> '')sql";
+
+inline constexpr const char* release_owned =
+    "UPDATE lockstore_leases SET owner = '', token = '', expires_ms = 0 WHERE owner = ?1 AND token <> ''";
+
+inline constexpr const char* held = R"sql(
+SELECT owner, fence, acquired_ms, expires_ms, token FROM lockstore_leases WHERE key = ?1 AND token <> '')sql";
+
+inline constexpr const char* clear =
+    "UPDATE lockstore_leases SET owner = '', token = '', expires_ms = 0 WHERE key = ?1";
+
+inline constexpr const char* list = R"sql(
+SELECT key, owner, fence, acquired_ms, expires_ms FROM lockstore_leases
+WHERE expires_ms > ?1 ORDER BY key)sql";
+
+}  // namespace detail::sqlite_lock_sql
+
+class SqliteLock {
+ public:
+  /// Throws errc::invalid_argument for an empty owner or one over 512 bytes.
+  explicit SqliteLock(SqliteDatabase database, std::string owner = random_owner())
+      : database_(std::move(database)), owner_(std::move(owner)) {
+    if (owner_.empty() || owner_.size() > AdvisoryKey::max_size || owner_.find('\0') != std::string::npos)
+      throw Error(errc::invalid_argument,
+                  fmt::format("SqliteLock owner must be 1 to {} bytes without NUL, got {} bytes",
+                              AdvisoryKey::max_size, owner_.size()));
+  }
+
+  const std::string& owner() const noexcept { return owner_; }
+  const SqliteDatabase& database() const noexcept { return database_; }
+
+  /// One attempt. A live lease of this owner is refreshed (same token and
+  /// fence, new expiry); another owner's live lease gives std::nullopt.
+  asio::awaitable<std::optional<LockGuard>> try_acquire(AdvisoryKey key, std::chrono::milliseconds ttl) {
+    detail::validate_ttl(ttl, "SqliteLock::try_acquire");
+    database_.require_writable("SqliteLock::try_acquire");
+    auto attempting = attempt_once(std::move(key), ttl);
+    auto attempt = co_await std::move(attempting);
+    co_return std::move(attempt.guard);
+  }
+
+  /// Waits until acquired; errc::timeout after `deadline`; operation_aborted
+  /// on per-operation cancellation, with any lease granted meanwhile undone.
+  asio::awaitable<LockGuard> acquire(AdvisoryKey key, std::chrono::milliseconds ttl,
+                                     std::chrono::milliseconds deadline) {
+    detail::validate_ttl(ttl, "SqliteLock::acquire");
+    database_.require_writable("SqliteLock::acquire");
+    auto acquiring = detail::acquire_loop(
+        database_.waiters(), key, deadline, [&] { return attempt_once(key, ttl); },
+        [this](LockGuard guard) { return release(std::move(guard)); });
+    co_return co_await std::move(acquiring);
+  }
+
+  /// New expiry = now + ttl while the guard's token holds a live lease.
+  asio::awaitable<bool> extend(LockGuard& guard, std::chrono::milliseconds ttl) {
+    detail::validate_ttl(ttl, "SqliteLock::extend");
+    database_.require_writable("SqliteLock::extend");
+    auto job = [key = guard.key().str(), token = guard.token(), ttl](detail::SqliteConnection& connection) {
+      auto statement = connection.prepare(detail::sqlite_lock_sql::extend);
+      statement.bind(1, key).bind(2, token).bind(3, detail::wall_clock_ms()).bind(4, ttl.count());
+      return statement.run() == 1;
+    };
+    co_return co_await database_.run(std::move(job));
+  }
+
+  /// Removes the lease if the guard's token still holds it (never anyone
+  /// else's), wakes this process's waiters, and marks the guard released.
+  /// On a backend error the guard stays unreleased and the error is thrown.
+  asio::awaitable<void> release(LockGuard guard) {
+    if (guard.released()) co_return;
+    database_.require_writable("SqliteLock::release");
+    auto job = [key = guard.key().str(), token = guard.token(), database = &database_](
+                   detail::SqliteConnection& connection) {
+      auto statement = connection.prepare(detail::sqlite_lock_sql::release);
+      statement.bind(1, key).bind(2, token);
+      const bool removed = statement.run() == 1;
+      database->local_tokens().erase(token);
+      if (removed) database->waiters().notify(key);  // at once, before the releaser resumes
+    };
+    co_await database_.run(std::move(job));
+    guard.mark_released();
+  }
+
+  /// Removes every lease of this owner; returns how many were still live.
+  asio::awaitable<std::size_t> release_all() {
+    database_.require_writable("SqliteLock::release_all");
+    auto job = [owner = owner_, database = &database_](detail::SqliteConnection& connection) {
+      detail::Transaction transaction(connection);
+      std::vector<std::pair<std::string, std::string>> cleared;  // key, token
+      std::size_t live = 0;
+      {
+        auto statement = connection.prepare(detail::sqlite_lock_sql::owned_by);
+        statement.bind(1, owner).bind(2, detail::wall_clock_ms());
+        while (statement.step()) {
+          cleared.emplace_back(statement.text(0), statement.text(1));
+          live += statement.int64(2) != 0 ? 1 : 0;
+        }
+      }
+      connection.prepare(detail::sqlite_lock_sql::release_owned).bind(1, owner).run();
+      transaction.commit();
+      for (const auto& [key, token] : cleared) {
+        database->local_tokens().erase(token);
+        database->waiters().notify(key);
+      }
+      return live;
+    };
+    co_return co_await database_.run(std::move(job));
+  }
+
+  /// The live leases of every owner, ordered by key.
+  asio::awaitable<std::vector<LockInfo>> list() {
+    co_return co_await database_.run([](detail::SqliteConnection& connection) {
+      auto statement = connection.prepare(detail::sqlite_lock_sql::list);
+      statement.bind(1, detail::wall_clock_ms());
+      std::vector<LockInfo> leases;
+      while (statement.step())
+        leases.push_back(LockInfo{AdvisoryKey(statement.text(0)), statement.text(1),
+                                  static_cast<std::uint64_t>(statement.int64(2)),
+                                  from_epoch_ms(statement.int64(3)), from_epoch_ms(statement.int64(4))});
+      return leases;
+    });
+  }
+
+  /// For operators: clears whatever lease holds `key`, whoever owns it, and
+  /// returns it (std::nullopt when nothing held it). Its holder's extend and
+  /// release then fail or do nothing; its fence stays used.
+  asio::awaitable<std::optional<LockInfo>> force_release(AdvisoryKey key) {
+    database_.require_writable("SqliteLock::force_release");
+    auto job = [key, database = &database_](detail::SqliteConnection& connection) -> std::optional<LockInfo> {
+      detail::Transaction transaction(connection);
+      std::optional<LockInfo> info;
+      std::string token;
+      {
+        auto statement = connection.prepare(detail::sqlite_lock_sql::held);
+        statement.bind(1, key.str());
+        if (!statement.step()) return std::nullopt;
+        info.emplace(LockInfo{key, statement.text(0), static_cast<std::uint64_t>(statement.int64(1)),
+                              from_epoch_ms(statement.int64(2)), from_epoch_ms(statement.int64(3))});
+        token = statement.text(4);
+      }
+      connection.prepare(detail::sqlite_lock_sql::clear).bind(1, key.str()).run();
+      transaction.commit();
+      database->local_tokens().erase(token);
+      database->waiters().notify(key.str());
+      return info;
+    };
+    co_return co_await database_.run(std::move(job));
+  }
+
+ private:
+  struct Outcome {
+    std::optional<std::string> token;  // the lease's token when granted
+    std::uint64_t fence = 0;
+    std::string holder_token;          // when refused: who holds it, and until when
+    std::int64_t holder_expires_ms = 0;
+  };
+
+  asio::awaitable<detail::Attempt> attempt_once(AdvisoryKey key, std::chrono::milliseconds ttl) {
+    auto proposed = random_token();
+    auto job = [key = key.str(), owner = owner_, proposed, ttl, database = &database_](
+                   detail::SqliteConnection& connection) {
+          Outcome result;
+          const auto now = detail::wall_clock_ms();
+          {
+            auto statement = connection.prepare(detail::sqlite_lock_sql::acquire);
+            statement.bind(1, key).bind(2, owner).bind(3, proposed).bind(4, now).bind(5, ttl.count());
+            if (statement.step()) {
+              result.token = statement.text(0);
+              result.fence = static_cast<std::uint64_t>(statement.int64(1));
+              database->local_tokens().insert(*result.token);
+              return result;
+            }
+          }
+          auto statement = connection.prepare(detail::sqlite_lock_sql::holder);
+          statement.bind(1, key);
+          if (statement.step()) {
+            result.holder_token = statement.text(0);
+            result.holder_expires_ms = statement.int64(1);
+          }
+          return result;
+    };
+    auto outcome = co_await database_.run(std::move(job));
+
+    detail::Attempt attempt;
+    if (outcome.token) {
+      attempt.fresh = *outcome.token == proposed;
+      attempt.guard.emplace(std::move(key), std::move(*outcome.token), outcome.fence);
+      co_return attempt;
+    }
+    attempt.retry_at = retry_time(outcome);
+    co_return attempt;
+  }
+
+  // When to look again: at the holder's expiry, and no later than a jittered
+  // poll interval if the holder is in another process (its release cannot
+  // wake us). A holder in this process wakes us itself when it releases.
+  std::chrono::steady_clock::time_point retry_time(const Outcome& outcome) const {
+    const auto now = std::chrono::steady_clock::now();
+    const auto until_expiry = std::chrono::milliseconds(
+        std::max<std::int64_t>(0, outcome.holder_expires_ms - detail::wall_clock_ms()) + 1);
+    if (database_.local_tokens().contains(outcome.holder_token)) return now + until_expiry;
+    const auto poll = database_.options().poll_interval.count();
+    const auto jittered = std::chrono::microseconds(detail::ThreadRandom::between(poll * 500, poll * 1000));
+    return now + std::min<std::chrono::microseconds>(until_expiry, jittered);
+  }
+
+  static std::chrono::system_clock::time_point from_epoch_ms(std::int64_t ms) {
+    return std::chrono::system_clock::time_point(std::chrono::milliseconds(ms));
+  }
+
+  SqliteDatabase database_;
+  std::string owner_;
+};
+
+static_assert(DistributedLock<SqliteLock>);
+
+}  // namespace lockstore

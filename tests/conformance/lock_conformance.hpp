@@ -1,0 +1,496 @@
+// The DistributedLock conformance suite: every promise of API.md's
+// DistributedLock table and with_session_lock, written once. A backend's
+// test file defines a fixture and includes this header with
+// LOCKSTORE_CONFORMANCE_FIXTURE set to it. A fixture provides:
+//   using Lock = ...;                        the backend's lock type
+//   static constexpr bool has_owners;        same-owner refresh applies
+//   asio::awaitable<Lock> make_lock(owner)   a lock for `owner`, sharing the
+//                                            fixture's connection
+//   asio::awaitable<Lock> make_remote_lock(owner)
+//                                            a lock for `owner` on its own
+//                                            connection (as another process would)
+#pragma once
+
+#include "support/helpers.hpp"
+
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/experimental/parallel_group.hpp>
+#include <catch2/catch.hpp>
+#include <lockstore/lockstore.hpp>
+
+#include <atomic>
+#include <thread>
+
+#ifndef LOCKSTORE_CONFORMANCE_FIXTURE
+#error "define LOCKSTORE_CONFORMANCE_FIXTURE before including lock_conformance.hpp"
+#endif
+
+namespace lockstore::test::conformance {
+
+using namespace std::chrono_literals;
+using namespace boost::asio::experimental::awaitable_operators;
+using Clock = std::chrono::steady_clock;
+
+inline asio::awaitable<void> sleep_for(std::chrono::milliseconds duration) {
+  asio::steady_timer timer(co_await asio::this_coro::executor, duration);
+  co_await timer.async_wait(asio::use_awaitable);
+}
+
+inline std::int64_t ms_since(Clock::time_point start) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();
+}
+
+}  // namespace lockstore::test::conformance
+
+#define LOCKSTORE_CT(name) TEMPLATE_TEST_CASE(name, "[conformance]", LOCKSTORE_CONFORMANCE_FIXTURE)
+
+namespace lockstore::test::conformance {
+
+LOCKSTORE_CT("the backend satisfies DistributedLock") {
+  STATIC_REQUIRE(DistributedLock<typename TestType::Lock>);
+}
+
+LOCKSTORE_CT("the first acquire succeeds with a 128-bit token and a positive fence") {
+  TestType fixture;
+  run([&]() -> asio::awaitable<void> {
+    auto lock = co_await fixture.make_lock("alice");
+    auto guard = co_await lock.try_acquire(AdvisoryKey("first"), 5s);
+    REQUIRE(guard.has_value());
+    CHECK(guard->key().str() == "first");
+    CHECK(guard->token().size() >= 32);
+    CHECK(guard->fence() > 0);
+    CHECK_FALSE(guard->released());
+    co_await lock.release(std::move(*guard));
+    CHECK(guard->released());
+  });
+}
+
+LOCKSTORE_CT("another owner is refused while the lease is live") {
+  TestType fixture;
+  run([&]() -> asio::awaitable<void> {
+    auto alice = co_await fixture.make_lock("alice");
+    auto bob = co_await fixture.make_lock("bob");
+    auto held = co_await alice.try_acquire(AdvisoryKey("contended"), 5s);
+    REQUIRE(held);
+    auto refused = co_await bob.try_acquire(AdvisoryKey("contended"), 5s);
+    CHECK_FALSE(refused.has_value());
+    auto other_key = co_await bob.try_acquire(AdvisoryKey("another key"), 5s);
+    CHECK(other_key.has_value());
+    co_await alice.release(std::move(*held));
+    co_await bob.release(std::move(*other_key));
+  });
+}
+
+LOCKSTORE_CT("a second try_acquire by the same owner refreshes, or is refused where there are no owners") {
+  TestType fixture;
+  run([&]() -> asio::awaitable<void> {
+    auto alice = co_await fixture.make_lock("alice");
+    auto first = co_await alice.try_acquire(AdvisoryKey("mine"), 5s);
+    REQUIRE(first);
+    auto second = co_await alice.try_acquire(AdvisoryKey("mine"), 5s);
+    if constexpr (TestType::has_owners) {
+      REQUIRE(second.has_value());
+      CHECK(second->token() == first->token());
+      CHECK(second->fence() == first->fence());
+      second->mark_released();  // the same lease as `first`
+    } else {
+      CHECK_FALSE(second.has_value());
+    }
+    co_await alice.release(std::move(*first));
+  });
+}
+
+LOCKSTORE_CT("release lets another owner in at once") {
+  TestType fixture;
+  run([&]() -> asio::awaitable<void> {
+    auto alice = co_await fixture.make_lock("alice");
+    auto bob = co_await fixture.make_lock("bob");
+    auto held = co_await alice.try_acquire(AdvisoryKey("handover"), 30s);
+    REQUIRE(held);
+    const auto first_fence = held->fence();
+    co_await alice.release(std::move(*held));
+    auto next = co_await bob.try_acquire(AdvisoryKey("handover"), 30s);
+    REQUIRE(next.has_value());
+    CHECK(next->fence() > first_fence);
+    co_await bob.release(std::move(*next));
+  });
+}
+
+LOCKSTORE_CT("extend is true for the holder and moves the expiry") {
+  TestType fixture;
+  run([&]() -> asio::awaitable<void> {
+    auto alice = co_await fixture.make_lock("alice");
+    auto bob = co_await fixture.make_lock("bob");
+    auto held = co_await alice.try_acquire(AdvisoryKey("extended"), 80ms);
+    REQUIRE(held);
+    for (int i = 0; i < 4; ++i) {  // 4 x 40 ms: twice the original TTL
+      co_await sleep_for(40ms);
+      const bool extended = co_await alice.extend(*held, 80ms);
+      CHECK(extended);
+    }
+    auto refused = co_await bob.try_acquire(AdvisoryKey("extended"), 1s);
+    CHECK_FALSE(refused.has_value());
+    co_await alice.release(std::move(*held));
+  });
+}
+
+LOCKSTORE_CT("an expired lease is reclaimed with a larger fence and the old holder can neither extend nor release it") {
+  TestType fixture;
+  run([&]() -> asio::awaitable<void> {
+    auto alice = co_await fixture.make_lock("alice");
+    auto bob = co_await fixture.make_lock("bob");
+    auto carol = co_await fixture.make_lock("carol");
+    auto stale = co_await alice.try_acquire(AdvisoryKey("expiring"), 30ms);
+    REQUIRE(stale);
+    co_await sleep_for(60ms);  // TTL expiry is the point of this test
+
+    const bool extended_after_expiry = co_await alice.extend(*stale, 5s);
+    CHECK_FALSE(extended_after_expiry);
+
+    auto reclaimed = co_await bob.try_acquire(AdvisoryKey("expiring"), 5s);
+    REQUIRE(reclaimed.has_value());
+    CHECK(reclaimed->fence() > stale->fence());
+
+    const bool extended_stale = co_await alice.extend(*stale, 5s);
+    CHECK_FALSE(extended_stale);
+    co_await alice.release(std::move(*stale));  // must not remove bob's lease
+    CHECK(stale->released());
+
+    auto still_held = co_await carol.try_acquire(AdvisoryKey("expiring"), 5s);
+    CHECK_FALSE(still_held.has_value());
+    const bool bob_extends = co_await bob.extend(*reclaimed, 5s);
+    CHECK(bob_extends);
+    co_await bob.release(std::move(*reclaimed));
+  });
+}
+
+LOCKSTORE_CT("fences strictly increase across acquisitions by different owners") {
+  TestType fixture;
+  run([&]() -> asio::awaitable<void> {
+    auto alice = co_await fixture.make_lock("alice");
+    auto bob = co_await fixture.make_lock("bob");
+    std::uint64_t last = 0;
+    for (int i = 0; i < 20; ++i) {
+      auto& lock = i % 2 == 0 ? alice : bob;
+      auto guard = co_await lock.acquire(AdvisoryKey("fenced"), 5s, 5s);
+      CHECK(guard.fence() > last);
+      last = guard.fence();
+      co_await lock.release(std::move(guard));
+    }
+  });
+}
+
+LOCKSTORE_CT("acquire throws errc::timeout when the deadline elapses") {
+  TestType fixture;
+  run([&]() -> asio::awaitable<void> {
+    auto alice = co_await fixture.make_lock("alice");
+    auto bob = co_await fixture.make_lock("bob");
+    auto held = co_await alice.try_acquire(AdvisoryKey("busy"), 30s);
+    REQUIRE(held);
+    const auto start = Clock::now();
+    std::optional<Error> failure;
+    try {
+      auto never = co_await bob.acquire(AdvisoryKey("busy"), 5s, 60ms);
+      never.mark_released();
+    } catch (const Error& error) {
+      failure = error;
+    }
+    const auto waited = ms_since(start);
+    REQUIRE(failure.has_value());
+    CHECK(failure->code() == errc::timeout);
+    CHECK_THAT(failure->what(), Catch::Contains("busy"));
+    CHECK(waited >= 55);
+    CHECK(waited < 5000);
+    co_await alice.release(std::move(*held));
+  });
+}
+
+LOCKSTORE_CT("a cancelled acquire holds nothing afterwards") {
+  TestType fixture;
+  run([&]() -> asio::awaitable<void> {
+    auto alice = co_await fixture.make_lock("alice");
+    auto bob = co_await fixture.make_lock("bob");
+    auto carol = co_await fixture.make_lock("carol");
+    auto held = co_await alice.try_acquire(AdvisoryKey("cancelled"), 30s);
+    REQUIRE(held);
+    asio::steady_timer timer(co_await asio::this_coro::executor, 40ms);
+    auto outcome = co_await (bob.acquire(AdvisoryKey("cancelled"), 30s, 30s) ||
+                             timer.async_wait(asio::use_awaitable));
+    CHECK(outcome.index() == 1);
+    co_await alice.release(std::move(*held));
+    auto free_now = co_await carol.try_acquire(AdvisoryKey("cancelled"), 5s);
+    CHECK(free_now.has_value());
+    if (free_now) co_await carol.release(std::move(*free_now));
+  });
+}
+
+LOCKSTORE_CT("a cancellation racing a release never leaves the lease held") {
+  TestType fixture;
+  run([&]() -> asio::awaitable<void> {
+    auto alice = co_await fixture.make_lock("alice");
+    auto bob = co_await fixture.make_lock("bob");
+    auto carol = co_await fixture.make_lock("carol");
+    auto executor = co_await asio::this_coro::executor;
+    for (int round = 0; round < 25; ++round) {
+      auto held = co_await alice.acquire(AdvisoryKey("raced"), 30s, 5s);
+      // The release and the cancelling timer fire at about the same time.
+      asio::co_spawn(executor, [&, guard = std::move(held)]() mutable -> asio::awaitable<void> {
+        co_await sleep_for(std::chrono::milliseconds(5 + round % 3));
+        co_await alice.release(std::move(guard));
+      }, asio::detached);
+      asio::steady_timer timer(executor, std::chrono::milliseconds(5 + round % 5));
+      auto outcome = co_await (bob.acquire(AdvisoryKey("raced"), 30s, 30s) ||
+                               timer.async_wait(asio::use_awaitable));
+      if (outcome.index() == 0) co_await bob.release(std::move(std::get<0>(outcome)));
+      co_await sleep_for(10ms);  // let the detached release finish
+      auto free_now = co_await carol.try_acquire(AdvisoryKey("raced"), 5s);
+      CHECK(free_now.has_value());
+      if (free_now) co_await carol.release(std::move(*free_now));
+    }
+  });
+}
+
+LOCKSTORE_CT("a waiter acquires promptly after a release") {
+  TestType fixture;
+  run([&]() -> asio::awaitable<void> {
+    auto alice = co_await fixture.make_lock("alice");
+    auto bob = co_await fixture.make_lock("bob");
+    auto remote = co_await fixture.make_remote_lock("remote");
+    for (auto* waiter : {&bob, &remote}) {
+      auto held = co_await alice.try_acquire(AdvisoryKey("prompt"), 30s);
+      REQUIRE(held);
+      auto executor = co_await asio::this_coro::executor;
+      Clock::time_point released_at;
+      auto [order, wait_error, guard, release_error] =
+          co_await asio::experimental::make_parallel_group(
+              asio::co_spawn(executor, [&]() -> asio::awaitable<std::optional<LockGuard>> {
+                co_return co_await waiter->acquire(AdvisoryKey("prompt"), 30s, 20s);
+              }, asio::deferred),
+              asio::co_spawn(executor, [&]() -> asio::awaitable<void> {
+                co_await sleep_for(50ms);
+                released_at = Clock::now();
+                co_await alice.release(std::move(*held));
+              }, asio::deferred))
+              .async_wait(asio::experimental::wait_for_all(), asio::use_awaitable);
+      REQUIRE_FALSE(wait_error);
+      REQUIRE_FALSE(release_error);
+      REQUIRE(guard.has_value());
+      const auto handoff = ms_since(released_at);
+      CHECK(handoff < 1000);  // the lease had 30 s left: only a wake-up explains this
+      co_await waiter->release(std::move(*guard));
+    }
+  });
+}
+
+LOCKSTORE_CT("a waiter acquires an abandoned lease when it expires") {
+  TestType fixture;
+  run([&]() -> asio::awaitable<void> {
+    auto alice = co_await fixture.make_lock("alice");
+    auto bob = co_await fixture.make_lock("bob");
+    auto abandoned = co_await alice.try_acquire(AdvisoryKey("abandoned"), 100ms);
+    REQUIRE(abandoned);
+    abandoned->mark_released();  // as if its holder crashed
+    const auto start = Clock::now();
+    auto guard = co_await bob.acquire(AdvisoryKey("abandoned"), 5s, 10s);
+    const auto waited = ms_since(start);
+    CHECK(waited >= 80);
+    CHECK(waited < 2000);
+    CHECK(guard.fence() > abandoned->fence());
+    co_await bob.release(std::move(guard));
+  });
+}
+
+LOCKSTORE_CT("invalid TTLs are refused with invalid_argument") {
+  TestType fixture;
+  run([&]() -> asio::awaitable<void> {
+    auto alice = co_await fixture.make_lock("alice");
+    for (const auto ttl : {0ms, -5ms, std::chrono::milliseconds(std::chrono::hours(24 * 400))}) {
+      std::optional<errc> code;
+      try {
+        auto guard = co_await alice.try_acquire(AdvisoryKey("ttl"), ttl);
+        if (guard) guard->mark_released();
+      } catch (const Error& error) {
+        code = static_cast<errc>(error.code().value());
+      }
+      CHECK(code == errc::invalid_argument);
+    }
+    auto fine = co_await alice.try_acquire(AdvisoryKey("ttl"), 1ms);
+    CHECK(fine.has_value());
+    if (fine) co_await alice.release(std::move(*fine));
+  });
+}
+
+LOCKSTORE_CT("threads with their own io_contexts never overlap and see strictly increasing fences") {
+  TestType fixture;
+  constexpr int threads = 4;
+  constexpr int rounds = 150;
+  std::atomic<int> inside{0};
+  std::atomic<int> overlaps{0};
+  std::mutex fences_mutex;
+  std::vector<std::uint64_t> fences;
+  std::vector<std::string> errors(threads);
+  std::vector<std::thread> workers;
+  for (int t = 0; t < threads; ++t) {
+    workers.emplace_back([&, t] {
+      try {
+        run([&]() -> asio::awaitable<void> {
+          // No co_await inside ?: and no temporaries built in the co_await
+          // statement: g++ 12 miscompiles both.
+          const auto owner = fmt::format("worker-{}", t);
+          std::optional<typename TestType::Lock> lock;
+          if (t % 2 == 0) {
+            lock.emplace(co_await fixture.make_lock(owner));
+          } else {
+            lock.emplace(co_await fixture.make_remote_lock(owner));
+          }
+          for (int i = 0; i < rounds; ++i) {
+            auto guard = co_await lock->acquire(AdvisoryKey("hammered"), 10s, 60s);
+            if (inside.fetch_add(1) != 0) overlaps.fetch_add(1);
+            {
+              std::lock_guard record(fences_mutex);
+              fences.push_back(guard.fence());
+            }
+            co_await asio::post(co_await asio::this_coro::executor, asio::use_awaitable);  // yield while held
+            inside.fetch_sub(1);
+            co_await lock->release(std::move(guard));
+          }
+        });
+      } catch (const std::exception& error) {
+        errors[static_cast<std::size_t>(t)] = error.what();
+      }
+    });
+  }
+  for (auto& worker : workers) worker.join();
+  for (const auto& error : errors) CHECK(error.empty());
+  CHECK(overlaps.load() == 0);
+  REQUIRE(fences.size() == static_cast<std::size_t>(threads * rounds));
+  for (std::size_t i = 1; i < fences.size(); ++i) REQUIRE(fences[i] > fences[i - 1]);
+}
+
+LOCKSTORE_CT("with_session_lock returns the body's value and releases the lease") {
+  TestType fixture;
+  run([&]() -> asio::awaitable<void> {
+    auto alice = co_await fixture.make_lock("alice");
+    auto bob = co_await fixture.make_lock("bob");
+    const TenantId tenant("acme");
+    bool held_inside = false;
+    auto body = [&]() -> asio::awaitable<int> {
+      auto probe = co_await bob.try_acquire(AdvisoryKey::for_session(tenant, "t-1"), 1s);
+      held_inside = !probe.has_value();
+      if (probe) co_await bob.release(std::move(*probe));
+      co_return 42;
+    };
+    const int value = co_await with_session_lock(alice, tenant, "t-1", body);
+    CHECK(value == 42);
+    CHECK(held_inside);
+    auto after = co_await bob.try_acquire(AdvisoryKey::for_session(tenant, "t-1"), 1s);
+    CHECK(after.has_value());
+    if (after) co_await bob.release(std::move(*after));
+
+    bool ran = false;
+    LockOptions no_renew;
+    no_renew.auto_renew = false;
+    co_await with_session_lock(alice, tenant, "t-2", [&]() -> asio::awaitable<void> {
+      ran = true;
+      co_return;
+    }, no_renew);
+    CHECK(ran);
+    auto after_void = co_await bob.try_acquire(AdvisoryKey::for_session(tenant, "t-2"), 1s);
+    CHECK(after_void.has_value());
+    if (after_void) co_await bob.release(std::move(*after_void));
+  });
+}
+
+LOCKSTORE_CT("with_session_lock releases when the body throws and propagates the exception") {
+  TestType fixture;
+  run([&]() -> asio::awaitable<void> {
+    auto alice = co_await fixture.make_lock("alice");
+    auto bob = co_await fixture.make_lock("bob");
+    const TenantId tenant("acme");
+    for (const bool renew : {true, false}) {
+      LockOptions options;
+      options.auto_renew = renew;
+      std::string caught;
+      try {
+        co_await with_session_lock(alice, tenant, "throws", []() -> asio::awaitable<void> {
+          throw std::runtime_error("body failed");
+          co_return;
+        }, options);
+      } catch (const std::runtime_error& error) {
+        caught = error.what();
+      }
+      CHECK(caught == "body failed");
+      auto after = co_await bob.try_acquire(AdvisoryKey::for_session(tenant, "throws"), 1s);
+      CHECK(after.has_value());
+      if (after) co_await bob.release(std::move(*after));
+    }
+  });
+}
+
+LOCKSTORE_CT("with_session_lock auto-renew keeps the lease alive well past its TTL") {
+  TestType fixture;
+  run([&]() -> asio::awaitable<void> {
+    auto alice = co_await fixture.make_lock("alice");
+    auto bob = co_await fixture.make_lock("bob");
+    const TenantId tenant("acme");
+    LockOptions options;
+    options.ttl = 60ms;
+    int refusals = 0;
+    co_await with_session_lock(alice, tenant, "long", [&]() -> asio::awaitable<void> {
+      for (int i = 0; i < 5; ++i) {  // 5 x 60 ms: five TTLs
+        co_await sleep_for(60ms);
+        auto probe = co_await bob.try_acquire(AdvisoryKey::for_session(tenant, "long"), 1s);
+        if (!probe) ++refusals;
+        if (probe) co_await bob.release(std::move(*probe));
+      }
+    }, options);
+    CHECK(refusals == 5);
+    auto after = co_await bob.try_acquire(AdvisoryKey::for_session(tenant, "long"), 1s);
+    CHECK(after.has_value());
+    if (after) co_await bob.release(std::move(*after));
+  });
+}
+
+LOCKSTORE_CT("with_session_lock cancels the body and throws lock_lost when the lease is lost") {
+  TestType fixture;
+  run([&]() -> asio::awaitable<void> {
+    auto alice = co_await fixture.make_lock("alice");
+    auto bob = co_await fixture.make_lock("bob");
+    const TenantId tenant("acme");
+    LockOptions options;
+    options.ttl = 50ms;
+    bool body_cancelled = false;
+    bool thief_got_it = false;
+    std::optional<LockGuard> stolen;
+    std::optional<errc> code;
+    const auto start = Clock::now();
+    try {
+      co_await with_session_lock(alice, tenant, "lost", [&]() -> asio::awaitable<void> {
+        // Block the thread past the TTL so no renewal can run (a stalled
+        // process), then let another owner take the expired lease.
+        std::this_thread::sleep_for(120ms);
+        stolen = co_await bob.try_acquire(AdvisoryKey::for_session(tenant, "lost"), 10s);
+        thief_got_it = stolen.has_value();
+        try {
+          co_await sleep_for(10s);
+        } catch (const boost::system::system_error& error) {
+          body_cancelled = error.code() == asio::error::operation_aborted;
+          throw;
+        }
+      }, options);
+    } catch (const Error& error) {
+      code = static_cast<errc>(error.code().value());
+    }
+    CHECK(code == errc::lock_lost);
+    CHECK(ms_since(start) < 5000);
+    CHECK(thief_got_it);
+    CHECK(body_cancelled);
+    if (stolen) {
+      const bool thief_still_holds = co_await bob.extend(*stolen, 1s);
+      CHECK(thief_still_holds);  // the loser's release did not remove it
+      co_await bob.release(std::move(*stolen));
+    }
+  });
+}
+
+}  // namespace lockstore::test::conformance

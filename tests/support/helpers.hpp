@@ -1,0 +1,119 @@
+// Test helpers: run a coroutine to completion, temporary directories,
+// capturing log messages, forked child processes.
+#pragma once
+
+#include <lockstore/lockstore.hpp>
+
+#include <boost/asio.hpp>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace lockstore::test {
+
+namespace asio = boost::asio;
+
+/// Runs `make()` (which returns an awaitable) on a fresh io_context until it
+/// finishes, and returns its result or rethrows its exception.
+template <class F>
+auto run(F&& make) {
+  asio::io_context context;
+  auto future = asio::co_spawn(context, make(), asio::use_future);
+  context.run();
+  return future.get();
+}
+
+/// A directory removed (with its contents) at scope exit.
+class TempDir {
+ public:
+  TempDir() {
+    auto pattern = (std::filesystem::temp_directory_path() / "lockstore-test-XXXXXX").string();
+    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+    path_ = pattern;
+  }
+  ~TempDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+  std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+/// Collects log messages while alive; restores the default sink after.
+class LogCapture {
+ public:
+  LogCapture() {
+    set_log_handler([this](LogLevel level, std::string_view message) {
+      std::lock_guard lock(mutex_);
+      entries_.emplace_back(level, std::string(message));
+    });
+  }
+  ~LogCapture() { set_log_handler(nullptr); }
+  std::vector<std::pair<LogLevel, std::string>> entries() const {
+    std::lock_guard lock(mutex_);
+    return entries_;
+  }
+  std::size_t count_containing(std::string_view text) const {
+    std::lock_guard lock(mutex_);
+    std::size_t n = 0;
+    for (const auto& [level, message] : entries_) n += message.find(text) != std::string::npos ? 1 : 0;
+    return n;
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::vector<std::pair<LogLevel, std::string>> entries_;
+};
+
+/// Forks `count` children that each run `body(index)` and exit with its
+/// return value; returns their exit statuses (or -signal) in index order.
+/// Call before this process opens any SqliteDatabase (see API.md on fork).
+inline std::vector<int> run_children(int count, const std::function<int(int)>& body) {
+  std::vector<pid_t> pids;
+  for (int index = 0; index < count; ++index) {
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      int status = 1;
+      try {
+        status = body(index);
+      } catch (const std::exception& error) {
+        std::fprintf(stderr, "child %d: %s\n", index, error.what());
+      }
+      std::fflush(nullptr);
+      ::_exit(status);
+    }
+    pids.push_back(pid);
+  }
+  std::vector<int> statuses;
+  for (const pid_t pid : pids) {
+    int raw = 0;
+    ::waitpid(pid, &raw, 0);
+    statuses.push_back(WIFEXITED(raw) ? WEXITSTATUS(raw) : -WTERMSIG(raw));
+  }
+  return statuses;
+}
+
+/// Waits (polling every millisecond) until `done()` or the timeout passes.
+inline bool eventually(const std::function<bool()>& done,
+                       std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+  const auto give_up = std::chrono::steady_clock::now() + timeout;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > give_up) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
+
+}  // namespace lockstore::test

@@ -1,0 +1,11 @@
+// Headers every test, example and benchmark includes, precompiled once.
+#pragma once
+
+#include <boost/asio.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/experimental/parallel_group.hpp>
+#include <catch2/catch.hpp>
+#include <fmt/format.h>
+
+#include <lockstore/lockstore.hpp>
+#include <lockstore/sqlite.hpp>

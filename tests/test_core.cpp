@@ -1,0 +1,135 @@
+// The core: errors, keys, LockGuard and logging.
+#include "support/helpers.hpp"
+
+#include <catch2/catch.hpp>
+#include <lockstore/lockstore.hpp>
+
+#include <set>
+#include <thread>
+
+namespace lockstore::test {
+
+namespace {
+std::optional<errc> code_of(const std::function<void()>& action) {
+  try {
+    action();
+  } catch (const Error& error) {
+    return static_cast<errc>(error.code().value());
+  }
+  return std::nullopt;
+}
+}  // namespace
+
+TEST_CASE("errors compare with errc and belong to the 'lockstore' category", "[core][errors]") {
+  const Error error(errc::timeout, "waited too long for 'k'");
+  CHECK(error.code() == errc::timeout);
+  CHECK(error.code() != errc::lock_lost);
+  CHECK(std::string(error.code().category().name()) == "lockstore");
+  CHECK(error.message() == "waited too long for 'k'");
+  CHECK_THAT(error.what(), Catch::Contains("waited too long for 'k'"));
+  const boost::system::error_code code = errc::head_revision_conflict;
+  CHECK(code == make_error_code(errc::head_revision_conflict));
+  CHECK(code.message() == "head revision conflict");
+  const boost::system::system_error& as_base = error;
+  CHECK(as_base.code() == errc::timeout);
+}
+
+TEST_CASE("invalid key names are refused with invalid_argument", "[core][keys]") {
+  CHECK(code_of([] { AdvisoryKey(""); }) == errc::invalid_argument);
+  CHECK(code_of([] { AdvisoryKey(std::string(513, 'k')); }) == errc::invalid_argument);
+  CHECK(code_of([] { AdvisoryKey(std::string("a\0b", 3)); }) == errc::invalid_argument);
+  CHECK(code_of([] { TenantId(""); }) == errc::invalid_argument);
+  CHECK(code_of([] { AdvisoryKey::for_session(TenantId("t"), ""); }) == errc::invalid_argument);
+  CHECK(code_of([] { AdvisoryKey::for_session(TenantId("t"), std::string(600, 'x')); }) == errc::invalid_argument);
+  CHECK_FALSE(code_of([] { AdvisoryKey(std::string(512, 'k')); }).has_value());
+  CHECK_FALSE(code_of([] { AdvisoryKey("ключ/with spaces:and:colons"); }).has_value());
+  try {
+    AdvisoryKey(std::string(700, 'k'));
+  } catch (const Error& error) {
+    CHECK_THAT(error.what(), Catch::Contains("700") && Catch::Contains("512"));
+  }
+}
+
+TEST_CASE("for_session is injective even when ids contain the separator", "[core][keys]") {
+  CHECK(AdvisoryKey::for_session(TenantId("a:1"), "b") != AdvisoryKey::for_session(TenantId("a"), "1:b"));
+  CHECK(AdvisoryKey::for_session(TenantId("a"), "b:c") != AdvisoryKey::for_session(TenantId("a:b"), "c"));
+  CHECK(AdvisoryKey::for_session(TenantId("t"), "x") == AdvisoryKey::for_session(TenantId("t"), "x"));
+  // Every pair over a small alphabet that includes the separator and digits.
+  const std::vector<std::string> parts = {"a", ":", "1", "a:", ":a", "1:", "a:1", "::", "11", "1:a:"};
+  std::set<std::string> seen;
+  for (const auto& tenant : parts)
+    for (const auto& thread : parts) seen.insert(AdvisoryKey::for_session(TenantId(tenant), thread).str());
+  CHECK(seen.size() == parts.size() * parts.size());
+}
+
+TEST_CASE("hash64 is the documented FNV-1a and feeds std::hash; keys format with fmt", "[core][keys]") {
+  CHECK(AdvisoryKey("a").hash64() == 0xaf63dc4c8601ec8cULL);
+  CHECK(AdvisoryKey("foobar").hash64() == 0x85944171f73967e8ULL);
+  CHECK(std::hash<AdvisoryKey>{}(AdvisoryKey("a")) == static_cast<std::size_t>(0xaf63dc4c8601ec8cULL));
+  CHECK(fmt::format("[{}]", AdvisoryKey("job/7")) == "[job/7]");
+  CHECK(fmt::format("{}", TenantId("acme")) == "acme");
+}
+
+TEST_CASE("random tokens carry 128 bits and do not repeat", "[core][guard]") {
+  std::set<std::string> tokens;
+  for (int i = 0; i < 10000; ++i) {
+    auto token = random_token();
+    REQUIRE(token.size() == 32);
+    REQUIRE(token.find_first_not_of("0123456789abcdef") == std::string::npos);
+    tokens.insert(std::move(token));
+  }
+  CHECK(tokens.size() == 10000);
+  CHECK(random_owner() != random_owner());
+}
+
+TEST_CASE("a guard dropped without release warns once, naming the key", "[core][guard]") {
+  LogCapture log;
+  {
+    LockGuard guard(AdvisoryKey("leaky/key"), random_token(), 7);
+    CHECK(guard.fence() == 7);
+    CHECK(guard.held_for() >= std::chrono::steady_clock::duration::zero());
+  }
+  const auto entries = log.entries();
+  REQUIRE(entries.size() == 1);
+  CHECK(entries[0].first == LogLevel::warning);
+  CHECK_THAT(entries[0].second, Catch::Contains("leaky/key") && Catch::Contains("without release"));
+}
+
+TEST_CASE("mark_released and moves silence the leak warning", "[core][guard]") {
+  LogCapture log;
+  {
+    LockGuard released(AdvisoryKey("quiet"), random_token(), 1);
+    released.mark_released();
+    CHECK(released.released());
+    LockGuard original(AdvisoryKey("moved"), random_token(), 2);
+    LockGuard target = std::move(original);  // only the target may warn
+    target.mark_released();
+  }
+  CHECK(log.entries().empty());
+  {
+    LockGuard first(AdvisoryKey("overwritten"), random_token(), 3);
+    LockGuard second(AdvisoryKey("kept"), random_token(), 4);
+    first = std::move(second);  // drops "overwritten" without release
+    first.mark_released();
+  }
+  CHECK(log.count_containing("overwritten") == 1);
+  CHECK(log.entries().size() == 1);
+}
+
+TEST_CASE("the log handler can be replaced while other threads log", "[core][log]") {
+  std::atomic<int> delivered{0};
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> loggers;
+  for (int i = 0; i < 4; ++i)
+    loggers.emplace_back([&] {
+      while (!stop) detail::log(LogLevel::debug, "tick");
+    });
+  for (int i = 0; i < 200; ++i) set_log_handler([&](LogLevel, std::string_view) { ++delivered; });
+  CHECK(eventually([&] { return delivered.load() > 100; }));
+  stop = true;
+  for (auto& logger : loggers) logger.join();
+  set_log_handler(nullptr);
+  CHECK(delivered.load() > 100);
+}
+
+}  // namespace lockstore::test

@@ -1,0 +1,66 @@
+// MemoryLock: the conformance suite, plus what only an in-process lock shows.
+#include "support/helpers.hpp"
+
+#include <catch2/catch.hpp>
+#include <lockstore/lockstore.hpp>
+
+namespace lockstore::test {
+
+// Every acquisition is its own holder, so "owners" share one MemoryLock.
+struct MemoryFixture {
+  using Lock = MemoryLock;
+  static constexpr bool has_owners = false;
+  MemoryLock shared;
+  asio::awaitable<MemoryLock> make_lock(std::string) { co_return shared; }
+  asio::awaitable<MemoryLock> make_remote_lock(std::string) { co_return shared; }
+};
+
+}  // namespace lockstore::test
+
+#define LOCKSTORE_CONFORMANCE_FIXTURE lockstore::test::MemoryFixture
+#include "conformance/lock_conformance.hpp"
+
+namespace lockstore::test {
+
+using namespace std::chrono_literals;
+
+TEST_CASE("MemoryLock instances are independent; copies share leases", "[memory]") {
+  run([&]() -> asio::awaitable<void> {
+    MemoryLock first;
+    MemoryLock second;
+    MemoryLock copy = first;
+    auto a = co_await first.try_acquire(AdvisoryKey("k"), 5s);
+    auto b = co_await second.try_acquire(AdvisoryKey("k"), 5s);
+    auto c = co_await copy.try_acquire(AdvisoryKey("k"), 5s);
+    CHECK(a.has_value());
+    CHECK(b.has_value());
+    CHECK_FALSE(c.has_value());
+    CHECK(first.held_count() == 1);
+    co_await first.release(std::move(*a));
+    co_await second.release(std::move(*b));
+    CHECK(first.held_count() == 0);
+  });
+}
+
+TEST_CASE("MemoryLock wakes many waiters on one key without losing any", "[memory]") {
+  MemoryLock lock;
+  asio::io_context context;
+  constexpr int waiters = 50;
+  int done = 0;
+  std::vector<std::uint64_t> fences;
+  for (int i = 0; i < waiters; ++i) {
+    asio::co_spawn(context, [&]() -> asio::awaitable<void> {
+      auto guard = co_await lock.acquire(AdvisoryKey("crowd"), 5s, 10s);
+      fences.push_back(guard.fence());
+      co_await asio::post(context, asio::use_awaitable);
+      co_await lock.release(std::move(guard));
+      ++done;
+    }, asio::detached);
+  }
+  context.run();
+  CHECK(done == waiters);
+  REQUIRE(fences.size() == waiters);
+  for (std::size_t i = 1; i < fences.size(); ++i) CHECK(fences[i] > fences[i - 1]);
+}
+
+}  // namespace lockstore::test

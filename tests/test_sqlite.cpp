@@ -1,0 +1,224 @@
+// SqliteLock: the conformance suite, plus owners, listing, processes and
+// many openers of one new file.
+#include "support/helpers.hpp"
+
+#include <catch2/catch.hpp>
+#include <fcntl.h>
+#include <lockstore/sqlite.hpp>
+
+#include <fstream>
+#include <sstream>
+
+namespace lockstore::test {
+
+struct SqliteFixture {
+  using Lock = SqliteLock;
+  static constexpr bool has_owners = true;
+  TempDir dir;
+  std::mutex mutex;
+  std::optional<SqliteDatabase> database;
+
+  asio::awaitable<SqliteLock> make_lock(std::string owner) {
+    {
+      std::lock_guard lock(mutex);
+      if (database) co_return SqliteLock(*database, std::move(owner));
+    }
+    auto opened = co_await SqliteDatabase::open(dir / "locks.db");
+    std::lock_guard lock(mutex);
+    if (!database) database = opened;
+    co_return SqliteLock(*database, std::move(owner));
+  }
+
+  // Its own SqliteDatabase: a separate connection, woken only by polling,
+  // as a lock in another process would be.
+  asio::awaitable<SqliteLock> make_remote_lock(std::string owner) {
+    co_return SqliteLock(co_await SqliteDatabase::open(dir / "locks.db"), std::move(owner));
+  }
+};
+
+}  // namespace lockstore::test
+
+#define LOCKSTORE_CONFORMANCE_FIXTURE lockstore::test::SqliteFixture
+#include "conformance/lock_conformance.hpp"
+
+namespace lockstore::test {
+
+using namespace std::chrono_literals;
+
+TEST_CASE("release_all removes exactly this owner's leases and counts the live ones", "[sqlite]") {
+  TempDir dir;
+  run([&]() -> asio::awaitable<void> {
+    auto database = co_await SqliteDatabase::open(dir / "locks.db");
+    SqliteLock alice(database, "alice");
+    SqliteLock bob(database, "bob");
+    auto a1 = co_await alice.try_acquire(AdvisoryKey("a1"), 30s);
+    auto a2 = co_await alice.try_acquire(AdvisoryKey("a2"), 30s);
+    auto a3 = co_await alice.try_acquire(AdvisoryKey("a3-expired"), 1ms);
+    auto b1 = co_await bob.try_acquire(AdvisoryKey("b1"), 30s);
+    REQUIRE((a1 && a2 && a3 && b1));
+    co_await conformance::sleep_for(10ms);
+    const auto live = co_await alice.release_all();
+    CHECK(live == 2);
+    a1->mark_released();
+    a2->mark_released();
+    a3->mark_released();
+
+    auto listed = co_await bob.list();
+    REQUIRE(listed.size() == 1);
+    CHECK(listed[0].key.str() == "b1");
+    CHECK(listed[0].owner == "bob");
+    CHECK(listed[0].fence == b1->fence());
+    CHECK(listed[0].expires_at > listed[0].acquired_at);
+
+    auto retaken = co_await bob.try_acquire(AdvisoryKey("a1"), 30s);
+    CHECK(retaken.has_value());
+    const auto none_left = co_await alice.release_all();
+    CHECK(none_left == 0);
+    co_await bob.release(std::move(*b1));
+    co_await bob.release(std::move(*retaken));
+  });
+}
+
+TEST_CASE("force_release clears another owner's lease and reports whose it was", "[sqlite]") {
+  TempDir dir;
+  run([&]() -> asio::awaitable<void> {
+    auto database = co_await SqliteDatabase::open(dir / "locks.db");
+    SqliteLock alice(database, "alice");
+    SqliteLock operator_lock(database, "operator");
+    auto held = co_await alice.try_acquire(AdvisoryKey("stuck"), 30s);
+    REQUIRE(held);
+    auto cleared = co_await operator_lock.force_release(AdvisoryKey("stuck"));
+    REQUIRE(cleared.has_value());
+    CHECK(cleared->owner == "alice");
+    CHECK(cleared->fence == held->fence());
+    const bool extended = co_await alice.extend(*held, 30s);
+    CHECK_FALSE(extended);
+    auto again = co_await operator_lock.force_release(AdvisoryKey("stuck"));
+    CHECK_FALSE(again.has_value());
+    co_await alice.release(std::move(*held));
+  });
+}
+
+TEST_CASE("fences keep increasing after release, expiry and reopening the file", "[sqlite]") {
+  TempDir dir;
+  std::uint64_t before = 0;
+  run([&]() -> asio::awaitable<void> {
+    auto database = co_await SqliteDatabase::open(dir / "locks.db");
+    SqliteLock lock(database, "first-process");
+    auto guard = co_await lock.acquire(AdvisoryKey("durable"), 30s, 1s);
+    co_await lock.release(std::move(guard));
+    auto expiring = co_await lock.acquire(AdvisoryKey("durable"), 1ms, 1s);
+    before = expiring.fence();
+    expiring.mark_released();
+  });
+  run([&]() -> asio::awaitable<void> {
+    auto database = co_await SqliteDatabase::open(dir / "locks.db");
+    SqliteLock lock(database, "second-process");
+    auto guard = co_await lock.acquire(AdvisoryKey("durable"), 30s, 1s);
+    CHECK(guard.fence() > before);
+    co_await lock.release(std::move(guard));
+  });
+}
+
+TEST_CASE("statements run on the connection's thread and resume on the caller's", "[sqlite]") {
+  TempDir dir;
+  run([&]() -> asio::awaitable<void> {
+    auto database = co_await SqliteDatabase::open(dir / "locks.db");
+    const auto caller = std::this_thread::get_id();
+    const auto statement_thread = co_await database.run([](detail::SqliteConnection&) {
+      return std::this_thread::get_id();
+    });
+    CHECK(statement_thread != caller);
+    CHECK(std::this_thread::get_id() == caller);
+  });
+}
+
+TEST_CASE("processes on one SQLite file never overlap (ledger of enter/exit lines)", "[sqlite][process]") {
+  TempDir dir;
+  const auto ledger = dir / "ledger.txt";
+  const auto database_path = dir / "locks.db";
+  constexpr int processes = 4;
+  constexpr int rounds = 60;
+  const auto statuses = run_children(processes, [&](int index) {
+    const int fd = ::open(ledger.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (fd < 0) return 2;
+    run([&]() -> asio::awaitable<void> {
+      SqliteLock lock(co_await SqliteDatabase::open(database_path), fmt::format("process-{}", index));
+      for (int i = 0; i < rounds; ++i) {
+        auto guard = co_await lock.acquire(AdvisoryKey("ledger"), 10s, 60s);
+        const auto enter = fmt::format("enter {} {}\n", index, guard.fence());
+        if (::write(fd, enter.data(), enter.size()) < 0) throw std::runtime_error("write failed");
+        co_await conformance::sleep_for(std::chrono::milliseconds(i % 2));
+        const auto exit = fmt::format("exit {} {}\n", index, guard.fence());
+        if (::write(fd, exit.data(), exit.size()) < 0) throw std::runtime_error("write failed");
+        co_await lock.release(std::move(guard));
+      }
+    });
+    ::close(fd);
+    return 0;
+  });
+  for (const int status : statuses) CHECK(status == 0);
+
+  std::ifstream in(ledger);
+  std::string line;
+  std::vector<std::string> lines;
+  while (std::getline(in, line)) lines.push_back(line);
+  REQUIRE(lines.size() == static_cast<std::size_t>(2 * processes * rounds));
+  std::uint64_t last_fence = 0;
+  for (std::size_t i = 0; i < lines.size(); i += 2) {
+    std::istringstream enter(lines[i]);
+    std::istringstream exit(lines[i + 1]);
+    std::string enter_word, exit_word;
+    int enter_process = -1, exit_process = -2;
+    std::uint64_t enter_fence = 0, exit_fence = 0;
+    enter >> enter_word >> enter_process >> enter_fence;
+    exit >> exit_word >> exit_process >> exit_fence;
+    INFO("ledger lines " << i << " and " << i + 1 << ": '" << lines[i] << "' / '" << lines[i + 1] << "'");
+    REQUIRE(enter_word == "enter");
+    REQUIRE(exit_word == "exit");
+    REQUIRE(enter_process == exit_process);
+    REQUIRE(enter_fence == exit_fence);
+    REQUIRE(enter_fence > last_fence);
+    last_fence = enter_fence;
+  }
+}
+
+TEST_CASE("16 threads opening one new file at once all succeed", "[sqlite]") {
+  TempDir dir;
+  constexpr int openers = 16;
+  std::atomic<int> opened{0};
+  std::vector<std::string> errors(openers);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < openers; ++i) {
+    threads.emplace_back([&, i] {
+      try {
+        run([&]() -> asio::awaitable<void> {
+          SqliteLock lock(co_await SqliteDatabase::open(dir / "fresh.db"), fmt::format("opener-{}", i));
+          auto guard = co_await lock.acquire(AdvisoryKey(fmt::format("key-{}", i)), 5s, 5s);
+          co_await lock.release(std::move(guard));
+          ++opened;
+        });
+      } catch (const std::exception& error) {
+        errors[static_cast<std::size_t>(i)] = error.what();
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  for (const auto& error : errors) CHECK(error.empty());
+  CHECK(opened.load() == openers);
+}
+
+TEST_CASE("16 processes opening one new file at once all succeed", "[sqlite][process]") {
+  TempDir dir;
+  const auto statuses = run_children(16, [&](int index) {
+    run([&]() -> asio::awaitable<void> {
+      SqliteLock lock(co_await SqliteDatabase::open(dir / "fresh.db"), fmt::format("p{}", index));
+      auto guard = co_await lock.acquire(AdvisoryKey("shared"), 5s, 30s);
+      co_await lock.release(std::move(guard));
+    });
+    return 0;
+  });
+  for (const int status : statuses) CHECK(status == 0);
+}
+
+}  // namespace lockstore::test
