@@ -1,1 +1,320 @@
-int main() { return 0; }
+// lock_bench: prints one JSON line per measurement, each with the baseline
+// measured in the same run (std::mutex + unordered_map; raw sqlite3 running
+// the same statements with the same pragmas). `--smoke` runs tiny counts to
+// check that the program works; it never decides a test's outcome by time.
+#include <lockstore/sqlite.hpp>
+
+#include <boost/asio.hpp>
+#include <fmt/format.h>
+#include <sqlite3.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+using namespace std::chrono_literals;
+namespace asio = boost::asio;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+struct Scale {
+  int memory_pairs, sqlite_pairs, handoffs, many_keys;
+};
+
+template <class F>
+auto run(F&& make) {
+  asio::io_context context;
+  auto future = asio::co_spawn(context, make(), asio::use_future);
+  context.run();
+  return future.get();
+}
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+std::filesystem::path fresh_file(const std::string& name) {
+  auto path = std::filesystem::temp_directory_path() / fmt::format("lockstore-bench-{}-{}", ::getpid(), name);
+  for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path.string() + suffix);
+  return path;
+}
+
+void remove_file(const std::filesystem::path& path) {
+  for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path.string() + suffix);
+}
+
+double percentile(std::vector<double> values, double p) {
+  if (values.empty()) return 0;
+  std::sort(values.begin(), values.end());
+  return values[static_cast<std::size_t>(p * static_cast<double>(values.size() - 1))];
+}
+
+void print_pairs(const char* backend, double pairs_per_s, const char* baseline, double baseline_per_s) {
+  fmt::print("{{\"benchmark\":\"uncontended_pairs\",\"backend\":\"{}\",\"pairs_per_s\":{:.0f},"
+             "\"baseline\":\"{}\",\"baseline_pairs_per_s\":{:.0f},\"ratio\":{:.3f}}}\n",
+             backend, pairs_per_s, baseline, baseline_per_s, pairs_per_s / baseline_per_s);
+}
+
+// --- uncontended acquire+release pairs -------------------------------------
+
+double mutex_map_pairs(int pairs) {
+  std::mutex mutex;
+  std::unordered_map<std::string, std::uint64_t> held;
+  const std::string key = "bench";
+  const auto start = Clock::now();
+  for (int i = 0; i < pairs; ++i) {
+    {
+      std::lock_guard lock(mutex);
+      held.emplace(key, static_cast<std::uint64_t>(i));
+    }
+    std::lock_guard lock(mutex);
+    held.erase(key);
+  }
+  return pairs / seconds_since(start);
+}
+
+double memory_lock_pairs(int pairs) {
+  return run([&]() -> asio::awaitable<double> {
+    lockstore::MemoryLock lock;
+    const lockstore::AdvisoryKey key("bench");
+    const auto start = Clock::now();
+    for (int i = 0; i < pairs; ++i) {
+      auto guard = co_await lock.try_acquire(key, 30s);
+      co_await lock.release(std::move(*guard));
+    }
+    co_return pairs / seconds_since(start);
+  });
+}
+
+// The same statements SqliteLock runs, prepared once, on the same pragmas.
+double raw_sqlite_pairs(int pairs) {
+  const auto path = fresh_file("raw.db");
+  run([&]() -> asio::awaitable<void> { co_await lockstore::SqliteDatabase::open(path); });  // same schema
+  sqlite3* db = nullptr;
+  sqlite3_open(path.c_str(), &db);
+  sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON", nullptr, nullptr, nullptr);
+  sqlite3_busy_timeout(db, 15000);
+  sqlite3_stmt* acquire = nullptr;
+  sqlite3_stmt* release = nullptr;
+  sqlite3_prepare_v3(db, lockstore::detail::sqlite_lock_sql::acquire, -1, SQLITE_PREPARE_PERSISTENT, &acquire, nullptr);
+  sqlite3_prepare_v3(db, lockstore::detail::sqlite_lock_sql::release, -1, SQLITE_PREPARE_PERSISTENT, &release, nullptr);
+  const auto start = Clock::now();
+  for (int i = 0; i < pairs; ++i) {
+    const auto token = lockstore::random_token();
+    const auto now = lockstore::detail::wall_clock_ms();
+    sqlite3_bind_text(acquire, 1, "bench", -1, SQLITE_STATIC);
+    sqlite3_bind_text(acquire, 2, "raw-owner", -1, SQLITE_STATIC);
+    sqlite3_bind_text(acquire, 3, token.c_str(), -1, SQLITE_STATIC);
+    sqlite3_bind_int64(acquire, 4, now);
+    sqlite3_bind_int64(acquire, 5, 30000);
+    if (sqlite3_step(acquire) != SQLITE_ROW) throw std::runtime_error("raw acquire refused");
+    sqlite3_reset(acquire);
+    sqlite3_bind_text(release, 1, "bench", -1, SQLITE_STATIC);
+    sqlite3_bind_text(release, 2, token.c_str(), -1, SQLITE_STATIC);
+    if (sqlite3_step(release) != SQLITE_DONE) throw std::runtime_error("raw release failed");
+    sqlite3_reset(release);
+  }
+  const double rate = pairs / seconds_since(start);
+  sqlite3_finalize(acquire);
+  sqlite3_finalize(release);
+  sqlite3_close(db);
+  remove_file(path);
+  return rate;
+}
+
+double sqlite_lock_pairs(int pairs) {
+  const auto path = fresh_file("lock.db");
+  const double rate = run([&]() -> asio::awaitable<double> {
+    lockstore::SqliteLock lock(co_await lockstore::SqliteDatabase::open(path), "bench-owner");
+    const lockstore::AdvisoryKey key("bench");
+    const auto start = Clock::now();
+    for (int i = 0; i < pairs; ++i) {
+      auto guard = co_await lock.try_acquire(key, 30s);
+      co_await lock.release(std::move(*guard));
+    }
+    co_return pairs / seconds_since(start);
+  });
+  remove_file(path);
+  return rate;
+}
+
+// --- handoff latency: release -> the waiter holds it -----------------------
+
+// Shared between processes (mmap before fork) or threads.
+struct HandoffBoard {
+  std::atomic<int> holding{-1};      // iteration whose lease the holder has
+  std::atomic<int> waiting{-1};      // iteration the waiter started acquire for
+  std::atomic<int> done{-1};         // iteration the waiter finished
+  std::atomic<std::int64_t> released_ns{0};
+  double latency_us[4096];
+};
+
+std::int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
+}
+
+void spin_until(const std::atomic<int>& value, int expected) {
+  while (value.load() != expected) std::this_thread::sleep_for(50us);
+}
+
+// `make_lock` is called in the thread or process that uses the lock.
+template <class MakeLock>
+void holder_side(HandoffBoard& board, int handoffs, MakeLock make_lock) {
+  run([&]() -> asio::awaitable<void> {
+    auto making = make_lock("holder");  // own statement: g++ 12 and co_await temporaries
+    auto lock = co_await std::move(making);
+    for (int i = 0; i < handoffs; ++i) {
+      auto guard = co_await lock.acquire(lockstore::AdvisoryKey("handoff"), 30s, 30s);
+      board.holding = i;
+      spin_until(board.waiting, i);
+      asio::steady_timer settle(co_await asio::this_coro::executor, 3ms);  // the waiter is now waiting
+      co_await settle.async_wait(asio::use_awaitable);
+      board.released_ns = now_ns();
+      co_await lock.release(std::move(guard));
+      spin_until(board.done, i);
+    }
+  });
+}
+
+template <class MakeLock>
+void waiter_side(HandoffBoard& board, int handoffs, MakeLock make_lock) {
+  run([&]() -> asio::awaitable<void> {
+    auto making = make_lock("waiter");
+    auto lock = co_await std::move(making);
+    for (int i = 0; i < handoffs; ++i) {
+      spin_until(board.holding, i);
+      board.waiting = i;
+      auto guard = co_await lock.acquire(lockstore::AdvisoryKey("handoff"), 30s, 30s);
+      board.latency_us[i] = static_cast<double>(now_ns() - board.released_ns.load()) / 1000.0;
+      co_await lock.release(std::move(guard));
+      board.done = i;
+    }
+  });
+}
+
+void print_handoff(const char* backend, const char* scope, const HandoffBoard& board, int handoffs) {
+  std::vector<double> latencies(board.latency_us, board.latency_us + handoffs);
+  fmt::print("{{\"benchmark\":\"handoff_latency\",\"backend\":\"{}\",\"scope\":\"{}\",\"samples\":{},"
+             "\"p50_us\":{:.1f},\"p99_us\":{:.1f},\"max_us\":{:.1f}}}\n",
+             backend, scope, handoffs, percentile(latencies, 0.5), percentile(latencies, 0.99),
+             percentile(latencies, 1.0));
+}
+
+template <class MakeLock>
+void handoff_threads(const char* backend, int handoffs, MakeLock make_lock) {
+  auto board = std::make_unique<HandoffBoard>();
+  std::thread waiter([&] { waiter_side(*board, handoffs, make_lock); });
+  holder_side(*board, handoffs, make_lock);
+  waiter.join();
+  print_handoff(backend, "threads", *board, handoffs);
+}
+
+void handoff_processes(int handoffs) {
+  const auto path = fresh_file("handoff.db");
+  run([&]() -> asio::awaitable<void> { co_await lockstore::SqliteDatabase::open(path); });  // create before fork
+  void* memory = ::mmap(nullptr, sizeof(HandoffBoard), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  auto* board = new (memory) HandoffBoard();
+  auto make_lock = [&](std::string owner) -> asio::awaitable<lockstore::SqliteLock> {
+    co_return lockstore::SqliteLock(co_await lockstore::SqliteDatabase::open(path), std::move(owner));
+  };
+  const pid_t child = ::fork();
+  if (child == 0) {
+    waiter_side(*board, handoffs, make_lock);
+    ::_exit(0);
+  }
+  holder_side(*board, handoffs, make_lock);
+  ::waitpid(child, nullptr, 0);
+  print_handoff("sqlite", "processes", *board, handoffs);
+  ::munmap(memory, sizeof(HandoffBoard));
+  remove_file(path);
+}
+
+// --- acquire cost with many other keys held --------------------------------
+
+template <class Lock>
+asio::awaitable<double> pairs_on_fresh_key(Lock& lock, int pairs) {
+  const lockstore::AdvisoryKey key("measured");
+  const auto start = Clock::now();
+  for (int i = 0; i < pairs; ++i) {
+    auto guard = co_await lock.try_acquire(key, 30s);
+    co_await lock.release(std::move(*guard));
+  }
+  co_return pairs / seconds_since(start);
+}
+
+void many_keys(int held_keys, int pairs) {
+  for (const int held : {10, held_keys}) {
+    const double memory_rate = run([&]() -> asio::awaitable<double> {
+      lockstore::MemoryLock lock;
+      std::vector<lockstore::LockGuard> guards;
+      guards.reserve(static_cast<std::size_t>(held));
+      for (int i = 0; i < held; ++i)
+        guards.push_back(std::move(*co_await lock.try_acquire(lockstore::AdvisoryKey(fmt::format("held-{}", i)), 1h)));
+      const double rate = co_await pairs_on_fresh_key(lock, pairs);
+      for (auto& guard : guards) guard.mark_released();
+      co_return rate;
+    });
+    const auto path = fresh_file("many.db");
+    const double sqlite_rate = run([&]() -> asio::awaitable<double> {
+      auto database = co_await lockstore::SqliteDatabase::open(path);
+      co_await database.run([held](lockstore::detail::SqliteConnection& connection) {
+        // Bulk-insert the held leases in one transaction (fast setup).
+        lockstore::detail::Transaction transaction(connection);
+        static constexpr const char* insert =
+            "INSERT INTO lockstore_leases VALUES (?1, 'other', ?2, 1, ?3, ?3 + 3600000)";
+        for (int i = 0; i < held; ++i) {
+          auto statement = connection.prepare(insert);
+          statement.bind(1, fmt::format("held-{}", i)).bind(2, lockstore::random_token())
+              .bind(3, lockstore::detail::wall_clock_ms());
+          statement.run();
+        }
+        transaction.commit();
+      });
+      lockstore::SqliteLock lock(database, "measurer");
+      co_return co_await pairs_on_fresh_key(lock, pairs);
+    });
+    remove_file(path);
+    fmt::print("{{\"benchmark\":\"pairs_with_keys_held\",\"held_keys\":{},\"memory_pairs_per_s\":{:.0f},"
+               "\"sqlite_pairs_per_s\":{:.0f}}}\n",
+               held, memory_rate, sqlite_rate);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const bool smoke = argc > 1 && std::string_view(argv[1]) == "--smoke";
+  const Scale scale = smoke ? Scale{2000, 200, 20, 1000} : Scale{500000, 40000, 2000, 100000};
+
+  // Each pair of figures is measured back to back, baseline first.
+  const double mutex_rate = mutex_map_pairs(scale.memory_pairs * 10);
+  print_pairs("memory", memory_lock_pairs(scale.memory_pairs), "std_mutex_unordered_map", mutex_rate);
+  const double raw_rate = raw_sqlite_pairs(scale.sqlite_pairs);
+  print_pairs("sqlite", sqlite_lock_pairs(scale.sqlite_pairs), "raw_sqlite3_same_statements", raw_rate);
+
+  handoff_threads("memory", scale.handoffs, [shared = lockstore::MemoryLock()](std::string) mutable
+                  -> asio::awaitable<lockstore::MemoryLock> { co_return shared; });
+  const auto path = fresh_file("handoff-threads.db");
+  std::optional<lockstore::SqliteDatabase> database;
+  database = run([&]() -> asio::awaitable<std::optional<lockstore::SqliteDatabase>> {
+    co_return co_await lockstore::SqliteDatabase::open(path);
+  });
+  handoff_threads("sqlite", scale.handoffs, [&](std::string owner) -> asio::awaitable<lockstore::SqliteLock> {
+    co_return lockstore::SqliteLock(*database, std::move(owner));
+  });
+  database.reset();
+  remove_file(path);
+  handoff_processes(scale.handoffs);
+
+  many_keys(scale.many_keys, scale.sqlite_pairs / 4);
+  return 0;
+}

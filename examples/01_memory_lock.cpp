@@ -15,6 +15,8 @@ asio::awaitable<void> worker(lockstore::MemoryLock& lock, std::string name) {
     asio::steady_timer work(co_await asio::this_coro::executor, 10ms);
     co_await work.async_wait(asio::use_awaitable);
     co_await lock.release(std::move(guard));
+    asio::steady_timer other_work(co_await asio::this_coro::executor, 1ms);
+    co_await other_work.async_wait(asio::use_awaitable);
   }
 }
 

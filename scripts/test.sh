@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what it needs, then builds and runs every
+# test three times: a normal build, AddressSanitizer + UndefinedBehavior-
+# Sanitizer, and ThreadSanitizer. Fails on any failing test or sanitizer
+# report. Usage: scripts/test.sh [build-root]   (default: ./build-ci)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=${1:-build-ci}
+
+scripts/install-deps.sh
+
+run_suite() {  # name, extra cmake args...
+  local name=$1; shift
+  local dir="$root/$name"
+  echo "=== $name: configure and build"
+  cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" > "$dir.configure.log" 2>&1 \
+    || { cat "$dir.configure.log"; return 1; }
+  cmake --build "$dir" -j2
+  echo "=== $name: test"
+  ctest --test-dir "$dir" -j2 --output-on-failure --timeout 300
+}
+
+mkdir -p "$root"
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+
+run_suite release
+run_suite asan -DLOCKSTORE_SANITIZE=address
+run_suite tsan -DLOCKSTORE_SANITIZE=thread
+echo "=== all suites passed"
