@@ -131,10 +131,10 @@ double raw_sqlite_pairs(int pairs) {
   return rate;
 }
 
-double sqlite_lock_pairs(int pairs) {
+double sqlite_lock_pairs(int pairs, lockstore::SqliteOptions options = {}) {
   const auto path = fresh_file("lock.db");
   const double rate = run([&]() -> asio::awaitable<double> {
-    lockstore::SqliteLock lock(co_await lockstore::SqliteDatabase::open(path), "bench-owner");
+    lockstore::SqliteLock lock(co_await lockstore::SqliteDatabase::open(path, options), "bench-owner");
     const lockstore::AdvisoryKey key("bench");
     const auto start = Clock::now();
     for (int i = 0; i < pairs; ++i) {
@@ -292,8 +292,22 @@ void many_keys(int held_keys, int pairs) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const bool smoke = argc > 1 && std::string_view(argv[1]) == "--smoke";
+  const std::vector<std::string_view> args(argv + 1, argv + argc);
+  const auto has = [&](std::string_view flag) { return std::find(args.begin(), args.end(), flag) != args.end(); };
+  const bool smoke = has("--smoke");
   const Scale scale = smoke ? Scale{2000, 200, 20, 1000} : Scale{500000, 40000, 2000, 100000};
+
+  if (has("--spin-sweep")) {  // how the completion spin changes single-client SQLite throughput
+    for (const int spin_us : {0, 20, 50, 100, 200}) {
+      lockstore::SqliteOptions options;
+      options.completion_spin = std::chrono::microseconds(spin_us);
+      const double raw = raw_sqlite_pairs(scale.sqlite_pairs);
+      const double ours = sqlite_lock_pairs(scale.sqlite_pairs, options);
+      fmt::print("{{\"benchmark\":\"spin_sweep\",\"completion_spin_us\":{},\"pairs_per_s\":{:.0f},"
+                 "\"raw_pairs_per_s\":{:.0f},\"ratio\":{:.3f}}}\n", spin_us, ours, raw, ours / raw);
+    }
+    return 0;
+  }
 
   // Each pair of figures is measured back to back, baseline first.
   const double mutex_rate = mutex_map_pairs(scale.memory_pairs * 10);

@@ -7,6 +7,7 @@
 
 #include "lockstore/detail/sqlite_connection.hpp"
 
+#include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
@@ -16,6 +17,8 @@
 #include <boost/asio/prefer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <exception>
 #include <functional>
@@ -37,8 +40,11 @@ class SqliteWorker {
 
   /// Starts the thread, which opens the connection with `opener` before any
   /// job runs. If opening fails, every job fails with the opener's error.
-  explicit SqliteWorker(Opener opener)
-      : core_(std::make_shared<Core>()),
+  /// `completion_spin`: how long a caller waits on its own thread for a
+  /// statement's result before it suspends (0: always suspend).
+  SqliteWorker(Opener opener, std::chrono::microseconds completion_spin)
+      : completion_spin_(completion_spin),
+        core_(std::make_shared<Core>()),
         thread_([core = core_, opener = std::move(opener)] { core->loop(opener); }) {}
   SqliteWorker(const SqliteWorker&) = delete;
   SqliteWorker& operator=(const SqliteWorker&) = delete;
@@ -59,69 +65,126 @@ class SqliteWorker {
     }
   }
 
-  /// Runs `f(connection)` on the worker thread; resumes on the caller's
-  /// executor with its result or exception. Not cancellable once queued: a
-  /// statement always runs to completion.
+  /// Runs `f(connection)` on the worker thread and returns its result or
+  /// rethrows its exception, on the caller's executor. Most statements finish
+  /// within the completion spin, and the caller takes the result without
+  /// suspending; otherwise it suspends and the worker posts the resumption to
+  /// the caller's executor. Not cancellable once queued: a statement always
+  /// runs to completion.
   template <class F>
   auto run(F f) -> asio::awaitable<std::invoke_result_t<F&, SqliteConnection&>> {
     using Result = std::invoke_result_t<F&, SqliteConnection&>;
-    using Boxed = std::optional<std::conditional_t<std::is_void_v<Result>, std::monostate, Result>>;
-    // A named local awaited on its own: g++ 12 destroys temporaries of a
-    // co_await full-expression twice.
-    auto operation = asio::async_initiate<decltype(asio::use_awaitable), void(std::exception_ptr, Boxed)>(
-        [this](auto handler, F job) {
-          using Handler = decltype(handler);
-          auto executor = asio::prefer(asio::get_associated_executor(handler),
-                                       asio::execution::outstanding_work.tracked);
-          core_->submit(std::make_unique<Job<F, Handler, Boxed, decltype(executor)>>(
-              std::move(job), std::move(handler), std::move(executor)));
-        },
-        asio::use_awaitable, std::move(f));
-    Boxed boxed = co_await std::move(operation);
-    if constexpr (!std::is_void_v<Result>) co_return std::move(*boxed);
+    using Box = Boxed<Result>;
+    auto completion = std::make_shared<Completion<Box>>();
+    core_->submit(std::make_unique<Job<F, Box>>(std::move(f), completion));
+    if (!completion->wait_briefly(completion_spin_)) {
+      // A named local awaited on its own: g++ 12 destroys temporaries of a
+      // co_await full-expression twice.
+      auto suspended = asio::async_initiate<decltype(asio::use_awaitable), void()>(
+          [completion](auto handler) { completion->suspend(std::move(handler)); }, asio::use_awaitable);
+      co_await std::move(suspended);
+    }
+    if (completion->failure) std::rethrow_exception(completion->failure);
+    if constexpr (!std::is_void_v<Result>) co_return std::move(*completion->result);
   }
 
  private:
+  template <class Result>
+  using Boxed = std::optional<std::conditional_t<std::is_void_v<Result>, std::monostate, Result>>;
+
+  // Where a job's outcome meets its caller. Whoever comes second (the worker
+  // finishing, or the caller suspending) completes the hand-over.
+  template <class Box>
+  struct Completion {
+    enum : int { pending, done, suspended };
+    std::atomic<int> state{pending};
+    std::exception_ptr failure;
+    Box result;
+    std::optional<asio::any_completion_handler<void()>> handler;
+    std::optional<asio::any_io_executor> executor;
+
+    bool wait_briefly(std::chrono::microseconds budget) const {
+      if (state.load(std::memory_order_acquire) == done) return true;
+      if (budget <= std::chrono::microseconds::zero()) return false;
+      const auto give_up = std::chrono::steady_clock::now() + budget;
+      do {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+        if (state.load(std::memory_order_acquire) == done) return true;
+      } while (std::chrono::steady_clock::now() < give_up);
+      return false;
+    }
+
+    template <class Handler>
+    void suspend(Handler completion_handler) {
+      executor.emplace(asio::prefer(asio::get_associated_executor(completion_handler),
+                                    asio::execution::outstanding_work.tracked));
+      handler.emplace(std::move(completion_handler));
+      int expected = pending;
+      if (!state.compare_exchange_strong(expected, suspended, std::memory_order_acq_rel)) resume();  // already done
+    }
+
+    // Called by the worker after storing the outcome.
+    void finish() {
+      int expected = pending;
+      if (state.compare_exchange_strong(expected, done, std::memory_order_acq_rel)) return;  // caller takes it
+      resume();  // the caller is suspended
+    }
+
+    void resume() {
+      auto target = std::move(*executor);
+      auto completion_handler = std::move(*handler);
+      handler.reset();
+      executor.reset();
+      asio::post(target, std::move(completion_handler));
+    }
+  };
+
   struct JobBase {
     virtual ~JobBase() = default;
     virtual void run(SqliteConnection* connection, const std::exception_ptr& open_error) = 0;
   };
 
-  template <class F, class Handler, class Boxed, class Executor>
+  template <class F, class Box>
   struct Job final : JobBase {
-    Job(F f, Handler h, Executor e) : function(std::move(f)), handler(std::move(h)), executor(std::move(e)) {}
+    Job(F f, std::shared_ptr<Completion<Box>> c) : function(std::move(f)), completion(std::move(c)) {}
 
     void run(SqliteConnection* connection, const std::exception_ptr& open_error) override {
-      std::exception_ptr failure;
-      Boxed result;
       try {
         if (connection == nullptr) std::rethrow_exception(open_error);
         if constexpr (std::is_void_v<std::invoke_result_t<F&, SqliteConnection&>>) {
           function(*connection);
-          result.emplace();
+          completion->result.emplace();
         } else {
-          result.emplace(function(*connection));
+          completion->result.emplace(function(*connection));
         }
       } catch (...) {
-        failure = std::current_exception();
+        completion->failure = std::current_exception();
       }
-      asio::post(executor, [completion = std::move(handler), failure, result = std::move(result)]() mutable {
-        std::move(completion)(failure, std::move(result));
-      });
+      completion->finish();
     }
 
     F function;
-    Handler handler;
-    Executor executor;
+    std::shared_ptr<Completion<Box>> completion;
   };
 
+  // The queue between callers and the worker thread. A statement takes tens
+  // of microseconds; waking a parked thread costs about as much, so after a
+  // batch the worker spins briefly for the next job before it parks, and a
+  // submitter signals the condition variable only when the worker is parked.
   struct Core {
+    static constexpr auto spin_budget = std::chrono::microseconds(100);
+
     void submit(std::unique_ptr<JobBase> job) {
+      bool wake_needed = false;
       {
         std::lock_guard lock(mutex);
         queue.push_back(std::move(job));
+        wake_needed = parked;
       }
-      wake.notify_one();
+      queued.fetch_add(1, std::memory_order_release);
+      if (wake_needed) wake.notify_one();
     }
 
     void loop(const Opener& opener) {
@@ -133,11 +196,17 @@ class SqliteWorker {
       }
       std::vector<std::unique_ptr<JobBase>> batch;
       for (;;) {
+        spin_for_work();
         {
           std::unique_lock lock(mutex);
-          wake.wait(lock, [&] { return stopping || !queue.empty(); });
+          while (queue.empty() && !stopping) {
+            parked = true;
+            wake.wait(lock);
+            parked = false;
+          }
           if (queue.empty()) break;  // stopping, and everything queued has run
           batch.swap(queue);
+          queued.fetch_sub(batch.size(), std::memory_order_relaxed);
         }
         for (auto& job : batch) job->run(connection.get(), open_error);
         batch.clear();
@@ -145,13 +214,25 @@ class SqliteWorker {
       connection.reset();
     }
 
+    void spin_for_work() const {
+      const auto give_up = std::chrono::steady_clock::now() + spin_budget;
+      while (queued.load(std::memory_order_acquire) == 0 && std::chrono::steady_clock::now() < give_up) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+      }
+    }
+
     std::mutex mutex;
     std::condition_variable wake;
     std::vector<std::unique_ptr<JobBase>> queue;
-    bool stopping = false;
+    std::atomic<std::size_t> queued{0};
+    bool parked = false;    // guarded by mutex
+    bool stopping = false;  // guarded by mutex
     std::unique_ptr<SqliteConnection> connection;  // touched only on the worker thread
   };
 
+  std::chrono::microseconds completion_spin_;
   std::shared_ptr<Core> core_;
   std::thread thread_;
 };
