@@ -31,10 +31,7 @@ using namespace std::chrono_literals;
 using namespace boost::asio::experimental::awaitable_operators;
 using Clock = std::chrono::steady_clock;
 
-inline asio::awaitable<void> sleep_for(std::chrono::milliseconds duration) {
-  asio::steady_timer timer(co_await asio::this_coro::executor, duration);
-  co_await timer.async_wait(asio::use_awaitable);
-}
+using test::sleep_for;
 
 inline std::int64_t ms_since(Clock::time_point start) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();

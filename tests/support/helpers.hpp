@@ -30,6 +30,11 @@ auto run(F&& make) {
   return future.get();
 }
 
+inline asio::awaitable<void> sleep_for(std::chrono::milliseconds duration) {
+  asio::steady_timer timer(co_await asio::this_coro::executor, duration);
+  co_await timer.async_wait(asio::use_awaitable);
+}
+
 /// A directory removed (with its contents) at scope exit.
 class TempDir {
  public:

@@ -9,3 +9,5 @@
 
 #include <lockstore/lockstore.hpp>
 #include <lockstore/sqlite.hpp>
+#include <lockstore/store.hpp>
+#include <lockstore/typed_store.hpp>

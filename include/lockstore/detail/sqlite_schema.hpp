@@ -30,7 +30,72 @@ CREATE TABLE lockstore_leases (
 ) WITHOUT ROWID;
 )sql";
 
-inline constexpr std::array<const char*, 1> migrations = {schema_v1};
+/// Version 2 adds the SessionStore. Blobs are content-addressed (SHA-256);
+/// lockstore_blob_parts records which blobs a checkpoint manifest names, so
+/// GC marks with set-based SQL instead of decoding every manifest. Work items
+/// carry the token of the claim holding them; claim fences come from
+/// lockstore_counters. Graph nodes keep insertion order in `seq`.
+inline constexpr const char* schema_v2 = R"sql(
+CREATE TABLE lockstore_blobs (
+  id    INTEGER PRIMARY KEY,
+  hash  TEXT NOT NULL UNIQUE,
+  size  INTEGER NOT NULL,
+  bytes BLOB NOT NULL
+);
+CREATE TABLE lockstore_blob_parts (
+  manifest_hash TEXT NOT NULL REFERENCES lockstore_blobs (hash) ON DELETE CASCADE,
+  part_hash     TEXT NOT NULL,
+  PRIMARY KEY (manifest_hash, part_hash)
+) WITHOUT ROWID;
+CREATE TABLE lockstore_pins (
+  hash  TEXT PRIMARY KEY NOT NULL,
+  count INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE lockstore_sessions (
+  session_id      TEXT PRIMARY KEY NOT NULL,
+  head_revision   INTEGER NOT NULL,
+  checkpoint_hash TEXT NOT NULL,
+  updated_ms      INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE lockstore_work_items (
+  id               INTEGER PRIMARY KEY AUTOINCREMENT,
+  session_id       TEXT NOT NULL,
+  payload          BLOB NOT NULL,
+  dedupe_key       TEXT,
+  not_before_ms    INTEGER NOT NULL,
+  attempts         INTEGER NOT NULL DEFAULT 0,
+  claim_token      TEXT,
+  claim_expires_ms INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX lockstore_work_items_by_session ON lockstore_work_items (session_id, id);
+CREATE INDEX lockstore_work_items_by_claim ON lockstore_work_items (claim_token) WHERE claim_token IS NOT NULL;
+CREATE UNIQUE INDEX lockstore_work_items_dedupe ON lockstore_work_items (session_id, dedupe_key)
+  WHERE dedupe_key IS NOT NULL;
+CREATE TABLE lockstore_claims (
+  token      TEXT PRIMARY KEY NOT NULL,
+  session_id TEXT NOT NULL,
+  owner      TEXT NOT NULL,
+  fence      INTEGER NOT NULL,
+  expires_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE lockstore_counters (
+  name  TEXT PRIMARY KEY NOT NULL,
+  value INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO lockstore_counters VALUES ('claim_fence', 0);
+CREATE TABLE lockstore_graph_nodes (
+  seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+  session_id TEXT NOT NULL,
+  node_id    TEXT NOT NULL,
+  parent_id  TEXT,
+  payload    BLOB NOT NULL,
+  tombstoned INTEGER NOT NULL DEFAULT 0,
+  UNIQUE (session_id, node_id)
+);
+CREATE INDEX lockstore_graph_nodes_by_parent ON lockstore_graph_nodes (session_id, parent_id);
+)sql";
+
+inline constexpr std::array<const char*, 2> migrations = {schema_v1, schema_v2};
 inline constexpr int schema_version = static_cast<int>(migrations.size());
 
 [[noreturn]] inline void throw_unsupported_schema(const SqliteConnection& connection, std::int64_t found) {

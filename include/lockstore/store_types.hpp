@@ -1,0 +1,98 @@
+// The value types of the SessionStore: references to blobs, checkpoints,
+// graph nodes, work items and claims, commit requests and reports.
+#pragma once
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace lockstore {
+
+/// A content address: the SHA-256 of a blob's bytes, as 64 lower-case hex digits.
+struct BlobRef {
+  std::string hash;
+  friend bool operator==(const BlobRef&, const BlobRef&) = default;
+};
+
+struct GraphNode {
+  std::string node_id;
+  std::optional<std::string> parent_id;  ///< std::nullopt for a root
+  std::string payload;
+  friend bool operator==(const GraphNode&, const GraphNode&) = default;
+};
+
+struct WorkDraft {
+  std::string payload;
+  /// While an item with this key is pending in the session, enqueueing the
+  /// same key again adds nothing and returns the pending item.
+  std::optional<std::string> dedupe_key;
+  std::optional<std::chrono::system_clock::time_point> not_before;
+};
+
+struct WorkItem {
+  std::int64_t id;  ///< increases in enqueue order; never reused
+  std::string session_id;
+  std::string payload;
+  std::optional<std::string> dedupe_key;
+  std::uint32_t attempts;  ///< claims that took it so far
+};
+
+struct Claim {
+  std::string session_id, owner, token;
+  std::uint64_t fence;  ///< larger than every earlier claim's, in this file
+  std::vector<WorkItem> items;
+};
+
+struct CommitRequest {
+  std::string session_id;
+  std::uint64_t expected_head_revision = 0;  ///< 0 before the first commit
+  std::map<std::string, std::string> parts;  ///< the new checkpoint: name -> bytes
+  std::vector<GraphNode> append_nodes;
+  std::optional<Claim> complete_claim;
+  std::vector<WorkDraft> enqueue;
+};
+
+struct CommitResult {
+  std::uint64_t head_revision;
+  BlobRef checkpoint_ref;
+};
+
+struct SessionHead {
+  std::string session_id;
+  std::uint64_t head_revision;
+  BlobRef checkpoint_ref;
+};
+
+struct Checkpoint {
+  std::map<std::string, BlobRef> parts;
+  friend bool operator==(const Checkpoint&, const Checkpoint&) = default;
+};
+
+struct GcReport {
+  std::size_t root_count, retained_blob_count, deleted_blob_count;
+};
+
+struct StoreOptions {
+  /// Run gc() after every N-th successful commit through this SessionStore.
+  std::optional<std::uint64_t> gc_every_commits;
+};
+
+struct StoreStats {
+  std::size_t sessions, blobs, pending_items;
+  std::uint64_t blob_bytes;
+};
+
+}  // namespace lockstore
+
+template <>
+struct fmt::formatter<lockstore::BlobRef> : fmt::formatter<std::string_view> {
+  template <class FormatContext>
+  auto format(const lockstore::BlobRef& ref, FormatContext& context) const {
+    return fmt::formatter<std::string_view>::format(ref.hash, context);
+  }
+};

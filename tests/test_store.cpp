@@ -1,0 +1,596 @@
+// SessionStore against real SQLite files: commits, blobs and GC, the work
+// queue, the graph, typed use, read-only use and schema migration.
+#include "support/helpers.hpp"
+
+#include <catch2/catch.hpp>
+#include <lockstore/store.hpp>
+#include <lockstore/typed_store.hpp>
+#include <sqlite3.h>
+
+namespace lockstore::test {
+
+using namespace std::chrono_literals;
+
+namespace {
+
+asio::awaitable<SessionStore> open_store(const std::filesystem::path& path, StoreOptions options = {}) {
+  auto database = co_await SqliteDatabase::open(path);
+  co_return co_await SessionStore::open(database, options);
+}
+
+template <class F>
+asio::awaitable<std::optional<Error>> error_of(F make) {
+  try {
+    auto operation = make();
+    co_await std::move(operation);
+  } catch (const Error& error) {
+    co_return error;
+  }
+  co_return std::nullopt;
+}
+
+CommitRequest request_for(std::string session, std::uint64_t expected, std::string state) {
+  CommitRequest request;
+  request.session_id = std::move(session);
+  request.expected_head_revision = expected;
+  request.parts.emplace("state", std::move(state));
+  return request;
+}
+
+WorkDraft draft(std::string payload, std::optional<std::string> dedupe = std::nullopt) {
+  WorkDraft result;
+  result.payload = std::move(payload);
+  result.dedupe_key = std::move(dedupe);
+  return result;
+}
+
+}  // namespace
+
+TEST_CASE("a commit moves the head by one and its checkpoint holds the parts", "[store]") {
+  TempDir dir;
+  run([&]() -> asio::awaitable<void> {
+    auto store = co_await open_store(dir / "store.db");
+    auto unknown = co_await store.load("nobody");
+    CHECK_FALSE(unknown.has_value());
+
+    auto request = request_for("s1", 0, "hello");
+    request.parts.emplace("notes", std::string("line\n\0binary", 12));
+    const auto first = co_await store.commit(request);
+    CHECK(first.head_revision == 1);
+    auto head = co_await store.load("s1");
+    REQUIRE(head.has_value());
+    CHECK(head->head_revision == 1);
+    CHECK(head->checkpoint_ref == first.checkpoint_ref);
+
+    auto checkpoint = co_await store.get_checkpoint(first.checkpoint_ref);
+    REQUIRE(checkpoint.has_value());
+    REQUIRE(checkpoint->parts.size() == 2);
+    auto notes = co_await store.get_blob(checkpoint->parts.at("notes"));
+    CHECK(notes == std::string("line\n\0binary", 12));
+
+    const auto second = co_await store.commit(request_for("s1", 1, "world"));
+    CHECK(second.head_revision == 2);
+    auto sessions = co_await store.sessions();
+    REQUIRE(sessions.size() == 1);
+    CHECK(sessions[0].head_revision == 2);
+  });
+}
+
+TEST_CASE("a stale expected revision throws head_revision_conflict naming both revisions", "[store]") {
+  TempDir dir;
+  run([&]() -> asio::awaitable<void> {
+    auto store = co_await open_store(dir / "store.db");
+    co_await store.commit(request_for("s", 0, "a"));
+    co_await store.commit(request_for("s", 1, "b"));
+    auto error = co_await error_of([&] { return store.commit(request_for("s", 1, "stale")); });
+    REQUIRE(error.has_value());
+    CHECK(error->code() == errc::head_revision_conflict);
+    CHECK_THAT(error->what(), Catch::Contains("expected head revision 1") && Catch::Contains("found 2"));
+    auto head = co_await store.load("s");
+    CHECK(head->head_revision == 2);
+  });
+}
+
+TEST_CASE("compare-and-set across two connections: exactly one winner", "[store]") {
+  TempDir dir;
+  run([&]() -> asio::awaitable<void> { co_await open_store(dir / "store.db"); });
+  std::atomic<int> wins{0}, conflicts{0}, others{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 2; ++i)
+    threads.emplace_back([&, i] {
+      try {
+        run([&]() -> asio::awaitable<void> {
+          auto store = co_await open_store(dir / "store.db");  // its own connection
+          co_await store.commit(request_for("race", 0, fmt::format("writer {}", i)));
+        });
+        ++wins;
+      } catch (const Error& error) {
+        (error.code() == errc::head_revision_conflict ? conflicts : others)++;
+      }
+    });
+  for (auto& thread : threads) thread.join();
+  CHECK(wins == 1);
+  CHECK(conflicts == 1);
+  CHECK(others == 0);
+  run([&]() -> asio::awaitable<void> {
+    auto store = co_await open_store(dir / "store.db");
+    auto head = co_await store.load("race");
+    CHECK(head->head_revision == 1);
+  });
+}
+
+TEST_CASE("a commit that fails midway leaves nothing behind", "[store]") {
+  TempDir dir;
+  run([&]() -> asio::awaitable<void> {
+    auto store = co_await open_store(dir / "store.db");
+    CommitRequest base = request_for("s", 0, "base");
+    GraphNode root{"root", std::nullopt, "r"};
+    base.append_nodes.push_back(root);
+    co_await store.commit(base);
+    co_await store.enqueue("s", draft("job"));
+    const auto before = co_await store.stats();
+
+    // A stale revision, a duplicate node, a superseded claim: each carries new
+    // parts, nodes and drafts that must not appear.
+    auto stale = request_for("s", 0, "new bytes 1");
+    stale.enqueue.push_back(draft("extra"));
+    auto duplicate = request_for("s", 1, "new bytes 2");
+    GraphNode fresh{"fresh", std::string("root"), "f"};
+    duplicate.append_nodes.push_back(fresh);
+    duplicate.append_nodes.push_back(root);
+    duplicate.enqueue.push_back(draft("extra"));
+    auto claimed = co_await store.claim("s", "worker", 20ms, 1);
+    REQUIRE(claimed);
+    co_await sleep_for(40ms);
+    auto thief = co_await store.claim("s", "thief", 10s, 1);
+    REQUIRE(thief);
+    auto superseded = request_for("s", 1, "new bytes 3");
+    superseded.complete_claim = *claimed;
+    superseded.enqueue.push_back(draft("extra"));
+
+    const std::vector<std::pair<CommitRequest*, errc>> failing = {
+        {&stale, errc::head_revision_conflict},
+        {&duplicate, errc::invalid_argument},
+        {&superseded, errc::claim_superseded}};
+    for (const auto& [request, expected] : failing) {
+      auto error = co_await error_of([&, request = request] { return store.commit(*request); });
+      REQUIRE(error.has_value());
+      CHECK(error->code() == expected);
+    }
+    const auto after = co_await store.stats();
+    CHECK(after.blobs == before.blobs);
+    CHECK(after.blob_bytes == before.blob_bytes);
+    CHECK(after.pending_items == before.pending_items);
+    auto graph = co_await store.load_graph("s");
+    CHECK(graph.size() == 1);
+    auto head = co_await store.load("s");
+    CHECK(head->head_revision == 1);
+  });
+}
+
+TEST_CASE("the same bytes are stored once under their SHA-256", "[store][blobs]") {
+  TempDir dir;
+  run([&]() -> asio::awaitable<void> {
+    auto store = co_await open_store(dir / "store.db");
+    const auto first = co_await store.put_blob("abc");
+    const auto second = co_await store.put_blob("abc");
+    CHECK(first.hash == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    CHECK(first == second);
+    const auto stats = co_await store.stats();
+    CHECK(stats.blobs == 1);
+    CHECK(stats.blob_bytes == 3);
+    auto absent = co_await store.get_blob(BlobRef{std::string(64, '0')});
+    CHECK_FALSE(absent.has_value());
+    auto bad = co_await error_of([&] { return store.get_blob(BlobRef{"not-a-hash"}); });
+    REQUIRE(bad.has_value());
+    CHECK(bad->code() == errc::invalid_argument);
+  });
+}
+
+TEST_CASE("gc keeps live checkpoints and pins and deletes orphans", "[store][gc]") {
+  TempDir dir;
+  run([&]() -> asio::awaitable<void> {
+    auto store = co_await open_store(dir / "store.db");
+    auto first = request_for("s", 0, "v1");
+    first.parts.emplace("shared", "same in both");
+    const auto old_checkpoint = co_await store.commit(first);
+    auto second = request_for("s", 1, "v2");
+    second.parts.emplace("shared", "same in both");
+    const auto live = co_await store.commit(second);
+    const auto orphan = co_await store.put_blob("orphan");
+    const auto pinned = co_await store.put_blob("pinned");
+    co_await store.pin(pinned);
+
+    const auto report = co_await store.gc();
+    CHECK(report.root_count == 2);            // one head, one pin
+    CHECK(report.retained_blob_count == 4);   // manifest, "v2", "same in both", pinned
+    CHECK(report.deleted_blob_count == 3);    // old manifest, "v1", orphan
+    auto gone = co_await store.get_blob(orphan);
+    CHECK_FALSE(gone.has_value());
+    auto old_manifest = co_await store.get_checkpoint(old_checkpoint.checkpoint_ref);
+    CHECK_FALSE(old_manifest.has_value());
+    auto checkpoint = co_await store.get_checkpoint(live.checkpoint_ref);
+    REQUIRE(checkpoint.has_value());
+    for (const auto& [name, ref] : checkpoint->parts) {
+      auto bytes = co_await store.get_blob(ref);
+      CHECK(bytes.has_value());
+    }
+
+    // A pinned checkpoint keeps its parts after its session moves on.
+    co_await store.pin(live.checkpoint_ref);
+    co_await store.unpin(pinned);
+    co_await store.commit(request_for("s", 2, "v3"));
+    co_await store.gc();
+    auto kept = co_await store.get_checkpoint(live.checkpoint_ref);
+    REQUIRE(kept.has_value());
+    auto kept_part = co_await store.get_blob(kept->parts.at("state"));
+    CHECK(kept_part == "v2");
+    auto unpinned = co_await store.get_blob(pinned);
+    CHECK_FALSE(unpinned.has_value());
+    auto unknown_pin = co_await error_of([&] { return store.pin(orphan); });
+    REQUIRE(unknown_pin.has_value());
+    CHECK(unknown_pin->code() == errc::invalid_argument);
+  });
+}
+
+TEST_CASE("a corrupt live manifest aborts gc and deletes nothing", "[store][gc]") {
+  TempDir dir;
+  run([&]() -> asio::awaitable<void> {
+    auto store = co_await open_store(dir / "store.db");
+    const auto committed = co_await store.commit(request_for("s", 0, "v1"));
+    co_await store.put_blob("orphan");
+    auto corrupt_manifest = [hash = committed.checkpoint_ref.hash](detail::SqliteConnection& connection) {
+      static constexpr const char* corrupt = "UPDATE lockstore_blobs SET bytes = X'00FF00' WHERE hash = ?1";
+      connection.prepare(corrupt).bind(1, hash).run();
+    };
+    auto corrupting = store.database().run(std::move(corrupt_manifest));
+    co_await std::move(corrupting);
+    const auto before = co_await store.stats();
+    auto error = co_await error_of([&] { return store.gc(); });
+    REQUIRE(error.has_value());
+    CHECK(error->code() == errc::corrupt_data);
+    CHECK_THAT(error->what(), Catch::Contains("nothing deleted") && Catch::Contains("'s'"));
+    const auto after = co_await store.stats();
+    CHECK(after.blobs == before.blobs);
+  });
+}
+
+TEST_CASE("gc_every_commits runs gc on its schedule", "[store][gc]") {
+  TempDir dir;
+  run([&]() -> asio::awaitable<void> {
+    StoreOptions options;
+    options.gc_every_commits = 2;
+    auto store = co_await open_store(dir / "store.db", options);
+    co_await store.put_blob("orphan");
+    co_await store.commit(request_for("s", 0, "v1"));
+    auto after_one = co_await store.stats();
+    CHECK(after_one.blobs == 3);  // orphan, manifest, v1
+    co_await store.commit(request_for("s", 1, "v2"));
+    auto after_two = co_await store.stats();
+    CHECK(after_two.blobs == 2);  // manifest, v2
+  });
+}
+
+TEST_CASE("claims take the oldest ready items with increasing fences", "[store][queue]") {
+  TempDir dir;
+  run([&]() -> asio::awaitable<void> {
+    auto store = co_await open_store(dir / "store.db");
+    for (int i = 0; i < 3; ++i) co_await store.enqueue("s", draft(fmt::format("job {}", i)));
+    WorkDraft later = draft("later");
+    later.not_before = std::chrono::system_clock::now() + 1h;
+    co_await store.enqueue("s", later);
+
+    auto first = co_await store.claim("s", "w1", 10s, 2);
+    REQUIRE(first.has_value());
+    REQUIRE(first->items.size() == 2);
+    CHECK(first->items[0].payload == "job 0");
+    CHECK(first->items[1].payload == "job 1");
+    CHECK(first->items[0].attempts == 1);
+    auto second = co_await store.claim("s", "w2", 10s, 5);
+    REQUIRE(second.has_value());
+    REQUIRE(second->items.size() == 1);  // "later" is not ready
+    CHECK(second->items[0].payload == "job 2");
+    CHECK(second->fence > first->fence);
+    CHECK(second->token != first->token);
+    auto none = co_await store.claim("s", "w3", 10s, 5);
+    CHECK_FALSE(none.has_value());
+
+    co_await store.abandon(*second);
+    auto again = co_await store.claim("s", "w3", 10s, 5);
+    REQUIRE(again.has_value());
+    CHECK(again->items[0].payload == "job 2");
+    CHECK(again->items[0].attempts == 2);
+    CHECK(again->fence > second->fence);
+
+    co_await store.renew(*first, 10s);
+    co_await store.complete(*first);
+    auto left = co_await store.pending("s");
+    REQUIRE(left.size() == 2);
+    CHECK(left[0].payload == "job 2");
+    CHECK(left[1].payload == "later");
+  });
+}
+
+TEST_CASE("a superseded claim can neither renew nor complete; the winner can", "[store][queue]") {
+  TempDir dir;
+  run([&]() -> asio::awaitable<void> {
+    auto store = co_await open_store(dir / "store.db");
+    co_await store.enqueue("s", draft("only"));
+    auto stale = co_await store.claim("s", "slow", 20ms, 1);
+    REQUIRE(stale);
+    co_await sleep_for(40ms);
+    auto winner = co_await store.claim("s", "fast", 10s, 1);
+    REQUIRE(winner);
+    CHECK(winner->fence > stale->fence);
+    for (const bool completing : {false, true}) {
+      auto error = co_await error_of([&]() -> asio::awaitable<void> {
+        if (completing) {
+          co_await store.complete(*stale);
+        } else {
+          co_await store.renew(*stale, 10s);
+        }
+      });
+      REQUIRE(error.has_value());
+      CHECK(error->code() == errc::claim_superseded);
+      CHECK_THAT(error->what(), Catch::Contains(fmt::format("fence {}", stale->fence)));
+    }
+    co_await store.renew(*winner, 10s);
+    co_await store.complete(*winner);
+    auto left = co_await store.pending("s");
+    CHECK(left.empty());
+  });
+}
+
+TEST_CASE("an expired claim nobody took still completes", "[store][queue]") {
+  TempDir dir;
+  run([&]() -> asio::awaitable<void> {
+    auto store = co_await open_store(dir / "store.db");
+    co_await store.enqueue("s", draft("slow job"));
+    auto claim = co_await store.claim("s", "slow", 10ms, 1);
+    REQUIRE(claim);
+    co_await sleep_for(30ms);
+    co_await store.complete(*claim);
+    auto left = co_await store.pending("s");
+    CHECK(left.empty());
+  });
+}
+
+TEST_CASE("a dedupe key makes a second enqueue return the pending item", "[store][queue]") {
+  TempDir dir;
+  run([&]() -> asio::awaitable<void> {
+    auto store = co_await open_store(dir / "store.db");
+    const auto first = co_await store.enqueue("s", draft("one", "key-1"));
+    const auto second = co_await store.enqueue("s", draft("two", "key-1"));
+    CHECK(second.id == first.id);
+    CHECK(second.payload == "one");
+    const auto other_session = co_await store.enqueue("t", draft("three", "key-1"));
+    CHECK(other_session.id != first.id);
+    auto pending = co_await store.pending("s");
+    CHECK(pending.size() == 1);
+  });
+}
+
+TEST_CASE("a commit completes a claim and enqueues work atomically", "[store][queue]") {
+  TempDir dir;
+  run([&]() -> asio::awaitable<void> {
+    auto store = co_await open_store(dir / "store.db");
+    co_await store.enqueue("s", draft("turn 1"));
+    auto claim = co_await store.claim("s", "agent", 10s, 1);
+    REQUIRE(claim);
+    auto request = request_for("s", 0, "after turn 1");
+    request.complete_claim = *claim;
+    request.enqueue.push_back(draft("turn 2"));
+    const auto result = co_await store.commit(request);
+    CHECK(result.head_revision == 1);
+    auto pending = co_await store.pending("s");
+    REQUIRE(pending.size() == 1);
+    CHECK(pending[0].payload == "turn 2");
+  });
+}
+
+TEST_CASE("racing claims on two connections never share an item", "[store][queue]") {
+  TempDir dir;
+  run([&]() -> asio::awaitable<void> {
+    auto store = co_await open_store(dir / "store.db");
+    for (int i = 0; i < 40; ++i) co_await store.enqueue("s", draft(fmt::format("{}", i)));
+  });
+  std::mutex mutex;
+  std::vector<std::int64_t> claimed;
+  std::vector<std::string> errors(2);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 2; ++t)
+    threads.emplace_back([&, t] {
+      try {
+        run([&]() -> asio::awaitable<void> {
+          auto store = co_await open_store(dir / "store.db");
+          for (;;) {
+            auto claim = co_await store.claim("s", fmt::format("w{}", t), 10s, 1);
+            if (!claim) co_return;
+            {
+              std::lock_guard lock(mutex);
+              for (const auto& item : claim->items) claimed.push_back(item.id);
+            }
+            co_await store.complete(*claim);
+          }
+        });
+      } catch (const std::exception& error) {
+        errors[static_cast<std::size_t>(t)] = error.what();
+      }
+    });
+  for (auto& thread : threads) thread.join();
+  for (const auto& error : errors) CHECK(error.empty());
+  std::sort(claimed.begin(), claimed.end());
+  CHECK(claimed.size() == 40);
+  CHECK(std::adjacent_find(claimed.begin(), claimed.end()) == claimed.end());
+}
+
+TEST_CASE("the graph keeps insertion order, walks the active path and hides tombstones", "[store][graph]") {
+  TempDir dir;
+  run([&]() -> asio::awaitable<void> {
+    auto store = co_await open_store(dir / "store.db");
+    std::vector<GraphNode> nodes;
+    nodes.push_back(GraphNode{"root", std::nullopt, "r"});
+    nodes.push_back(GraphNode{"a", std::string("root"), "a"});
+    nodes.push_back(GraphNode{"b", std::string("a"), "b"});
+    nodes.push_back(GraphNode{"branch", std::string("root"), "x"});
+    nodes.push_back(GraphNode{"c", std::string("b"), "c"});
+    co_await store.append_nodes("s", nodes);
+
+    auto graph = co_await store.load_graph("s");
+    REQUIRE(graph.size() == 5);
+    CHECK(graph[3].node_id == "branch");
+    auto path = co_await store.active_path("s", "c");
+    REQUIRE(path.size() == 4);
+    CHECK(path[0].node_id == "root");
+    CHECK(path[1].node_id == "a");
+    CHECK(path[3].node_id == "c");
+    CHECK(path[3].parent_id == std::optional<std::string>("b"));
+
+    std::vector<GraphNode> duplicate{GraphNode{"a", std::nullopt, "again"}};
+    auto dup = co_await error_of([&] { return store.append_nodes("s", duplicate); });
+    REQUIRE(dup.has_value());
+    CHECK(dup->code() == errc::invalid_argument);
+    CHECK_THAT(dup->what(), Catch::Contains("'a'") && Catch::Contains("already exists"));
+    std::vector<GraphNode> orphan{GraphNode{"z", std::string("missing"), ""}};
+    auto orphaned = co_await error_of([&] { return store.append_nodes("s", orphan); });
+    REQUIRE(orphaned.has_value());
+    CHECK(orphaned->code() == errc::invalid_argument);
+    std::vector<GraphNode> other_session{GraphNode{"a", std::nullopt, "separate"}};
+    co_await store.append_nodes("t", other_session);  // node ids are per session
+
+    std::vector<std::string> hide{"b", "branch", "nope"};
+    const auto hidden = co_await store.tombstone("s", hide);
+    CHECK(hidden == 2);
+    auto visible = co_await store.load_graph("s");
+    CHECK(visible.size() == 3);
+    auto walked = co_await store.active_path("s", "c");
+    REQUIRE(walked.size() == 3);  // root, a, c
+    CHECK(walked[1].node_id == "a");
+    const auto removed = co_await store.vacuum();
+    CHECK(removed == 2);
+    auto unknown = co_await store.active_path("s", "nope");
+    CHECK(unknown.empty());
+  });
+}
+
+namespace {
+struct Counter {
+  std::string name;
+  int value = 0;
+};
+// A user-defined codec: "name=value", refusing anything else.
+struct CounterCodec {
+  static std::string encode(const Counter& counter) { return fmt::format("{}={}", counter.name, counter.value); }
+  static Counter decode(std::string_view bytes) {
+    const auto equals = bytes.find('=');
+    if (equals == std::string_view::npos) throw Error(errc::corrupt_data, "counter state has no '='");
+    return Counter{std::string(bytes.substr(0, equals)), std::stoi(std::string(bytes.substr(equals + 1)))};
+  }
+};
+}  // namespace
+
+TEST_CASE("a typed store commits and loads a user's state through its codec", "[store][typed]") {
+  STATIC_REQUIRE(Codec<CounterCodec, Counter>);
+  STATIC_REQUIRE(Codec<StringCodec, std::string>);
+  TempDir dir;
+  run([&]() -> asio::awaitable<void> {
+    TypedSessionStore<Counter, CounterCodec> typed(co_await open_store(dir / "store.db"));
+    CommitRequest request;
+    request.session_id = "s";
+    const Counter counter{"turns", 7};
+    co_await typed.commit(request, counter);
+    auto loaded = co_await typed.load("s");
+    REQUIRE(loaded.has_value());
+    CHECK(loaded->state.name == "turns");
+    CHECK(loaded->state.value == 7);
+    CHECK(loaded->head.head_revision == 1);
+
+    auto raw = request_for("s", 1, "no equals sign");
+    co_await typed.untyped().commit(raw);
+    auto error = co_await error_of([&] { return typed.load("s"); });
+    REQUIRE(error.has_value());
+    CHECK(error->code() == errc::corrupt_data);
+  });
+}
+
+TEST_CASE("a store on a read-only open serves reads and refuses writes", "[store][files]") {
+  TempDir dir;
+  run([&]() -> asio::awaitable<void> {
+    auto writer = co_await open_store(dir / "store.db");
+    co_await writer.commit(request_for("s", 0, "v1"));
+    co_await writer.enqueue("s", draft("job"));
+
+    auto reader = co_await SessionStore::open(co_await SqliteDatabase::open_readonly(dir / "store.db"));
+    auto head = co_await reader.load("s");
+    CHECK(head.has_value());
+    auto sessions = co_await reader.sessions();
+    CHECK(sessions.size() == 1);
+    auto pending = co_await reader.pending("s");
+    CHECK(pending.size() == 1);
+    auto checkpoint = co_await reader.get_checkpoint(head->checkpoint_ref);
+    CHECK(checkpoint.has_value());
+
+    const std::vector<std::function<asio::awaitable<void>()>> writes = {
+        [&]() -> asio::awaitable<void> { co_await reader.commit(request_for("s", 1, "v2")); },
+        [&]() -> asio::awaitable<void> { co_await reader.enqueue("s", draft("x")); },
+        [&]() -> asio::awaitable<void> { co_await reader.claim("s", "w", 10s, 1); },
+        [&]() -> asio::awaitable<void> { co_await reader.gc(); },
+        [&]() -> asio::awaitable<void> { co_await reader.put_blob("x"); },
+        [&]() -> asio::awaitable<void> { co_await reader.vacuum(); },
+    };
+    for (const auto& write : writes) {
+      auto error = co_await error_of(write);
+      REQUIRE(error.has_value());
+      CHECK(error->code() == errc::backend_failure);
+      CHECK_THAT(error->what(), Catch::Contains("read-only"));
+    }
+  });
+}
+
+TEST_CASE("a version 1 file is migrated to the current schema and keeps its leases", "[store][files]") {
+  TempDir dir;
+  const auto path = dir / "v1.db";
+  {
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
+    REQUIRE(sqlite3_exec(db, detail::schema_v1, nullptr, nullptr, nullptr) == SQLITE_OK);
+    const auto insert = "INSERT INTO lockstore_leases VALUES ('old', 'o', 't', 41, 0, 0); PRAGMA user_version = 1";
+    REQUIRE(sqlite3_exec(db, insert, nullptr, nullptr, nullptr) == SQLITE_OK);
+    sqlite3_close(db);
+  }
+  run([&]() -> asio::awaitable<void> {
+    auto database = co_await SqliteDatabase::open(path);
+    auto version = co_await database.run([](detail::SqliteConnection& c) { return c.pragma_int("user_version"); });
+    CHECK(version == detail::schema_version);
+    SqliteLock lock(database, "new");
+    auto guard = co_await lock.try_acquire(AdvisoryKey("old"), 5s);
+    REQUIRE(guard);
+    CHECK(guard->fence() == 42);  // the fence counter survived the migration
+    co_await lock.release(std::move(*guard));
+    auto store = co_await SessionStore::open(database);
+    co_await store.commit(request_for("s", 0, "works"));
+  });
+}
+
+TEST_CASE("bad store input is refused with invalid_argument", "[store]") {
+  TempDir dir;
+  run([&]() -> asio::awaitable<void> {
+    auto store = co_await open_store(dir / "store.db");
+    auto empty_session = co_await error_of([&] { return store.commit(request_for("", 0, "x")); });
+    CHECK((empty_session && empty_session->code() == errc::invalid_argument));
+    auto bad_part = request_for("s", 0, "x");
+    bad_part.parts.emplace("", "unnamed");
+    auto unnamed = co_await error_of([&] { return store.commit(bad_part); });
+    CHECK((unnamed && unnamed->code() == errc::invalid_argument));
+    auto zero_items = co_await error_of([&] { return store.claim("s", "w", 10s, 0); });
+    CHECK((zero_items && zero_items->code() == errc::invalid_argument));
+    auto zero_lease = co_await error_of([&] { return store.claim("s", "w", 0ms, 1); });
+    CHECK((zero_lease && zero_lease->code() == errc::invalid_argument));
+    StoreOptions never;
+    never.gc_every_commits = 0;
+    auto bad_options = co_await error_of([&] { return SessionStore::open(store.database(), never); });
+    CHECK((bad_options && bad_options->code() == errc::invalid_argument));
+  });
+}
+
+}  // namespace lockstore::test
