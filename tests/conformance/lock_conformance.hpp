@@ -62,6 +62,27 @@ LOCKSTORE_CT("the first acquire succeeds with a 128-bit token and a positive fen
   });
 }
 
+LOCKSTORE_CT("a key of the maximum length (heap-allocated all the way) works end to end") {
+  TestType fixture;
+  run([&]() -> asio::awaitable<void> {
+    auto alice = co_await fixture.make_lock("alice");
+    auto bob = co_await fixture.make_lock("bob");
+    const AdvisoryKey key(std::string(AdvisoryKey::max_size, 'k'));
+    auto guard = co_await alice.acquire(key, 5s, 5s);
+    CHECK(guard.key() == key);
+    const bool extended = co_await alice.extend(guard, 5s);
+    CHECK(extended);
+    auto refused = co_await bob.try_acquire(key, 5s);
+    CHECK_FALSE(refused.has_value());
+    co_await alice.release(std::move(guard));
+    const TenantId tenant(std::string(200, 't'));
+    const auto value = co_await with_session_lock(bob, tenant, std::string(200, 'x'), []() -> asio::awaitable<int> {
+      co_return 7;
+    });
+    CHECK(value == 7);
+  });
+}
+
 LOCKSTORE_CT("another owner is refused while the lease is live") {
   TestType fixture;
   run([&]() -> asio::awaitable<void> {
