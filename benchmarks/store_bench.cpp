@@ -1,0 +1,203 @@
+// store_bench: SessionStore figures as JSON lines, each with its baseline
+// measured in the same run. `--smoke` runs tiny counts.
+//  - commits/s vs raw sqlite3 running the same transaction (same SQL, same
+//    hashing and manifest encoding, prepared statements, same pragmas);
+//  - claim+complete throughput with 1 and 4 processes;
+//  - gc time at growing blob counts (it should grow linearly).
+#include <lockstore/store.hpp>
+
+#include <boost/asio.hpp>
+#include <fmt/format.h>
+#include <sqlite3.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <vector>
+
+using namespace std::chrono_literals;
+namespace asio = boost::asio;
+namespace sql = lockstore::detail::store::sql;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+void run(std::function<asio::awaitable<void>()> make) {
+  asio::io_context context;
+  auto done = asio::co_spawn(context, make(), asio::use_future);
+  context.run();
+  done.get();
+}
+
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+std::filesystem::path fresh_file(const std::string& name) {
+  auto path = std::filesystem::temp_directory_path() / fmt::format("lockstore-store-bench-{}-{}", ::getpid(), name);
+  for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path.string() + suffix);
+  return path;
+}
+
+void remove_file(const std::filesystem::path& path) {
+  for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path.string() + suffix);
+}
+
+std::string state_bytes(int i) { return fmt::format("{:0>200}", i); }  // 200-byte checkpoint part
+
+double store_commits(int commits) {
+  const auto path = fresh_file("commits.db");
+  double rate = 0;
+  run([&]() -> asio::awaitable<void> {
+    auto store = co_await lockstore::SessionStore::open(co_await lockstore::SqliteDatabase::open(path));
+    const auto start = Clock::now();
+    for (int i = 0; i < commits; ++i) {
+      lockstore::CommitRequest request;
+      request.session_id = "bench";
+      request.expected_head_revision = static_cast<std::uint64_t>(i);
+      request.parts.emplace("state", state_bytes(i));
+      co_await store.commit(std::move(request));
+    }
+    rate = commits / seconds_since(start);
+  });
+  remove_file(path);
+  return rate;
+}
+
+// The same transaction as SessionStore::commit, with the C API directly.
+double raw_commits(int commits) {
+  const auto path = fresh_file("raw-commits.db");
+  run([&]() -> asio::awaitable<void> { co_await lockstore::SqliteDatabase::open(path); });  // same schema
+  sqlite3* db = nullptr;
+  sqlite3_open(path.c_str(), &db);
+  sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON", nullptr, nullptr, nullptr);
+  auto prepare = [&](const char* text) {
+    sqlite3_stmt* statement = nullptr;
+    sqlite3_prepare_v3(db, text, -1, SQLITE_PREPARE_PERSISTENT, &statement, nullptr);
+    return statement;
+  };
+  auto* begin = prepare("BEGIN IMMEDIATE");
+  auto* commit = prepare("COMMIT");
+  auto* head = prepare(sql::head);
+  auto* put = prepare(sql::put_blob);
+  auto* part = prepare(sql::add_part);
+  auto* set_head = prepare(sql::set_head);
+  auto step = [](sqlite3_stmt* statement) {
+    while (sqlite3_step(statement) == SQLITE_ROW) {
+    }
+    sqlite3_reset(statement);
+  };
+  auto put_blob = [&](const std::string& bytes) {
+    auto hash = lockstore::detail::sha256_hex(bytes);
+    sqlite3_bind_text(put, 1, hash.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(put, 2, static_cast<sqlite3_int64>(bytes.size()));
+    sqlite3_bind_blob(put, 3, bytes.data(), static_cast<int>(bytes.size()), SQLITE_TRANSIENT);
+    step(put);
+    return hash;
+  };
+  const auto start = Clock::now();
+  for (int i = 0; i < commits; ++i) {
+    step(begin);
+    sqlite3_bind_text(head, 1, "bench", -1, SQLITE_STATIC);
+    step(head);
+    lockstore::Checkpoint checkpoint;
+    checkpoint.parts.emplace("state", lockstore::BlobRef{put_blob(state_bytes(i))});
+    const auto manifest = put_blob(lockstore::detail::encode_manifest(checkpoint));
+    sqlite3_bind_text(part, 1, manifest.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(part, 2, checkpoint.parts.at("state").hash.c_str(), -1, SQLITE_TRANSIENT);
+    step(part);
+    sqlite3_bind_text(set_head, 1, "bench", -1, SQLITE_STATIC);
+    sqlite3_bind_int64(set_head, 2, i + 1);
+    sqlite3_bind_text(set_head, 3, manifest.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(set_head, 4, lockstore::detail::wall_clock_ms());
+    step(set_head);
+    step(commit);
+  }
+  const double rate = commits / seconds_since(start);
+  for (auto* statement : {begin, commit, head, put, part, set_head}) sqlite3_finalize(statement);
+  sqlite3_close(db);
+  remove_file(path);
+  return rate;
+}
+
+double claim_complete(int processes, int items) {
+  const auto path = fresh_file("queue.db");
+  run([&]() -> asio::awaitable<void> {
+    auto store = co_await lockstore::SessionStore::open(co_await lockstore::SqliteDatabase::open(path));
+    for (int i = 0; i < items; ++i) {
+      lockstore::WorkDraft draft;
+      draft.payload = fmt::format("item {}", i);
+      co_await store.enqueue("queue", std::move(draft));
+    }
+  });
+  const auto start = Clock::now();
+  std::vector<pid_t> children;
+  for (int p = 0; p < processes; ++p) {
+    const pid_t child = ::fork();
+    if (child == 0) {
+      run([&]() -> asio::awaitable<void> {
+        auto store = co_await lockstore::SessionStore::open(co_await lockstore::SqliteDatabase::open(path));
+        for (;;) {
+          auto claim = co_await store.claim("queue", fmt::format("p{}", p), 10s, 1);
+          if (!claim) co_return;
+          co_await store.complete(*claim);
+        }
+      });
+      ::_exit(0);
+    }
+    children.push_back(child);
+  }
+  for (const pid_t child : children) ::waitpid(child, nullptr, 0);
+  const double rate = items / seconds_since(start);
+  remove_file(path);
+  return rate;
+}
+
+double gc_seconds(int blobs) {
+  const auto path = fresh_file("gc.db");
+  double seconds = 0;
+  run([&]() -> asio::awaitable<void> {
+    auto database = co_await lockstore::SqliteDatabase::open(path);
+    auto store = co_await lockstore::SessionStore::open(database);
+    for (int s = 0; s < 10; ++s) {  // ten live sessions, two parts each
+      lockstore::CommitRequest request;
+      request.session_id = fmt::format("session-{}", s);
+      request.parts.emplace("a", fmt::format("live a {}", s));
+      request.parts.emplace("b", fmt::format("live b {}", s));
+      co_await store.commit(std::move(request));
+    }
+    co_await database.run([blobs](lockstore::detail::SqliteConnection& connection) {  // orphans, in bulk
+      lockstore::detail::Transaction transaction(connection);
+      for (int i = 0; i < blobs; ++i) lockstore::detail::store::put_blob(connection, fmt::format("orphan {}", i));
+      transaction.commit();
+    });
+    const auto start = Clock::now();
+    const auto report = co_await store.gc();
+    seconds = seconds_since(start);
+    if (report.deleted_blob_count != static_cast<std::size_t>(blobs)) throw std::runtime_error("gc missed orphans");
+  });
+  remove_file(path);
+  return seconds;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const bool smoke = argc > 1 && std::string_view(argv[1]) == "--smoke";
+  const int commits = smoke ? 100 : 5000;
+  const int items = smoke ? 100 : 4000;
+  const std::vector<int> gc_sizes = smoke ? std::vector<int>{1000, 2000} : std::vector<int>{10'000, 100'000, 1'000'000};
+
+  const double raw = raw_commits(commits);
+  const double ours = store_commits(commits);
+  fmt::print("{{\"benchmark\":\"commits\",\"commits_per_s\":{:.0f},\"baseline\":\"raw_sqlite3_same_transaction\","
+             "\"baseline_commits_per_s\":{:.0f},\"ratio\":{:.3f}}}\n", ours, raw, ours / raw);
+  for (const int processes : {1, 4})
+    fmt::print("{{\"benchmark\":\"claim_complete\",\"processes\":{},\"items_per_s\":{:.0f}}}\n", processes,
+               claim_complete(processes, items));
+  for (const int blobs : gc_sizes) {
+    const double seconds = gc_seconds(blobs);
+    fmt::print("{{\"benchmark\":\"gc\",\"blobs\":{},\"seconds\":{:.3f},\"us_per_blob\":{:.2f}}}\n", blobs, seconds,
+               seconds * 1e6 / blobs);
+  }
+  return 0;
+}
