@@ -2,6 +2,8 @@
 // measured in the same run (std::mutex + unordered_map; raw sqlite3 running
 // the same statements with the same pragmas). `--smoke` runs tiny counts to
 // check that the program works; it never decides a test's outcome by time.
+#include "bench_support.hpp"
+
 #include <lockstore/sqlite.hpp>
 
 #include <boost/asio.hpp>
@@ -22,41 +24,13 @@
 
 using namespace std::chrono_literals;
 namespace asio = boost::asio;
-using Clock = std::chrono::steady_clock;
+using namespace lockstore::bench;
 
 namespace {
 
 struct Scale {
   int memory_pairs, sqlite_pairs, handoffs, many_keys;
 };
-
-template <class F>
-auto run(F&& make) {
-  asio::io_context context;
-  auto future = asio::co_spawn(context, make(), asio::use_future);
-  context.run();
-  return future.get();
-}
-
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-std::filesystem::path fresh_file(const std::string& name) {
-  auto path = std::filesystem::temp_directory_path() / fmt::format("lockstore-bench-{}-{}", ::getpid(), name);
-  for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path.string() + suffix);
-  return path;
-}
-
-void remove_file(const std::filesystem::path& path) {
-  for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path.string() + suffix);
-}
-
-double percentile(std::vector<double> values, double p) {
-  if (values.empty()) return 0;
-  std::sort(values.begin(), values.end());
-  return values[static_cast<std::size_t>(p * static_cast<double>(values.size() - 1))];
-}
 
 void print_pairs(const char* backend, double pairs_per_s, const char* baseline, double baseline_per_s) {
   fmt::print("{{\"benchmark\":\"uncontended_pairs\",\"backend\":\"{}\",\"pairs_per_s\":{:.0f},"

@@ -4,6 +4,8 @@
 //    hashing and manifest encoding, prepared statements, same pragmas);
 //  - claim+complete throughput with 1 and 4 processes;
 //  - gc time at growing blob counts (it should grow linearly).
+#include "bench_support.hpp"
+
 #include <lockstore/store.hpp>
 
 #include <boost/asio.hpp>
@@ -19,36 +21,17 @@
 using namespace std::chrono_literals;
 namespace asio = boost::asio;
 namespace sql = lockstore::detail::store::sql;
-using Clock = std::chrono::steady_clock;
+using namespace lockstore::bench;
 
 namespace {
 
-void run(std::function<asio::awaitable<void>()> make) {
-  asio::io_context context;
-  auto done = asio::co_spawn(context, make(), asio::use_future);
-  context.run();
-  done.get();
-}
-
-double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
-
-std::filesystem::path fresh_file(const std::string& name) {
-  auto path = std::filesystem::temp_directory_path() / fmt::format("lockstore-store-bench-{}-{}", ::getpid(), name);
-  for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path.string() + suffix);
-  return path;
-}
-
-void remove_file(const std::filesystem::path& path) {
-  for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path.string() + suffix);
-}
-
 std::string state_bytes(int i) { return fmt::format("{:0>200}", i); }  // 200-byte checkpoint part
 
-double store_commits(int commits) {
+double store_commits(int commits, lockstore::SqliteOptions options = {}) {
   const auto path = fresh_file("commits.db");
   double rate = 0;
   run([&]() -> asio::awaitable<void> {
-    auto store = co_await lockstore::SessionStore::open(co_await lockstore::SqliteDatabase::open(path));
+    auto store = co_await lockstore::SessionStore::open(co_await lockstore::SqliteDatabase::open(path, options));
     const auto start = Clock::now();
     for (int i = 0; i < commits; ++i) {
       lockstore::CommitRequest request;
@@ -183,6 +166,17 @@ double gc_seconds(int blobs) {
 
 int main(int argc, char** argv) {
   const bool smoke = argc > 1 && std::string_view(argv[1]) == "--smoke";
+  if (argc > 1 && std::string_view(argv[1]) == "--commit-spin-sweep") {  // commits vs completion_spin
+    for (const int spin_us : {100, 300, 1000}) {
+      lockstore::SqliteOptions options;
+      options.completion_spin = std::chrono::microseconds(spin_us);
+      const double raw = raw_commits(3000);
+      const double ours = store_commits(3000, options);
+      fmt::print("{{\"benchmark\":\"commit_spin_sweep\",\"completion_spin_us\":{},\"commits_per_s\":{:.0f},"
+                 "\"baseline_commits_per_s\":{:.0f},\"ratio\":{:.3f}}}\n", spin_us, ours, raw, ours / raw);
+    }
+    return 0;
+  }
   const int commits = smoke ? 100 : 5000;
   const int items = smoke ? 100 : 4000;
   const std::vector<int> gc_sizes = smoke ? std::vector<int>{1000, 2000} : std::vector<int>{10'000, 100'000, 1'000'000};

@@ -1,6 +1,7 @@
 // SessionStore against real SQLite files: commits, blobs and GC, the work
 // queue, the graph, typed use, read-only use and schema migration.
 #include "support/helpers.hpp"
+#include "support/store_helpers.hpp"
 
 #include <catch2/catch.hpp>
 #include <lockstore/store.hpp>
@@ -13,11 +14,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-asio::awaitable<SessionStore> open_store(const std::filesystem::path& path, StoreOptions options = {}) {
-  auto database = co_await SqliteDatabase::open(path);
-  co_return co_await SessionStore::open(database, options);
-}
-
 template <class F>
 asio::awaitable<std::optional<Error>> error_of(F make) {
   try {
@@ -27,14 +23,6 @@ asio::awaitable<std::optional<Error>> error_of(F make) {
     co_return error;
   }
   co_return std::nullopt;
-}
-
-CommitRequest request_for(std::string session, std::uint64_t expected, std::string state) {
-  CommitRequest request;
-  request.session_id = std::move(session);
-  request.expected_head_revision = expected;
-  request.parts.emplace("state", std::move(state));
-  return request;
 }
 
 WorkDraft draft(std::string payload, std::optional<std::string> dedupe = std::nullopt) {

@@ -1,6 +1,7 @@
 // SessionStore across real processes (forked before any database is opened):
 // compare-and-set, commit loops, claim races, dedupe races, many openers.
 #include "support/helpers.hpp"
+#include "support/store_helpers.hpp"
 
 #include <catch2/catch.hpp>
 #include <fcntl.h>
@@ -41,19 +42,6 @@ class SharedStartLine {
   void* memory_;
   StartLine* line_;
 };
-
-CommitRequest request_for(std::string session, std::uint64_t expected, std::string state) {
-  CommitRequest request;
-  request.session_id = std::move(session);
-  request.expected_head_revision = expected;
-  request.parts.emplace("state", std::move(state));
-  return request;
-}
-
-asio::awaitable<SessionStore> open_store(const std::filesystem::path& path) {
-  auto database = co_await SqliteDatabase::open(path);
-  co_return co_await SessionStore::open(database);
-}
 
 // Children report with their exit status: 0 won, 10 lost cleanly, else failed.
 constexpr int won = 0, lost = 10;

@@ -32,13 +32,13 @@ struct SqliteOptions {
   /// Waiters in this process are woken by release at once instead.
   std::chrono::milliseconds poll_interval{2};
   /// How long a caller waits on its own thread for a statement's result
-  /// before it suspends. A lease statement takes ~20 us, and handing the
-  /// result back through a parked executor costs a thread wake-up of the
-  /// same order or more: measured here, single-client throughput is 0.25 of
-  /// raw sqlite3 with no spin, 0.78 with 50 us and 1.0 with 100 us
-  /// (benchmarks: lock_bench --spin-sweep). 0 disables it; the caller's
-  /// thread then never spins, at that cost.
-  std::chrono::microseconds completion_spin{100};
+  /// before it suspends. Handing a result back through a parked executor
+  /// costs a thread wake-up of 50 us or more here, as much as a lease
+  /// statement (~20 us) or a third of a commit (~180 us). Measured (README):
+  /// lease pairs reach 0.25 of raw sqlite3 with no spin and 1.0 with 100 us;
+  /// commits 0.73 with 100 us and 0.89 with 300 us. The spin ends as soon as
+  /// the result is there, so fast statements never spin this long. 0 disables it.
+  std::chrono::microseconds completion_spin{300};
 };
 
 class SqliteDatabase {
