@@ -181,6 +181,14 @@ int main(int argc, char** argv) {
   const int items = smoke ? 100 : 4000;
   const std::vector<int> gc_sizes = smoke ? std::vector<int>{1000, 2000} : std::vector<int>{10'000, 100'000, 1'000'000};
 
+  if (argc > 1 && std::string_view(argv[1]) == "--gc-only") {
+    for (const int blobs : {10'000, 100'000, 1'000'000}) {
+      const double seconds = gc_seconds(blobs);
+      fmt::print("{{\"benchmark\":\"gc\",\"blobs\":{},\"seconds\":{:.3f},\"us_per_blob\":{:.2f}}}\n", blobs,
+                 seconds, seconds * 1e6 / blobs);
+    }
+    return 0;
+  }
   const double raw = raw_commits(commits);
   const double ours = store_commits(commits);
   fmt::print("{{\"benchmark\":\"commits\",\"commits_per_s\":{:.0f},\"baseline\":\"raw_sqlite3_same_transaction\","

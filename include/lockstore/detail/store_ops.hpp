@@ -170,7 +170,30 @@ inline BlobRef put_checkpoint(SqliteConnection& connection, const std::map<std::
   return manifest;
 }
 
+// GC deletes from the blob table and its hash index, which is in random
+// order: with SQLite's default 2 MB page cache, per-blob cost grew 2.5x from
+// 10k to 1M blobs. A 64 MB cache for the GC's transaction keeps the index
+// pages it revisits; the connection's own setting is restored afterwards.
+class ScopedCacheSize {
+ public:
+  ScopedCacheSize(SqliteConnection& connection, std::int64_t kibibytes)
+      : connection_(connection), previous_(connection.pragma_int("cache_size")) {
+    connection_.exec(fmt::format("PRAGMA cache_size = -{}", kibibytes));
+  }
+  ScopedCacheSize(const ScopedCacheSize&) = delete;
+  ScopedCacheSize& operator=(const ScopedCacheSize&) = delete;
+  ~ScopedCacheSize() {
+    const auto restore = fmt::format("PRAGMA cache_size = {}", previous_);
+    sqlite3_exec(connection_.handle(), restore.c_str(), nullptr, nullptr, nullptr);
+  }
+
+ private:
+  SqliteConnection& connection_;
+  std::int64_t previous_;
+};
+
 inline GcReport gc(SqliteConnection& connection) {
+  ScopedCacheSize cache(connection, 64 * 1024);
   Transaction transaction(connection);
   {
     // A live manifest that cannot be decoded means the mark would be wrong:
