@@ -56,7 +56,7 @@ TEST_CASE("release_all removes exactly this owner's leases and counts the live o
     auto a3 = co_await alice.try_acquire(AdvisoryKey("a3-expired"), 1ms);
     auto b1 = co_await bob.try_acquire(AdvisoryKey("b1"), 30s);
     REQUIRE((a1 && a2 && a3 && b1));
-    co_await conformance::sleep_for(10ms);
+    co_await conformance::sleep_for(10ms);  // lets a3 (1 ms TTL) expire: expiry is the point
     const auto live = co_await alice.release_all();
     CHECK(live == 2);
     a1->mark_released();

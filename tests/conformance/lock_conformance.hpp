@@ -252,15 +252,19 @@ LOCKSTORE_CT("a cancellation racing a release never leaves the lease held") {
     for (int round = 0; round < 25; ++round) {
       auto held = co_await alice.acquire(AdvisoryKey("raced"), 30s, 5s);
       // The release and the cancelling timer fire at about the same time.
+      bool released = false;
       asio::co_spawn(executor, [&, guard = std::move(held)]() mutable -> asio::awaitable<void> {
         co_await sleep_for(std::chrono::milliseconds(5 + round % 3));
         co_await alice.release(std::move(guard));
+        released = true;
       }, asio::detached);
       asio::steady_timer timer(executor, std::chrono::milliseconds(5 + round % 5));
       auto outcome = co_await (bob.acquire(AdvisoryKey("raced"), 30s, 30s) ||
                                timer.async_wait(asio::use_awaitable));
       if (outcome.index() == 0) co_await bob.release(std::move(std::get<0>(outcome)));
-      co_await sleep_for(10ms);  // let the detached release finish
+      for (const auto give_up = Clock::now() + 5s; !released && Clock::now() < give_up;)
+        co_await sleep_for(1ms);  // waits for the detached release, bounded
+      REQUIRE(released);
       auto free_now = co_await carol.try_acquire(AdvisoryKey("raced"), 5s);
       CHECK(free_now.has_value());
       if (free_now) co_await carol.release(std::move(*free_now));
