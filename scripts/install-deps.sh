@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   g++ cmake ninja-build pkg-config
-  libboost1.81-dev libfmt-dev libsqlite3-dev libssl-dev catch2
+  libboost1.81-dev libfmt-dev libsqlite3-dev libssl-dev catch2 libcli11-dev
 )
 
 missing=()

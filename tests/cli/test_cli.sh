@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Tests of the lockstore tool, run as a user would run it.
+# Usage: test_cli.sh PATH_TO_LOCKSTORE PATH_TO_AGENT_EXAMPLE
+set -uo pipefail
+tool=$(realpath "$1")
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
+cd "$work"
+export LOCKSTORE_BACKEND="sqlite:$work/locks.db"
+failures=0
+
+check() {  # description, expected, actual
+  if [ "$2" == "$3" ]; then echo "ok: $1"; else echo "FAIL: $1: expected [$2], got [$3]"; failures=$((failures + 1)); fi
+}
+contains() {  # description, needle, haystack
+  if [[ "$3" == *"$2"* ]]; then echo "ok: $1"; else echo "FAIL: $1: [$2] not in [$3]"; failures=$((failures + 1)); fi
+}
+wait_until_held() {  # key: polls `list` until the lease shows, for at most 10 s
+  for _ in $(seq 1 1000); do
+    "$tool" list --json | grep -q "\"key\": \"$1\"" && return 0
+    sleep 0.01
+  done
+  echo "FAIL: '$1' never became held"; failures=$((failures + 1))
+}
+
+wait_for_file() {  # path: the command creates it once its traps are set, for at most 10 s
+  for _ in $(seq 1 1000); do [ -e "$1" ] && return 0; sleep 0.01; done
+  echo "FAIL: $1 never appeared"; failures=$((failures + 1))
+}
+
+# Exit status passthrough and the environment.
+out=$("$tool" run job -- sh -c 'echo "$LOCKSTORE_KEY ${#LOCKSTORE_TOKEN} $LOCKSTORE_FENCE"; exit 7'); status=$?
+check "exit status passes through" 7 "$status"
+check "command sees key, 32-char token and fence" "job 32 1" "$out"
+"$tool" run job -- true; check "a second run gets a larger fence and exits 0" 0 $?
+out=$("$tool" run job -- sh -c 'echo $LOCKSTORE_FENCE'); check "fences increase" 3 "$out"
+"$tool" run job -- sh -c 'kill -TERM $$'; check "a command killed by SIGTERM gives 128+15" 143 $?
+
+# A held lock: --nonblock and --wait; list and release.
+"$tool" run --owner holder --ttl 30s busy -- sleep 30 & holder=$!
+wait_until_held busy
+err=$("$tool" run --nonblock busy -- true 2>&1); status=$?
+check "--nonblock on a held lock exits 75" 75 "$status"
+contains "--nonblock says the key is held" "'busy' is held" "$err"
+err=$("$tool" run --wait 100ms busy -- true 2>&1); status=$?
+check "--wait elapsing exits 73" 73 "$status"
+contains "--wait says how long it waited" "after waiting 100ms" "$err"
+out=$("$tool" list); contains "list shows the key and owner" "holder" "$out"; contains "list has a header" "EXPIRES IN" "$out"
+out=$("$tool" list --json); contains "list --json has the owner" '"owner": "holder"' "$out"
+out=$("$tool" release busy --force); contains "release --force says whose lease it was" "held by 'holder'" "$out"
+out=$("$tool" list); check "nothing is held after release" "no leases held" "$out"
+kill $holder 2>/dev/null; wait $holder 2>/dev/null
+
+# Signal forwarding.
+"$tool" run sig -- sh -c "trap 'exit 9' INT; touch $work/sig-ready; sleep 30 & wait" & runner=$!
+wait_for_file "$work/sig-ready"
+kill -INT $runner; wait $runner; check "SIGINT is forwarded and the command's status returned" 9 $?
+out=$("$tool" list); check "the lease is released after the command exits" "no leases held" "$out"
+
+# A lease lost while the command runs: it gets SIGTERM, the tool exits 77.
+"$tool" run --ttl 300ms --kill-after 5s lost -- sh -c "trap 'echo TERM > $work/got-term; exit 0' TERM; touch $work/lost-ready; sleep 30 & wait" 2>"$work/lost.err" & runner=$!
+wait_for_file "$work/lost-ready"
+"$tool" release lost --force >/dev/null
+wait $runner; check "a lost lease exits 77" 77 $?
+check "the command received SIGTERM" TERM "$(cat "$work/got-term" 2>/dev/null)"
+contains "the tool says the lease was lost" "was lost" "$(cat "$work/lost.err")"
+
+# Bad input: each its own message and status.
+err=$("$tool" run k true 2>&1); check "missing -- exits 64" 64 $?; contains "missing -- is named" "missing '--'" "$err"
+err=$("$tool" frobnicate 2>&1); check "unknown command exits 64" 64 $?; contains "unknown command is named" "unknown command 'frobnicate'" "$err"
+err=$("$tool" run --ttl 5 k -- true 2>&1); check "duration without unit exits 64" 64 $?; contains "bad duration is named" "bad duration '5'" "$err"
+err=$("$tool" run --ttl -5s k -- true 2>&1); check "negative duration exits 64" 64 $?
+err=$("$tool" list --backend mysql://x 2>&1); check "bad URL exits 64" 64 $?; contains "bad URL is named" "bad --backend URL 'mysql://x'" "$err"
+err=$("$tool" list --backend redis://127.0.0.1:6379 2>&1); check "a backend not built in exits 69" 69 $?; contains "it says so" "not built into" "$err"
+err=$("$tool" release k 2>&1); check "release without --force exits 64" 64 $?
+err=$("$tool" run "" -- true 2>&1); check "an empty key exits 64" 64 $?; contains "empty key is named" "must not be empty" "$err"
+err=$("$tool" run k -- /no/such/command 2>&1); check "a command that cannot start exits 127" 127 $?
+out=$("$tool" --version); contains "--version prints the version" "lockstore 0." "$out"
+"$tool" run --help >/dev/null; check "run --help exits 0" 0 $?
+
+# The store commands.
+if [ -n "${2:-}" ]; then
+  out=$("$tool" store sessions --backend "sqlite:$work/locks.db"); contains "store sessions has a header" "REVISION" "$out"
+  out=$("$tool" store stats --json); contains "store stats --json" '"sessions": 0' "$out"
+  out=$("$tool" store gc); contains "store gc reports" "gc: 0 roots" "$out"
+fi
+
+echo "$failures failure(s)"
+[ "$failures" -eq 0 ]

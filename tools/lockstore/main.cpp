@@ -1,0 +1,261 @@
+// lockstore: run a command under a lease, and see and clear leases and
+// sessions, from the shell. Built on the public API only. Exit statuses are
+// in exit_codes.hpp and README "Command-line tool".
+#include "arguments.hpp"
+#include "exit_codes.hpp"
+#include "run_command.hpp"
+
+#include <lockstore/sqlite.hpp>
+#include <lockstore/store.hpp>
+
+#include <CLI/CLI.hpp>
+#include <boost/asio.hpp>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#ifndef LOCKSTORE_TOOL_VERSION
+#define LOCKSTORE_TOOL_VERSION "unknown"
+#endif
+
+namespace {
+
+namespace asio = boost::asio;
+
+struct BackendUnavailable : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+using namespace lockstore;
+using namespace lockstore::cli;
+
+std::string json_string(std::string_view text) {
+  std::string out = "\"";
+  for (const char c : text) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          out += fmt::format("\\u{:04x}", c);
+        } else {
+          out += c;
+        }
+    }
+  }
+  return out + "\"";
+}
+
+// Runs the coroutine `make()` to completion on this thread; returns its int.
+template <class F>
+int run_async(F make) {
+  asio::io_context context;
+  auto result = asio::co_spawn(context, make(), asio::use_future);
+  context.run();
+  return result.get();
+}
+
+/// The SQLite file behind a backend URL; other backends are not built in yet.
+std::filesystem::path sqlite_path(const std::string& url_text) {
+  const auto url = parse_backend_url(url_text);
+  if (url.kind != BackendUrl::Kind::sqlite)
+    throw BackendUnavailable(fmt::format("backend '{}' is not built into this lockstore binary; only sqlite:PATH is",
+                                         url.kind == BackendUrl::Kind::postgres ? "postgres" : "redis"));
+  return url.location;
+}
+
+asio::awaitable<int> list_leases(std::filesystem::path path, bool json) {
+  SqliteLock lock(co_await SqliteDatabase::open(path), "lockstore-cli");
+  const auto leases = co_await lock.list();
+  const auto now = std::chrono::system_clock::now();
+  const auto ms = [](auto duration) { return std::chrono::duration_cast<std::chrono::milliseconds>(duration); };
+  if (json) {
+    fmt::print("[");
+    for (std::size_t i = 0; i < leases.size(); ++i) {
+      const auto& lease = leases[i];
+      fmt::print("{}\n  {{\"key\": {}, \"owner\": {}, \"fence\": {}, \"held_for_ms\": {}, \"expires_in_ms\": {}}}",
+                 i == 0 ? "" : ",", json_string(lease.key.str()), json_string(lease.owner), lease.fence,
+                 ms(now - lease.acquired_at).count(), ms(lease.expires_at - now).count());
+    }
+    fmt::print("{}]\n", leases.empty() ? "" : "\n");
+    co_return exit_ok;
+  }
+  if (leases.empty()) {
+    fmt::print("no leases held\n");
+    co_return exit_ok;
+  }
+  fmt::print("{:<40} {:<32} {:>8} {:>10} {:>10}\n", "KEY", "OWNER", "FENCE", "HELD FOR", "EXPIRES IN");
+  for (const auto& lease : leases)
+    fmt::print("{:<40} {:<32} {:>8} {:>10} {:>10}\n", lease.key.str(), lease.owner, lease.fence,
+               format_duration(ms(now - lease.acquired_at)), format_duration(ms(lease.expires_at - now)));
+  co_return exit_ok;
+}
+
+asio::awaitable<int> force_release(std::filesystem::path path, std::string key) {
+  SqliteLock lock(co_await SqliteDatabase::open(path), "lockstore-cli");
+  auto cleared = co_await lock.force_release(AdvisoryKey(key));
+  if (!cleared) {
+    fmt::print("no lease held on '{}'\n", key);
+    co_return exit_ok;
+  }
+  const bool live = cleared->expires_at > std::chrono::system_clock::now();
+  fmt::print("released the {} lease on '{}' held by '{}' (fence {})\n", live ? "live" : "expired", key,
+             cleared->owner, cleared->fence);
+  co_return exit_ok;
+}
+
+asio::awaitable<int> store_command(std::filesystem::path path, std::string what, bool json) {
+  auto store = co_await SessionStore::open(co_await SqliteDatabase::open(path));
+  if (what == "sessions") {
+    const auto heads = co_await store.sessions();
+    if (json) fmt::print("[");
+    if (!json) fmt::print("{:<40} {:>10} {:>12}\n", "SESSION", "REVISION", "QUEUE DEPTH");
+    for (std::size_t i = 0; i < heads.size(); ++i) {
+      const auto depth = (co_await store.pending(heads[i].session_id)).size();
+      if (json) {
+        fmt::print("{}\n  {{\"session\": {}, \"head_revision\": {}, \"queue_depth\": {}, \"checkpoint\": \"{}\"}}",
+                   i == 0 ? "" : ",", json_string(heads[i].session_id), heads[i].head_revision, depth,
+                   heads[i].checkpoint_ref.hash);
+      } else {
+        fmt::print("{:<40} {:>10} {:>12}\n", heads[i].session_id, heads[i].head_revision, depth);
+      }
+    }
+    if (json) fmt::print("{}]\n", heads.empty() ? "" : "\n");
+  } else if (what == "stats") {
+    const auto stats = co_await store.stats();
+    if (json) {
+      fmt::print("{{\"sessions\": {}, \"blobs\": {}, \"blob_bytes\": {}, \"pending_items\": {}}}\n", stats.sessions,
+                 stats.blobs, stats.blob_bytes, stats.pending_items);
+    } else {
+      fmt::print("sessions: {}\nblobs: {} ({} bytes)\npending items: {}\n", stats.sessions, stats.blobs,
+                 stats.blob_bytes, stats.pending_items);
+    }
+  } else {
+    const auto report = co_await store.gc();
+    if (json) {
+      fmt::print("{{\"roots\": {}, \"retained\": {}, \"deleted\": {}}}\n", report.root_count,
+                 report.retained_blob_count, report.deleted_blob_count);
+    } else {
+      fmt::print("gc: {} roots, {} blobs retained, {} deleted\n", report.root_count, report.retained_blob_count,
+                 report.deleted_blob_count);
+    }
+  }
+  co_return exit_ok;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Everything after the first "--" is the command for `run`; CLI11 sees the rest.
+  std::vector<std::string> own_arguments, command;
+  bool saw_separator = false;
+  for (int i = 1; i < argc; ++i) {
+    if (!saw_separator && std::string_view(argv[i]) == "--") {
+      saw_separator = true;
+    } else {
+      (saw_separator ? command : own_arguments).emplace_back(argv[i]);
+    }
+  }
+
+  CLI::App app{"lockstore: leases with fencing tokens, and agent session stores, from the shell"};
+  app.set_version_flag("--version", std::string("lockstore ") + LOCKSTORE_TOOL_VERSION);
+  app.require_subcommand(1);
+  const char* from_environment = std::getenv("LOCKSTORE_BACKEND");
+  std::string backend = from_environment != nullptr ? from_environment : "sqlite:./lockstore.db";
+  const auto add_backend = [&](CLI::App* command_app) {
+    command_app->add_option("--backend", backend,
+                            "sqlite:PATH, postgres://..., redis://host:port[/db] (default: $LOCKSTORE_BACKEND or "
+                            "sqlite:./lockstore.db)");
+  };
+
+  RunOptions run_options;
+  std::string ttl = "30s", wait, kill_after = "10s", owner;
+  auto* run = app.add_subcommand("run", "run COMMAND while holding the lease on KEY: lockstore run [options] KEY -- COMMAND [ARGS...]");
+  add_backend(run);
+  run->add_option("key", run_options.key, "the lock key")->required();
+  run->add_option("--ttl", ttl, "lease length, renewed every ttl/3 (default 30s)");
+  run->add_option("--wait", wait, "give up waiting after this long (default: wait forever)");
+  run->add_option("--owner", owner, "owner name shown by `list` (default: host:pid:random)");
+  run->add_flag("--nonblock", run_options.nonblock, "exit at once with status 75 if the lock is held");
+  run->add_option("--kill-after", kill_after, "after a lost lease, SIGKILL this long after SIGTERM (default 10s)");
+
+  bool json = false;
+  auto* list = app.add_subcommand("list", "show the held leases");
+  add_backend(list);
+  list->add_flag("--json", json, "print JSON for scripts");
+
+  std::string release_key;
+  bool force = false;
+  auto* release = app.add_subcommand("release", "clear a lease known to be dead: lockstore release KEY --force");
+  add_backend(release);
+  release->add_option("key", release_key, "the lock key")->required();
+  release->add_flag("--force", force, "required: the lease's holder is not asked");
+
+  std::string store_what;
+  auto* store = app.add_subcommand("store", "inspect a SessionStore: sessions, stats, gc");
+  add_backend(store);
+  store->add_option("what", store_what, "sessions | stats | gc")->required()->check(CLI::IsMember({"sessions", "stats", "gc"}));
+  store->add_flag("--json", json, "print JSON for scripts");
+
+  const auto original_arguments = own_arguments;
+  try {
+    std::reverse(own_arguments.begin(), own_arguments.end());  // CLI11 consumes a reversed vector
+    app.parse(own_arguments);
+  } catch (const CLI::CallForHelp& help) {
+    return app.exit(help);
+  } catch (const CLI::CallForAllHelp& help) {
+    return app.exit(help);
+  } catch (const CLI::Success& done) {
+    return app.exit(done);
+  } catch (const CLI::ParseError& error) {
+    // Name the two mistakes CLI11 can only describe generically.
+    const std::vector<std::string> commands = {"run", "list", "release", "store"};
+    const auto first = std::find_if(original_arguments.begin(), original_arguments.end(),
+                                    [](const std::string& a) { return !a.starts_with("-"); });
+    if (first != original_arguments.end() && std::find(commands.begin(), commands.end(), *first) == commands.end()) {
+      fmt::print(stderr, "lockstore: unknown command '{}' (commands: run, list, release, store)\n", *first);
+    } else if (first != original_arguments.end() && *first == "run" && !saw_separator) {
+      fmt::print(stderr, "lockstore: missing '--' before COMMAND: lockstore run [options] KEY -- COMMAND [ARGS...]\n");
+    } else {
+      fmt::print(stderr, "lockstore: {}\n", error.what());
+    }
+    return exit_usage;
+  }
+
+  try {
+    const auto path = sqlite_path(backend);
+    if (run->parsed()) {
+      if (!saw_separator) throw UsageError("missing '--' before COMMAND: lockstore run KEY -- COMMAND [ARGS...]");
+      if (command.empty()) throw UsageError("no COMMAND after '--'");
+      run_options.command = command;
+      run_options.ttl = parse_duration(ttl);
+      if (!wait.empty()) run_options.wait = parse_duration(wait);
+      run_options.kill_after = parse_duration(kill_after);
+      if (!owner.empty()) run_options.owner = owner;
+      return run_async([&] { return supervise(path, run_options); });
+    }
+    if (saw_separator) throw UsageError("'--' is only for `lockstore run`");
+    if (list->parsed()) return run_async([&] { return list_leases(path, json); });
+    if (release->parsed()) {
+      if (!force) throw UsageError(fmt::format("refusing to clear the lease on '{}' without --force", release_key));
+      return run_async([&] { return force_release(path, release_key); });
+    }
+    return run_async([&] { return store_command(path, store_what, json); });
+  } catch (const UsageError& error) {
+    fmt::print(stderr, "lockstore: {}\n", error.what());
+    return exit_usage;
+  } catch (const BackendUnavailable& error) {
+    fmt::print(stderr, "lockstore: {}\n", error.what());
+    return exit_unavailable;
+  } catch (const Error& error) {
+    fmt::print(stderr, "lockstore: {}\n", error.what());
+    return error.code() == errc::invalid_argument ? exit_usage : exit_failure;
+  } catch (const std::exception& error) {
+    fmt::print(stderr, "lockstore: {}\n", error.what());
+    return exit_failure;
+  }
+}

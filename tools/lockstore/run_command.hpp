@@ -1,0 +1,180 @@
+// `lockstore run`: hold a lease while a command runs. The command gets
+// LOCKSTORE_KEY, LOCKSTORE_TOKEN and LOCKSTORE_FENCE; the lease is renewed
+// every ttl/3; SIGINT, SIGTERM and SIGHUP are forwarded to it; the lease is
+// released when it exits and the tool exits with its status. If a renewal
+// finds the lease lost, the command gets SIGTERM, then SIGKILL after
+// --kill-after, and the tool exits with exit_lease_lost.
+#pragma once
+
+#include "arguments.hpp"
+#include "exit_codes.hpp"
+
+#include <lockstore/sqlite.hpp>
+
+#include <boost/asio.hpp>
+#include <boost/asio/experimental/parallel_group.hpp>
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <vector>
+
+extern char** environ;
+
+namespace lockstore::cli {
+
+namespace asio = boost::asio;
+
+struct RunOptions {
+  std::string key;
+  std::vector<std::string> command;
+  std::chrono::milliseconds ttl{30'000};
+  std::optional<std::chrono::milliseconds> wait;  ///< none: wait forever
+  std::optional<std::string> owner;
+  bool nonblock = false;
+  std::chrono::milliseconds kill_after{10'000};
+};
+
+/// Starts `command` with `extra` added to the environment. The environment
+/// and argv are built before fork(): the child only calls execvpe and _exit.
+/// Returns the pid, or -errno of a failed exec (reported through a pipe).
+inline pid_t spawn(const std::vector<std::string>& command, const std::vector<std::string>& extra) {
+  std::vector<std::string> environment;
+  for (char** entry = environ; *entry != nullptr; ++entry) {
+    const std::string_view text(*entry);
+    bool replaced = false;
+    for (const auto& variable : extra)
+      replaced = replaced || text.substr(0, text.find('=') + 1) == variable.substr(0, variable.find('=') + 1);
+    if (!replaced) environment.emplace_back(text);
+  }
+  environment.insert(environment.end(), extra.begin(), extra.end());
+  std::vector<char*> envp, argv;
+  for (auto& variable : environment) envp.push_back(variable.data());
+  envp.push_back(nullptr);
+  auto arguments = command;
+  for (auto& argument : arguments) argv.push_back(argument.data());
+  argv.push_back(nullptr);
+
+  int report[2];
+  if (::pipe2(report, O_CLOEXEC) != 0) return -errno;
+  const pid_t child = ::fork();
+  if (child == 0) {
+    ::execvpe(argv[0], argv.data(), envp.data());
+    const int error = errno;
+    [[maybe_unused]] auto written = ::write(report[1], &error, sizeof error);
+    ::_exit(exit_cannot_exec);
+  }
+  ::close(report[1]);
+  int exec_error = 0;
+  const auto got = child > 0 ? ::read(report[0], &exec_error, sizeof exec_error) : 0;
+  ::close(report[0]);
+  if (child < 0) return -errno;
+  if (got == sizeof exec_error) {
+    ::waitpid(child, nullptr, 0);
+    return -exec_error;
+  }
+  return child;
+}
+
+inline asio::awaitable<int> supervise(std::filesystem::path path, RunOptions options) {
+  auto executor = co_await asio::this_coro::executor;
+  SqliteLock lock(co_await SqliteDatabase::open(path), options.owner.value_or(random_owner()));
+  const AdvisoryKey key(options.key);
+
+  std::optional<LockGuard> guard;
+  if (options.nonblock) {
+    guard = co_await lock.try_acquire(key, options.ttl);
+    if (!guard) {
+      fmt::print(stderr, "lockstore: '{}' is held by another owner\n", key.str());
+      co_return exit_lock_held;
+    }
+  } else {
+    bool timed_out = false;
+    try {
+      auto acquiring = lock.acquire(key, options.ttl, options.wait.value_or(std::chrono::milliseconds::max()));
+      guard.emplace(co_await std::move(acquiring));
+    } catch (const Error& error) {
+      if (error.code() != errc::timeout) throw;
+      timed_out = true;
+    }
+    if (timed_out) {
+      fmt::print(stderr, "lockstore: '{}' was still held after waiting {}\n", key.str(), format_duration(*options.wait));
+      co_return exit_wait_timeout;
+    }
+  }
+
+  // Signals are watched before the child exists, so none is missed.
+  asio::signal_set forwarded(executor, SIGINT, SIGTERM, SIGHUP);
+  asio::signal_set child_ended(executor, SIGCHLD);
+  const std::vector<std::string> environment = {
+      "LOCKSTORE_KEY=" + key.str(), "LOCKSTORE_TOKEN=" + guard->token(), fmt::format("LOCKSTORE_FENCE={}", guard->fence())};
+  const pid_t child = spawn(options.command, environment);
+  if (child < 0) {
+    fmt::print(stderr, "lockstore: cannot run '{}': {}\n", options.command.front(), std::strerror(-child));
+    co_await lock.release(std::move(*guard));
+    co_return exit_cannot_exec;
+  }
+
+  std::function<void()> forward = [&] {
+    forwarded.async_wait([&](boost::system::error_code error, int signal) {
+      if (error) return;
+      ::kill(child, signal);
+      forward();
+    });
+  };
+  forward();
+
+  // The child's exit and the renew loop run as one group that this frame
+  // awaits, so neither outlives it; the child's exit cancels the renewals.
+  bool lost = false;
+  auto wait_for_child = [&]() -> asio::awaitable<int> {
+    int status = 0;
+    while (::waitpid(child, &status, WNOHANG) != child) {
+      boost::system::error_code ignored;
+      co_await child_ended.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+    }
+    co_return status;
+  };
+  auto renew_until_lost = [&]() -> asio::awaitable<void> {
+    asio::steady_timer timer(executor);
+    for (;;) {
+      timer.expires_after(std::max<std::chrono::milliseconds>(options.ttl / 3, std::chrono::milliseconds(1)));
+      co_await timer.async_wait(asio::use_awaitable);
+      bool held = true;
+      try {
+        held = co_await lock.extend(*guard, options.ttl);
+      } catch (const Error& failure) {  // retried next interval; false comes once the lease is gone
+        fmt::print(stderr, "lockstore: renewing '{}' failed: {}\n", key.str(), failure.what());
+      }
+      if (held) continue;
+      lost = true;
+      fmt::print(stderr, "lockstore: the lease on '{}' (fence {}) was lost; sending SIGTERM to {} (pid {})\n",
+                 key.str(), guard->fence(), options.command.front(), child);
+      ::kill(child, SIGTERM);
+      timer.expires_after(options.kill_after);
+      co_await timer.async_wait(asio::use_awaitable);
+      fmt::print(stderr, "lockstore: {} (pid {}) still ran {} after SIGTERM; sending SIGKILL\n",
+                 options.command.front(), child, format_duration(options.kill_after));
+      ::kill(child, SIGKILL);
+      co_return;
+    }
+  };
+  auto child_op = asio::co_spawn(executor, wait_for_child, asio::deferred);
+  auto renew_op = asio::co_spawn(executor, renew_until_lost, asio::deferred);
+  auto group = asio::experimental::make_parallel_group(std::move(child_op), std::move(renew_op));
+  auto first_done = std::move(group).async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
+  auto [order, child_error, status, renew_error] = co_await std::move(first_done);
+  forwarded.cancel();
+  if (order[0] != 0) ::waitpid(child, &status, 0);  // killed after the lease was lost: reap it
+  co_await lock.release(std::move(*guard));
+  if (lost) co_return exit_lease_lost;
+  if (WIFSIGNALED(status)) co_return 128 + WTERMSIG(status);
+  co_return WEXITSTATUS(status);
+}
+
+}  // namespace lockstore::cli
