@@ -65,6 +65,13 @@ wait $runner; check "a lost lease exits 77" 77 $?
 check "the command received SIGTERM" TERM "$(cat "$work/got-term" 2>/dev/null)"
 contains "the tool says the lease was lost" "was lost" "$(cat "$work/lost.err")"
 
+# A command that ignores SIGTERM after a lost lease gets SIGKILL after --kill-after.
+"$tool" run --ttl 300ms --kill-after 300ms stubborn -- sh -c "trap '' TERM; touch $work/stubborn-ready; while :; do sleep 0.05; done" 2>"$work/stubborn.err" & runner=$!
+wait_for_file "$work/stubborn-ready"
+"$tool" release stubborn --force >/dev/null
+wait $runner; check "a lost lease still exits 77 when SIGKILL was needed" 77 $?
+contains "the tool says it sent SIGKILL" "sending SIGKILL" "$(cat "$work/stubborn.err")"
+
 # Bad input: each its own message and status.
 err=$("$tool" run k true 2>&1); check "missing -- exits 64" 64 $?; contains "missing -- is named" "missing '--'" "$err"
 err=$("$tool" frobnicate 2>&1); check "unknown command exits 64" 64 $?; contains "unknown command is named" "unknown command 'frobnicate'" "$err"
