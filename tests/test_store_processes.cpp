@@ -33,8 +33,10 @@ class SharedStartLine {
     line_->ready.fetch_add(1);
     while (!line_->go.load()) std::this_thread::sleep_for(100us);
   }
-  void release_when(int count) {
-    while (line_->ready.load() < count) std::this_thread::sleep_for(100us);
+  void release_when(int count) {  // bounded: a child that died must not hang the test
+    const auto give_up = std::chrono::steady_clock::now() + 30s;
+    while (line_->ready.load() < count && std::chrono::steady_clock::now() < give_up)
+      std::this_thread::sleep_for(100us);
     line_->go = true;
   }
 
@@ -46,15 +48,17 @@ class SharedStartLine {
 // Children report with their exit status: 0 won, 10 lost cleanly, else failed.
 constexpr int won = 0, lost = 10;
 
+// The parent releases the start line itself, after forking: no helper
+// thread may exist while children are forked.
 std::vector<int> race(int processes, const std::function<int(int)>& body) {
   SharedStartLine start;
-  std::thread releaser([&] { start.release_when(processes); });
-  auto statuses = run_children(processes, [&](int index) {
-    start.arrive_and_wait();
-    return body(index);
-  });
-  releaser.join();
-  return statuses;
+  return run_children(
+      processes,
+      [&](int index) {
+        start.arrive_and_wait();
+        return body(index);
+      },
+      [&] { start.release_when(processes); });
 }
 
 }  // namespace

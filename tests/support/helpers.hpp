@@ -83,9 +83,12 @@ class LogCapture {
 };
 
 /// Forks `count` children that each run `body(index)` and exit with its
-/// return value; returns their exit statuses (or -signal) in index order.
-/// Call before this process opens any SqliteDatabase (see API.md on fork).
-inline std::vector<int> run_children(int count, const std::function<int(int)>& body) {
+/// return value; runs `after_fork` in the parent once all exist; returns the
+/// children's exit statuses (or -signal) in index order. Call it from a
+/// process with no other threads and no open SqliteDatabase: a fork taken
+/// while another thread runs can leave a child deadlocked (seen under ASan).
+inline std::vector<int> run_children(int count, const std::function<int(int)>& body,
+                                     const std::function<void()>& after_fork = {}) {
   std::vector<pid_t> pids;
   for (int index = 0; index < count; ++index) {
     const pid_t pid = ::fork();
@@ -101,6 +104,7 @@ inline std::vector<int> run_children(int count, const std::function<int(int)>& b
     }
     pids.push_back(pid);
   }
+  if (after_fork) after_fork();
   std::vector<int> statuses;
   for (const pid_t pid : pids) {
     int raw = 0;
