@@ -27,6 +27,7 @@
 #include <optional>
 #include <thread>
 #include <type_traits>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -84,8 +85,15 @@ class SqliteWorker {
           [completion](auto handler) { completion->suspend(std::move(handler)); }, asio::use_awaitable);
       co_await std::move(suspended);
     }
-    if (completion->failure) std::rethrow_exception(completion->failure);
-    if constexpr (!std::is_void_v<Result>) co_return std::move(*completion->result);
+    // The outcome is moved out here, on the caller's thread: the worker may
+    // hold the last reference to `completion` and must then destroy only
+    // empty slots, never an exception or a result the caller has used.
+    if (auto failure = std::exchange(completion->failure, nullptr)) std::rethrow_exception(failure);
+    if constexpr (!std::is_void_v<Result>) {
+      auto result = std::move(*completion->result);
+      completion->result.reset();
+      co_return result;
+    }
   }
 
  private:
