@@ -56,16 +56,22 @@ double mutex_map_pairs(int pairs) {
   return pairs / seconds_since(start);
 }
 
+// Sequential try_acquire+release pairs on one key; returns pairs per second.
+template <class Lock>
+asio::awaitable<double> timed_pairs(Lock& lock, const char* key_name, int pairs) {
+  const lockstore::AdvisoryKey key(key_name);
+  const auto start = Clock::now();
+  for (int i = 0; i < pairs; ++i) {
+    auto guard = co_await lock.try_acquire(key, 30s);
+    co_await lock.release(std::move(*guard));
+  }
+  co_return pairs / seconds_since(start);
+}
+
 double memory_lock_pairs(int pairs) {
   return run([&]() -> asio::awaitable<double> {
     lockstore::MemoryLock lock;
-    const lockstore::AdvisoryKey key("bench");
-    const auto start = Clock::now();
-    for (int i = 0; i < pairs; ++i) {
-      auto guard = co_await lock.try_acquire(key, 30s);
-      co_await lock.release(std::move(*guard));
-    }
-    co_return pairs / seconds_since(start);
+    co_return co_await timed_pairs(lock, "bench", pairs);
   });
 }
 
@@ -109,13 +115,7 @@ double sqlite_lock_pairs(int pairs, lockstore::SqliteOptions options = {}) {
   const auto path = fresh_file("lock.db");
   const double rate = run([&]() -> asio::awaitable<double> {
     lockstore::SqliteLock lock(co_await lockstore::SqliteDatabase::open(path, options), "bench-owner");
-    const lockstore::AdvisoryKey key("bench");
-    const auto start = Clock::now();
-    for (int i = 0; i < pairs; ++i) {
-      auto guard = co_await lock.try_acquire(key, 30s);
-      co_await lock.release(std::move(*guard));
-    }
-    co_return pairs / seconds_since(start);
+    co_return co_await timed_pairs(lock, "bench", pairs);
   });
   remove_file(path);
   return rate;
@@ -214,17 +214,6 @@ void handoff_processes(int handoffs) {
 
 // --- acquire cost with many other keys held --------------------------------
 
-template <class Lock>
-asio::awaitable<double> pairs_on_fresh_key(Lock& lock, int pairs) {
-  const lockstore::AdvisoryKey key("measured");
-  const auto start = Clock::now();
-  for (int i = 0; i < pairs; ++i) {
-    auto guard = co_await lock.try_acquire(key, 30s);
-    co_await lock.release(std::move(*guard));
-  }
-  co_return pairs / seconds_since(start);
-}
-
 void many_keys(int held_keys, int pairs) {
   for (const int held : {10, held_keys}) {
     const double memory_rate = run([&]() -> asio::awaitable<double> {
@@ -233,7 +222,7 @@ void many_keys(int held_keys, int pairs) {
       guards.reserve(static_cast<std::size_t>(held));
       for (int i = 0; i < held; ++i)
         guards.push_back(std::move(*co_await lock.try_acquire(lockstore::AdvisoryKey(fmt::format("held-{}", i)), 1h)));
-      const double rate = co_await pairs_on_fresh_key(lock, pairs);
+      const double rate = co_await timed_pairs(lock, "measured", pairs);
       for (auto& guard : guards) guard.mark_released();
       co_return rate;
     });
@@ -254,7 +243,7 @@ void many_keys(int held_keys, int pairs) {
         transaction.commit();
       });
       lockstore::SqliteLock lock(database, "measurer");
-      co_return co_await pairs_on_fresh_key(lock, pairs);
+      co_return co_await timed_pairs(lock, "measured", pairs);
     });
     remove_file(path);
     fmt::print("{{\"benchmark\":\"pairs_with_keys_held\",\"held_keys\":{},\"memory_pairs_per_s\":{:.0f},"
