@@ -6,6 +6,9 @@ set -euo pipefail
 packages=(
   g++ cmake ninja-build pkg-config
   libboost1.81-dev libfmt-dev libsqlite3-dev libssl-dev catch2 libcli11-dev
+  libpq-dev libhiredis-dev
+  # Throwaway servers for the PostgreSQL and Redis suites (scripts/test-servers.sh).
+  postgresql-15 redis-server
 )
 
 missing=()

@@ -1,6 +1,7 @@
 // SqliteLock: the conformance suite, plus owners, listing, processes and
 // many openers of one new file.
 #include "support/helpers.hpp"
+#include "support/ledger.hpp"
 
 #include <catch2/catch.hpp>
 #include <fcntl.h>
@@ -140,47 +141,21 @@ TEST_CASE("processes on one SQLite file never overlap (ledger of enter/exit line
   constexpr int processes = 4;
   constexpr int rounds = 60;
   const auto statuses = run_children(processes, [&](int index) {
-    const int fd = ::open(ledger.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    if (fd < 0) return 2;
+    LedgerWriter writer(ledger);
     run([&]() -> asio::awaitable<void> {
       SqliteLock lock(co_await SqliteDatabase::open(database_path), fmt::format("process-{}", index));
       for (int i = 0; i < rounds; ++i) {
         auto guard = co_await lock.acquire(AdvisoryKey("ledger"), 10s, 60s);
-        const auto enter = fmt::format("enter {} {}\n", index, guard.fence());
-        if (::write(fd, enter.data(), enter.size()) < 0) throw std::runtime_error("write failed");
+        writer.enter(index, guard.fence());
         co_await conformance::sleep_for(std::chrono::milliseconds(i % 2));
-        const auto exit = fmt::format("exit {} {}\n", index, guard.fence());
-        if (::write(fd, exit.data(), exit.size()) < 0) throw std::runtime_error("write failed");
+        writer.exit(index, guard.fence());
         co_await lock.release(std::move(guard));
       }
     });
-    ::close(fd);
     return 0;
   });
   for (const int status : statuses) CHECK(status == 0);
-
-  std::ifstream in(ledger);
-  std::string line;
-  std::vector<std::string> lines;
-  while (std::getline(in, line)) lines.push_back(line);
-  REQUIRE(lines.size() == static_cast<std::size_t>(2 * processes * rounds));
-  std::uint64_t last_fence = 0;
-  for (std::size_t i = 0; i < lines.size(); i += 2) {
-    std::istringstream enter(lines[i]);
-    std::istringstream exit(lines[i + 1]);
-    std::string enter_word, exit_word;
-    int enter_process = -1, exit_process = -2;
-    std::uint64_t enter_fence = 0, exit_fence = 0;
-    enter >> enter_word >> enter_process >> enter_fence;
-    exit >> exit_word >> exit_process >> exit_fence;
-    INFO("ledger lines " << i << " and " << i + 1 << ": '" << lines[i] << "' / '" << lines[i + 1] << "'");
-    REQUIRE(enter_word == "enter");
-    REQUIRE(exit_word == "exit");
-    REQUIRE(enter_process == exit_process);
-    REQUIRE(enter_fence == exit_fence);
-    REQUIRE(enter_fence > last_fence);
-    last_fence = enter_fence;
-  }
+  check_ledger(ledger, processes * rounds);
 }
 
 TEST_CASE("16 threads opening one new file at once all succeed", "[sqlite]") {

@@ -9,6 +9,7 @@
 #include "lockstore/detail/durations.hpp"
 #include "lockstore/detail/random.hpp"
 #include "lockstore/distributed_lock.hpp"
+#include "lockstore/lock_info.hpp"
 #include "lockstore/sqlite_database.hpp"
 
 #include <boost/asio/awaitable.hpp>
@@ -24,15 +25,6 @@ namespace lockstore {
 // Every job and every call with by-value arguments below is made in its own
 // statement and only then awaited: g++ 12 corrupts by-value arguments of a
 // call made inside a co_await expression (see README "Known compiler traps").
-
-/// One live lease as `list()` reports it. Times are on the system clock.
-struct LockInfo {
-  AdvisoryKey key;
-  std::string owner;
-  std::uint64_t fence;
-  std::chrono::system_clock::time_point acquired_at;
-  std::chrono::system_clock::time_point expires_at;
-};
 
 namespace detail::sqlite_lock_sql {
 

@@ -1,0 +1,311 @@
+// One libpq connection driven without blocking: libpq's non-blocking calls
+// (PQconnectPoll, PQsendQueryParams, PQflush, PQconsumeInput, PQisBusy,
+// PQgetResult) with the connection's socket watched by Asio on the caller's
+// executor. Requests and their replies are never cancelled half-way: a
+// connection in the middle of a reply cannot take the next request.
+//
+// Errors: a connection that breaks (server restart, pg_terminate_backend,
+// network) throws errc::connection_lost and is closed, so the owner can
+// reconnect on its next operation; a failed statement throws
+// errc::backend_failure with the server's message and SQLSTATE.
+#pragma once
+
+#include "lockstore/detail/async_mutex.hpp"
+#include "lockstore/error.hpp"
+#include "lockstore/log.hpp"
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <fmt/format.h>
+#include <libpq-fe.h>
+
+#include <algorithm>
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace lockstore::detail {
+
+namespace asio = boost::asio;
+
+struct PgResultDeleter {
+  void operator()(PGresult* result) const noexcept { PQclear(result); }
+};
+using PgResult = std::unique_ptr<PGresult, PgResultDeleter>;
+
+/// One statement parameter: text, or bytes sent in binary (for bytea).
+struct PgParam {
+  std::string value;
+  bool binary = false;
+};
+
+/// Decodes PostgreSQL's text output of a bytea (`\x` followed by hex).
+inline std::string pg_unhex_bytea(std::string_view text) {
+  if (text.size() < 2 || text[0] != '\\' || text[1] != 'x' || text.size() % 2 != 0)
+    throw Error(errc::corrupt_data, fmt::format("PostgreSQL returned a bytea that is not hex: '{}'", text));
+  auto nibble = [&](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    throw Error(errc::corrupt_data, fmt::format("PostgreSQL returned a bytea that is not hex: '{}'", text));
+  };
+  std::string bytes;
+  bytes.reserve(text.size() / 2 - 1);
+  for (std::size_t at = 2; at < text.size(); at += 2)
+    bytes.push_back(static_cast<char>(nibble(text[at]) * 16 + nibble(text[at + 1])));
+  return bytes;
+}
+
+/// A fixed statement, prepared once per connection under `name`.
+struct PgStatement {
+  const char* name;
+  const char* sql;
+};
+
+class PgConnection {
+ public:
+  PgConnection() = default;
+  PgConnection(const PgConnection&) = delete;
+  PgConnection& operator=(const PgConnection&) = delete;
+  ~PgConnection() { close(); }
+
+  bool connected() const noexcept { return connection_ != nullptr; }
+  /// "host:port" of the server, for messages.
+  const std::string& endpoint() const noexcept { return endpoint_; }
+
+  /// Checks the conninfo's syntax without connecting (errc::invalid_argument).
+  static void validate(const std::string& conninfo) {
+    char* message = nullptr;
+    PQconninfoOption* options = PQconninfoParse(conninfo.c_str(), &message);
+    if (options == nullptr) {
+      std::string why = message != nullptr ? message : "out of memory";
+      PQfreemem(message);
+      while (!why.empty() && why.back() == '\n') why.pop_back();
+      throw Error(errc::invalid_argument, fmt::format("invalid PostgreSQL conninfo: {}", why));
+    }
+    PQconninfoFree(options);
+  }
+
+  /// The conninfo's connect_timeout (seconds), or 10 s when it has none.
+  static std::chrono::milliseconds connect_timeout(const std::string& conninfo) {
+    std::chrono::milliseconds timeout = std::chrono::seconds(10);
+    PQconninfoOption* options = PQconninfoParse(conninfo.c_str(), nullptr);
+    for (auto* option = options; option != nullptr && option->keyword != nullptr; ++option) {
+      if (std::string_view(option->keyword) != "connect_timeout" || option->val == nullptr) continue;
+      try {
+        const int seconds = std::stoi(option->val);
+        if (seconds > 0) timeout = std::chrono::seconds(std::max(seconds, 2));
+      } catch (const std::exception&) {
+      }
+    }
+    PQconninfoFree(options);
+    return timeout;
+  }
+
+  /// Connects within `timeout`. Throws errc::backend_failure naming the
+  /// server's host and port when the server cannot be reached or refuses the
+  /// connection, errc::invalid_argument for a malformed conninfo.
+  asio::awaitable<void> connect(const std::string& conninfo, std::chrono::milliseconds timeout) {
+    close();
+    validate(conninfo);
+    PGconn* connection = PQconnectStart(conninfo.c_str());
+    if (connection == nullptr) throw Error(errc::backend_failure, "libpq could not allocate a connection");
+    connection_ = connection;
+    endpoint_ = describe_endpoint();
+    const auto give_up_at = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      const auto polled = PQstatus(connection_) == CONNECTION_BAD ? PGRES_POLLING_FAILED : PQconnectPoll(connection_);
+      endpoint_ = describe_endpoint();
+      if (polled == PGRES_POLLING_OK) break;
+      if (polled == PGRES_POLLING_FAILED) fail_connect("");
+      // The socket can change between polls (libpq tries each address).
+      watch(PQsocket(connection_));
+      const auto direction = polled == PGRES_POLLING_WRITING ? asio::posix::stream_descriptor::wait_write
+                                                              : asio::posix::stream_descriptor::wait_read;
+      const bool ready = co_await wait_until(direction, give_up_at);
+      if (!ready) fail_connect(fmt::format("no answer within {} ms", timeout.count()));
+    }
+    if (PQsetnonblocking(connection_, 1) != 0) fail_connect("could not switch to non-blocking mode");
+    // Server notices ("relation already exists, skipping") go to the log at
+    // debug level, not to stderr.
+    PQsetNoticeProcessor(
+        connection_,
+        [](void*, const char* message) {
+          std::string_view text(message);
+          while (!text.empty() && text.back() == '\n') text.remove_suffix(1);
+          log(LogLevel::debug, fmt::format("PostgreSQL: {}", text));
+        },
+        nullptr);
+    watch(PQsocket(connection_));
+  }
+
+  /// Prepares each statement under its name, for execute().
+  asio::awaitable<void> prepare(const std::vector<PgStatement>& statements) {
+    for (const auto& statement : statements) {
+      require_connected();
+      if (PQsendPrepare(connection_, statement.name, statement.sql, 0, nullptr) != 1) lost(statement.name);
+      co_await finish(statement.name);
+    }
+  }
+
+  /// Runs a prepared statement; returns its last result (throws on error).
+  asio::awaitable<PgResult> execute(const char* name, const std::vector<PgParam>& params) {
+    require_connected();
+    std::vector<const char*> values;
+    std::vector<int> lengths, formats;
+    for (const auto& param : params) {
+      values.push_back(param.value.data());
+      lengths.push_back(static_cast<int>(param.value.size()));
+      formats.push_back(param.binary ? 1 : 0);
+    }
+    if (PQsendQueryPrepared(connection_, name, static_cast<int>(params.size()), values.data(), lengths.data(),
+                            formats.data(), 0) != 1)
+      lost(name);
+    co_return co_await finish(name);
+  }
+
+  /// Runs one or more SQL statements without parameters (simple protocol).
+  asio::awaitable<PgResult> execute_script(const char* what, const std::string& sql) {
+    require_connected();
+    if (PQsendQuery(connection_, sql.c_str()) != 1) lost(what);
+    co_return co_await finish(what);
+  }
+
+  /// Waits until the server sends something (a notification), then reads it.
+  /// Cancellable (per-operation cancellation ends the wait early). Throws
+  /// connection_lost when the connection broke.
+  asio::awaitable<void> wait_for_input() {
+    require_connected();
+    auto [error] = co_await socket_->async_wait(asio::posix::stream_descriptor::wait_read,
+                                                asio::as_tuple(asio::use_awaitable));
+    if (error == asio::error::operation_aborted) co_return;
+    if (error || PQconsumeInput(connection_) != 1) lost("waiting for notifications");
+  }
+
+  /// Hands each pending notification's payload to `sink`.
+  template <class Sink>
+  void drain_notifications(Sink&& sink) {
+    if (connection_ == nullptr) return;
+    while (PGnotify* notification = PQnotifies(connection_)) {
+      std::string payload = notification->extra != nullptr ? notification->extra : "";
+      PQfreemem(notification);
+      sink(payload);
+    }
+  }
+
+  void close() noexcept {
+    if (socket_) {
+      socket_->release();  // libpq owns the descriptor and closes it
+      socket_.reset();
+    }
+    if (connection_ != nullptr) PQfinish(std::exchange(connection_, nullptr));
+  }
+
+ private:
+  void watch(int descriptor) {
+    if (descriptor < 0) fail_connect("libpq has no socket");
+    if (socket_ && socket_->native_handle() == descriptor) return;
+    if (socket_) socket_->release();
+    socket_.emplace(executor_for_socket(), descriptor);
+  }
+
+  asio::any_io_executor executor_for_socket() {
+    if (!executor_) throw Error(errc::backend_failure, "PgConnection used before bind()");
+    return *executor_;
+  }
+
+ public:
+  /// The executor whose reactor watches the socket; set before connect().
+  void bind(asio::any_io_executor executor) { executor_ = std::move(executor); }
+
+ private:
+  asio::awaitable<bool> wait_until(asio::posix::stream_descriptor::wait_type direction,
+                                   std::chrono::steady_clock::time_point give_up_at) {
+    using namespace asio::experimental::awaitable_operators;
+    asio::steady_timer timer(*executor_, give_up_at);
+    auto ready = socket_->async_wait(direction, asio::use_awaitable);
+    auto expired = timer.async_wait(asio::use_awaitable);
+    auto first = co_await (std::move(ready) || std::move(expired));
+    co_return first.index() == 0;
+  }
+
+  // Sends what libpq buffered, reads until the reply is complete, and
+  // returns the last result; an error result throws.
+  asio::awaitable<PgResult> finish(const char* what) {
+    for (;;) {
+      const int flushed = PQflush(connection_);
+      if (flushed == 0) break;
+      if (flushed < 0) lost(what);
+      auto [error] = co_await socket_->async_wait(asio::posix::stream_descriptor::wait_write, uncancellable());
+      if (error) lost(what);
+    }
+    PgResult last;
+    std::optional<Error> failure;
+    for (;;) {
+      while (PQisBusy(connection_) == 1) {
+        auto [error] = co_await socket_->async_wait(asio::posix::stream_descriptor::wait_read, uncancellable());
+        if (error || PQconsumeInput(connection_) != 1) lost(what);
+      }
+      PgResult result(PQgetResult(connection_));
+      if (!result) break;
+      const auto status = PQresultStatus(result.get());
+      if (status == PGRES_FATAL_ERROR && !failure) failure = classify(what, result.get());
+      last = std::move(result);
+    }
+    if (PQstatus(connection_) == CONNECTION_BAD) lost(what);
+    if (failure) throw *failure;
+    co_return last;
+  }
+
+  Error classify(const char* what, const PGresult* result) {
+    const char* state = PQresultErrorField(result, PG_DIAG_SQLSTATE);
+    std::string sqlstate = state != nullptr ? state : "";
+    std::string message = PQresultErrorMessage(result);
+    while (!message.empty() && (message.back() == '\n' || message.back() == ' ')) message.pop_back();
+    // Class 08 (connection exception) and 57P01-57P03 (shutdown) mean the
+    // session is gone, whatever state the socket is in.
+    const bool gone = sqlstate.rfind("08", 0) == 0 || sqlstate == "57P01" || sqlstate == "57P02" || sqlstate == "57P03";
+    return Error(gone ? errc::connection_lost : errc::backend_failure,
+                 fmt::format("PostgreSQL at {} failed {}: {} (SQLSTATE {})", endpoint_, what, message, sqlstate));
+  }
+
+  void require_connected() const {
+    if (connection_ == nullptr)
+      throw Error(errc::connection_lost, fmt::format("not connected to PostgreSQL at {}", endpoint_));
+  }
+
+  [[noreturn]] void lost(const char* what) {
+    std::string message = connection_ != nullptr ? PQerrorMessage(connection_) : "";
+    while (!message.empty() && (message.back() == '\n' || message.back() == ' ')) message.pop_back();
+    close();
+    throw Error(errc::connection_lost,
+                fmt::format("lost the connection to PostgreSQL at {} during {}: {}", endpoint_, what, message));
+  }
+
+  [[noreturn]] void fail_connect(const std::string& reason) {
+    std::string message = connection_ != nullptr ? PQerrorMessage(connection_) : "";
+    while (!message.empty() && (message.back() == '\n' || message.back() == ' ')) message.pop_back();
+    if (!reason.empty()) message = message.empty() ? reason : reason + "; " + message;
+    close();
+    throw Error(errc::backend_failure, fmt::format("cannot connect to PostgreSQL at {}: {}", endpoint_, message));
+  }
+
+  std::string describe_endpoint() const {
+    const char* host = PQhost(connection_);
+    const char* port = PQport(connection_);
+    return fmt::format("{}:{}", host != nullptr && *host != '\0' ? host : "localhost",
+                       port != nullptr && *port != '\0' ? port : "5432");
+  }
+
+  PGconn* connection_ = nullptr;
+  std::optional<asio::posix::stream_descriptor> socket_;
+  std::optional<asio::any_io_executor> executor_;
+  std::string endpoint_ = "(not connected)";
+};
+
+}  // namespace lockstore::detail

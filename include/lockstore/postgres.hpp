@@ -1,0 +1,382 @@
+// PostgresLock: leases in a PostgreSQL table, for processes on several
+// machines. Times come from the server's clock (clock_timestamp()), so the
+// clients' clocks do not matter. A release sends NOTIFY, and every
+// PostgresLock that has a waiter LISTENs, so a waiter anywhere takes the lock
+// within about a round trip of its release.
+//
+// libpq runs non-blocking on the executor the lock was connected on (through
+// a strand; the lock may be used from any thread, but that executor's
+// io_context must keep running while the lock is used). One PostgresLock has
+// one command connection (its operations take turns on it) and, once an
+// acquire has had to wait, one listening connection.
+#pragma once
+
+#include "lockstore/detail/acquire_loop.hpp"
+#include "lockstore/detail/durations.hpp"
+#include "lockstore/detail/pg_connection.hpp"
+#include "lockstore/detail/remote_lock.hpp"
+#include "lockstore/distributed_lock.hpp"
+#include "lockstore/lock_info.hpp"
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/this_coro.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace lockstore {
+
+namespace detail::postgres_sql {
+
+/// The version of the lease table layout, recorded in lockstore_schema.
+inline constexpr int schema_version = 1;
+
+/// Channel of the release notifications; the payload is the key in hex.
+inline constexpr const char* channel = "lockstore_released";
+
+// Creating the tables is serialised by a transaction-scoped advisory lock, so
+// many clients connecting to a new database at once all succeed.
+inline constexpr const char* schema = R"sql(
+SET client_min_messages = warning;
+BEGIN;
+SELECT pg_advisory_xact_lock(7526311204373160121);
+CREATE TABLE IF NOT EXISTS lockstore_schema (version integer NOT NULL);
+INSERT INTO lockstore_schema (version) SELECT 1 WHERE NOT EXISTS (SELECT FROM lockstore_schema);
+CREATE TABLE IF NOT EXISTS lockstore_leases (
+  key         bytea PRIMARY KEY,
+  owner       bytea NOT NULL,
+  token       text NOT NULL,
+  fence       bigint NOT NULL,
+  acquired_at timestamptz NOT NULL,
+  expires_at  timestamptz NOT NULL
+);
+COMMIT;
+SELECT max(version) FROM lockstore_schema;)sql";
+
+// One clock reading (`now`) decides everything, as in the SQLite backend: a
+// free (expired or released) row is taken with a new token and fence + 1; a
+// live row of the same owner keeps its token and fence and gets a new expiry.
+// When refused, the second branch reports how long the holder has left.
+inline constexpr detail::PgStatement acquire{"lockstore_acquire", R"sql(
+WITH now AS (SELECT clock_timestamp() AS t),
+granted AS (
+  INSERT INTO lockstore_leases AS l (key, owner, token, fence, acquired_at, expires_at)
+  SELECT $1::bytea, $2::bytea, $3::text, 1, t, t + $4::bigint * interval '1 millisecond' FROM now
+  ON CONFLICT (key) DO UPDATE SET
+    token       = CASE WHEN l.expires_at > excluded.acquired_at THEN l.token ELSE excluded.token END,
+    fence       = CASE WHEN l.expires_at > excluded.acquired_at THEN l.fence ELSE l.fence + 1 END,
+    acquired_at = CASE WHEN l.expires_at > excluded.acquired_at THEN l.acquired_at ELSE excluded.acquired_at END,
+    owner       = excluded.owner,
+    expires_at  = excluded.expires_at
+  WHERE l.expires_at <= excluded.acquired_at OR l.owner = excluded.owner
+  RETURNING l.token, l.fence)
+SELECT token, fence, NULL::bigint FROM granted
+UNION ALL
+SELECT NULL, NULL, ceil(extract(epoch FROM (greatest(l.expires_at, now.t) - now.t)) * 1000)::bigint
+FROM lockstore_leases l, now
+WHERE l.key = $1::bytea AND NOT EXISTS (SELECT FROM granted))sql"};
+
+inline constexpr detail::PgStatement extend{"lockstore_extend", R"sql(
+UPDATE lockstore_leases SET expires_at = clock_timestamp() + $3::bigint * interval '1 millisecond'
+WHERE key = $1::bytea AND token = $2::text AND expires_at > clock_timestamp())sql"};
+
+// A released row keeps its fence; the notification goes out at commit.
+inline constexpr detail::PgStatement release{"lockstore_release", R"sql(
+WITH cleared AS (
+  UPDATE lockstore_leases SET owner = ''::bytea, token = '', expires_at = '-infinity'
+  WHERE key = $1::bytea AND token = $2::text RETURNING key)
+SELECT pg_notify('lockstore_released', encode(key, 'hex')) FROM cleared)sql"};
+
+// The operator paths report the rows as they were before clearing them.
+inline constexpr detail::PgStatement release_owned{"lockstore_release_owned", R"sql(
+WITH old AS (
+  SELECT key, expires_at FROM lockstore_leases WHERE owner = $1::bytea AND token <> '' FOR UPDATE),
+cleared AS (
+  UPDATE lockstore_leases l SET owner = ''::bytea, token = '', expires_at = '-infinity' FROM old
+  WHERE l.key = old.key RETURNING l.key, old.expires_at > clock_timestamp() AS live)
+SELECT live, pg_notify('lockstore_released', encode(key, 'hex')) FROM cleared)sql"};
+
+inline constexpr detail::PgStatement force_release{"lockstore_force_release", R"sql(
+WITH old AS (
+  SELECT key, owner, fence, acquired_at, expires_at FROM lockstore_leases
+  WHERE key = $1::bytea AND token <> '' AND expires_at > clock_timestamp() FOR UPDATE),
+cleared AS (
+  UPDATE lockstore_leases l SET owner = ''::bytea, token = '', expires_at = '-infinity' FROM old
+  WHERE l.key = old.key
+  RETURNING old.owner, old.fence, old.acquired_at, old.expires_at, l.key)
+SELECT owner, fence, (extract(epoch FROM acquired_at) * 1000)::bigint, (extract(epoch FROM expires_at) * 1000)::bigint,
+       pg_notify('lockstore_released', encode(key, 'hex'))
+FROM cleared)sql"};
+
+inline constexpr detail::PgStatement list{"lockstore_list", R"sql(
+SELECT key, owner, fence, (extract(epoch FROM acquired_at) * 1000)::bigint, (extract(epoch FROM expires_at) * 1000)::bigint
+FROM lockstore_leases WHERE token <> '' AND expires_at > clock_timestamp() ORDER BY key)sql"};
+
+}  // namespace detail::postgres_sql
+
+class PostgresLock {
+ public:
+  /// Connects (within the conninfo's connect_timeout, default 10 s), creates
+  /// the lease table on first use, and checks its schema version. Throws
+  /// errc::invalid_argument for a malformed conninfo or owner,
+  /// errc::backend_failure naming host and port when the server cannot be
+  /// reached or refuses, errc::unsupported_schema for a newer table layout.
+  /// Host names are resolved by libpq itself, which blocks while it does;
+  /// give an address (host=127.0.0.1 or hostaddr=) to avoid that.
+  static asio::awaitable<PostgresLock> connect(std::string conninfo, std::string owner = random_owner()) {
+    detail::PgConnection::validate(conninfo);
+    validate_owner(owner);
+    auto executor = co_await asio::this_coro::executor;
+    auto state = std::make_shared<State>(detail::LockStrand(executor), std::move(conninfo));
+    auto connecting = detail::on_strand(state->strand, connect_command(state));
+    co_await std::move(connecting);
+    co_return PostgresLock(std::move(state), std::move(owner));
+  }
+
+  /// Another owner on this lock's connections (cheaper than connect(); its
+  /// operations take turns with this lock's on the same connection, and
+  /// releases by either wake the other's waiters at once).
+  PostgresLock with_owner(std::string owner) const {
+    validate_owner(owner);
+    return PostgresLock(state_, std::move(owner));
+  }
+
+  const std::string& owner() const noexcept { return owner_; }
+
+  /// One attempt. A live lease of this owner is refreshed (same token and
+  /// fence, new expiry); another owner's live lease gives std::nullopt.
+  /// Throws errc::connection_lost when the connection broke (the next call
+  /// reconnects). Not cancellable: the statement always completes.
+  asio::awaitable<std::optional<LockGuard>> try_acquire(AdvisoryKey key, std::chrono::milliseconds ttl) {
+    detail::validate_ttl(ttl, "PostgresLock::try_acquire");
+    auto attempting = detail::on_strand(state_->strand, attempt_once(state_, owner_, std::move(key), ttl));
+    auto attempt = co_await std::move(attempting);
+    co_return std::move(attempt.guard);
+  }
+
+  /// Waits until acquired, woken by NOTIFY; errc::timeout after `deadline`;
+  /// operation_aborted on per-operation cancellation, with any lease granted
+  /// meanwhile given back.
+  asio::awaitable<LockGuard> acquire(AdvisoryKey key, std::chrono::milliseconds ttl,
+                                     std::chrono::milliseconds deadline) {
+    detail::validate_ttl(ttl, "PostgresLock::acquire");
+    auto acquiring = detail::on_strand(state_->strand, acquire_on_strand(state_, owner_, std::move(key), ttl, deadline));
+    co_return co_await std::move(acquiring);
+  }
+
+  /// New expiry = server now + ttl while the guard's token holds a live lease.
+  asio::awaitable<bool> extend(LockGuard& guard, std::chrono::milliseconds ttl) {
+    detail::validate_ttl(ttl, "PostgresLock::extend");
+    std::vector<detail::PgParam> params;
+    params.push_back({guard.key().str(), true});
+    params.push_back({guard.token(), false});
+    params.push_back({std::to_string(ttl.count()), false});
+    auto extending = detail::on_strand(state_->strand, execute(state_, detail::postgres_sql::extend, std::move(params)));
+    auto result = co_await std::move(extending);
+    co_return std::string_view(PQcmdTuples(result.get())) == "1";
+  }
+
+  /// Removes the lease if the guard's token still holds it, notifies the
+  /// waiters everywhere, and marks the guard released. On an error the guard
+  /// stays unreleased and the error is thrown (the lease then expires).
+  asio::awaitable<void> release(LockGuard guard) {
+    if (guard.released()) co_return;
+    auto releasing = detail::on_strand(state_->strand, release_on_strand(state_, guard.key(), guard.token()));
+    co_await std::move(releasing);
+    guard.mark_released();
+  }
+
+  /// Removes every lease of this owner; returns how many were still live.
+  asio::awaitable<std::size_t> release_all() {
+    std::vector<detail::PgParam> params;
+    params.push_back({owner_, true});
+    auto releasing = detail::on_strand(state_->strand, execute(state_, detail::postgres_sql::release_owned, std::move(params)));
+    auto result = co_await std::move(releasing);
+    std::size_t live = 0;
+    for (int row = 0; row < PQntuples(result.get()); ++row) live += PQgetvalue(result.get(), row, 0)[0] == 't' ? 1 : 0;
+    co_return live;
+  }
+
+  /// The live leases of every owner, ordered by key (times on the server's clock).
+  asio::awaitable<std::vector<LockInfo>> list() {
+    auto listing = detail::on_strand(state_->strand, execute(state_, detail::postgres_sql::list, {}));
+    auto result = co_await std::move(listing);
+    std::vector<LockInfo> leases;
+    for (int row = 0; row < PQntuples(result.get()); ++row)
+      leases.push_back(LockInfo{AdvisoryKey(detail::pg_unhex_bytea(PQgetvalue(result.get(), row, 0))),
+                                detail::pg_unhex_bytea(PQgetvalue(result.get(), row, 1)),
+                                std::stoull(PQgetvalue(result.get(), row, 2)),
+                                from_epoch_ms(PQgetvalue(result.get(), row, 3)),
+                                from_epoch_ms(PQgetvalue(result.get(), row, 4))});
+    co_return leases;
+  }
+
+  /// For operators: clears whatever live lease holds `key` and returns it
+  /// (std::nullopt when nothing held it). Its fence stays used.
+  asio::awaitable<std::optional<LockInfo>> force_release(AdvisoryKey key) {
+    std::vector<detail::PgParam> params;
+    params.push_back({key.str(), true});
+    auto clearing = detail::on_strand(state_->strand, execute(state_, detail::postgres_sql::force_release, std::move(params)));
+    auto result = co_await std::move(clearing);
+    if (PQntuples(result.get()) == 0) co_return std::nullopt;
+    state_->waiters.notify(key.str());
+    co_return LockInfo{key, detail::pg_unhex_bytea(PQgetvalue(result.get(), 0, 0)),
+                       std::stoull(PQgetvalue(result.get(), 0, 1)), from_epoch_ms(PQgetvalue(result.get(), 0, 2)),
+                       from_epoch_ms(PQgetvalue(result.get(), 0, 3))};
+  }
+
+ private:
+  struct State {
+    State(detail::LockStrand executor, std::string info)
+        : strand(std::move(executor)),
+          conninfo(std::move(info)),
+          connect_timeout(detail::PgConnection::connect_timeout(conninfo)),
+          pump(strand, [this]() { return read_notifications(); }) {
+      command.bind(strand);
+      listener.bind(strand);
+    }
+
+    // libpq may already hold notifications that came with an earlier reply.
+    asio::awaitable<void> read_notifications() {
+      deliver_notifications();
+      co_await listener.wait_for_input();
+      deliver_notifications();
+    }
+
+    void deliver_notifications() {
+      listener.drain_notifications([this](const std::string& hex) {
+        try {
+          waiters.notify(detail::pg_unhex_bytea("\\x" + hex));
+        } catch (const Error&) {
+          // Not ours: another program on the channel. Ignore it.
+        }
+      });
+    }
+
+    detail::LockStrand strand;
+    std::string conninfo;
+    std::chrono::milliseconds connect_timeout;
+    detail::PgConnection command;
+    detail::AsyncMutex command_turn;
+    detail::PgConnection listener;
+    detail::KeyedWaiters waiters;
+    detail::WakeupPump pump;
+  };
+
+  PostgresLock(std::shared_ptr<State> state, std::string owner) : state_(std::move(state)), owner_(std::move(owner)) {}
+
+  static void validate_owner(const std::string& owner) {
+    if (owner.empty() || owner.size() > AdvisoryKey::max_size)
+      throw Error(errc::invalid_argument, fmt::format("PostgresLock owner must be 1 to {} bytes, got {} bytes",
+                                                      AdvisoryKey::max_size, owner.size()));
+  }
+
+  static std::chrono::system_clock::time_point from_epoch_ms(const char* text) {
+    return std::chrono::system_clock::time_point(std::chrono::milliseconds(std::stoll(text)));
+  }
+
+  // On the strand, holding the command connection's turn.
+  static asio::awaitable<void> connect_command(std::shared_ptr<State> state) {
+    co_await asio::this_coro::throw_if_cancelled(false);
+    auto& command = state->command;
+    co_await command.connect(state->conninfo, state->connect_timeout);
+    auto created = co_await command.execute_script("creating the lease table", detail::postgres_sql::schema);
+    const char* found = PQgetvalue(created.get(), 0, 0);
+    const int version = found != nullptr && *found != '\0' ? std::atoi(found) : 0;
+    if (version != detail::postgres_sql::schema_version) {
+      command.close();
+      throw Error(errc::unsupported_schema,
+                  fmt::format("PostgreSQL at {}: the lease table has schema version {}, this lockstore supports {}",
+                              command.endpoint(), version, detail::postgres_sql::schema_version));
+    }
+    std::vector<detail::PgStatement> statements{detail::postgres_sql::acquire, detail::postgres_sql::extend,
+                                                detail::postgres_sql::release, detail::postgres_sql::release_owned,
+                                                detail::postgres_sql::force_release, detail::postgres_sql::list};
+    co_await command.prepare(statements);
+  }
+
+  // Runs one prepared statement on the command connection, reconnecting first
+  // if an earlier operation found the connection broken.
+  static asio::awaitable<detail::PgResult> execute(std::shared_ptr<State> state, detail::PgStatement statement,
+                                                   std::vector<detail::PgParam> params) {
+    co_await asio::this_coro::throw_if_cancelled(false);
+    auto turn = co_await state->command_turn.lock();
+    if (!state->command.connected()) co_await connect_command(state);
+    co_return co_await state->command.execute(statement.name, params);
+  }
+
+  static asio::awaitable<void> release_on_strand(std::shared_ptr<State> state, AdvisoryKey key, std::string token) {
+    std::vector<detail::PgParam> params;
+    params.push_back({key.str(), true});
+    params.push_back({std::move(token), false});
+    auto result = co_await execute(state, detail::postgres_sql::release, std::move(params));
+    if (PQntuples(result.get()) == 1) state->waiters.notify(key.str());
+  }
+
+  // Undoes a grant that raced with a cancellation.
+  static asio::awaitable<void> give_back(std::shared_ptr<State> state, LockGuard guard) {
+    co_await release_on_strand(state, guard.key(), guard.token());
+    guard.mark_released();
+  }
+
+  static asio::awaitable<detail::Attempt> attempt_once(std::shared_ptr<State> state, std::string owner,
+                                                       AdvisoryKey key, std::chrono::milliseconds ttl) {
+    auto proposed = random_token();
+    std::vector<detail::PgParam> params;
+    params.push_back({key.str(), true});
+    params.push_back({std::move(owner), true});
+    params.push_back({proposed, false});
+    params.push_back({std::to_string(ttl.count()), false});
+    auto result = co_await execute(state, detail::postgres_sql::acquire, std::move(params));
+    detail::Attempt attempt;
+    const PGresult* rows = result.get();
+    if (PQntuples(rows) == 1 && !PQgetisnull(rows, 0, 0)) {
+      std::string token = PQgetvalue(rows, 0, 0);
+      attempt.fresh = token == proposed;
+      attempt.guard.emplace(std::move(key), std::move(token), std::stoull(PQgetvalue(rows, 0, 1)));
+      co_return attempt;
+    }
+    // Refused: make sure releases elsewhere can wake us. A listening
+    // connection set up only now may have missed a release, so look again
+    // at once in that case.
+    const bool was_listening = state->pump.listening();
+    if (!was_listening) co_await start_listening(state);
+    std::chrono::milliseconds remaining(0);
+    if (PQntuples(rows) == 1 && !PQgetisnull(rows, 0, 2)) remaining = std::chrono::milliseconds(std::stoll(PQgetvalue(rows, 0, 2)));
+    attempt.retry_at = was_listening ? detail::remote_retry_time(remaining, true) : std::chrono::steady_clock::now();
+    if (!state->pump.listening()) attempt.retry_at = detail::remote_retry_time(remaining, false);
+    co_return attempt;
+  }
+
+  static asio::awaitable<void> start_listening(std::shared_ptr<State> state) {
+    try {
+      co_await state->listener.connect(state->conninfo, state->connect_timeout);
+      co_await state->listener.execute_script("LISTEN", fmt::format("LISTEN {}", detail::postgres_sql::channel));
+      state->pump.set_listening(true);
+      state->pump.start_if_needed(state);
+    } catch (const Error& error) {
+      state->listener.close();
+      detail::log(LogLevel::debug, fmt::format("PostgresLock could not listen for releases ({}); polling", error.what()));
+    }
+  }
+
+  static asio::awaitable<LockGuard> acquire_on_strand(std::shared_ptr<State> state, std::string owner, AdvisoryKey key,
+                                                      std::chrono::milliseconds ttl, std::chrono::milliseconds deadline) {
+    detail::WaitingScope waiting(state->pump, state);
+    auto acquiring = detail::acquire_loop(
+        state->waiters, key, deadline, [&] { return attempt_once(state, owner, key, ttl); },
+        [&](LockGuard guard) { return give_back(state, std::move(guard)); });
+    co_return co_await std::move(acquiring);
+  }
+
+  std::shared_ptr<State> state_;
+  std::string owner_;
+};
+
+static_assert(DistributedLock<PostgresLock>);
+
+}  // namespace lockstore

@@ -1,0 +1,357 @@
+// PostgresLock against a real PostgreSQL server: the conformance suite, then
+// processes, NOTIFY wake-ups, lost connections, a server restart, bad
+// conninfo and unreachable servers.
+#include "support/helpers.hpp"
+#include "support/ledger.hpp"
+#include "support/servers.hpp"
+
+#include <catch2/catch.hpp>
+#include <libpq-fe.h>
+#include <lockstore/postgres.hpp>
+
+namespace lockstore::test {
+
+using namespace std::chrono_literals;
+
+/// Runs SQL on a blocking libpq connection (test set-up only).
+inline void postgres_admin(const std::string& conninfo, const std::string& sql) {
+  PGconn* connection = PQconnectdb(conninfo.c_str());
+  if (PQstatus(connection) != CONNECTION_OK) {
+    std::string message = PQerrorMessage(connection);
+    PQfinish(connection);
+    throw std::runtime_error("admin connection failed: " + message);
+  }
+  PGresult* result = PQexec(connection, sql.c_str());
+  const auto status = PQresultStatus(result);
+  std::string message = PQresultErrorMessage(result);
+  PQclear(result);
+  PQfinish(connection);
+  if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) throw std::runtime_error("admin SQL failed: " + message);
+}
+
+/// A conninfo whose lease table lives in a schema of its own, so tests
+/// sharing the server never see each other's keys.
+inline std::string fresh_postgres_schema(const std::string& conninfo = postgres_conninfo()) {
+  const auto schema = fmt::format("t_{:016x}", detail::ThreadRandom::next());
+  postgres_admin(conninfo, fmt::format("CREATE SCHEMA {}", schema));
+  return fmt::format("{} options='-c search_path={}'", conninfo, schema);
+}
+
+struct PostgresFixture {
+  using Lock = PostgresLock;
+  static constexpr bool has_owners = true;
+  std::string conninfo = fresh_postgres_schema();
+
+  asio::awaitable<PostgresLock> make_lock(std::string owner) {
+    auto connecting = PostgresLock::connect(conninfo, std::move(owner));
+    co_return co_await std::move(connecting);
+  }
+  asio::awaitable<PostgresLock> make_remote_lock(std::string owner) {
+    auto connecting = PostgresLock::connect(conninfo, std::move(owner));
+    co_return co_await std::move(connecting);
+  }
+};
+
+}  // namespace lockstore::test
+
+#define LOCKSTORE_CONFORMANCE_FIXTURE lockstore::test::PostgresFixture
+#include "conformance/lock_conformance.hpp"
+
+namespace lockstore::test {
+
+TEST_CASE("PostgreSQL: owners sharing one connection wake each other at once", "[postgres]") {
+  const auto conninfo = fresh_postgres_schema();
+  run([&]() -> asio::awaitable<void> {
+    auto alice = co_await PostgresLock::connect(conninfo, "alice");
+    auto bob = alice.with_owner("bob");
+    CHECK(bob.owner() == "bob");
+    auto held = co_await alice.acquire(AdvisoryKey("shared"), 30s, 1s);
+    const auto started = std::chrono::steady_clock::now();
+    auto waiting = asio::co_spawn(
+        co_await asio::this_coro::executor,
+        [&]() -> asio::awaitable<std::optional<LockGuard>> { co_return co_await bob.acquire(AdvisoryKey("shared"), 30s, 10s); },
+        asio::use_awaitable);
+    co_await sleep_for(50ms);
+    co_await alice.release(std::move(held));
+    auto acquired = co_await std::move(waiting);
+    REQUIRE(acquired.has_value());
+    auto guard = std::move(*acquired);
+    CHECK(std::chrono::steady_clock::now() - started < 900ms);  // not the 1 s fallback poll
+    const auto leases = co_await alice.list();
+    REQUIRE(leases.size() == 1);
+    CHECK(leases[0].owner == "bob");
+    co_await bob.release(std::move(guard));
+  });
+}
+
+TEST_CASE("PostgreSQL: list, release_all and force_release report what they cleared", "[postgres]") {
+  const auto conninfo = fresh_postgres_schema();
+  run([&]() -> asio::awaitable<void> {
+    auto alice = co_await PostgresLock::connect(conninfo, "alice");
+    auto bob = co_await PostgresLock::connect(conninfo, "bob");
+    auto a1 = co_await alice.acquire(AdvisoryKey("a1"), 30s, 1s);
+    auto a2 = co_await alice.acquire(AdvisoryKey("a2"), 30s, 1s);
+    auto b1 = co_await bob.acquire(AdvisoryKey("b1"), 30s, 1s);
+    auto leases = co_await bob.list();
+    REQUIRE(leases.size() == 3);
+    CHECK(leases[0].key.str() == "a1");
+    CHECK(leases[0].owner == "alice");
+    CHECK(leases[0].fence == a1.fence());
+    CHECK(leases[0].expires_at > leases[0].acquired_at);
+    const auto live = co_await alice.release_all();
+    CHECK(live == 2);
+    a1.mark_released();
+    a2.mark_released();
+    const auto cleared = co_await alice.force_release(AdvisoryKey("b1"));
+    REQUIRE(cleared.has_value());
+    CHECK(cleared->owner == "bob");
+    CHECK(cleared->fence == b1.fence());
+    const auto none = co_await alice.force_release(AdvisoryKey("b1"));
+    CHECK_FALSE(none.has_value());
+    const bool extended = co_await bob.extend(b1, 30s);
+    CHECK_FALSE(extended);
+    co_await bob.release(std::move(b1));  // a no-op: the lease is gone
+    leases = co_await bob.list();
+    CHECK(leases.empty());
+  });
+}
+
+TEST_CASE("PostgreSQL: keys and owners are bytes, not text", "[postgres]") {
+  const auto conninfo = fresh_postgres_schema();
+  run([&]() -> asio::awaitable<void> {
+    const std::string odd_owner = "owner\xff\xfe";
+    auto lock = co_await PostgresLock::connect(conninfo, odd_owner);
+    const AdvisoryKey key(std::string("k\x80\xff'\"\\x00;", 10));
+    auto guard = co_await lock.acquire(key, 30s, 1s);
+    const auto leases = co_await lock.list();
+    REQUIRE(leases.size() == 1);
+    CHECK(leases[0].key == key);
+    CHECK(leases[0].owner == odd_owner);
+    co_await lock.release(std::move(guard));
+  });
+}
+
+TEST_CASE("PostgreSQL: processes on their own connections never overlap (ledger)", "[postgres][process]") {
+  const auto conninfo = fresh_postgres_schema();
+  TempDir dir;
+  const auto ledger = dir / "ledger.txt";
+  constexpr int processes = 4;
+  constexpr int rounds = 40;
+  const auto statuses = run_children(processes, [&](int index) {
+    LedgerWriter writer(ledger);
+    run([&]() -> asio::awaitable<void> {
+      auto lock = co_await PostgresLock::connect(conninfo, fmt::format("process-{}", index));
+      for (int i = 0; i < rounds; ++i) {
+        auto guard = co_await lock.acquire(AdvisoryKey("ledger"), 10s, 60s);
+        writer.enter(index, guard.fence());
+        co_await sleep_for(std::chrono::milliseconds(i % 2));
+        writer.exit(index, guard.fence());
+        co_await lock.release(std::move(guard));
+      }
+    });
+    return 0;
+  });
+  for (const int status : statuses) CHECK(status == 0);
+  check_ledger(ledger, processes * rounds);
+}
+
+TEST_CASE("PostgreSQL: a waiter in another process is woken by NOTIFY, not by polling", "[postgres][process]") {
+  const auto conninfo = fresh_postgres_schema();
+  TempDir dir;
+  const auto ready = dir / "ready";
+  const auto report = dir / "report";
+  // The parent holds the lock; the child waits for it; the parent releases
+  // once the child is waiting. The child reports how long after the release
+  // (wall clock, same machine) it held the lock.
+  std::int64_t released_ms = 0;
+  const auto statuses = run_children(
+      1,
+      [&](int) {
+        run([&]() -> asio::awaitable<void> {
+          auto lock = co_await PostgresLock::connect(conninfo, "waiter");
+          auto refused = co_await lock.try_acquire(AdvisoryKey("notify"), 10s);
+          if (refused) throw std::runtime_error("the parent should hold the lock");
+          std::ofstream(ready) << "ready";
+          auto guard = co_await lock.acquire(AdvisoryKey("notify"), 10s, 20s);
+          std::ofstream(report) << detail::wall_clock_ms();
+          co_await lock.release(std::move(guard));
+        });
+        return 0;
+      },
+      [&] {
+        run([&]() -> asio::awaitable<void> {
+          auto lock = co_await PostgresLock::connect(conninfo, "holder");
+          auto guard = co_await lock.acquire(AdvisoryKey("notify"), 30s, 1s);
+          while (!std::filesystem::exists(ready)) co_await sleep_for(5ms);
+          co_await sleep_for(300ms);  // the child is now inside acquire(), listening
+          released_ms = detail::wall_clock_ms();
+          co_await lock.release(std::move(guard));
+        });
+      });
+  REQUIRE(statuses == std::vector<int>{0});
+  std::int64_t acquired_ms = 0;
+  std::ifstream(report) >> acquired_ms;
+  const auto delay = acquired_ms - released_ms;
+  INFO("acquired " << delay << " ms after the release");
+  CHECK(delay >= 0);
+  CHECK(delay < 250);  // the fallback poll is 0.5-1 s: only NOTIFY is this fast
+}
+
+TEST_CASE("PostgreSQL: a malformed conninfo and an unreachable server give clear errors quickly", "[postgres]") {
+  run([&]() -> asio::awaitable<void> {
+    try {
+      co_await PostgresLock::connect("host=127.0.0.1 port", "x");
+      FAIL("a malformed conninfo was accepted");
+    } catch (const Error& error) {
+      CHECK(error.code() == errc::invalid_argument);
+    }
+    try {
+      co_await PostgresLock::connect("host=127.0.0.1 nonsense=1", "x");
+      FAIL("an unknown conninfo keyword was accepted");
+    } catch (const Error& error) {
+      CHECK(error.code() == errc::invalid_argument);
+      CHECK(std::string(error.what()).find("nonsense") != std::string::npos);
+    }
+    // A port nothing listens on: refused at once.
+    const auto port = [] {
+      asio::io_context context;
+      asio::ip::tcp::acceptor probe(context, asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+      return probe.local_endpoint().port();
+    }();
+    const auto started = std::chrono::steady_clock::now();
+    try {
+      co_await PostgresLock::connect(fmt::format("host=127.0.0.1 port={} user=postgres connect_timeout=3", port), "x");
+      FAIL("connecting to a closed port succeeded");
+    } catch (const Error& error) {
+      CHECK(error.code() == errc::backend_failure);
+      CHECK(std::string(error.what()).find(fmt::format("127.0.0.1:{}", port)) != std::string::npos);
+    }
+    CHECK(std::chrono::steady_clock::now() - started < 4s);
+  });
+}
+
+TEST_CASE("PostgreSQL: a server that accepts but never answers times out naming host and port", "[postgres]") {
+  asio::io_context context;
+  asio::ip::tcp::acceptor silent(context, asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  const auto port = silent.local_endpoint().port();
+  run([&]() -> asio::awaitable<void> {
+    const auto started = std::chrono::steady_clock::now();
+    try {
+      co_await PostgresLock::connect(fmt::format("host=127.0.0.1 port={} user=postgres connect_timeout=2", port), "x");
+      FAIL("connecting to a silent server succeeded");
+    } catch (const Error& error) {
+      CHECK(error.code() == errc::backend_failure);
+      CHECK(std::string(error.what()).find(fmt::format("127.0.0.1:{}", port)) != std::string::npos);
+      CHECK(std::string(error.what()).find("no answer within 2000 ms") != std::string::npos);
+    }
+    const auto took = std::chrono::steady_clock::now() - started;
+    CHECK(took >= 1900ms);
+    CHECK(took < 5s);
+  });
+}
+
+TEST_CASE("PostgreSQL: a lease table from a newer lockstore is refused", "[postgres]") {
+  const auto conninfo = fresh_postgres_schema();
+  run([&]() -> asio::awaitable<void> {
+    auto first = co_await PostgresLock::connect(conninfo, "first");  // creates the tables
+  });
+  postgres_admin(conninfo, "UPDATE lockstore_schema SET version = 99");
+  run([&]() -> asio::awaitable<void> {
+    try {
+      co_await PostgresLock::connect(conninfo, "second");
+      FAIL("a newer schema was accepted");
+    } catch (const Error& error) {
+      CHECK(error.code() == errc::unsupported_schema);
+      CHECK(std::string(error.what()).find("99") != std::string::npos);
+      CHECK(std::string(error.what()).find("supports 1") != std::string::npos);
+    }
+  });
+}
+
+TEST_CASE("PostgreSQL: a terminated backend gives connection_lost, and the next call reconnects", "[postgres][fault]") {
+  PrivateServer server("postgres");
+  const auto conninfo = server.conninfo();
+  run([&]() -> asio::awaitable<void> {
+    auto lock = co_await PostgresLock::connect(conninfo, "victim");
+    auto guard = co_await lock.acquire(AdvisoryKey("held"), 30s, 1s);
+    postgres_admin(conninfo,
+                   "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                   "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()");
+    try {
+      co_await lock.extend(guard, 30s);
+      FAIL("extend on a terminated connection succeeded");
+    } catch (const Error& error) {
+      CHECK(error.code() == errc::connection_lost);
+      CHECK(std::string(error.what()).find(fmt::format("127.0.0.1:{}", server.port())) != std::string::npos);
+    }
+    // The lease is still in the table: the next call reconnects and sees it.
+    const bool extended = co_await lock.extend(guard, 30s);
+    CHECK(extended);
+    auto other = co_await PostgresLock::connect(conninfo, "other");
+    auto refused = co_await other.try_acquire(AdvisoryKey("held"), 1s);
+    CHECK_FALSE(refused.has_value());
+    co_await lock.release(std::move(guard));
+    auto taken = co_await other.try_acquire(AdvisoryKey("held"), 1s);
+    REQUIRE(taken.has_value());
+    co_await other.release(std::move(*taken));
+  });
+}
+
+TEST_CASE("PostgreSQL: a waiter whose connection is terminated gets connection_lost", "[postgres][fault]") {
+  PrivateServer server("postgres");
+  const auto conninfo = server.conninfo();
+  run([&]() -> asio::awaitable<void> {
+    auto holder = co_await PostgresLock::connect(conninfo, "holder");
+    auto held = co_await holder.acquire(AdvisoryKey("k"), 30s, 1s);
+    auto waiter = co_await PostgresLock::connect(conninfo, "waiter");
+    auto waiting = asio::co_spawn(
+        co_await asio::this_coro::executor,
+        [&]() -> asio::awaitable<std::optional<LockGuard>> { co_return co_await waiter.acquire(AdvisoryKey("k"), 30s, 10s); },
+        asio::use_awaitable);
+    co_await sleep_for(200ms);
+    postgres_admin(conninfo,
+                   "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                   "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()");
+    // The waiter's next look (at the latest the 1 s fallback poll) finds its
+    // connection gone.
+    try {
+      co_await std::move(waiting);
+      FAIL("the waiter acquired a lease that was never released");
+    } catch (const Error& error) {
+      CHECK(error.code() == errc::connection_lost);
+    }
+    held.mark_released();  // its connection is gone too; the lease stays in the table until its TTL
+  });
+}
+
+TEST_CASE("PostgreSQL: fences keep growing across a server restart", "[postgres][fault]") {
+  PrivateServer server("postgres");
+  const auto conninfo = server.conninfo();
+  run([&]() -> asio::awaitable<void> {
+    auto lock = co_await PostgresLock::connect(conninfo, "first");
+    auto before = co_await lock.acquire(AdvisoryKey("fenced"), 1s, 1s);
+    const auto first_fence = before.fence();
+    server.restart();
+    // The first call on the old connection reports it lost; the guard it
+    // took is gone with it (release takes the guard), so the lease stays in
+    // the table, which survived the restart, until its TTL.
+    {
+      LogCapture log;
+      try {
+        co_await lock.release(std::move(before));
+        FAIL("release over a connection the restart closed succeeded");
+      } catch (const Error& error) {
+        CHECK(error.code() == errc::connection_lost);
+      }
+      CHECK(log.count_containing("without release") == 1);
+    }
+    auto second = co_await PostgresLock::connect(conninfo, "second");
+    auto refused = co_await second.try_acquire(AdvisoryKey("fenced"), 30s);
+    CHECK_FALSE(refused.has_value());
+    auto after = co_await second.acquire(AdvisoryKey("fenced"), 30s, 5s);  // after the 1 s TTL
+    CHECK(after.fence() > first_fence);
+    co_await second.release(std::move(after));
+  });
+}
+
+}  // namespace lockstore::test
