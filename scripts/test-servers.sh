@@ -69,7 +69,7 @@ redis_start() {
   redis-server --port "$port" --bind 127.0.0.1 --save '' --dir "$dir/redis" --daemonize yes \
     --pidfile "$dir/redis/redis.pid" --logfile "$dir/redis/server.log" "${options[@]}"
   for _ in $(seq 1 500); do
-    if redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null | grep -q PONG; then return 0; fi
+    if redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null | grep -qE "PONG|NOAUTH"; then return 0; fi
     sleep 0.02
   done
   cat "$dir/redis/server.log" >&2 || true

@@ -158,6 +158,7 @@ TEST_CASE("PostgreSQL: processes on their own connections never overlap (ledger)
 TEST_CASE("PostgreSQL: a waiter in another process is woken by NOTIFY, not by polling", "[postgres][process]") {
   const auto conninfo = fresh_postgres_schema();
   TempDir dir;
+  const auto held = dir / "held";
   const auto ready = dir / "ready";
   const auto report = dir / "report";
   // The parent holds the lock; the child waits for it; the parent releases
@@ -169,6 +170,7 @@ TEST_CASE("PostgreSQL: a waiter in another process is woken by NOTIFY, not by po
       [&](int) {
         run([&]() -> asio::awaitable<void> {
           auto lock = co_await PostgresLock::connect(conninfo, "waiter");
+          while (!std::filesystem::exists(held)) co_await sleep_for(5ms);
           auto refused = co_await lock.try_acquire(AdvisoryKey("notify"), 10s);
           if (refused) throw std::runtime_error("the parent should hold the lock");
           std::ofstream(ready) << "ready";
@@ -182,6 +184,7 @@ TEST_CASE("PostgreSQL: a waiter in another process is woken by NOTIFY, not by po
         run([&]() -> asio::awaitable<void> {
           auto lock = co_await PostgresLock::connect(conninfo, "holder");
           auto guard = co_await lock.acquire(AdvisoryKey("notify"), 30s, 1s);
+          std::ofstream(held) << "held";
           while (!std::filesystem::exists(ready)) co_await sleep_for(5ms);
           co_await sleep_for(300ms);  // the child is now inside acquire(), listening
           released_ms = detail::wall_clock_ms();

@@ -1,0 +1,207 @@
+// One Redis connection: hiredis formats the commands and parses the replies
+// (its reply reader), Asio does the I/O on the caller's executor. A command
+// and its reply are never cancelled half-way; only waiting for a pub/sub
+// message is cancellable.
+//
+// Errors: a broken connection throws errc::connection_lost and is closed, so
+// the owner can reconnect on its next operation. Error replies are returned
+// as replies (RedisReply::error()) for the caller to interpret.
+#pragma once
+
+#include "lockstore/detail/async_mutex.hpp"
+#include "lockstore/error.hpp"
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
+#include <fmt/format.h>
+#include <hiredis/hiredis.h>
+
+#include <array>
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace lockstore::detail {
+
+namespace asio = boost::asio;
+
+/// An owned hiredis reply.
+class RedisReply {
+ public:
+  RedisReply() = default;
+  explicit RedisReply(redisReply* reply) : reply_(reply) {}
+
+  const redisReply& operator*() const { return *reply_; }
+  const redisReply* operator->() const { return reply_.get(); }
+  const redisReply* get() const { return reply_.get(); }
+
+  bool error() const { return reply_->type == REDIS_REPLY_ERROR; }
+  bool nil() const { return reply_->type == REDIS_REPLY_NIL; }
+  std::string_view text() const { return text_of(reply_.get()); }
+
+  static std::string_view text_of(const redisReply* reply) {
+    return reply->str != nullptr ? std::string_view(reply->str, reply->len) : std::string_view();
+  }
+
+ private:
+  struct Deleter {
+    void operator()(redisReply* reply) const noexcept { freeReplyObject(reply); }
+  };
+  std::unique_ptr<redisReply, Deleter> reply_;
+};
+
+class RedisConnection {
+ public:
+  explicit RedisConnection(asio::any_io_executor executor) : executor_(std::move(executor)) {}
+
+  bool connected() const noexcept { return socket_.has_value(); }
+  const std::string& endpoint() const noexcept { return endpoint_; }
+
+  /// Resolves and connects within `timeout`; errc::backend_failure naming
+  /// host and port when it cannot.
+  asio::awaitable<void> connect(const std::string& host, std::uint16_t port, std::chrono::milliseconds timeout) {
+    using namespace asio::experimental::awaitable_operators;
+    close();
+    endpoint_ = fmt::format("{}:{}", host, port);
+    asio::ip::tcp::resolver resolver(executor_);
+    asio::ip::tcp::socket socket(executor_);
+    asio::steady_timer timer(executor_, timeout);
+    auto connecting = connect_socket(resolver, socket, host, port);
+    auto expiring = timer.async_wait(asio::as_tuple(asio::use_awaitable));
+    auto first = co_await (std::move(connecting) || std::move(expiring));
+    if (first.index() == 1)
+      throw Error(errc::backend_failure,
+                  fmt::format("cannot connect to Redis at {}: no answer within {} ms", endpoint_, timeout.count()));
+    const auto error = std::get<0>(first);
+    if (error)
+      throw Error(errc::backend_failure, fmt::format("cannot connect to Redis at {}: {}", endpoint_, error.message()));
+    socket.set_option(asio::ip::tcp::no_delay(true));
+    socket_.emplace(std::move(socket));
+    reader_.reset(redisReaderCreate());
+  }
+
+  /// Sends one command and returns its reply.
+  asio::awaitable<RedisReply> command(const std::vector<std::string_view>& arguments) {
+    require_connected(arguments);
+    co_await send(arguments);
+    co_return co_await read_reply(false, arguments);
+  }
+
+  /// Waits for the next pushed message (pub/sub). Returns an empty reply
+  /// when cancelled.
+  asio::awaitable<RedisReply> next_message() {
+    require_connected({});
+    co_return co_await read_reply(true, {});
+  }
+
+  /// Closes the connection if `timeout` passes before disarm_deadline():
+  /// the request waiting then fails with connection_lost, "no answer".
+  void arm_deadline(std::chrono::milliseconds timeout) {
+    deadline_.emplace(executor_, timeout);
+    timed_out_ = false;
+    deadline_->async_wait([this](boost::system::error_code error) {
+      if (error) return;
+      timed_out_ = true;
+      if (socket_) {
+        boost::system::error_code ignored;
+        socket_->cancel(ignored);
+        socket_->shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+      }
+    });
+    deadline_budget_ = timeout;
+  }
+  void disarm_deadline() {
+    if (deadline_) deadline_->cancel();
+  }
+
+  void close() noexcept {
+    if (socket_) {
+      boost::system::error_code ignored;
+      socket_->close(ignored);
+      socket_.reset();
+    }
+    reader_.reset();
+  }
+
+ private:
+  asio::awaitable<boost::system::error_code> connect_socket(asio::ip::tcp::resolver& resolver,
+                                                            asio::ip::tcp::socket& socket, const std::string& host,
+                                                            std::uint16_t port) {
+    auto [resolve_error, endpoints] =
+        co_await resolver.async_resolve(host, std::to_string(port), asio::as_tuple(asio::use_awaitable));
+    if (resolve_error) co_return resolve_error;
+    auto [connect_error, connected_to] =
+        co_await asio::async_connect(socket, endpoints, asio::as_tuple(asio::use_awaitable));
+    co_return connect_error;
+  }
+
+  asio::awaitable<void> send(const std::vector<std::string_view>& arguments) {
+    std::vector<const char*> pointers;
+    std::vector<std::size_t> lengths;
+    for (const auto argument : arguments) {
+      pointers.push_back(argument.data());
+      lengths.push_back(argument.size());
+    }
+    char* formatted = nullptr;
+    const int length = redisFormatCommandArgv(&formatted, static_cast<int>(arguments.size()), pointers.data(), lengths.data());
+    if (length < 0) throw Error(errc::backend_failure, "hiredis could not format a command");
+    std::unique_ptr<char, void (*)(char*)> owned(formatted, redisFreeCommand);
+    auto [error, written] = co_await asio::async_write(*socket_, asio::buffer(formatted, static_cast<std::size_t>(length)),
+                                                       uncancellable());
+    if (error) lost(arguments, error.message());
+  }
+
+  asio::awaitable<RedisReply> read_reply(bool cancellable, const std::vector<std::string_view>& arguments) {
+    for (;;) {
+      void* parsed = nullptr;
+      if (redisReaderGetReply(reader_.get(), &parsed) != REDIS_OK)
+        lost(arguments, fmt::format("unreadable reply ({})", reader_->errstr));
+      if (parsed != nullptr) co_return RedisReply(static_cast<redisReply*>(parsed));
+      boost::system::error_code error;
+      std::size_t received = 0;
+      if (cancellable) {
+        std::tie(error, received) = co_await socket_->async_read_some(asio::buffer(buffer_), asio::as_tuple(asio::use_awaitable));
+        if (error == asio::error::operation_aborted) co_return RedisReply();
+      } else {
+        std::tie(error, received) = co_await socket_->async_read_some(asio::buffer(buffer_), uncancellable());
+      }
+      if (error) lost(arguments, error == asio::error::eof ? "the server closed the connection" : error.message());
+      redisReaderFeed(reader_.get(), buffer_.data(), received);
+    }
+  }
+
+  void require_connected(const std::vector<std::string_view>& arguments) const {
+    if (!socket_)
+      throw Error(errc::connection_lost, fmt::format("not connected to Redis at {} (for {})", endpoint_,
+                                                     arguments.empty() ? "a message" : arguments.front()));
+  }
+
+  [[noreturn]] void lost(const std::vector<std::string_view>& arguments, std::string why) {
+    if (timed_out_) why = fmt::format("no answer within {} ms", deadline_budget_.count());
+    close();
+    throw Error(errc::connection_lost, fmt::format("lost the connection to Redis at {} during {}: {}", endpoint_,
+                                                   arguments.empty() ? "a wait for messages" : arguments.front(), why));
+  }
+
+  struct ReaderDeleter {
+    void operator()(redisReader* reader) const noexcept { redisReaderFree(reader); }
+  };
+
+  asio::any_io_executor executor_;
+  std::optional<asio::ip::tcp::socket> socket_;
+  std::unique_ptr<redisReader, ReaderDeleter> reader_;
+  std::array<char, 16 * 1024> buffer_{};
+  std::string endpoint_ = "(not connected)";
+  std::optional<asio::steady_timer> deadline_;
+  bool timed_out_ = false;
+  std::chrono::milliseconds deadline_budget_{0};
+};
+
+}  // namespace lockstore::detail

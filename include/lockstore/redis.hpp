@@ -1,0 +1,464 @@
+// RedisLock: leases in Redis. A lease is a hash (token, owner, fence,
+// acquired time) under `<prefix>lease:<key>` with a PEXPIRE TTL, taken only
+// when absent (SET NX PX semantics) by a Lua script that also takes the
+// fence; release and extend are token-checked scripts; a release PUBLISHes
+// the key on `<prefix>released`, which every waiting RedisLock subscribes to.
+//
+// Fences survive a restart that loses the keys. The counter key
+// `<prefix>fence:<key>` holds the last fence, and a new fence is
+// max(last + 1, the server's clock in microseconds): after the counter is
+// lost, the clock alone is still beyond every fence handed out before, as
+// long as the server's clock does not step back across the restart. Leases
+// themselves are lost with the keys unless persistence (AOF) is on: after
+// such a restart a holder's extend() returns false, and a new acquirer may
+// take the key at once (see README "Redis and restarts").
+//
+// I/O runs non-blocking on the executor the lock was connected on, through a
+// strand, as for PostgresLock.
+#pragma once
+
+#include "lockstore/detail/acquire_loop.hpp"
+#include "lockstore/detail/durations.hpp"
+#include "lockstore/detail/redis_connection.hpp"
+#include "lockstore/detail/remote_lock.hpp"
+#include "lockstore/distributed_lock.hpp"
+#include "lockstore/lock_info.hpp"
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/this_coro.hpp>
+
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace lockstore {
+
+/// Where the Redis server is and how to log in.
+struct RedisOptions {
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 6379;
+  std::optional<std::string> username;  ///< ACL user (Redis 6+); default user when unset
+  std::optional<std::string> password;  ///< AUTH when set
+  int database = 0;                     ///< SELECT when not 0
+  std::string key_prefix = "lockstore:";
+  std::chrono::milliseconds connect_timeout = std::chrono::seconds(5);
+};
+
+namespace detail::redis_scripts {
+
+// KEYS[1] lease hash, KEYS[2] fence counter; ARGV token, owner, ttl ms.
+// Granted: {token, fence}. Same owner: {its token, its fence}, new expiry.
+// Refused: the holder's remaining ms (an integer).
+inline constexpr const char* acquire = R"lua(
+local lease = redis.call('HMGET', KEYS[1], 'token', 'owner', 'fence')
+if lease[1] then
+  if lease[2] == ARGV[2] then
+    redis.call('PEXPIRE', KEYS[1], ARGV[3])
+    return {lease[1], lease[3]}
+  end
+  return redis.call('PTTL', KEYS[1])
+end
+local now = redis.call('TIME')
+local now_us = tonumber(now[1]) * 1000000 + tonumber(now[2])
+local fence = math.max((tonumber(redis.call('GET', KEYS[2])) or 0) + 1, now_us)
+local fence_text = string.format('%.0f', fence)
+redis.call('SET', KEYS[2], fence_text)
+redis.call('HSET', KEYS[1], 'token', ARGV[1], 'owner', ARGV[2], 'fence', fence_text,
+           'acquired_ms', string.format('%.0f', math.floor(now_us / 1000)))
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return {ARGV[1], fence_text})lua";
+
+// KEYS[1] lease; ARGV token, ttl ms. 1 when extended.
+inline constexpr const char* extend = R"lua(
+if redis.call('HGET', KEYS[1], 'token') == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0)lua";
+
+// KEYS[1] lease; ARGV field, expected value, channel, key. Deletes the lease
+// when its field (token or owner) matches, and announces it. 1 when deleted.
+inline constexpr const char* release = R"lua(
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', ARGV[3], ARGV[4])
+  return 1
+end
+return 0)lua";
+
+// KEYS[1] lease. {owner, fence, acquired_ms, expires_ms} of a live lease, or
+// nil. With ARGV[1] set (channel, ARGV[2] key), also deletes and announces it.
+inline constexpr const char* inspect = R"lua(
+local lease = redis.call('HMGET', KEYS[1], 'owner', 'fence', 'acquired_ms')
+if not lease[1] then return nil end
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local expires = string.format('%.0f', now_ms + redis.call('PTTL', KEYS[1]))
+if ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', ARGV[1], ARGV[2])
+end
+return {lease[1], lease[2], lease[3], expires})lua";
+
+inline constexpr std::array<const char*, 4> all = {acquire, extend, release, inspect};
+enum Script { acquire_script, extend_script, release_script, inspect_script };
+
+}  // namespace detail::redis_scripts
+
+class RedisLock {
+ public:
+  /// Connects, logs in (AUTH), selects the database and loads the scripts.
+  /// Throws errc::invalid_argument for bad options or a database index the
+  /// server does not have, errc::backend_failure naming host and port when
+  /// the server cannot be reached or refuses the credentials.
+  static asio::awaitable<RedisLock> connect(RedisOptions options, std::string owner = random_owner()) {
+    validate(options, owner);
+    auto executor = co_await asio::this_coro::executor;
+    auto state = std::make_shared<State>(detail::LockStrand(executor), std::move(options));
+    auto connecting = detail::on_strand(state->strand, connect_command(state));
+    co_await std::move(connecting);
+    co_return RedisLock(std::move(state), std::move(owner));
+  }
+
+  /// Another owner on this lock's connections (see PostgresLock::with_owner).
+  RedisLock with_owner(std::string owner) const {
+    validate(state_->options, owner);
+    return RedisLock(state_, std::move(owner));
+  }
+
+  const std::string& owner() const noexcept { return owner_; }
+
+  /// One attempt; a live lease of this owner is refreshed (same token and
+  /// fence). Throws errc::connection_lost when the connection broke (the next
+  /// call reconnects). Not cancellable: the script always completes.
+  asio::awaitable<std::optional<LockGuard>> try_acquire(AdvisoryKey key, std::chrono::milliseconds ttl) {
+    detail::validate_ttl(ttl, "RedisLock::try_acquire");
+    auto attempting = detail::on_strand(state_->strand, attempt_once(state_, owner_, std::move(key), ttl));
+    auto attempt = co_await std::move(attempting);
+    co_return std::move(attempt.guard);
+  }
+
+  /// Waits until acquired, woken by pub/sub; errc::timeout after `deadline`;
+  /// operation_aborted on per-operation cancellation, with any lease granted
+  /// meanwhile given back.
+  asio::awaitable<LockGuard> acquire(AdvisoryKey key, std::chrono::milliseconds ttl,
+                                     std::chrono::milliseconds deadline) {
+    detail::validate_ttl(ttl, "RedisLock::acquire");
+    auto acquiring = detail::on_strand(state_->strand, acquire_on_strand(state_, owner_, std::move(key), ttl, deadline));
+    co_return co_await std::move(acquiring);
+  }
+
+  /// New expiry = now + ttl while the guard's token holds the lease.
+  asio::awaitable<bool> extend(LockGuard& guard, std::chrono::milliseconds ttl) {
+    detail::validate_ttl(ttl, "RedisLock::extend");
+    std::vector<std::string> keys{state_->lease_key(guard.key())};
+    std::vector<std::string> arguments{guard.token(), std::to_string(ttl.count())};
+    auto extending = detail::on_strand(
+        state_->strand, run_script(state_, detail::redis_scripts::extend_script, std::move(keys), std::move(arguments)));
+    auto reply = co_await std::move(extending);
+    co_return reply->type == REDIS_REPLY_INTEGER && reply->integer == 1;
+  }
+
+  /// Removes the lease if the guard's token still holds it, publishes the
+  /// release, and marks the guard released. On an error the guard stays
+  /// unreleased and the error is thrown (the lease then expires).
+  asio::awaitable<void> release(LockGuard guard) {
+    if (guard.released()) co_return;
+    auto releasing = detail::on_strand(state_->strand, delete_if(state_, guard.key(), "token", guard.token()));
+    co_await std::move(releasing);
+    guard.mark_released();
+  }
+
+  /// Removes every lease of this owner; returns how many (all were live:
+  /// Redis drops expired ones itself).
+  asio::awaitable<std::size_t> release_all() {
+    auto leases = co_await list();
+    std::size_t removed = 0;
+    for (const auto& lease : leases) {
+      if (lease.owner != owner_) continue;
+      auto releasing = detail::on_strand(state_->strand, delete_if(state_, lease.key, "owner", owner_));
+      const bool removed_one = co_await std::move(releasing);  // never co_await inside ?: (g++ 12)
+      removed += removed_one ? 1 : 0;
+    }
+    co_return removed;
+  }
+
+  /// The live leases of every owner under this prefix, ordered by key
+  /// (times on the server's clock). Not a snapshot: SCAN, then one look per key.
+  asio::awaitable<std::vector<LockInfo>> list() {
+    auto listing = detail::on_strand(state_->strand, list_on_strand(state_));
+    co_return co_await std::move(listing);
+  }
+
+  /// For operators: clears whatever lease holds `key` and returns it
+  /// (std::nullopt when nothing held it). Its fence stays used.
+  asio::awaitable<std::optional<LockInfo>> force_release(AdvisoryKey key) {
+    auto clearing = detail::on_strand(state_->strand, inspect_on_strand(state_, std::move(key), true));
+    co_return co_await std::move(clearing);
+  }
+
+ private:
+  struct State {
+    State(detail::LockStrand executor, RedisOptions settings)
+        : strand(std::move(executor)),
+          options(std::move(settings)),
+          channel(options.key_prefix + "released"),
+          command(strand),
+          subscriber(strand),
+          pump(strand, [this]() { return read_message(); }) {}
+
+    std::string lease_key(const AdvisoryKey& key) const { return options.key_prefix + "lease:" + key.str(); }
+    std::string fence_key(const AdvisoryKey& key) const { return options.key_prefix + "fence:" + key.str(); }
+
+    asio::awaitable<void> read_message() {
+      auto message = co_await subscriber.next_message();
+      if (message.get() == nullptr) co_return;  // the wait was cancelled
+      // ["message", channel, key]
+      if (message->type == REDIS_REPLY_ARRAY && message->elements == 3 &&
+          detail::RedisReply::text_of(message->element[0]) == "message")
+        waiters.notify(std::string(detail::RedisReply::text_of(message->element[2])));
+    }
+
+    detail::LockStrand strand;
+    RedisOptions options;
+    std::string channel;
+    detail::RedisConnection command;
+    detail::AsyncMutex command_turn;
+    std::array<std::string, detail::redis_scripts::all.size()> script_sha;
+    detail::RedisConnection subscriber;
+    detail::KeyedWaiters waiters;
+    detail::WakeupPump pump;
+  };
+
+  RedisLock(std::shared_ptr<State> state, std::string owner) : state_(std::move(state)), owner_(std::move(owner)) {}
+
+  static void validate(const RedisOptions& options, const std::string& owner) {
+    if (owner.empty() || owner.size() > AdvisoryKey::max_size)
+      throw Error(errc::invalid_argument,
+                  fmt::format("RedisLock owner must be 1 to {} bytes, got {} bytes", AdvisoryKey::max_size, owner.size()));
+    if (options.host.empty()) throw Error(errc::invalid_argument, "RedisOptions::host is empty");
+    if (options.port == 0) throw Error(errc::invalid_argument, "RedisOptions::port is 0");
+    if (options.database < 0)
+      throw Error(errc::invalid_argument, fmt::format("RedisOptions::database is negative ({})", options.database));
+    if (options.connect_timeout <= std::chrono::milliseconds(0))
+      throw Error(errc::invalid_argument, "RedisOptions::connect_timeout must be positive");
+  }
+
+  // Connects a connection and logs it in; for both the command connection
+  // and the subscriber.
+  static asio::awaitable<void> open(State& state, detail::RedisConnection& connection) {
+    const auto& options = state.options;
+    co_await connection.connect(options.host, options.port, options.connect_timeout);
+    // The login must answer within the connect timeout too: a server that
+    // accepts and then says nothing must not hang connect().
+    connection.arm_deadline(options.connect_timeout);
+    struct Disarm {
+      detail::RedisConnection& connection;
+      ~Disarm() { connection.disarm_deadline(); }
+    } disarm{connection};
+    if (options.password) {
+      std::vector<std::string_view> auth{"AUTH"};
+      if (options.username) auth.push_back(*options.username);
+      auth.push_back(*options.password);
+      auto reply = co_await connection.command(auth);
+      if (reply.error()) {
+        connection.close();
+        throw Error(errc::backend_failure,
+                    fmt::format("Redis at {} refused the credentials: {}", connection.endpoint(), reply.text()));
+      }
+    }
+    if (options.database != 0) {
+      const auto index = std::to_string(options.database);
+      std::vector<std::string_view> select{"SELECT", index};
+      auto reply = co_await connection.command(select);
+      if (reply.error()) {
+        connection.close();
+        const bool auth = reply.text().rfind("NOAUTH", 0) == 0;
+        throw Error(auth ? errc::backend_failure : errc::invalid_argument,
+                    fmt::format("Redis at {} refused database {}: {}", connection.endpoint(), options.database,
+                                reply.text()));
+      }
+    }
+    // A server that wants a password nobody gave answers NOAUTH here.
+    std::vector<std::string_view> ping{"PING"};
+    auto reply = co_await connection.command(ping);
+    if (reply.error()) {
+      connection.close();
+      throw Error(errc::backend_failure, fmt::format("Redis at {} refused the connection: {}{}", connection.endpoint(),
+                                                     reply.text(), options.password ? "" : " (no password was given)"));
+    }
+  }
+
+  static asio::awaitable<void> connect_command(std::shared_ptr<State> state) {
+    co_await asio::this_coro::throw_if_cancelled(false);
+    co_await open(*state, state->command);
+    for (std::size_t index = 0; index < detail::redis_scripts::all.size(); ++index) {
+      std::vector<std::string_view> load{"SCRIPT", "LOAD", detail::redis_scripts::all[index]};
+      auto reply = co_await state->command.command(load);
+      if (reply.error()) {
+        state->command.close();
+        // NOAUTH: a password is needed and none was given.
+        throw Error(errc::backend_failure, fmt::format("Redis at {} refused to load lockstore's scripts: {}",
+                                                       state->command.endpoint(), reply.text()));
+      }
+      state->script_sha[index] = std::string(reply.text());
+    }
+  }
+
+  // EVALSHA, falling back to EVAL when the server has lost the script
+  // (restart, SCRIPT FLUSH); an error reply throws backend_failure.
+  static asio::awaitable<detail::RedisReply> run_script(std::shared_ptr<State> state, detail::redis_scripts::Script script,
+                                                        std::vector<std::string> keys, std::vector<std::string> arguments) {
+    co_await asio::this_coro::throw_if_cancelled(false);
+    auto turn = co_await state->command_turn.lock();
+    if (!state->command.connected()) co_await connect_command(state);
+    const auto key_count = std::to_string(keys.size());
+    std::vector<std::string_view> call{"EVALSHA", state->script_sha[script], key_count};
+    for (const auto& key : keys) call.push_back(key);
+    for (const auto& argument : arguments) call.push_back(argument);
+    auto reply = co_await state->command.command(call);
+    if (reply.error() && reply.text().rfind("NOSCRIPT", 0) == 0) {
+      call[0] = "EVAL";
+      call[1] = detail::redis_scripts::all[script];
+      reply = co_await state->command.command(call);
+    }
+    if (reply.error())
+      throw Error(errc::backend_failure,
+                  fmt::format("Redis at {} failed a lockstore script: {}", state->command.endpoint(), reply.text()));
+    co_return reply;
+  }
+
+  static asio::awaitable<bool> delete_if(std::shared_ptr<State> state, AdvisoryKey key, std::string field,
+                                         std::string expected) {
+    std::vector<std::string> keys{state->lease_key(key)};
+    std::vector<std::string> arguments{std::move(field), std::move(expected), state->channel, key.str()};
+    auto reply = co_await run_script(state, detail::redis_scripts::release_script, std::move(keys), std::move(arguments));
+    const bool removed = reply->type == REDIS_REPLY_INTEGER && reply->integer == 1;
+    if (removed) state->waiters.notify(key.str());
+    co_return removed;
+  }
+
+  // Undoes a grant that raced with a cancellation.
+  static asio::awaitable<void> give_back(std::shared_ptr<State> state, LockGuard guard) {
+    co_await delete_if(state, guard.key(), "token", guard.token());
+    guard.mark_released();
+  }
+
+  static std::uint64_t to_u64(const redisReply* reply) {
+    if (reply->type == REDIS_REPLY_INTEGER) return static_cast<std::uint64_t>(reply->integer);
+    return std::stoull(std::string(detail::RedisReply::text_of(reply)));
+  }
+
+  static asio::awaitable<detail::Attempt> attempt_once(std::shared_ptr<State> state, std::string owner, AdvisoryKey key,
+                                                       std::chrono::milliseconds ttl) {
+    auto proposed = random_token();
+    std::vector<std::string> keys{state->lease_key(key), state->fence_key(key)};
+    std::vector<std::string> arguments{proposed, std::move(owner), std::to_string(ttl.count())};
+    auto reply = co_await run_script(state, detail::redis_scripts::acquire_script, std::move(keys), std::move(arguments));
+    detail::Attempt attempt;
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2) {
+      std::string token(detail::RedisReply::text_of(reply->element[0]));
+      attempt.fresh = token == proposed;
+      attempt.guard.emplace(std::move(key), std::move(token), to_u64(reply->element[1]));
+      co_return attempt;
+    }
+    const auto remaining = std::chrono::milliseconds(reply->type == REDIS_REPLY_INTEGER ? reply->integer : 0);
+    const bool was_listening = state->pump.listening();
+    if (!was_listening) co_await start_listening(state);
+    attempt.retry_at = was_listening ? detail::remote_retry_time(remaining, true) : std::chrono::steady_clock::now();
+    if (!state->pump.listening()) attempt.retry_at = detail::remote_retry_time(remaining, false);
+    co_return attempt;
+  }
+
+  static asio::awaitable<void> start_listening(std::shared_ptr<State> state) {
+    try {
+      co_await open(*state, state->subscriber);
+      std::vector<std::string_view> subscribe{"SUBSCRIBE", state->channel};
+      auto reply = co_await state->subscriber.command(subscribe);
+      if (reply.error()) throw Error(errc::backend_failure, std::string(reply.text()));
+      state->pump.set_listening(true);
+      state->pump.start_if_needed(state);
+    } catch (const Error& error) {
+      state->subscriber.close();
+      detail::log(LogLevel::debug, fmt::format("RedisLock could not subscribe to releases ({}); polling", error.what()));
+    }
+  }
+
+  static asio::awaitable<LockGuard> acquire_on_strand(std::shared_ptr<State> state, std::string owner, AdvisoryKey key,
+                                                      std::chrono::milliseconds ttl, std::chrono::milliseconds deadline) {
+    detail::WaitingScope waiting(state->pump, state);
+    auto acquiring = detail::acquire_loop(
+        state->waiters, key, deadline, [&] { return attempt_once(state, owner, key, ttl); },
+        [&](LockGuard guard) { return give_back(state, std::move(guard)); });
+    co_return co_await std::move(acquiring);
+  }
+
+  static asio::awaitable<std::optional<LockInfo>> inspect_on_strand(std::shared_ptr<State> state, AdvisoryKey key,
+                                                                    bool clear) {
+    std::vector<std::string> keys{state->lease_key(key)};
+    std::vector<std::string> arguments;
+    if (clear) arguments = {state->channel, key.str()};
+    auto reply = co_await run_script(state, detail::redis_scripts::inspect_script, std::move(keys), std::move(arguments));
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 4) co_return std::nullopt;
+    if (clear) state->waiters.notify(key.str());
+    auto at = [&](std::size_t index) {
+      return std::chrono::system_clock::time_point(std::chrono::milliseconds(static_cast<std::int64_t>(to_u64(reply->element[index]))));
+    };
+    co_return LockInfo{key, std::string(detail::RedisReply::text_of(reply->element[0])), to_u64(reply->element[1]),
+                       at(2), at(3)};
+  }
+
+  // SCAN MATCH needs the prefix with its glob characters escaped.
+  static std::string glob_escaped(std::string_view text) {
+    std::string escaped;
+    for (const char c : text) {
+      if (c == '*' || c == '?' || c == '[' || c == ']' || c == '\\') escaped.push_back('\\');
+      escaped.push_back(c);
+    }
+    return escaped;
+  }
+
+  static asio::awaitable<std::vector<std::string>> scan_leases(std::shared_ptr<State> state) {
+    co_await asio::this_coro::throw_if_cancelled(false);
+    auto turn = co_await state->command_turn.lock();
+    if (!state->command.connected()) co_await connect_command(state);
+    const auto pattern = glob_escaped(state->options.key_prefix + "lease:") + "*";
+    const auto prefix_size = state->options.key_prefix.size() + 6;
+    std::vector<std::string> names;
+    std::string cursor = "0";
+    do {
+      std::vector<std::string_view> scan{"SCAN", cursor, "MATCH", pattern, "COUNT", "1000"};
+      auto reply = co_await state->command.command(scan);
+      if (reply.error() || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2)
+        throw Error(errc::backend_failure, fmt::format("Redis at {} failed SCAN: {}", state->command.endpoint(),
+                                                       reply.error() ? reply.text() : "unexpected reply"));
+      cursor = std::string(detail::RedisReply::text_of(reply->element[0]));
+      const auto* batch = reply->element[1];
+      for (std::size_t index = 0; index < batch->elements; ++index)
+        names.push_back(std::string(detail::RedisReply::text_of(batch->element[index])).substr(prefix_size));
+    } while (cursor != "0");
+    std::sort(names.begin(), names.end());
+    names.erase(std::unique(names.begin(), names.end()), names.end());  // SCAN may repeat a key
+    co_return names;
+  }
+
+  static asio::awaitable<std::vector<LockInfo>> list_on_strand(std::shared_ptr<State> state) {
+    auto names = co_await scan_leases(state);
+    std::vector<LockInfo> leases;
+    for (auto& name : names) {
+      auto info = co_await inspect_on_strand(state, AdvisoryKey(std::move(name)), false);
+      if (info) leases.push_back(std::move(*info));  // it may have expired since the scan
+    }
+    co_return leases;
+  }
+
+  std::shared_ptr<State> state_;
+  std::string owner_;
+};
+
+static_assert(DistributedLock<RedisLock>);
+
+}  // namespace lockstore

@@ -1,0 +1,338 @@
+// RedisLock against a real Redis server: the conformance suite, then
+// processes, pub/sub wake-ups, credentials, lost connections, and restarts
+// with and without persistence.
+#include "support/helpers.hpp"
+#include "support/ledger.hpp"
+#include "support/servers.hpp"
+
+#include <catch2/catch.hpp>
+#include <lockstore/redis.hpp>
+
+namespace lockstore::test {
+
+using namespace std::chrono_literals;
+
+/// Options for the shared server with a key prefix of this test's own.
+inline RedisOptions fresh_redis_options() {
+  RedisOptions options;
+  std::tie(options.host, options.port) = redis_endpoint();
+  options.key_prefix = fmt::format("t{:016x}:", detail::ThreadRandom::next());
+  return options;
+}
+
+inline RedisOptions private_redis_options(const PrivateServer& server) {
+  RedisOptions options;
+  options.port = server.port();
+  return options;
+}
+
+/// Runs redis-cli against a port (test set-up only).
+inline void redis_cli(std::uint16_t port, const std::string& arguments) {
+  const auto command = fmt::format("redis-cli -h 127.0.0.1 -p {} {} > /dev/null", port, arguments);
+  if (std::system(command.c_str()) != 0) throw std::runtime_error("failed: " + command);
+}
+
+struct RedisFixture {
+  using Lock = RedisLock;
+  static constexpr bool has_owners = true;
+  RedisOptions options = fresh_redis_options();
+
+  asio::awaitable<RedisLock> make_lock(std::string owner) {
+    auto connecting = RedisLock::connect(options, std::move(owner));
+    co_return co_await std::move(connecting);
+  }
+  asio::awaitable<RedisLock> make_remote_lock(std::string owner) {
+    auto connecting = RedisLock::connect(options, std::move(owner));
+    co_return co_await std::move(connecting);
+  }
+};
+
+}  // namespace lockstore::test
+
+#define LOCKSTORE_CONFORMANCE_FIXTURE lockstore::test::RedisFixture
+#include "conformance/lock_conformance.hpp"
+
+namespace lockstore::test {
+
+TEST_CASE("Redis: owners sharing one connection wake each other at once", "[redis]") {
+  const auto options = fresh_redis_options();
+  run([&]() -> asio::awaitable<void> {
+    auto alice = co_await RedisLock::connect(options, "alice");
+    auto bob = alice.with_owner("bob");
+    auto held = co_await alice.acquire(AdvisoryKey("shared"), 30s, 1s);
+    const auto started = std::chrono::steady_clock::now();
+    auto waiting = asio::co_spawn(
+        co_await asio::this_coro::executor,
+        [&]() -> asio::awaitable<std::optional<LockGuard>> { co_return co_await bob.acquire(AdvisoryKey("shared"), 30s, 10s); },
+        asio::use_awaitable);
+    co_await sleep_for(50ms);
+    co_await alice.release(std::move(held));
+    auto acquired = co_await std::move(waiting);
+    REQUIRE(acquired.has_value());
+    CHECK(std::chrono::steady_clock::now() - started < 900ms);
+    co_await bob.release(std::move(*acquired));
+  });
+}
+
+TEST_CASE("Redis: list, release_all and force_release report what they cleared", "[redis]") {
+  const auto options = fresh_redis_options();
+  run([&]() -> asio::awaitable<void> {
+    auto alice = co_await RedisLock::connect(options, "alice");
+    auto bob = co_await RedisLock::connect(options, "bob");
+    auto a1 = co_await alice.acquire(AdvisoryKey("a1"), 30s, 1s);
+    auto a2 = co_await alice.acquire(AdvisoryKey("a*2"), 30s, 1s);
+    auto b1 = co_await bob.acquire(AdvisoryKey("b1"), 30s, 1s);
+    auto leases = co_await bob.list();
+    REQUIRE(leases.size() == 3);
+    CHECK(leases[0].key.str() == "a*2");
+    CHECK(leases[1].key.str() == "a1");
+    CHECK(leases[1].owner == "alice");
+    CHECK(leases[1].fence == a1.fence());
+    CHECK(leases[1].expires_at > leases[1].acquired_at);
+    const auto live = co_await alice.release_all();
+    CHECK(live == 2);
+    a1.mark_released();
+    a2.mark_released();
+    const auto cleared = co_await alice.force_release(AdvisoryKey("b1"));
+    REQUIRE(cleared.has_value());
+    CHECK(cleared->owner == "bob");
+    CHECK(cleared->fence == b1.fence());
+    const auto none = co_await alice.force_release(AdvisoryKey("b1"));
+    CHECK_FALSE(none.has_value());
+    const bool extended = co_await bob.extend(b1, 30s);
+    CHECK_FALSE(extended);
+    co_await bob.release(std::move(b1));
+    leases = co_await bob.list();
+    CHECK(leases.empty());
+  });
+}
+
+TEST_CASE("Redis: processes on their own connections never overlap (ledger)", "[redis][process]") {
+  const auto options = fresh_redis_options();
+  TempDir dir;
+  const auto ledger = dir / "ledger.txt";
+  constexpr int processes = 4;
+  constexpr int rounds = 40;
+  const auto statuses = run_children(processes, [&](int index) {
+    LedgerWriter writer(ledger);
+    run([&]() -> asio::awaitable<void> {
+      auto lock = co_await RedisLock::connect(options, fmt::format("process-{}", index));
+      for (int i = 0; i < rounds; ++i) {
+        auto guard = co_await lock.acquire(AdvisoryKey("ledger"), 10s, 60s);
+        writer.enter(index, guard.fence());
+        co_await sleep_for(std::chrono::milliseconds(i % 2));
+        writer.exit(index, guard.fence());
+        co_await lock.release(std::move(guard));
+      }
+    });
+    return 0;
+  });
+  for (const int status : statuses) CHECK(status == 0);
+  check_ledger(ledger, processes * rounds);
+}
+
+TEST_CASE("Redis: a waiter in another process is woken by pub/sub, not by polling", "[redis][process]") {
+  const auto options = fresh_redis_options();
+  TempDir dir;
+  const auto held = dir / "held";
+  const auto ready = dir / "ready";
+  const auto report = dir / "report";
+  std::int64_t released_ms = 0;
+  const auto statuses = run_children(
+      1,
+      [&](int) {
+        run([&]() -> asio::awaitable<void> {
+          auto lock = co_await RedisLock::connect(options, "waiter");
+          while (!std::filesystem::exists(held)) co_await sleep_for(5ms);
+          auto refused = co_await lock.try_acquire(AdvisoryKey("notify"), 10s);
+          if (refused) throw std::runtime_error("the parent should hold the lock");
+          std::ofstream(ready) << "ready";
+          auto guard = co_await lock.acquire(AdvisoryKey("notify"), 10s, 20s);
+          std::ofstream(report) << detail::wall_clock_ms();
+          co_await lock.release(std::move(guard));
+        });
+        return 0;
+      },
+      [&] {
+        run([&]() -> asio::awaitable<void> {
+          auto lock = co_await RedisLock::connect(options, "holder");
+          auto guard = co_await lock.acquire(AdvisoryKey("notify"), 30s, 1s);
+          std::ofstream(held) << "held";
+          while (!std::filesystem::exists(ready)) co_await sleep_for(5ms);
+          co_await sleep_for(300ms);  // the child is now inside acquire(), subscribed
+          released_ms = detail::wall_clock_ms();
+          co_await lock.release(std::move(guard));
+        });
+      });
+  REQUIRE(statuses == std::vector<int>{0});
+  std::int64_t acquired_ms = 0;
+  std::ifstream(report) >> acquired_ms;
+  const auto delay = acquired_ms - released_ms;
+  INFO("acquired " << delay << " ms after the release");
+  CHECK(delay >= 0);
+  CHECK(delay < 250);  // the fallback poll is 0.5-1 s: only pub/sub is this fast
+}
+
+TEST_CASE("Redis: bad options, a wrong password, a missing password and a wrong database give clear errors", "[redis]") {
+  PrivateServer server("redis", "--requirepass sesame");
+  run([&]() -> asio::awaitable<void> {
+    auto options = private_redis_options(server);
+    options.database = -1;
+    try {
+      co_await RedisLock::connect(options, "x");
+      FAIL("a negative database was accepted");
+    } catch (const Error& error) {
+      CHECK(error.code() == errc::invalid_argument);
+    }
+    options.database = 0;
+    options.password = "wrong";
+    try {
+      co_await RedisLock::connect(options, "x");
+      FAIL("a wrong password was accepted");
+    } catch (const Error& error) {
+      CHECK(error.code() == errc::backend_failure);
+      CHECK(std::string(error.what()).find("refused the credentials") != std::string::npos);
+      CHECK(std::string(error.what()).find(fmt::format("127.0.0.1:{}", server.port())) != std::string::npos);
+    }
+    options.password.reset();
+    try {
+      co_await RedisLock::connect(options, "x");
+      FAIL("no password was accepted by a server that requires one");
+    } catch (const Error& error) {
+      CHECK(error.code() == errc::backend_failure);
+      CHECK(std::string(error.what()).find("NOAUTH") != std::string::npos);
+    }
+    options.password = "sesame";
+    options.database = 99;
+    try {
+      co_await RedisLock::connect(options, "x");
+      FAIL("database 99 was accepted");
+    } catch (const Error& error) {
+      CHECK(error.code() == errc::invalid_argument);
+      CHECK(std::string(error.what()).find("database 99") != std::string::npos);
+    }
+    options.database = 3;
+    auto lock = co_await RedisLock::connect(options, "x");
+    auto guard = co_await lock.acquire(AdvisoryKey("in-db-3"), 5s, 1s);
+    co_await lock.release(std::move(guard));
+  });
+}
+
+TEST_CASE("Redis: an unreachable server gives an error naming host and port, quickly", "[redis]") {
+  const auto port = [] {
+    asio::io_context context;
+    asio::ip::tcp::acceptor probe(context, asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+    return probe.local_endpoint().port();
+  }();
+  asio::io_context context;
+  asio::ip::tcp::acceptor silent(context, asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  run([&]() -> asio::awaitable<void> {
+    RedisOptions closed;
+    closed.port = port;
+    try {
+      co_await RedisLock::connect(closed, "x");
+      FAIL("connecting to a closed port succeeded");
+    } catch (const Error& error) {
+      CHECK(error.code() == errc::backend_failure);
+      CHECK(std::string(error.what()).find(fmt::format("127.0.0.1:{}", port)) != std::string::npos);
+    }
+    RedisOptions mute;
+    mute.port = silent.local_endpoint().port();
+    mute.connect_timeout = 1s;
+    const auto started = std::chrono::steady_clock::now();
+    try {
+      co_await RedisLock::connect(mute, "x");
+      FAIL("connecting to a silent server succeeded");
+    } catch (const Error& error) {
+      // The TCP connect succeeds (the backlog accepts it); PING never returns.
+      CHECK(error.code() == errc::connection_lost);
+      CHECK(std::string(error.what()).find("no answer within 1000 ms") != std::string::npos);
+      CHECK(std::string(error.what()).find(fmt::format("127.0.0.1:{}", mute.port)) != std::string::npos);
+    }
+    CHECK(std::chrono::steady_clock::now() - started < 5s);
+  });
+}
+
+TEST_CASE("Redis: a killed client connection gives connection_lost, and the next call reconnects", "[redis][fault]") {
+  PrivateServer server("redis");
+  run([&]() -> asio::awaitable<void> {
+    auto lock = co_await RedisLock::connect(private_redis_options(server), "victim");
+    auto guard = co_await lock.acquire(AdvisoryKey("held"), 30s, 1s);
+    redis_cli(server.port(), "CLIENT KILL TYPE normal");
+    try {
+      co_await lock.extend(guard, 30s);
+      FAIL("extend on a killed connection succeeded");
+    } catch (const Error& error) {
+      CHECK(error.code() == errc::connection_lost);
+      CHECK(std::string(error.what()).find(fmt::format("127.0.0.1:{}", server.port())) != std::string::npos);
+    }
+    const bool extended = co_await lock.extend(guard, 30s);
+    CHECK(extended);
+    co_await lock.release(std::move(guard));
+  });
+}
+
+TEST_CASE("Redis: scripts flushed from the server are sent again (EVALSHA falls back to EVAL)", "[redis]") {
+  PrivateServer server("redis");
+  run([&]() -> asio::awaitable<void> {
+    auto lock = co_await RedisLock::connect(private_redis_options(server), "owner");
+    redis_cli(server.port(), "SCRIPT FLUSH");
+    auto guard = co_await lock.acquire(AdvisoryKey("k"), 30s, 1s);
+    const bool extended = co_await lock.extend(guard, 30s);
+    CHECK(extended);
+    co_await lock.release(std::move(guard));
+  });
+}
+
+TEST_CASE("Redis: after a restart without persistence the lease is gone and fences still grow", "[redis][fault]") {
+  PrivateServer server("redis");
+  run([&]() -> asio::awaitable<void> {
+    auto lock = co_await RedisLock::connect(private_redis_options(server), "first");
+    auto before = co_await lock.acquire(AdvisoryKey("fenced"), 30s, 1s);
+    const auto first_fence = before.fence();
+    server.restart();  // SIGKILL: every key is lost, the fence counter too
+    try {
+      co_await lock.extend(before, 30s);
+      FAIL("extend over a connection the restart closed succeeded");
+    } catch (const Error& error) {
+      CHECK(error.code() == errc::connection_lost);
+    }
+    // Nobody is told they hold a lease the server does not have.
+    const bool extended = co_await lock.extend(before, 30s);
+    CHECK_FALSE(extended);
+    before.mark_released();
+    auto second = co_await RedisLock::connect(private_redis_options(server), "second");
+    auto after = co_await second.try_acquire(AdvisoryKey("fenced"), 30s);
+    REQUIRE(after.has_value());
+    CHECK(after->fence() > first_fence);
+    co_await second.release(std::move(*after));
+  });
+}
+
+TEST_CASE("Redis: with persistence (AOF) a lease and its fence survive a restart", "[redis][fault]") {
+  PrivateServer server("redis", "--appendonly yes --appendfsync always");
+  run([&]() -> asio::awaitable<void> {
+    auto lock = co_await RedisLock::connect(private_redis_options(server), "first");
+    auto before = co_await lock.acquire(AdvisoryKey("kept"), 30s, 1s);
+    server.restart();
+    try {
+      co_await lock.extend(before, 30s);
+      FAIL("extend over a connection the restart closed succeeded");
+    } catch (const Error& error) {
+      CHECK(error.code() == errc::connection_lost);
+    }
+    const bool extended = co_await lock.extend(before, 30s);
+    CHECK(extended);
+    auto second = co_await RedisLock::connect(private_redis_options(server), "second");
+    auto refused = co_await second.try_acquire(AdvisoryKey("kept"), 30s);
+    CHECK_FALSE(refused.has_value());
+    const auto fence = before.fence();
+    co_await lock.release(std::move(before));
+    auto after = co_await second.try_acquire(AdvisoryKey("kept"), 30s);
+    REQUIRE(after.has_value());
+    CHECK(after->fence() > fence);
+    co_await second.release(std::move(*after));
+  });
+}
+
+}  // namespace lockstore::test
