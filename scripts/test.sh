@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The whole test suite: installs what it needs, then builds and runs every
-# test three times: a normal build, AddressSanitizer + UndefinedBehavior-
-# Sanitizer, and ThreadSanitizer. Fails on any failing test or sanitizer
-# report. Usage: scripts/test.sh [build-root]   (default: ./build-ci)
+# The whole test suite: installs what it needs, starts a throwaway
+# PostgreSQL and Redis server (scripts/test-servers.sh; stopped on exit,
+# whatever happens), then builds and runs every test three times: a normal
+# build, AddressSanitizer + UndefinedBehaviorSanitizer, and ThreadSanitizer.
+# Fails on any failing test or sanitizer report, and when a server cannot
+# start. Usage: scripts/test.sh [build-root]   (default: ./build-ci)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=${1:-build-ci}
@@ -21,6 +23,12 @@ run_suite() {  # name, extra cmake args...
 }
 
 mkdir -p "$root"
+servers=$(mktemp -d "${TMPDIR:-/tmp}/lockstore-servers-XXXXXX")
+trap 'scripts/test-servers.sh down "$servers"' EXIT
+scripts/test-servers.sh up "$servers"
+# shellcheck disable=SC1091
+source "$servers/env"
+echo "=== servers: PostgreSQL $LOCKSTORE_TEST_POSTGRES; Redis $LOCKSTORE_TEST_REDIS"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1

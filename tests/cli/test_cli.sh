@@ -78,7 +78,11 @@ err=$("$tool" frobnicate 2>&1); check "unknown command exits 64" 64 $?; contains
 err=$("$tool" run --ttl 5 k -- true 2>&1); check "duration without unit exits 64" 64 $?; contains "bad duration is named" "bad duration '5'" "$err"
 err=$("$tool" run --ttl -5s k -- true 2>&1); check "negative duration exits 64" 64 $?
 err=$("$tool" list --backend mysql://x 2>&1); check "bad URL exits 64" 64 $?; contains "bad URL is named" "bad --backend URL 'mysql://x'" "$err"
-err=$("$tool" list --backend redis://127.0.0.1:6379 2>&1); check "a backend not built in exits 69" 69 $?; contains "it says so" "not built into" "$err"
+err=$("$tool" list --backend redis://127.0.0.1:1 2>&1); check "an unreachable Redis exits 69" 69 $?; contains "it names the server" "127.0.0.1:1" "$err"
+err=$("$tool" list --backend redis://127.0.0.1:0 2>&1); check "a Redis URL with port 0 exits 64" 64 $?; contains "the port is named" "port '0'" "$err"
+err=$("$tool" list --backend redis://127.0.0.1:6379/x 2>&1); check "a Redis URL with a bad database exits 64" 64 $?; contains "the database is named" "database 'x'" "$err"
+err=$("$tool" list --backend "postgres://postgres@127.0.0.1:1/postgres?connect_timeout=2" 2>&1); check "an unreachable PostgreSQL exits 69" 69 $?; contains "it names the server" "127.0.0.1:1" "$err"
+err=$("$tool" store stats --backend redis://127.0.0.1:1 2>&1); check "store on Redis exits 69" 69 $?; contains "it says why" "lives in a SQLite file" "$err"
 err=$("$tool" release k 2>&1); check "release without --force exits 64" 64 $?
 err=$("$tool" run "" -- true 2>&1); check "an empty key exits 64" 64 $?; contains "empty key is named" "must not be empty" "$err"
 err=$("$tool" run k -- /no/such/command 2>&1); check "a command that cannot start exits 127" 127 $?
@@ -90,6 +94,35 @@ if [ -n "${2:-}" ]; then
   out=$("$tool" store sessions --backend "sqlite:$work/locks.db"); contains "store sessions has a header" "REVISION" "$out"
   out=$("$tool" store stats --json); contains "store stats --json" '"sessions": 0' "$out"
   out=$("$tool" store gc); contains "store gc reports" "gc: 0 roots" "$out"
+fi
+
+# The server backends, against the servers scripts/test.sh started.
+if [ -z "${LOCKSTORE_TEST_POSTGRES:-}" ] || [ -z "${LOCKSTORE_TEST_REDIS:-}" ]; then
+  echo "FAIL: LOCKSTORE_TEST_POSTGRES / LOCKSTORE_TEST_REDIS are not set (run scripts/test.sh)"; failures=$((failures + 1))
+else
+  pg_port=$(sed -E 's/.*port=([0-9]+).*/\1/' <<< "$LOCKSTORE_TEST_POSTGRES")
+  for backend in "postgres://postgres@127.0.0.1:$pg_port/postgres" "redis://$LOCKSTORE_TEST_REDIS/2"; do
+    name=${backend%%:*}
+    key="cli-$RANDOM-$RANDOM"
+    out=$("$tool" run --backend "$backend" "$key" -- sh -c 'echo "$LOCKSTORE_KEY ${#LOCKSTORE_TOKEN}"; exit 3'); status=$?
+    check "$name: exit status passes through" 3 "$status"
+    check "$name: command sees key and token" "$key 32" "$out"
+    first=$("$tool" run --backend "$backend" "$key" -- sh -c 'echo $LOCKSTORE_FENCE')
+    second=$("$tool" run --backend "$backend" "$key" -- sh -c 'echo $LOCKSTORE_FENCE')
+    check "$name: fences increase" 1 "$([ "$second" -gt "$first" ] && echo 1 || echo 0)"
+    "$tool" run --backend "$backend" --owner holder --ttl 30s "$key" -- sleep 30 & holder=$!
+    held=0
+    for _ in $(seq 1 1000); do
+      "$tool" list --backend "$backend" --json | grep -q "\"key\": \"$key\"" && { held=1; break; }
+      sleep 0.01
+    done
+    check "$name: list shows the held lease" 1 "$held"
+    "$tool" run --backend "$backend" --nonblock "$key" -- true 2>/dev/null; check "$name: --nonblock on a held key exits 75" 75 $?
+    "$tool" run --backend "$backend" --wait 200ms "$key" -- true 2>/dev/null; check "$name: --wait gives up with 73" 73 $?
+    out=$("$tool" release --backend "$backend" "$key" --force); contains "$name: release --force names the owner" "held by 'holder'" "$out"
+    "$tool" run --backend "$backend" --nonblock "$key" -- true; check "$name: after release --force the key is free" 0 $?
+    kill "$holder" 2>/dev/null; wait "$holder" 2>/dev/null
+  done
 fi
 
 echo "$failures failure(s)"

@@ -5,6 +5,8 @@
 #include <fmt/format.h>
 
 #include <charconv>
+#include <cstdint>
+#include <limits>
 #include <chrono>
 #include <filesystem>
 #include <stdexcept>
@@ -33,6 +35,69 @@ inline BackendUrl parse_backend_url(std::string_view url) {
   if (url.starts_with("postgres://") || url.starts_with("postgresql://")) return {BackendUrl::Kind::postgres, std::string(url)};
   if (url.starts_with("redis://")) return {BackendUrl::Kind::redis, std::string(url)};
   throw UsageError(fmt::format("bad --backend URL '{}': expected sqlite:PATH, postgres://... or redis://host:port[/db]", url));
+}
+
+/// The parts of redis://[[user]:password@]host[:port][/db] (user and
+/// password percent-decoded).
+struct RedisUrl {
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 6379;
+  std::string user, password;
+  bool has_password = false;
+  int database = 0;
+};
+
+inline std::string percent_decoded(std::string_view text, std::string_view url) {
+  std::string out;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    if (text[i] != '%') {
+      out += text[i];
+      continue;
+    }
+    int value = 0;
+    if (i + 2 >= text.size() || std::from_chars(text.data() + i + 1, text.data() + i + 3, value, 16).ptr != text.data() + i + 3)
+      throw UsageError(fmt::format("bad --backend URL '{}': a '%' must be followed by two hex digits", url));
+    out += static_cast<char>(value);
+    i += 2;
+  }
+  return out;
+}
+
+inline RedisUrl parse_redis_url(std::string_view url) {
+  RedisUrl parts;
+  auto rest = url.substr(8);  // after redis://
+  const auto bad = [&](std::string_view why) {
+    return UsageError(fmt::format("bad --backend URL '{}': {} (expected redis://[[user]:password@]host[:port][/db])", url, why));
+  };
+  if (const auto at = rest.rfind('@'); at != std::string_view::npos) {
+    const auto credentials = rest.substr(0, at);
+    rest.remove_prefix(at + 1);
+    const auto colon = credentials.find(':');
+    if (colon == std::string_view::npos) throw bad("credentials need ':' before the password");
+    parts.user = percent_decoded(credentials.substr(0, colon), url);
+    parts.password = percent_decoded(credentials.substr(colon + 1), url);
+    parts.has_password = true;
+  }
+  if (const auto slash = rest.find('/'); slash != std::string_view::npos) {
+    const auto db = rest.substr(slash + 1);
+    rest = rest.substr(0, slash);
+    if (!db.empty()) {
+      const auto [end, error] = std::from_chars(db.data(), db.data() + db.size(), parts.database);
+      if (error != std::errc() || end != db.data() + db.size() || parts.database < 0)
+        throw bad(fmt::format("database '{}' is not a number >= 0", db));
+    }
+  }
+  if (const auto colon = rest.rfind(':'); colon != std::string_view::npos) {
+    const auto port = rest.substr(colon + 1);
+    rest = rest.substr(0, colon);
+    unsigned value = 0;
+    const auto [end, error] = std::from_chars(port.data(), port.data() + port.size(), value);
+    if (error != std::errc() || end != port.data() + port.size() || value == 0 || value > 65535)
+      throw bad(fmt::format("port '{}' is not a number from 1 to 65535", port));
+    parts.port = static_cast<std::uint16_t>(value);
+  }
+  if (!rest.empty()) parts.host = std::string(rest);
+  return parts;
 }
 
 /// A positive duration with a unit: 500ms, 30s, 5m, 2h.

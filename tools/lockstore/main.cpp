@@ -7,6 +7,12 @@
 
 #include <lockstore/sqlite.hpp>
 #include <lockstore/store.hpp>
+#ifdef LOCKSTORE_TOOL_POSTGRES
+#include <lockstore/postgres.hpp>
+#endif
+#ifdef LOCKSTORE_TOOL_REDIS
+#include <lockstore/redis.hpp>
+#endif
 
 #include <CLI/CLI.hpp>
 #include <boost/asio.hpp>
@@ -59,17 +65,58 @@ int run_async(F make) {
   return result.get();
 }
 
-/// The SQLite file behind a backend URL; other backends are not built in yet.
-std::filesystem::path sqlite_path(const std::string& url_text) {
+[[noreturn]] void not_built_in(const char* name) {
+  throw BackendUnavailable(fmt::format("backend '{}' is not built into this lockstore binary", name));
+}
+
+/// Connects the lock the backend URL names, for `owner`, and returns
+/// `body(lock)`: one code path for every backend.
+template <class Body>
+asio::awaitable<int> with_lock(std::string url_text, std::string owner, Body body) {
+  const auto url = parse_backend_url(url_text);
+  if (url.kind == BackendUrl::Kind::sqlite) {
+    auto opening = SqliteDatabase::open(url.location);
+    SqliteLock lock(co_await std::move(opening), std::move(owner));
+    auto running = body(lock);
+    co_return co_await std::move(running);
+  }
+  if (url.kind == BackendUrl::Kind::postgres) {
+#ifdef LOCKSTORE_TOOL_POSTGRES
+    auto connecting = PostgresLock::connect(url.location, std::move(owner));
+    auto lock = co_await std::move(connecting);
+    auto running = body(lock);
+    co_return co_await std::move(running);
+#else
+    not_built_in("postgres");
+#endif
+  }
+#ifdef LOCKSTORE_TOOL_REDIS
+  const auto parts = parse_redis_url(url.location);
+  RedisOptions options;
+  options.host = parts.host;
+  options.port = parts.port;
+  if (!parts.user.empty()) options.username = parts.user;
+  if (parts.has_password) options.password = parts.password;
+  options.database = parts.database;
+  auto connecting = RedisLock::connect(options, std::move(owner));
+  auto lock = co_await std::move(connecting);
+  auto running = body(lock);
+  co_return co_await std::move(running);
+#else
+  not_built_in("redis");
+#endif
+}
+
+/// The SQLite file of the session store (the store lives only in SQLite).
+std::filesystem::path store_path(const std::string& url_text) {
   const auto url = parse_backend_url(url_text);
   if (url.kind != BackendUrl::Kind::sqlite)
-    throw BackendUnavailable(fmt::format("backend '{}' is not built into this lockstore binary; only sqlite:PATH is",
-                                         url.kind == BackendUrl::Kind::postgres ? "postgres" : "redis"));
+    throw BackendUnavailable("the session store lives in a SQLite file; `store` needs --backend sqlite:PATH");
   return url.location;
 }
 
-asio::awaitable<int> list_leases(std::filesystem::path path, bool json) {
-  SqliteLock lock(co_await SqliteDatabase::open(path), "lockstore-cli");
+template <class Lock>
+asio::awaitable<int> list_leases(Lock& lock, bool json) {
   const auto leases = co_await lock.list();
   const auto now = std::chrono::system_clock::now();
   const auto ms = [](auto duration) { return std::chrono::duration_cast<std::chrono::milliseconds>(duration); };
@@ -95,8 +142,8 @@ asio::awaitable<int> list_leases(std::filesystem::path path, bool json) {
   co_return exit_ok;
 }
 
-asio::awaitable<int> force_release(std::filesystem::path path, std::string key) {
-  SqliteLock lock(co_await SqliteDatabase::open(path), "lockstore-cli");
+template <class Lock>
+asio::awaitable<int> force_release(Lock& lock, std::string key) {
   auto cleared = co_await lock.force_release(AdvisoryKey(key));
   if (!cleared) {
     fmt::print("no lease held on '{}'\n", key);
@@ -227,7 +274,8 @@ int main(int argc, char** argv) {
   }
 
   try {
-    const auto path = sqlite_path(backend);
+    parse_backend_url(backend);  // a bad URL is a usage error before anything else
+    const auto operator_name = fmt::format("lockstore-cli:{}", ::getpid());
     if (run->parsed()) {
       if (!saw_separator) throw UsageError("missing '--' before COMMAND: lockstore run KEY -- COMMAND [ARGS...]");
       if (command.empty()) throw UsageError("no COMMAND after '--'");
@@ -236,14 +284,21 @@ int main(int argc, char** argv) {
       if (!wait.empty()) run_options.wait = parse_duration(wait);
       run_options.kill_after = parse_duration(kill_after);
       if (!owner.empty()) run_options.owner = owner;
-      return run_async([&] { return supervise(path, run_options); });
+      return run_async([&] {
+        return with_lock(backend, run_options.owner.value_or(random_owner()),
+                         [&](auto& lock) { return supervise(lock, run_options); });
+      });
     }
     if (saw_separator) throw UsageError("'--' is only for `lockstore run`");
-    if (list->parsed()) return run_async([&] { return list_leases(path, json); });
+    if (list->parsed())
+      return run_async([&] { return with_lock(backend, operator_name, [&](auto& lock) { return list_leases(lock, json); }); });
     if (release->parsed()) {
       if (!force) throw UsageError(fmt::format("refusing to clear the lease on '{}' without --force", release_key));
-      return run_async([&] { return force_release(path, release_key); });
+      return run_async([&] {
+        return with_lock(backend, operator_name, [&](auto& lock) { return force_release(lock, release_key); });
+      });
     }
+    const auto path = store_path(backend);
     return run_async([&] { return store_command(path, store_what, json); });
   } catch (const UsageError& error) {
     fmt::print(stderr, "lockstore: {}\n", error.what());
@@ -253,7 +308,11 @@ int main(int argc, char** argv) {
     return exit_unavailable;
   } catch (const Error& error) {
     fmt::print(stderr, "lockstore: {}\n", error.what());
-    return error.code() == errc::invalid_argument ? exit_usage : exit_failure;
+    if (error.code() == errc::invalid_argument) return exit_usage;
+    // The server cannot be reached, or refused us: unavailable (EX_UNAVAILABLE).
+    const bool server = backend.starts_with("postgres") || backend.starts_with("redis");
+    if (server && (error.code() == errc::backend_failure || error.code() == errc::connection_lost)) return exit_unavailable;
+    return exit_failure;
   } catch (const std::exception& error) {
     fmt::print(stderr, "lockstore: {}\n", error.what());
     return exit_failure;

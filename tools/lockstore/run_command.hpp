@@ -81,9 +81,11 @@ inline pid_t spawn(const std::vector<std::string>& command, const std::vector<st
   return child;
 }
 
-inline asio::awaitable<int> supervise(std::filesystem::path path, RunOptions options) {
+/// Runs the command under a lease of `lock` (any backend's lock, connected
+/// for the owner the options name).
+template <class Lock>
+asio::awaitable<int> supervise(Lock& lock, RunOptions options) {
   auto executor = co_await asio::this_coro::executor;
-  SqliteLock lock(co_await SqliteDatabase::open(path), options.owner.value_or(random_owner()));
   const AdvisoryKey key(options.key);
 
   std::optional<LockGuard> guard;
