@@ -32,12 +32,6 @@ struct Scale {
   int memory_pairs, sqlite_pairs, handoffs, many_keys;
 };
 
-void print_pairs(const char* backend, double pairs_per_s, const char* baseline, double baseline_per_s) {
-  fmt::print("{{\"benchmark\":\"uncontended_pairs\",\"backend\":\"{}\",\"pairs_per_s\":{:.0f},"
-             "\"baseline\":\"{}\",\"baseline_pairs_per_s\":{:.0f},\"ratio\":{:.3f}}}\n",
-             backend, pairs_per_s, baseline, baseline_per_s, pairs_per_s / baseline_per_s);
-}
-
 // --- uncontended acquire+release pairs -------------------------------------
 
 double mutex_map_pairs(int pairs) {
@@ -54,18 +48,6 @@ double mutex_map_pairs(int pairs) {
     held.erase(key);
   }
   return pairs / seconds_since(start);
-}
-
-// Sequential try_acquire+release pairs on one key; returns pairs per second.
-template <class Lock>
-asio::awaitable<double> timed_pairs(Lock& lock, const char* key_name, int pairs) {
-  const lockstore::AdvisoryKey key(key_name);
-  const auto start = Clock::now();
-  for (int i = 0; i < pairs; ++i) {
-    auto guard = co_await lock.try_acquire(key, 30s);
-    co_await lock.release(std::move(*guard));
-  }
-  co_return pairs / seconds_since(start);
 }
 
 double memory_lock_pairs(int pairs) {
@@ -121,94 +103,12 @@ double sqlite_lock_pairs(int pairs, lockstore::SqliteOptions options = {}) {
   return rate;
 }
 
-// --- handoff latency: release -> the waiter holds it -----------------------
-
-// Shared between processes (mmap before fork) or threads.
-struct HandoffBoard {
-  std::atomic<int> holding{-1};      // iteration whose lease the holder has
-  std::atomic<int> waiting{-1};      // iteration the waiter started acquire for
-  std::atomic<int> done{-1};         // iteration the waiter finished
-  std::atomic<std::int64_t> released_ns{0};
-  double latency_us[4096];
-};
-
-std::int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
-}
-
-void spin_until(const std::atomic<int>& value, int expected) {
-  while (value.load() != expected) std::this_thread::sleep_for(50us);
-}
-
-// `make_lock` is called in the thread or process that uses the lock.
-template <class MakeLock>
-void holder_side(HandoffBoard& board, int handoffs, MakeLock make_lock) {
-  run([&]() -> asio::awaitable<void> {
-    auto making = make_lock("holder");  // own statement: g++ 12 and co_await temporaries
-    auto lock = co_await std::move(making);
-    for (int i = 0; i < handoffs; ++i) {
-      auto guard = co_await lock.acquire(lockstore::AdvisoryKey("handoff"), 30s, 30s);
-      board.holding = i;
-      spin_until(board.waiting, i);
-      asio::steady_timer settle(co_await asio::this_coro::executor, 3ms);  // the waiter is now waiting
-      co_await settle.async_wait(asio::use_awaitable);
-      board.released_ns = now_ns();
-      co_await lock.release(std::move(guard));
-      spin_until(board.done, i);
-    }
-  });
-}
-
-template <class MakeLock>
-void waiter_side(HandoffBoard& board, int handoffs, MakeLock make_lock) {
-  run([&]() -> asio::awaitable<void> {
-    auto making = make_lock("waiter");
-    auto lock = co_await std::move(making);
-    for (int i = 0; i < handoffs; ++i) {
-      spin_until(board.holding, i);
-      board.waiting = i;
-      auto guard = co_await lock.acquire(lockstore::AdvisoryKey("handoff"), 30s, 30s);
-      board.latency_us[i] = static_cast<double>(now_ns() - board.released_ns.load()) / 1000.0;
-      co_await lock.release(std::move(guard));
-      board.done = i;
-    }
-  });
-}
-
-void print_handoff(const char* backend, const char* scope, const HandoffBoard& board, int handoffs) {
-  std::vector<double> latencies(board.latency_us, board.latency_us + handoffs);
-  fmt::print("{{\"benchmark\":\"handoff_latency\",\"backend\":\"{}\",\"scope\":\"{}\",\"samples\":{},"
-             "\"p50_us\":{:.1f},\"p99_us\":{:.1f},\"max_us\":{:.1f}}}\n",
-             backend, scope, handoffs, percentile(latencies, 0.5), percentile(latencies, 0.99),
-             percentile(latencies, 1.0));
-}
-
-template <class MakeLock>
-void handoff_threads(const char* backend, int handoffs, MakeLock make_lock) {
-  auto board = std::make_unique<HandoffBoard>();
-  std::thread waiter([&] { waiter_side(*board, handoffs, make_lock); });
-  holder_side(*board, handoffs, make_lock);
-  waiter.join();
-  print_handoff(backend, "threads", *board, handoffs);
-}
-
-void handoff_processes(int handoffs) {
+void handoff_sqlite_processes(int handoffs) {
   const auto path = fresh_file("handoff.db");
   run([&]() -> asio::awaitable<void> { co_await lockstore::SqliteDatabase::open(path); });  // create before fork
-  void* memory = ::mmap(nullptr, sizeof(HandoffBoard), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  auto* board = new (memory) HandoffBoard();
-  auto make_lock = [&](std::string owner) -> asio::awaitable<lockstore::SqliteLock> {
+  handoff_processes("sqlite", handoffs, [&](std::string owner) -> asio::awaitable<lockstore::SqliteLock> {
     co_return lockstore::SqliteLock(co_await lockstore::SqliteDatabase::open(path), std::move(owner));
-  };
-  const pid_t child = ::fork();
-  if (child == 0) {
-    waiter_side(*board, handoffs, make_lock);
-    ::_exit(0);
-  }
-  holder_side(*board, handoffs, make_lock);
-  ::waitpid(child, nullptr, 0);
-  print_handoff("sqlite", "processes", *board, handoffs);
-  ::munmap(memory, sizeof(HandoffBoard));
+  });
   remove_file(path);
 }
 
@@ -290,7 +190,7 @@ int main(int argc, char** argv) {
   });
   database.reset();
   remove_file(path);
-  handoff_processes(scale.handoffs);
+  handoff_sqlite_processes(scale.handoffs);
 
   many_keys(scale.many_keys, scale.sqlite_pairs / 4);
   return 0;

@@ -1,0 +1,165 @@
+// server_bench: PostgresLock and RedisLock against their raw clients on the
+// same server in the same run, one JSON line per measurement.
+//   - uncontended acquire+release pairs by one client: PostgresLock vs raw
+//     blocking libpq running the same prepared statements; RedisLock vs raw
+//     blocking hiredis doing SET NX PX + EVAL token-checked delete;
+//   - handoff latency across processes (release -> the waiter holds it).
+// Servers: --postgres CONNINFO --redis HOST:PORT, or $LOCKSTORE_TEST_POSTGRES
+// and $LOCKSTORE_TEST_REDIS (scripts/bench.sh starts throwaway ones).
+// `--smoke` runs tiny counts; it never decides a test's outcome by time.
+#include "bench_support.hpp"
+
+#include <hiredis/hiredis.h>
+#include <libpq-fe.h>
+#include <lockstore/postgres.hpp>
+#include <lockstore/redis.hpp>
+
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+using namespace lockstore::bench;
+
+namespace {
+
+std::string setting(const std::vector<std::string_view>& args, std::string_view flag, const char* variable) {
+  for (std::size_t i = 0; i + 1 < args.size(); ++i)
+    if (args[i] == flag) return std::string(args[i + 1]);
+  const char* value = std::getenv(variable);
+  if (value == nullptr || *value == '\0')
+    throw std::runtime_error(fmt::format("give {} or set {} (scripts/bench.sh starts servers)", flag, variable));
+  return value;
+}
+
+// --- PostgreSQL --------------------------------------------------------------
+
+PGconn* blocking_connection(const std::string& conninfo) {
+  PGconn* connection = PQconnectdb(conninfo.c_str());
+  if (PQstatus(connection) != CONNECTION_OK) throw std::runtime_error(PQerrorMessage(connection));
+  return connection;
+}
+
+void expect_ok(PGresult* result) {
+  const auto status = PQresultStatus(result);
+  if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
+    std::string message = PQresultErrorMessage(result);
+    PQclear(result);
+    throw std::runtime_error(message);
+  }
+  PQclear(result);
+}
+
+// The same two prepared statements PostgresLock runs, on a blocking
+// connection: the least a client can do for a lease pair here.
+double raw_libpq_pairs(const std::string& conninfo, int pairs) {
+  PGconn* connection = blocking_connection(conninfo);
+  namespace sql = lockstore::detail::postgres_sql;
+  expect_ok(PQprepare(connection, sql::acquire.name, sql::acquire.sql, 0, nullptr));
+  expect_ok(PQprepare(connection, sql::release.name, sql::release.sql, 0, nullptr));
+  const std::string key = "raw-bench", owner = "raw", ttl = "30000";
+  const auto start = Clock::now();
+  for (int i = 0; i < pairs; ++i) {
+    const std::string token = lockstore::random_token();
+    const char* acquire_values[] = {key.data(), owner.data(), token.data(), ttl.data()};
+    const int acquire_lengths[] = {static_cast<int>(key.size()), static_cast<int>(owner.size()),
+                                   static_cast<int>(token.size()), static_cast<int>(ttl.size())};
+    const int acquire_formats[] = {1, 1, 0, 0};
+    expect_ok(PQexecPrepared(connection, sql::acquire.name, 4, acquire_values, acquire_lengths, acquire_formats, 0));
+    const char* release_values[] = {key.data(), token.data()};
+    const int release_lengths[] = {static_cast<int>(key.size()), static_cast<int>(token.size())};
+    const int release_formats[] = {1, 0};
+    expect_ok(PQexecPrepared(connection, sql::release.name, 2, release_values, release_lengths, release_formats, 0));
+  }
+  const double rate = pairs / seconds_since(start);
+  PQfinish(connection);
+  return rate;
+}
+
+double postgres_lock_pairs(const std::string& conninfo, int pairs) {
+  return run([&]() -> asio::awaitable<double> {
+    auto connecting = lockstore::PostgresLock::connect(conninfo, "bench");
+    auto lock = co_await std::move(connecting);
+    co_return co_await timed_pairs(lock, "bench", pairs);
+  });
+}
+
+// --- Redis -------------------------------------------------------------------
+
+lockstore::RedisOptions redis_options(const std::string& endpoint) {
+  lockstore::RedisOptions options;
+  const auto colon = endpoint.rfind(':');
+  options.host = endpoint.substr(0, colon);
+  options.port = static_cast<std::uint16_t>(std::stoi(endpoint.substr(colon + 1)));
+  options.key_prefix = fmt::format("bench{}:", ::getpid());
+  return options;
+}
+
+// SET NX PX, then a token-checked delete by script (EVALSHA), on a blocking
+// hiredis connection: the classic minimal Redis lock pair.
+double raw_hiredis_pairs(const lockstore::RedisOptions& options, int pairs) {
+  redisContext* context = redisConnect(options.host.c_str(), options.port);
+  if (context == nullptr || context->err != 0) throw std::runtime_error("hiredis cannot connect");
+  const char* release_script =
+      "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+  auto* loaded = static_cast<redisReply*>(redisCommand(context, "SCRIPT LOAD %s", release_script));
+  const std::string sha(loaded->str, loaded->len);
+  freeReplyObject(loaded);
+  const std::string key = options.key_prefix + "raw";
+  const auto start = Clock::now();
+  for (int i = 0; i < pairs; ++i) {
+    const std::string token = lockstore::random_token();
+    auto* set = static_cast<redisReply*>(redisCommand(context, "SET %b %b NX PX 30000", key.data(), key.size(),
+                                                      token.data(), token.size()));
+    if (set == nullptr || set->type != REDIS_REPLY_STATUS) throw std::runtime_error("raw SET NX failed");
+    freeReplyObject(set);
+    auto* del = static_cast<redisReply*>(redisCommand(context, "EVALSHA %s 1 %b %b", sha.c_str(), key.data(),
+                                                      key.size(), token.data(), token.size()));
+    if (del == nullptr || del->type != REDIS_REPLY_INTEGER || del->integer != 1) throw std::runtime_error("raw release failed");
+    freeReplyObject(del);
+  }
+  const double rate = pairs / seconds_since(start);
+  redisFree(context);
+  return rate;
+}
+
+double redis_lock_pairs(const lockstore::RedisOptions& options, int pairs) {
+  return run([&]() -> asio::awaitable<double> {
+    auto connecting = lockstore::RedisLock::connect(options, "bench");
+    auto lock = co_await std::move(connecting);
+    co_return co_await timed_pairs(lock, "bench", pairs);
+  });
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  const std::vector<std::string_view> args(argv + 1, argv + argc);
+  const bool smoke = std::find(args.begin(), args.end(), "--smoke") != args.end();
+  const int pairs = smoke ? 50 : 5000;
+  const int handoffs = smoke ? 10 : 1000;
+  const auto conninfo = setting(args, "--postgres", "LOCKSTORE_TEST_POSTGRES");
+  const auto redis = redis_options(setting(args, "--redis", "LOCKSTORE_TEST_REDIS"));
+
+  // Creates the lease table, so the raw client finds it.
+  run([&]() -> asio::awaitable<void> { co_await lockstore::PostgresLock::connect(conninfo, "setup"); });
+
+  // Each pair of figures is measured back to back, baseline first.
+  const double raw_pg = raw_libpq_pairs(conninfo, pairs);
+  print_pairs("postgres", postgres_lock_pairs(conninfo, pairs), "raw_libpq_same_statements", raw_pg);
+  const double raw_redis = raw_hiredis_pairs(redis, pairs * 2);
+  print_pairs("redis", redis_lock_pairs(redis, pairs * 2), "raw_hiredis_set_nx_px_eval", raw_redis);
+
+  handoff_processes("postgres", handoffs, [&](std::string owner) -> asio::awaitable<lockstore::PostgresLock> {
+    auto connecting = lockstore::PostgresLock::connect(conninfo, std::move(owner));
+    co_return co_await std::move(connecting);
+  });
+  handoff_processes("redis", handoffs, [&](std::string owner) -> asio::awaitable<lockstore::RedisLock> {
+    auto connecting = lockstore::RedisLock::connect(redis, std::move(owner));
+    co_return co_await std::move(connecting);
+  });
+  return 0;
+} catch (const std::exception& error) {
+  fmt::print(stderr, "server_bench: {}\n", error.what());
+  return 1;
+}
