@@ -2,7 +2,7 @@
 // processes, pub/sub wake-ups, credentials, lost connections, and restarts
 // with and without persistence.
 #include "support/helpers.hpp"
-#include "support/ledger.hpp"
+#include "support/process_checks.hpp"
 #include "support/servers.hpp"
 
 #include <catch2/catch.hpp>
@@ -109,68 +109,13 @@ TEST_CASE("Redis: list, release_all and force_release report what they cleared",
 
 TEST_CASE("Redis: processes on their own connections never overlap (ledger)", "[redis][process]") {
   const auto options = fresh_redis_options();
-  TempDir dir;
-  const auto ledger = dir / "ledger.txt";
-  constexpr int processes = 4;
-  constexpr int rounds = 40;
-  const auto statuses = run_children(processes, [&](int index) {
-    LedgerWriter writer(ledger);
-    run([&]() -> asio::awaitable<void> {
-      auto lock = co_await RedisLock::connect(options, fmt::format("process-{}", index));
-      for (int i = 0; i < rounds; ++i) {
-        auto guard = co_await lock.acquire(AdvisoryKey("ledger"), 10s, 60s);
-        writer.enter(index, guard.fence());
-        co_await sleep_for(std::chrono::milliseconds(i % 2));
-        writer.exit(index, guard.fence());
-        co_await lock.release(std::move(guard));
-      }
-    });
-    return 0;
-  });
-  for (const int status : statuses) CHECK(status == 0);
-  check_ledger(ledger, processes * rounds);
+  check_processes_never_overlap([&](std::string owner) { return RedisLock::connect(options, std::move(owner)); }, 4, 40);
 }
 
 TEST_CASE("Redis: a waiter in another process is woken by pub/sub, not by polling", "[redis][process]") {
   const auto options = fresh_redis_options();
-  TempDir dir;
-  const auto held = dir / "held";
-  const auto ready = dir / "ready";
-  const auto report = dir / "report";
-  std::int64_t released_ms = 0;
-  const auto statuses = run_children(
-      1,
-      [&](int) {
-        run([&]() -> asio::awaitable<void> {
-          auto lock = co_await RedisLock::connect(options, "waiter");
-          while (!std::filesystem::exists(held)) co_await sleep_for(5ms);
-          auto refused = co_await lock.try_acquire(AdvisoryKey("notify"), 10s);
-          if (refused) throw std::runtime_error("the parent should hold the lock");
-          std::ofstream(ready) << "ready";
-          auto guard = co_await lock.acquire(AdvisoryKey("notify"), 10s, 20s);
-          std::ofstream(report) << detail::wall_clock_ms();
-          co_await lock.release(std::move(guard));
-        });
-        return 0;
-      },
-      [&] {
-        run([&]() -> asio::awaitable<void> {
-          auto lock = co_await RedisLock::connect(options, "holder");
-          auto guard = co_await lock.acquire(AdvisoryKey("notify"), 30s, 1s);
-          std::ofstream(held) << "held";
-          while (!std::filesystem::exists(ready)) co_await sleep_for(5ms);
-          co_await sleep_for(300ms);  // the child is now inside acquire(), subscribed
-          released_ms = detail::wall_clock_ms();
-          co_await lock.release(std::move(guard));
-        });
-      });
-  REQUIRE(statuses == std::vector<int>{0});
-  std::int64_t acquired_ms = 0;
-  std::ifstream(report) >> acquired_ms;
-  const auto delay = acquired_ms - released_ms;
-  INFO("acquired " << delay << " ms after the release");
-  CHECK(delay >= 0);
-  CHECK(delay < 250);  // the fallback poll is 0.5-1 s: only pub/sub is this fast
+  // The fallback poll is 0.5-1 s: only the notification is this fast.
+  check_waiter_woken_across_processes([&](std::string owner) { return RedisLock::connect(options, std::move(owner)); }, std::chrono::milliseconds(250));
 }
 
 TEST_CASE("Redis: bad options, a wrong password, a missing password and a wrong database give clear errors", "[redis]") {

@@ -1,7 +1,7 @@
 // SqliteLock: the conformance suite, plus owners, listing, processes and
 // many openers of one new file.
 #include "support/helpers.hpp"
-#include "support/ledger.hpp"
+#include "support/process_checks.hpp"
 
 #include <catch2/catch.hpp>
 #include <fcntl.h>
@@ -136,26 +136,12 @@ TEST_CASE("statements run on the connection's thread and resume on the caller's"
 
 TEST_CASE("processes on one SQLite file never overlap (ledger of enter/exit lines)", "[sqlite][process]") {
   TempDir dir;
-  const auto ledger = dir / "ledger.txt";
   const auto database_path = dir / "locks.db";
-  constexpr int processes = 4;
-  constexpr int rounds = 60;
-  const auto statuses = run_children(processes, [&](int index) {
-    LedgerWriter writer(ledger);
-    run([&]() -> asio::awaitable<void> {
-      SqliteLock lock(co_await SqliteDatabase::open(database_path), fmt::format("process-{}", index));
-      for (int i = 0; i < rounds; ++i) {
-        auto guard = co_await lock.acquire(AdvisoryKey("ledger"), 10s, 60s);
-        writer.enter(index, guard.fence());
-        co_await conformance::sleep_for(std::chrono::milliseconds(i % 2));
-        writer.exit(index, guard.fence());
-        co_await lock.release(std::move(guard));
-      }
-    });
-    return 0;
-  });
-  for (const int status : statuses) CHECK(status == 0);
-  check_ledger(ledger, processes * rounds);
+  check_processes_never_overlap(
+      [&](std::string owner) -> asio::awaitable<SqliteLock> {
+        co_return SqliteLock(co_await SqliteDatabase::open(database_path), std::move(owner));
+      },
+      4, 60);
 }
 
 TEST_CASE("16 threads opening one new file at once all succeed", "[sqlite]") {

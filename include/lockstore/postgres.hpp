@@ -340,15 +340,10 @@ class PostgresLock {
       attempt.guard.emplace(std::move(key), std::move(token), std::stoull(PQgetvalue(rows, 0, 1)));
       co_return attempt;
     }
-    // Refused: make sure releases elsewhere can wake us. A listening
-    // connection set up only now may have missed a release, so look again
-    // at once in that case.
-    const bool was_listening = state->pump.listening();
-    if (!was_listening) co_await start_listening(state);
     std::chrono::milliseconds remaining(0);
     if (PQntuples(rows) == 1 && !PQgetisnull(rows, 0, 2)) remaining = std::chrono::milliseconds(std::stoll(PQgetvalue(rows, 0, 2)));
-    attempt.retry_at = was_listening ? detail::remote_retry_time(remaining, true) : std::chrono::steady_clock::now();
-    if (!state->pump.listening()) attempt.retry_at = detail::remote_retry_time(remaining, false);
+    auto retrying = detail::retry_after_refusal(state->pump, remaining, [&] { return start_listening(state); });
+    attempt.retry_at = co_await std::move(retrying);
     co_return attempt;
   }
 

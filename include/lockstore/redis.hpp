@@ -366,10 +366,8 @@ class RedisLock {
       co_return attempt;
     }
     const auto remaining = std::chrono::milliseconds(reply->type == REDIS_REPLY_INTEGER ? reply->integer : 0);
-    const bool was_listening = state->pump.listening();
-    if (!was_listening) co_await start_listening(state);
-    attempt.retry_at = was_listening ? detail::remote_retry_time(remaining, true) : std::chrono::steady_clock::now();
-    if (!state->pump.listening()) attempt.retry_at = detail::remote_retry_time(remaining, false);
+    auto retrying = detail::retry_after_refusal(state->pump, remaining, [&] { return start_listening(state); });
+    attempt.retry_at = co_await std::move(retrying);
     co_return attempt;
   }
 

@@ -126,6 +126,21 @@ class WakeupPump {
   bool listening_ = false;
 };
 
+/// After a refused attempt: when to look again. Makes sure the listening
+/// connection is up first (`start_listening()` returns an awaitable that
+/// never throws); if it came up only now, a release may have slipped by
+/// before it listened, so look again at once.
+template <class StartListening>
+asio::awaitable<std::chrono::steady_clock::time_point> retry_after_refusal(const WakeupPump& pump,
+                                                                           std::chrono::milliseconds holder_remaining,
+                                                                           StartListening start_listening) {
+  if (pump.listening()) co_return remote_retry_time(holder_remaining, true);
+  auto starting = start_listening();
+  co_await std::move(starting);
+  if (!pump.listening()) co_return remote_retry_time(holder_remaining, false);
+  co_return std::chrono::steady_clock::now();
+}
+
 /// Decrements the pump's waiter count when an acquire ends, however it ends.
 class WaitingScope {
  public:
