@@ -3,6 +3,8 @@
 // it is a value (std::nullopt or false); only real failures are thrown.
 #pragma once
 
+#include "lockstore/version.hpp"
+
 #include <boost/system/error_category.hpp>
 #include <boost/system/error_code.hpp>
 #include <boost/system/system_error.hpp>

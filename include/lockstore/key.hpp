@@ -72,8 +72,8 @@ class AdvisoryKey {
   /// so it may be stored or used as a server-side integer lock id.
   std::uint64_t hash64() const noexcept {
     std::uint64_t hash = 0xcbf29ce484222325ULL;
-    for (const unsigned char byte : name_) {
-      hash ^= byte;
+    for (const char c : name_) {
+      hash ^= static_cast<unsigned char>(c);
       hash *= 0x100000001b3ULL;
     }
     return hash;

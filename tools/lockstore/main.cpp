@@ -7,6 +7,7 @@
 
 #include <lockstore/sqlite.hpp>
 #include <lockstore/store.hpp>
+#include <lockstore/version.hpp>
 #ifdef LOCKSTORE_TOOL_POSTGRES
 #include <lockstore/postgres.hpp>
 #endif
@@ -23,9 +24,6 @@
 #include <string>
 #include <vector>
 
-#ifndef LOCKSTORE_TOOL_VERSION
-#define LOCKSTORE_TOOL_VERSION "unknown"
-#endif
 
 namespace {
 
@@ -209,7 +207,7 @@ int main(int argc, char** argv) {
   }
 
   CLI::App app{"lockstore: leases with fencing tokens, and agent session stores, from the shell"};
-  app.set_version_flag("--version", std::string("lockstore ") + LOCKSTORE_TOOL_VERSION);
+  app.set_version_flag("--version", std::string("lockstore ") + LOCKSTORE_VERSION_STRING);
   app.require_subcommand(1);
   const char* from_environment = std::getenv("LOCKSTORE_BACKEND");
   std::string backend = from_environment != nullptr ? from_environment : "sqlite:./lockstore.db";
