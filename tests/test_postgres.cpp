@@ -2,6 +2,7 @@
 // processes, NOTIFY wake-ups, lost connections, a server restart, bad
 // conninfo and unreachable servers.
 #include "support/helpers.hpp"
+#include "support/operator_checks.hpp"
 #include "support/process_checks.hpp"
 #include "support/servers.hpp"
 
@@ -86,34 +87,7 @@ TEST_CASE("PostgreSQL: owners sharing one connection wake each other at once", "
 
 TEST_CASE("PostgreSQL: list, release_all and force_release report what they cleared", "[postgres]") {
   const auto conninfo = fresh_postgres_schema();
-  run([&]() -> asio::awaitable<void> {
-    auto alice = co_await PostgresLock::connect(conninfo, "alice");
-    auto bob = co_await PostgresLock::connect(conninfo, "bob");
-    auto a1 = co_await alice.acquire(AdvisoryKey("a1"), 30s, 1s);
-    auto a2 = co_await alice.acquire(AdvisoryKey("a2"), 30s, 1s);
-    auto b1 = co_await bob.acquire(AdvisoryKey("b1"), 30s, 1s);
-    auto leases = co_await bob.list();
-    REQUIRE(leases.size() == 3);
-    CHECK(leases[0].key.str() == "a1");
-    CHECK(leases[0].owner == "alice");
-    CHECK(leases[0].fence == a1.fence());
-    CHECK(leases[0].expires_at > leases[0].acquired_at);
-    const auto live = co_await alice.release_all();
-    CHECK(live == 2);
-    a1.mark_released();
-    a2.mark_released();
-    const auto cleared = co_await alice.force_release(AdvisoryKey("b1"));
-    REQUIRE(cleared.has_value());
-    CHECK(cleared->owner == "bob");
-    CHECK(cleared->fence == b1.fence());
-    const auto none = co_await alice.force_release(AdvisoryKey("b1"));
-    CHECK_FALSE(none.has_value());
-    const bool extended = co_await bob.extend(b1, 30s);
-    CHECK_FALSE(extended);
-    co_await bob.release(std::move(b1));  // a no-op: the lease is gone
-    leases = co_await bob.list();
-    CHECK(leases.empty());
-  });
+  check_operator_api([&](std::string owner) { return PostgresLock::connect(conninfo, std::move(owner)); });
 }
 
 TEST_CASE("PostgreSQL: keys and owners are bytes, not text", "[postgres]") {

@@ -2,6 +2,7 @@
 // processes, pub/sub wake-ups, credentials, lost connections, and restarts
 // with and without persistence.
 #include "support/helpers.hpp"
+#include "support/operator_checks.hpp"
 #include "support/process_checks.hpp"
 #include "support/servers.hpp"
 
@@ -76,35 +77,7 @@ TEST_CASE("Redis: owners sharing one connection wake each other at once", "[redi
 
 TEST_CASE("Redis: list, release_all and force_release report what they cleared", "[redis]") {
   const auto options = fresh_redis_options();
-  run([&]() -> asio::awaitable<void> {
-    auto alice = co_await RedisLock::connect(options, "alice");
-    auto bob = co_await RedisLock::connect(options, "bob");
-    auto a1 = co_await alice.acquire(AdvisoryKey("a1"), 30s, 1s);
-    auto a2 = co_await alice.acquire(AdvisoryKey("a*2"), 30s, 1s);
-    auto b1 = co_await bob.acquire(AdvisoryKey("b1"), 30s, 1s);
-    auto leases = co_await bob.list();
-    REQUIRE(leases.size() == 3);
-    CHECK(leases[0].key.str() == "a*2");
-    CHECK(leases[1].key.str() == "a1");
-    CHECK(leases[1].owner == "alice");
-    CHECK(leases[1].fence == a1.fence());
-    CHECK(leases[1].expires_at > leases[1].acquired_at);
-    const auto live = co_await alice.release_all();
-    CHECK(live == 2);
-    a1.mark_released();
-    a2.mark_released();
-    const auto cleared = co_await alice.force_release(AdvisoryKey("b1"));
-    REQUIRE(cleared.has_value());
-    CHECK(cleared->owner == "bob");
-    CHECK(cleared->fence == b1.fence());
-    const auto none = co_await alice.force_release(AdvisoryKey("b1"));
-    CHECK_FALSE(none.has_value());
-    const bool extended = co_await bob.extend(b1, 30s);
-    CHECK_FALSE(extended);
-    co_await bob.release(std::move(b1));
-    leases = co_await bob.list();
-    CHECK(leases.empty());
-  });
+  check_operator_api([&](std::string owner) { return RedisLock::connect(options, std::move(owner)); });
 }
 
 TEST_CASE("Redis: processes on their own connections never overlap (ledger)", "[redis][process]") {
