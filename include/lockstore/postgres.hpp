@@ -235,10 +235,9 @@ class PostgresLock {
         : strand(std::move(executor)),
           conninfo(std::move(info)),
           connect_timeout(detail::PgConnection::connect_timeout(conninfo)),
-          pump(strand, [this]() { return read_notifications(); }) {
-      command.bind(strand);
-      listener.bind(strand);
-    }
+          command(strand),
+          listener(strand),
+          pump(strand, [this]() { return read_notifications(); }) {}
 
     // libpq may already hold notifications that came with an earlier reply.
     asio::awaitable<void> read_notifications() {

@@ -165,7 +165,8 @@ struct PgStatement {
 
 class PgConnection {
  public:
-  PgConnection() = default;
+  /// `executor`: whose reactor watches the socket.
+  explicit PgConnection(asio::any_io_executor executor) : executor_(std::move(executor)) {}
   PgConnection(const PgConnection&) = delete;
   PgConnection& operator=(const PgConnection&) = delete;
   ~PgConnection() { close(); }
@@ -307,23 +308,13 @@ class PgConnection {
     if (descriptor < 0) fail_connect("libpq has no socket");
     if (socket_ && socket_->native_handle() == descriptor) return;
     if (socket_) socket_->release();
-    socket_.emplace(executor_for_socket(), descriptor);
+    socket_.emplace(executor_, descriptor);
   }
 
-  asio::any_io_executor executor_for_socket() {
-    if (!executor_) throw Error(errc::backend_failure, "PgConnection used before bind()");
-    return *executor_;
-  }
-
- public:
-  /// The executor whose reactor watches the socket; set before connect().
-  void bind(asio::any_io_executor executor) { executor_ = std::move(executor); }
-
- private:
   asio::awaitable<bool> wait_until(asio::posix::stream_descriptor::wait_type direction,
                                    std::chrono::steady_clock::time_point give_up_at) {
     using namespace asio::experimental::awaitable_operators;
-    asio::steady_timer timer(*executor_, give_up_at);
+    asio::steady_timer timer(executor_, give_up_at);
     auto ready = socket_->async_wait(direction, asio::use_awaitable);
     auto expired = timer.async_wait(asio::use_awaitable);
     auto first = co_await (std::move(ready) || std::move(expired));
@@ -400,7 +391,7 @@ class PgConnection {
 
   PGconn* connection_ = nullptr;
   std::optional<asio::posix::stream_descriptor> socket_;
-  std::optional<asio::any_io_executor> executor_;
+  asio::any_io_executor executor_;
   std::string endpoint_ = "(not connected)";
 };
 
@@ -805,10 +796,9 @@ class PostgresLock {
         : strand(std::move(executor)),
           conninfo(std::move(info)),
           connect_timeout(detail::PgConnection::connect_timeout(conninfo)),
-          pump(strand, [this]() { return read_notifications(); }) {
-      command.bind(strand);
-      listener.bind(strand);
-    }
+          command(strand),
+          listener(strand),
+          pump(strand, [this]() { return read_notifications(); }) {}
 
     // libpq may already hold notifications that came with an earlier reply.
     asio::awaitable<void> read_notifications() {

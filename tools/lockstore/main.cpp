@@ -67,6 +67,13 @@ int run_async(F make) {
   throw BackendUnavailable(fmt::format("backend '{}' is not built into this lockstore binary", name));
 }
 
+// Runs `body(lock)` to completion; `lock` outlives it.
+template <class Lock, class Body>
+asio::awaitable<int> run_with(Lock& lock, Body& body) {
+  auto running = body(lock);
+  co_return co_await std::move(running);
+}
+
 /// Connects the lock the backend URL names, for `owner`, and returns
 /// `body(lock)`: one code path for every backend.
 template <class Body>
@@ -75,15 +82,13 @@ asio::awaitable<int> with_lock(std::string url_text, std::string owner, Body bod
   if (url.kind == BackendUrl::Kind::sqlite) {
     auto opening = SqliteDatabase::open(url.location);
     SqliteLock lock(co_await std::move(opening), std::move(owner));
-    auto running = body(lock);
-    co_return co_await std::move(running);
+    co_return co_await run_with(lock, body);
   }
   if (url.kind == BackendUrl::Kind::postgres) {
 #ifdef LOCKSTORE_TOOL_POSTGRES
     auto connecting = PostgresLock::connect(url.location, std::move(owner));
     auto lock = co_await std::move(connecting);
-    auto running = body(lock);
-    co_return co_await std::move(running);
+    co_return co_await run_with(lock, body);
 #else
     not_built_in("postgres");
 #endif
@@ -98,8 +103,7 @@ asio::awaitable<int> with_lock(std::string url_text, std::string owner, Body bod
   options.database = parts.database;
   auto connecting = RedisLock::connect(options, std::move(owner));
   auto lock = co_await std::move(connecting);
-  auto running = body(lock);
-  co_return co_await std::move(running);
+  co_return co_await run_with(lock, body);
 #else
   not_built_in("redis");
 #endif
