@@ -8,6 +8,7 @@
 // and $LOCKSTORE_TEST_REDIS (scripts/bench.sh starts throwaway ones).
 // `--smoke` runs tiny counts; it never decides a test's outcome by time.
 #include "bench_support.hpp"
+#include "server_settings.hpp"
 
 #include <hiredis/hiredis.h>
 #include <libpq-fe.h>
@@ -22,15 +23,6 @@
 using namespace lockstore::bench;
 
 namespace {
-
-std::string setting(const std::vector<std::string_view>& args, std::string_view flag, const char* variable) {
-  for (std::size_t i = 0; i + 1 < args.size(); ++i)
-    if (args[i] == flag) return std::string(args[i + 1]);
-  const char* value = std::getenv(variable);
-  if (value == nullptr || *value == '\0')
-    throw std::runtime_error(fmt::format("give {} or set {} (scripts/bench.sh starts servers)", flag, variable));
-  return value;
-}
 
 // --- PostgreSQL --------------------------------------------------------------
 
@@ -85,15 +77,6 @@ double postgres_lock_pairs(const std::string& conninfo, int pairs) {
 }
 
 // --- Redis -------------------------------------------------------------------
-
-lockstore::RedisOptions redis_options(const std::string& endpoint) {
-  lockstore::RedisOptions options;
-  const auto colon = endpoint.rfind(':');
-  options.host = endpoint.substr(0, colon);
-  options.port = static_cast<std::uint16_t>(std::stoi(endpoint.substr(colon + 1)));
-  options.key_prefix = fmt::format("bench{}:", ::getpid());
-  return options;
-}
 
 // SET NX PX, then a token-checked delete by script (EVALSHA), on a blocking
 // hiredis connection: the classic minimal Redis lock pair.
