@@ -14,8 +14,9 @@ namespace lockstore::test {
 
 using namespace std::chrono_literals;
 
-/// Runs SQL on a blocking libpq connection (test set-up only).
-inline void postgres_admin(const std::string& conninfo, const std::string& sql) {
+/// Runs SQL on a blocking libpq connection (test set-up only); returns the
+/// first value of the last result, or "" when it has none.
+inline std::string postgres_admin(const std::string& conninfo, const std::string& sql) {
   PGconn* connection = PQconnectdb(conninfo.c_str());
   if (PQstatus(connection) != CONNECTION_OK) {
     std::string message = PQerrorMessage(connection);
@@ -25,9 +26,11 @@ inline void postgres_admin(const std::string& conninfo, const std::string& sql) 
   PGresult* result = PQexec(connection, sql.c_str());
   const auto status = PQresultStatus(result);
   std::string message = PQresultErrorMessage(result);
+  std::string value = PQntuples(result) > 0 && PQnfields(result) > 0 ? PQgetvalue(result, 0, 0) : "";
   PQclear(result);
   PQfinish(connection);
   if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) throw std::runtime_error("admin SQL failed: " + message);
+  return value;
 }
 
 /// A conninfo whose lease table lives in a schema of its own, so tests
@@ -182,9 +185,30 @@ TEST_CASE("PostgreSQL: a lease table from a newer lockstore is refused", "[postg
     } catch (const Error& error) {
       CHECK(error.code() == errc::unsupported_schema);
       CHECK(std::string(error.what()).find("99") != std::string::npos);
-      CHECK(std::string(error.what()).find("supports 1") != std::string::npos);
+      CHECK(std::string(error.what()).find(fmt::format("supports {}", detail::postgres_sql::schema_version)) !=
+            std::string::npos);
     }
   });
+}
+
+TEST_CASE("PostgreSQL: a version 1 lease table gains the waiter queue and keeps its leases", "[postgres]") {
+  const auto conninfo = fresh_postgres_schema();
+  std::uint64_t fence = 0;
+  run([&]() -> asio::awaitable<void> {
+    auto lock = co_await PostgresLock::connect(conninfo, "old");
+    auto guard = co_await lock.acquire(AdvisoryKey("kept"), 30s, 1s);
+    fence = guard.fence();
+    co_await lock.release(std::move(guard));
+  });
+  // What version 1 created: no waiter table.
+  postgres_admin(conninfo, "DROP TABLE lockstore_waiters; UPDATE lockstore_schema SET version = 1");
+  run([&]() -> asio::awaitable<void> {
+    auto lock = co_await PostgresLock::connect(conninfo, "new");
+    auto held = co_await lock.acquire(AdvisoryKey("kept"), 30s, 1s);
+    CHECK(held.fence() == fence + 1);
+    co_await lock.release(std::move(held));
+  });
+  CHECK(postgres_admin(conninfo, "SELECT max(version) FROM lockstore_schema") == std::to_string(detail::postgres_sql::schema_version));
 }
 
 TEST_CASE("PostgreSQL: a terminated backend gives connection_lost, and the next call reconnects", "[postgres][fault]") {

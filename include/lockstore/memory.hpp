@@ -13,7 +13,9 @@
 #include <boost/asio/awaitable.hpp>
 
 #include <chrono>
+#include <algorithm>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -37,7 +39,37 @@ class MemoryLock {
     // One counter for all keys: per key the fences then strictly increase
     // too, and no per-key history has to be kept after release.
     std::uint64_t last_fence = 0;
+    // acquire() callers refused so far, per key, first come first served.
+    std::unordered_map<std::string, std::deque<std::uint64_t>> queues;
+    std::uint64_t last_ticket = 0;
     detail::KeyedWaiters waiters;
+  };
+
+  // An acquire() caller's place in its key's queue; leaving it (given up,
+  // cancelled, or granted) lets the next one in.
+  class QueueSeat {
+   public:
+    QueueSeat(std::shared_ptr<State> state, std::string key) : state_(std::move(state)), key_(std::move(key)) {}
+    QueueSeat(const QueueSeat&) = delete;
+    QueueSeat& operator=(const QueueSeat&) = delete;
+    ~QueueSeat() {
+      if (!ticket) return;
+      {
+        std::lock_guard lock(state_->mutex);
+        if (auto found = state_->queues.find(key_); found != state_->queues.end()) {
+          auto& queue = found->second;
+          queue.erase(std::remove(queue.begin(), queue.end(), *ticket), queue.end());
+          if (queue.empty()) state_->queues.erase(found);
+        }
+      }
+      state_->waiters.notify(key_);  // the next in line may go now
+    }
+
+    std::optional<std::uint64_t> ticket;  // touched only by its own acquire()
+
+   private:
+    std::shared_ptr<State> state_;
+    std::string key_;
   };
 
  public:
@@ -56,9 +88,10 @@ class MemoryLock {
                                      std::chrono::milliseconds deadline) {
     detail::validate_ttl(ttl, "MemoryLock::acquire");
     // Made in its own statement, then awaited: see sqlite_lock.hpp on g++ 12.
+    QueueSeat seat(state_, key.str());
     auto acquiring = detail::acquire_loop(
         state_->waiters, key, deadline,
-        [&]() -> asio::awaitable<detail::Attempt> { co_return grant(key, ttl); },
+        [&]() -> asio::awaitable<detail::Attempt> { co_return grant(key, ttl, &seat); },
         [this](LockGuard guard) { return release(std::move(guard)); });
     co_return co_await std::move(acquiring);
   }
@@ -102,12 +135,35 @@ class MemoryLock {
   }
 
  private:
-  detail::Attempt grant(const AdvisoryKey& key, std::chrono::milliseconds ttl) {
+  // try_acquire (no seat) takes a free key; acquire() takes it only when no
+  // earlier acquire() caller is still waiting for it.
+  detail::Attempt grant(const AdvisoryKey& key, std::chrono::milliseconds ttl, QueueSeat* seat = nullptr) {
     std::lock_guard lock(state_->mutex);
     const auto now = Clock::now();
-    auto [slot, inserted] = state_->leases.try_emplace(key.str());
-    auto& lease = slot->second;
-    if (!inserted && lease.expires_at > now) return {.guard = std::nullopt, .retry_at = lease.expires_at};
+    const auto take_ticket = [&] {
+      if (seat != nullptr && !seat->ticket) {
+        seat->ticket = ++state_->last_ticket;
+        state_->queues[key.str()].push_back(*seat->ticket);
+      }
+    };
+    auto held = state_->leases.find(key.str());
+    if (held != state_->leases.end() && held->second.expires_at > now) {
+      take_ticket();
+      return {.guard = std::nullopt, .retry_at = held->second.expires_at};
+    }
+    if (seat != nullptr) {
+      auto queue = state_->queues.find(key.str());
+      if (queue != state_->queues.end() && (!seat->ticket || queue->second.front() != *seat->ticket)) {
+        take_ticket();
+        return {};  // the one ahead is woken first; its release wakes us
+      }
+      if (seat->ticket) {
+        queue->second.pop_front();
+        if (queue->second.empty()) state_->queues.erase(queue);
+        seat->ticket.reset();
+      }
+    }
+    auto& lease = state_->leases[key.str()];
     lease = Lease{random_token(), ++state_->last_fence, now + ttl};
     return {.guard = LockGuard(key, lease.token, lease.fence)};
   }

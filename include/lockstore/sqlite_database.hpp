@@ -100,6 +100,13 @@ class SqliteDatabase {
     return shared_->worker.run(std::move(f));
   }
 
+  /// Queues `f(detail::SqliteConnection&)` on the connection thread and
+  /// returns at once, dropping its result and errors (clean-up only).
+  template <class F>
+  void post(F f) const {
+    shared_->worker.post(std::move(f));
+  }
+
   const std::filesystem::path& path() const noexcept { return shared_->path; }
   bool read_only() const noexcept { return shared_->read_only; }
   const SqliteOptions& options() const noexcept { return shared_->options; }

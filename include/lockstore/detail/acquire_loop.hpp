@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <optional>
 
 namespace lockstore::detail {
@@ -26,6 +27,8 @@ struct Attempt {
   bool fresh = true;
   /// When to look again if refused (holder's expiry or a poll time).
   std::chrono::steady_clock::time_point retry_at = std::chrono::steady_clock::time_point::max();
+  /// The caller's ticket in the backend's queue of waiters (0: none).
+  std::int64_t ticket = 0;
 };
 
 /// try_once: () -> awaitable<Attempt>; undo: (LockGuard) -> awaitable<void>.
@@ -70,6 +73,7 @@ asio::awaitable<LockGuard> acquire_loop(KeyedWaiters& waiters, const AdvisoryKey
     if (std::chrono::steady_clock::now() >= give_up_at)
       throw Error(errc::timeout, fmt::format("could not acquire lock '{}' within {} ms", key.str(),
                                              deadline.count()));
+    subscription.set_ticket(attempt.ticket);
     co_await subscription.wait_until(std::min(attempt.retry_at, give_up_at));
   }
 }

@@ -23,6 +23,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -42,12 +43,16 @@ class KeyedWaiters {
   struct Waiter : std::enable_shared_from_this<Waiter> {
     std::mutex mutex;
     bool notified = false;
+    std::int64_t ticket = 0;  // the waiter's place in a backend's queue; 0: none
     std::optional<Handler> handler;
     std::optional<asio::any_io_executor> executor;
     std::optional<asio::steady_timer> timer;
 
-    void notify() {
+    void notify() { notify_if(0); }
+
+    void notify_if(std::int64_t next_ticket) {
       std::unique_lock lock(mutex);
+      if (next_ticket != 0 && ticket != 0 && ticket != next_ticket) return;
       notified = true;
       complete(lock, {});
     }
@@ -116,6 +121,13 @@ class KeyedWaiters {
       if (list.empty()) registry_->waiters_.erase(found);
     }
 
+    /// The waiter's queue ticket (0: none). A release that names the ticket
+    /// next in line wakes only that waiter and those without a ticket.
+    void set_ticket(std::int64_t ticket) {
+      std::lock_guard lock(waiter_->mutex);
+      waiter_->ticket = ticket;
+    }
+
     /// Forgets earlier notifications; call before each attempt.
     void rearm() {
       std::lock_guard lock(waiter_->mutex);
@@ -144,11 +156,13 @@ class KeyedWaiters {
 
   Subscription subscribe(std::string key) { return Subscription(*this, std::move(key)); }
 
-  /// Wakes every waiter on `key`.
-  void notify(const std::string& key) {
+  /// Wakes every waiter on `key`; with `next_ticket`, only the waiter
+  /// holding that ticket and the waiters holding none (the rest cannot be
+  /// granted before the next in line, so waking them is wasted work).
+  void notify(const std::string& key, std::int64_t next_ticket = 0) {
     std::lock_guard lock(mutex_);
     if (auto found = waiters_.find(key); found != waiters_.end())
-      for (auto& waiter : found->second) waiter->notify();
+      for (auto& waiter : found->second) waiter->notify_if(next_ticket);
   }
 
   /// Wakes every waiter on every key.

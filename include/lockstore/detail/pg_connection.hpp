@@ -39,10 +39,11 @@ struct PgResultDeleter {
 };
 using PgResult = std::unique_ptr<PGresult, PgResultDeleter>;
 
-/// One statement parameter: text, or bytes sent in binary (for bytea).
+/// One statement parameter: text, or bytes sent in binary (for bytea), or NULL.
 struct PgParam {
   std::string value;
   bool binary = false;
+  bool null = false;
 };
 
 /// Decodes PostgreSQL's text output of a bytea (`\x` followed by hex).
@@ -160,7 +161,7 @@ class PgConnection {
     std::vector<const char*> values;
     std::vector<int> lengths, formats;
     for (const auto& param : params) {
-      values.push_back(param.value.data());
+      values.push_back(param.null ? nullptr : param.value.data());
       lengths.push_back(static_cast<int>(param.value.size()));
       formats.push_back(param.binary ? 1 : 0);
     }

@@ -95,7 +95,21 @@ CREATE TABLE lockstore_graph_nodes (
 CREATE INDEX lockstore_graph_nodes_by_parent ON lockstore_graph_nodes (session_id, parent_id);
 )sql";
 
-inline constexpr std::array<const char*, 2> migrations = {schema_v1, schema_v2};
+/// Version 3 adds the queue of waiting acquirers: acquire() takes a ticket
+/// when refused and is granted a free lease only when no live ticket of the
+/// key is older than its own, so waiters are served first come, first
+/// served. A ticket whose waiter stopped refreshing it (a killed process)
+/// expires and no longer holds anyone up.
+inline constexpr const char* schema_v3 = R"sql(
+CREATE TABLE lockstore_waiters (
+  ticket     INTEGER PRIMARY KEY AUTOINCREMENT,
+  key        TEXT NOT NULL,
+  expires_ms INTEGER NOT NULL
+);
+CREATE INDEX lockstore_waiters_by_key ON lockstore_waiters (key, ticket);
+)sql";
+
+inline constexpr std::array<const char*, 3> migrations = {schema_v1, schema_v2, schema_v3};
 inline constexpr int schema_version = static_cast<int>(migrations.size());
 
 [[noreturn]] inline void throw_unsupported_schema(const SqliteConnection& connection, std::int64_t found) {

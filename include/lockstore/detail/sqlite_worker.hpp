@@ -96,6 +96,13 @@ class SqliteWorker {
     }
   }
 
+  /// Queues `f(connection)` and returns at once; its result and any error
+  /// are dropped. For clean-up that cannot wait, such as a destructor's.
+  template <class F>
+  void post(F f) {
+    core_->submit(std::make_unique<Detached<F>>(std::move(f)));
+  }
+
  private:
   template <class Result>
   using Boxed = std::optional<std::conditional_t<std::is_void_v<Result>, std::monostate, Result>>;
@@ -175,6 +182,21 @@ class SqliteWorker {
 
     F function;
     std::shared_ptr<Completion<Box>> completion;
+  };
+
+  template <class F>
+  struct Detached final : JobBase {
+    explicit Detached(F f) : function(std::move(f)) {}
+
+    void run(SqliteConnection* connection, const std::exception_ptr&) override {
+      if (connection == nullptr) return;
+      try {
+        function(*connection);
+      } catch (...) {  // nobody waits for it; what it cleans up also expires
+      }
+    }
+
+    F function;
   };
 
   // The queue between callers and the worker thread. A statement takes tens
