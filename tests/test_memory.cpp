@@ -10,6 +10,7 @@ namespace lockstore::test {
 struct MemoryFixture {
   using Lock = MemoryLock;
   static constexpr bool has_owners = false;
+  static constexpr bool fifo = true;
   MemoryLock shared;
   asio::awaitable<MemoryLock> make_lock(std::string) { co_return shared; }
   asio::awaitable<MemoryLock> make_remote_lock(std::string) { co_return shared; }

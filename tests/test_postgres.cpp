@@ -44,6 +44,7 @@ inline std::string fresh_postgres_schema(const std::string& conninfo = postgres_
 struct PostgresFixture {
   using Lock = PostgresLock;
   static constexpr bool has_owners = true;
+  static constexpr bool fifo = true;
   std::string conninfo = fresh_postgres_schema();
 
   asio::awaitable<PostgresLock> make_lock(std::string owner) {

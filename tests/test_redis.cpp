@@ -36,6 +36,7 @@ inline void redis_cli(std::uint16_t port, const std::string& arguments) {
 struct RedisFixture {
   using Lock = RedisLock;
   static constexpr bool has_owners = true;
+  static constexpr bool fifo = false;
   RedisOptions options = fresh_redis_options();
 
   asio::awaitable<RedisLock> make_lock(std::string owner) {

@@ -15,6 +15,7 @@ namespace lockstore::test {
 struct SqliteFixture {
   using Lock = SqliteLock;
   static constexpr bool has_owners = true;
+  static constexpr bool fifo = true;
   TempDir dir;
   std::mutex mutex;
   std::optional<SqliteDatabase> database;
@@ -118,6 +119,38 @@ TEST_CASE("fences keep increasing after release, expiry and reopening the file",
     auto guard = co_await lock.acquire(AdvisoryKey("durable"), 30s, 1s);
     CHECK(guard.fence() > before);
     co_await lock.release(std::move(guard));
+  });
+}
+
+TEST_CASE("the ticket of a waiter that vanished expires and stops holding the queue up", "[sqlite]") {
+  TempDir dir;
+  run([&]() -> asio::awaitable<void> {
+    auto database = co_await SqliteDatabase::open(dir / "locks.db");
+    SqliteLock alice(database, "alice");
+    auto first = co_await alice.acquire(AdvisoryKey("queue"), 30s, 1s);  // the row exists
+    co_await alice.release(std::move(first));
+    // A waiter in a process that was killed: its ticket lives 400 ms more.
+    co_await database.run([](detail::SqliteConnection& connection) {
+      connection.prepare("INSERT INTO lockstore_waiters (key, expires_ms) VALUES ('queue', ?1)")
+          .bind(1, detail::wall_clock_ms() + 400)
+          .run();
+    });
+    auto ignoring = co_await alice.try_acquire(AdvisoryKey("queue"), 30s);  // try_acquire ignores the queue
+    REQUIRE(ignoring.has_value());
+    co_await alice.release(std::move(*ignoring));
+    const auto started = std::chrono::steady_clock::now();
+    auto queued = co_await alice.acquire(AdvisoryKey("queue"), 30s, 5s);
+    const auto waited = std::chrono::steady_clock::now() - started;
+    CHECK(waited >= 300ms);  // behind the older ticket until it expired
+    CHECK(waited < 2s);
+    co_await alice.release(std::move(queued));
+    auto left = co_await database.run([](detail::SqliteConnection& connection) {
+      auto statement = connection.prepare("SELECT count(*) FROM lockstore_waiters WHERE expires_ms > ?1");
+      statement.bind(1, detail::wall_clock_ms());
+      statement.step();
+      return statement.int64(0);
+    });
+    CHECK(left == 0);  // the granted waiter dropped its own ticket
   });
 }
 

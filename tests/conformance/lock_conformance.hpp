@@ -4,6 +4,7 @@
 // LOCKSTORE_CONFORMANCE_FIXTURE set to it. A fixture provides:
 //   using Lock = ...;                        the backend's lock type
 //   static constexpr bool has_owners;        same-owner refresh applies
+//   static constexpr bool fifo;              acquire() queues its waiters
 //   asio::awaitable<Lock> make_lock(owner)   a lock for `owner`, sharing the
 //                                            fixture's connection
 //   asio::awaitable<Lock> make_remote_lock(owner)
@@ -270,6 +271,42 @@ LOCKSTORE_CT("a cancellation racing a release never leaves the lease held") {
       if (free_now) co_await carol.release(std::move(*free_now));
     }
   });
+}
+
+LOCKSTORE_CT("acquire serves waiters first come, first served, and a releaser cannot barge back in") {
+  TestType fixture;
+  if constexpr (TestType::fifo) {
+    run([&]() -> asio::awaitable<void> {
+      auto holder = co_await fixture.make_lock("holder");
+      auto first = co_await fixture.make_lock("first");
+      auto second = co_await fixture.make_lock("second");
+      const AdvisoryKey key("queued");
+      auto held = co_await holder.acquire(key, 30s, 5s);
+      std::vector<std::string> order;
+      int finished = 0;
+      auto waiter = [&](typename TestType::Lock& lock, std::string name) -> asio::awaitable<void> {
+        auto guard = co_await lock.acquire(key, 30s, 10s);
+        order.push_back(name);
+        co_await lock.release(std::move(guard));
+        ++finished;
+      };
+      auto executor = co_await asio::this_coro::executor;
+      asio::co_spawn(executor, waiter(first, "first"), asio::detached);
+      co_await sleep_for(150ms);  // first is refused and takes its ticket
+      asio::co_spawn(executor, waiter(second, "second"), asio::detached);
+      co_await sleep_for(150ms);
+      co_await holder.release(std::move(held));
+      auto again = co_await holder.acquire(key, 30s, 10s);  // straight back: behind both
+      order.push_back("holder");
+      co_await holder.release(std::move(again));
+      for (const auto give_up = Clock::now() + 5s; finished < 2 && Clock::now() < give_up;) co_await sleep_for(1ms);
+      const std::vector<std::string> expected{"first", "second", "holder"};
+      CHECK(order == expected);
+      CHECK(finished == 2);
+    });
+  } else {
+    WARN("this backend does not queue waiters yet (README: Fairness)");
+  }
 }
 
 LOCKSTORE_CT("a waiter acquires promptly after a release") {
