@@ -123,10 +123,19 @@ void waiter_side(HandoffBoard& board, int handoffs, MakeLock make_lock) {
 
 inline void print_handoff(const char* backend, const char* scope, const HandoffBoard& board, int handoffs) {
   std::vector<double> latencies(board.latency_us, board.latency_us + handoffs);
-  fmt::print("{{\"benchmark\":\"handoff_latency\",\"backend\":\"{}\",\"scope\":\"{}\",\"samples\":{},"
-             "\"p50_us\":{:.1f},\"p99_us\":{:.1f},\"max_us\":{:.1f}}}\n",
-             backend, scope, handoffs, percentile(latencies, 0.5), percentile(latencies, 0.99),
-             percentile(latencies, 1.0));
+  fmt::print("{{\"benchmark\":\"handoff_latency\",\"backend\":\"{}\",\"client\":\"lockstore\",\"scope\":\"{}\","
+             "\"samples\":{},\"p10_us\":{:.1f},\"p25_us\":{:.1f},\"p50_us\":{:.1f},\"p75_us\":{:.1f},"
+             "\"p90_us\":{:.1f},\"p99_us\":{:.1f},\"max_us\":{:.1f}}}\n",
+             backend, scope, handoffs, percentile(latencies, 0.1), percentile(latencies, 0.25),
+             percentile(latencies, 0.5), percentile(latencies, 0.75), percentile(latencies, 0.9),
+             percentile(latencies, 0.99), percentile(latencies, 1.0));
+  std::fflush(stdout);
+}
+
+inline void print_held(const char* backend, int held_keys, double pairs_per_s) {
+  fmt::print("{{\"benchmark\":\"pairs_with_keys_held\",\"backend\":\"{}\",\"held_keys\":{},\"pairs_per_s\":{:.0f}}}\n",
+             backend, held_keys, pairs_per_s);
+  std::fflush(stdout);
 }
 
 template <class MakeLock>
@@ -160,6 +169,7 @@ inline void print_pairs(const char* backend, double pairs_per_s, const char* bas
   fmt::print("{{\"benchmark\":\"uncontended_pairs\",\"backend\":\"{}\",\"pairs_per_s\":{:.0f},"
              "\"baseline\":\"{}\",\"baseline_pairs_per_s\":{:.0f},\"ratio\":{:.3f}}}\n",
              backend, pairs_per_s, baseline, baseline_per_s, pairs_per_s / baseline_per_s);
+  std::fflush(stdout);
 }
 
 }  // namespace lockstore::bench

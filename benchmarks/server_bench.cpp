@@ -70,6 +70,31 @@ double raw_libpq_pairs(const std::string& conninfo, int pairs) {
   return rate;
 }
 
+// pg_try_advisory_lock + pg_advisory_unlock: the fewest round trips any
+// PostgreSQL lock pair takes (a session lock: no TTL, no fence, gone with
+// the connection).
+double raw_advisory_pairs(const std::string& conninfo, int pairs) {
+  PGconn* connection = blocking_connection(conninfo);
+  const auto key = std::to_string(lockstore::AdvisoryKey("raw-advisory").hash64() >> 1);
+  const char* values[] = {key.c_str()};
+  expect_ok(PQprepare(connection, "try", "SELECT pg_try_advisory_lock($1::bigint)", 1, nullptr));
+  expect_ok(PQprepare(connection, "unlock", "SELECT pg_advisory_unlock($1::bigint)", 1, nullptr));
+  const auto start = Clock::now();
+  for (int i = 0; i < pairs; ++i) {
+    expect_ok(PQexecPrepared(connection, "try", 1, values, nullptr, nullptr, 0));
+    expect_ok(PQexecPrepared(connection, "unlock", 1, values, nullptr, nullptr, 0));
+  }
+  const double rate = pairs / seconds_since(start);
+  PQfinish(connection);
+  return rate;
+}
+
+void postgres_admin(const std::string& conninfo, const std::string& sql) {
+  PGconn* connection = blocking_connection(conninfo);
+  expect_ok(PQexec(connection, sql.c_str()));
+  PQfinish(connection);
+}
+
 double postgres_lock_pairs(const std::string& conninfo, int pairs) {
   return run([&]() -> asio::awaitable<double> {
     auto connecting = lockstore::PostgresLock::connect(conninfo, "bench");
@@ -151,6 +176,38 @@ double redis_lock_pairs(const lockstore::RedisOptions& options, int pairs) {
   });
 }
 
+// Acquire cost with `held` other keys held: rows (PostgreSQL) or lease
+// hashes (Redis) bulk-created on the server, removed afterwards.
+void postgres_held_keys(const std::string& conninfo, const std::vector<int>& counts, int pairs) {
+  for (const int held : counts) {
+    postgres_admin(conninfo, fmt::format(
+        "INSERT INTO lockstore_leases SELECT convert_to('held-' || i, 'UTF8'), 'bench-other'::bytea, md5(i::text), 1, "
+        "now(), now() + interval '1 hour' FROM generate_series(1, {}) i ON CONFLICT DO NOTHING; ANALYZE lockstore_leases",
+        held));
+    print_held("postgres", held, postgres_lock_pairs(conninfo, pairs));
+    postgres_admin(conninfo, "DELETE FROM lockstore_leases WHERE owner = 'bench-other'::bytea");
+  }
+}
+
+void redis_held_keys(const lockstore::RedisOptions& options, const std::vector<int>& counts, int pairs) {
+  redisContext* context = redisConnect(options.host.c_str(), options.port);
+  if (context == nullptr || context->err != 0) throw std::runtime_error("hiredis cannot connect");
+  const char* fill =
+      "for i = 1, tonumber(ARGV[1]) do local k = KEYS[1] .. i "
+      "redis.call('HSET', k, 'token', 'x', 'owner', 'bench-other', 'fence', 1) redis.call('PEXPIRE', k, 3600000) end";
+  const char* empty = "for i = 1, tonumber(ARGV[1]) do redis.call('UNLINK', KEYS[1] .. i) end";
+  const std::string base = options.key_prefix + "lease:held-";
+  for (const int held : counts) {
+    auto* filled = static_cast<redisReply*>(redisCommand(context, "EVAL %s 1 %s %d", fill, base.c_str(), held));
+    if (filled == nullptr || filled->type == REDIS_REPLY_ERROR) throw std::runtime_error("filling Redis failed");
+    freeReplyObject(filled);
+    print_held("redis", held, redis_lock_pairs(options, pairs));
+    auto* emptied = static_cast<redisReply*>(redisCommand(context, "EVAL %s 1 %s %d", empty, base.c_str(), held));
+    if (emptied != nullptr) freeReplyObject(emptied);
+  }
+  redisFree(context);
+}
+
 // Loopback round trips on a shared 2-core machine drift by 2x within
 // seconds, so the baseline and lockstore run in alternating rounds and the
 // medians are compared.
@@ -181,12 +238,19 @@ int main(int argc, char** argv) try {
   compare_pairs("postgres", "raw_libpq_same_statements", rounds, pairs,
                 [&](int n) { return raw_libpq_pairs(conninfo, n); },
                 [&](int n) { return postgres_lock_pairs(conninfo, n); });
+  compare_pairs("postgres", "raw_libpq_try_advisory_lock_unlock", rounds, pairs,
+                [&](int n) { return raw_advisory_pairs(conninfo, n); },
+                [&](int n) { return postgres_lock_pairs(conninfo, n); });
   compare_pairs("redis", "raw_hiredis_set_nx_px_eval", rounds, pairs,
                 [&](int n) { return raw_hiredis_pairs(redis, n); },
                 [&](int n) { return redis_lock_pairs(redis, n); });
   compare_pairs("redis", "raw_hiredis_same_scripts", rounds, pairs,
                 [&](int n) { return raw_hiredis_same_scripts_pairs(redis, n); },
                 [&](int n) { return redis_lock_pairs(redis, n); });
+
+  const std::vector<int> held_counts = smoke ? std::vector<int>{10, 100} : std::vector<int>{10, 10'000, 1'000'000};
+  postgres_held_keys(conninfo, held_counts, pairs);
+  redis_held_keys(redis, held_counts, pairs);
 
   handoff_processes("postgres", handoffs, [&](std::string owner) -> asio::awaitable<lockstore::PostgresLock> {
     auto connecting = lockstore::PostgresLock::connect(conninfo, std::move(owner));

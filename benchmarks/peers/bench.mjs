@@ -196,7 +196,9 @@ async function handoff(peer, handoffs) {
   waiter.send({ exit: true });
   print({
     benchmark: 'handoff_latency', backend: backendOf(peer), client: peer, scope: 'processes', samples: handoffs,
-    p50_us: round1(percentile(latencies, 0.5)), p99_us: round1(percentile(latencies, 0.99)),
+    p10_us: round1(percentile(latencies, 0.1)), p25_us: round1(percentile(latencies, 0.25)),
+    p50_us: round1(percentile(latencies, 0.5)), p75_us: round1(percentile(latencies, 0.75)),
+    p90_us: round1(percentile(latencies, 0.9)), p99_us: round1(percentile(latencies, 0.99)),
     max_us: round1(percentile(latencies, 1)),
   });
 }
