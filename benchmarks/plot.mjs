@@ -6,7 +6,7 @@
 //   fairness_one_key        longest wait / median wait vs clients on one key
 //   handoff_latency         release -> next holder across processes, percentile curves
 //   keys_held               pairs/s with 10 .. 10^6 other keys held
-import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { readFileSync, writeFileSync, mkdirSync, rmSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 
@@ -125,3 +125,4 @@ for (const plot of plots) {
   }
   console.log(`wrote ${join(outDir, plot.name)}.{svg,png}`);
 }
+for (const plot of plots) rmSync(join(outDir, `${plot.name}.dat`), { force: true });

@@ -38,7 +38,7 @@ source "$servers/env"
 mkdir -p "$out"
 results="$out/results.jsonl"
 : > "$results"
-run() { echo "=== $*" >&2; "$@" | tee -a "$results"; }
+run() { echo "=== $*" >&2; "$@" | tee -a "$results" || echo "=== $1 failed (see above); the other benchmarks go on" >&2; }
 run "$build/benchmarks/lock_bench" "${smoke[@]}"
 run "$build/benchmarks/server_bench" "${smoke[@]}"
 run "$build/benchmarks/contention_bench" "${smoke[@]}"
