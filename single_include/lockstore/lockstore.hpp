@@ -569,6 +569,7 @@ inline std::int64_t wall_clock_ms() noexcept {
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -588,12 +589,16 @@ class KeyedWaiters {
   struct Waiter : std::enable_shared_from_this<Waiter> {
     std::mutex mutex;
     bool notified = false;
+    std::int64_t ticket = 0;  // the waiter's place in a backend's queue; 0: none
     std::optional<Handler> handler;
     std::optional<asio::any_io_executor> executor;
     std::optional<asio::steady_timer> timer;
 
-    void notify() {
+    void notify() { notify_if(0); }
+
+    void notify_if(std::int64_t next_ticket) {
       std::unique_lock lock(mutex);
+      if (next_ticket != 0 && ticket != 0 && ticket != next_ticket) return;
       notified = true;
       complete(lock, {});
     }
@@ -662,6 +667,13 @@ class KeyedWaiters {
       if (list.empty()) registry_->waiters_.erase(found);
     }
 
+    /// The waiter's queue ticket (0: none). A release that names the ticket
+    /// next in line wakes only that waiter and those without a ticket.
+    void set_ticket(std::int64_t ticket) {
+      std::lock_guard lock(waiter_->mutex);
+      waiter_->ticket = ticket;
+    }
+
     /// Forgets earlier notifications; call before each attempt.
     void rearm() {
       std::lock_guard lock(waiter_->mutex);
@@ -690,11 +702,13 @@ class KeyedWaiters {
 
   Subscription subscribe(std::string key) { return Subscription(*this, std::move(key)); }
 
-  /// Wakes every waiter on `key`.
-  void notify(const std::string& key) {
+  /// Wakes every waiter on `key`; with `next_ticket`, only the waiter
+  /// holding that ticket and the waiters holding none (the rest cannot be
+  /// granted before the next in line, so waking them is wasted work).
+  void notify(const std::string& key, std::int64_t next_ticket = 0) {
     std::lock_guard lock(mutex_);
     if (auto found = waiters_.find(key); found != waiters_.end())
-      for (auto& waiter : found->second) waiter->notify();
+      for (auto& waiter : found->second) waiter->notify_if(next_ticket);
   }
 
   /// Wakes every waiter on every key.
@@ -718,6 +732,7 @@ class KeyedWaiters {
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <optional>
 
 namespace lockstore::detail {
@@ -730,6 +745,8 @@ struct Attempt {
   bool fresh = true;
   /// When to look again if refused (holder's expiry or a poll time).
   std::chrono::steady_clock::time_point retry_at = std::chrono::steady_clock::time_point::max();
+  /// The caller's ticket in the backend's queue of waiters (0: none).
+  std::int64_t ticket = 0;
 };
 
 /// try_once: () -> awaitable<Attempt>; undo: (LockGuard) -> awaitable<void>.
@@ -774,6 +791,7 @@ asio::awaitable<LockGuard> acquire_loop(KeyedWaiters& waiters, const AdvisoryKey
     if (std::chrono::steady_clock::now() >= give_up_at)
       throw Error(errc::timeout, fmt::format("could not acquire lock '{}' within {} ms", key.str(),
                                              deadline.count()));
+    subscription.set_ticket(attempt.ticket);
     co_await subscription.wait_until(std::min(attempt.retry_at, give_up_at));
   }
 }
@@ -784,7 +802,9 @@ asio::awaitable<LockGuard> acquire_loop(KeyedWaiters& waiters, const AdvisoryKey
 #include <boost/asio/awaitable.hpp>
 
 #include <chrono>
+#include <algorithm>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -808,7 +828,37 @@ class MemoryLock {
     // One counter for all keys: per key the fences then strictly increase
     // too, and no per-key history has to be kept after release.
     std::uint64_t last_fence = 0;
+    // acquire() callers refused so far, per key, first come first served.
+    std::unordered_map<std::string, std::deque<std::uint64_t>> queues;
+    std::uint64_t last_ticket = 0;
     detail::KeyedWaiters waiters;
+  };
+
+  // An acquire() caller's place in its key's queue; leaving it (given up,
+  // cancelled, or granted) lets the next one in.
+  class QueueSeat {
+   public:
+    QueueSeat(std::shared_ptr<State> state, std::string key) : state_(std::move(state)), key_(std::move(key)) {}
+    QueueSeat(const QueueSeat&) = delete;
+    QueueSeat& operator=(const QueueSeat&) = delete;
+    ~QueueSeat() {
+      if (!ticket) return;
+      {
+        std::lock_guard lock(state_->mutex);
+        if (auto found = state_->queues.find(key_); found != state_->queues.end()) {
+          auto& queue = found->second;
+          queue.erase(std::remove(queue.begin(), queue.end(), *ticket), queue.end());
+          if (queue.empty()) state_->queues.erase(found);
+        }
+      }
+      state_->waiters.notify(key_);  // the next in line may go now
+    }
+
+    std::optional<std::uint64_t> ticket;  // touched only by its own acquire()
+
+   private:
+    std::shared_ptr<State> state_;
+    std::string key_;
   };
 
  public:
@@ -827,9 +877,10 @@ class MemoryLock {
                                      std::chrono::milliseconds deadline) {
     detail::validate_ttl(ttl, "MemoryLock::acquire");
     // Made in its own statement, then awaited: see sqlite_lock.hpp on g++ 12.
+    QueueSeat seat(state_, key.str());
     auto acquiring = detail::acquire_loop(
         state_->waiters, key, deadline,
-        [&]() -> asio::awaitable<detail::Attempt> { co_return grant(key, ttl); },
+        [&]() -> asio::awaitable<detail::Attempt> { co_return grant(key, ttl, &seat); },
         [this](LockGuard guard) { return release(std::move(guard)); });
     co_return co_await std::move(acquiring);
   }
@@ -873,12 +924,35 @@ class MemoryLock {
   }
 
  private:
-  detail::Attempt grant(const AdvisoryKey& key, std::chrono::milliseconds ttl) {
+  // try_acquire (no seat) takes a free key; acquire() takes it only when no
+  // earlier acquire() caller is still waiting for it.
+  detail::Attempt grant(const AdvisoryKey& key, std::chrono::milliseconds ttl, QueueSeat* seat = nullptr) {
     std::lock_guard lock(state_->mutex);
     const auto now = Clock::now();
-    auto [slot, inserted] = state_->leases.try_emplace(key.str());
-    auto& lease = slot->second;
-    if (!inserted && lease.expires_at > now) return {.guard = std::nullopt, .retry_at = lease.expires_at};
+    const auto take_ticket = [&] {
+      if (seat != nullptr && !seat->ticket) {
+        seat->ticket = ++state_->last_ticket;
+        state_->queues[key.str()].push_back(*seat->ticket);
+      }
+    };
+    auto held = state_->leases.find(key.str());
+    if (held != state_->leases.end() && held->second.expires_at > now) {
+      take_ticket();
+      return {.guard = std::nullopt, .retry_at = held->second.expires_at};
+    }
+    if (seat != nullptr) {
+      auto queue = state_->queues.find(key.str());
+      if (queue != state_->queues.end() && (!seat->ticket || queue->second.front() != *seat->ticket)) {
+        take_ticket();
+        return {};  // the one ahead is woken first; its release wakes us
+      }
+      if (seat->ticket) {
+        queue->second.pop_front();
+        if (queue->second.empty()) state_->queues.erase(queue);
+        seat->ticket.reset();
+      }
+    }
+    auto& lease = state_->leases[key.str()];
     lease = Lease{random_token(), ++state_->last_fence, now + ttl};
     return {.guard = LockGuard(key, lease.token, lease.fence)};
   }

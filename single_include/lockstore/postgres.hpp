@@ -135,10 +135,11 @@ struct PgResultDeleter {
 };
 using PgResult = std::unique_ptr<PGresult, PgResultDeleter>;
 
-/// One statement parameter: text, or bytes sent in binary (for bytea).
+/// One statement parameter: text, or bytes sent in binary (for bytea), or NULL.
 struct PgParam {
   std::string value;
   bool binary = false;
+  bool null = false;
 };
 
 /// Decodes PostgreSQL's text output of a bytea (`\x` followed by hex).
@@ -256,7 +257,7 @@ class PgConnection {
     std::vector<const char*> values;
     std::vector<int> lengths, formats;
     for (const auto& param : params) {
-      values.push_back(param.value.data());
+      values.push_back(param.null ? nullptr : param.value.data());
       lengths.push_back(static_cast<int>(param.value.size()));
       formats.push_back(param.binary ? 1 : 0);
     }
@@ -584,6 +585,7 @@ struct LockInfo {
 
 #include <chrono>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -594,7 +596,7 @@ namespace lockstore {
 namespace detail::postgres_sql {
 
 /// The version of the lease table layout, recorded in lockstore_schema.
-inline constexpr int schema_version = 1;
+inline constexpr int schema_version = 2;
 
 /// Channel of the release notifications; the payload is the key in hex.
 inline constexpr const char* channel = "lockstore_released";
@@ -606,7 +608,7 @@ SET client_min_messages = warning;
 BEGIN;
 SELECT pg_advisory_xact_lock(7526311204373160121);
 CREATE TABLE IF NOT EXISTS lockstore_schema (version integer NOT NULL);
-INSERT INTO lockstore_schema (version) SELECT 1 WHERE NOT EXISTS (SELECT FROM lockstore_schema);
+INSERT INTO lockstore_schema (version) SELECT 2 WHERE NOT EXISTS (SELECT FROM lockstore_schema);
 CREATE TABLE IF NOT EXISTS lockstore_leases (
   key         bytea PRIMARY KEY,
   owner       bytea NOT NULL,
@@ -615,6 +617,14 @@ CREATE TABLE IF NOT EXISTS lockstore_leases (
   acquired_at timestamptz NOT NULL,
   expires_at  timestamptz NOT NULL
 );
+-- Version 2: the queue of waiting acquire() callers (see acquire below).
+CREATE TABLE IF NOT EXISTS lockstore_waiters (
+  ticket     bigserial PRIMARY KEY,
+  key        bytea NOT NULL,
+  expires_at timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS lockstore_waiters_by_key ON lockstore_waiters (key, ticket);
+UPDATE lockstore_schema SET version = 2 WHERE version = 1;
 COMMIT;
 SELECT max(version) FROM lockstore_schema;)sql";
 
@@ -622,6 +632,13 @@ SELECT max(version) FROM lockstore_schema;)sql";
 // free (expired or released) row is taken with a new token and fence + 1; a
 // live row of the same owner keeps its token and fence and gets a new expiry.
 // When refused, the second branch reports how long the holder has left.
+//
+// The queue of acquire() callers: $5 is the caller's ticket ceiling (NULL for
+// try_acquire, which ignores the queue; the largest bigint for a caller
+// without a ticket yet) and $6 its ticket. A free row goes to a caller only
+// when no live ticket of the key is older than its own. A refused acquire()
+// takes a ticket (or refreshes its own) in the same statement; a granted one
+// drops its ticket.
 inline constexpr detail::PgStatement acquire{"lockstore_acquire", R"sql(
 WITH now AS (SELECT clock_timestamp() AS t),
 granted AS (
@@ -633,24 +650,53 @@ granted AS (
     acquired_at = CASE WHEN l.expires_at > excluded.acquired_at THEN l.acquired_at ELSE excluded.acquired_at END,
     owner       = excluded.owner,
     expires_at  = excluded.expires_at
-  WHERE l.expires_at <= excluded.acquired_at OR l.owner = excluded.owner
-  RETURNING l.token, l.fence)
-SELECT token, fence, NULL::bigint FROM granted
+  WHERE l.owner = excluded.owner
+     OR (l.expires_at <= excluded.acquired_at
+         AND ($5::bigint IS NULL OR NOT EXISTS (
+               SELECT FROM lockstore_waiters w WHERE w.key = $1::bytea AND w.ticket < $5::bigint
+                                                 AND w.expires_at > excluded.acquired_at)))
+  RETURNING l.token, l.fence),
+swept AS (
+  DELETE FROM lockstore_waiters w USING now
+  WHERE $5::bigint IS NOT NULL AND $6::bigint IS NULL AND w.key = $1::bytea AND w.expires_at <= now.t),
+queued AS (
+  INSERT INTO lockstore_waiters (ticket, key, expires_at)
+  SELECT coalesce($6::bigint, nextval('lockstore_waiters_ticket_seq')), $1::bytea, t + interval '1500 milliseconds'
+  FROM now WHERE $5::bigint IS NOT NULL AND NOT EXISTS (SELECT FROM granted)
+  ON CONFLICT (ticket) DO UPDATE SET expires_at = excluded.expires_at
+  RETURNING ticket),
+dequeued AS (
+  DELETE FROM lockstore_waiters WHERE ticket = $6::bigint AND EXISTS (SELECT FROM granted))
+SELECT token, fence, NULL::bigint, NULL::bigint FROM granted
 UNION ALL
-SELECT NULL, NULL, ceil(extract(epoch FROM (greatest(l.expires_at, now.t) - now.t)) * 1000)::bigint
+SELECT NULL, NULL, ceil(extract(epoch FROM (greatest(l.expires_at, now.t) - now.t)) * 1000)::bigint,
+       (SELECT ticket FROM queued)
 FROM lockstore_leases l, now
 WHERE l.key = $1::bytea AND NOT EXISTS (SELECT FROM granted))sql"};
+
+// An acquire() caller that gives up leaves the queue and wakes the others.
+inline constexpr detail::PgStatement leave_queue{"lockstore_leave_queue", R"sql(
+WITH left_queue AS (DELETE FROM lockstore_waiters WHERE ticket = $1::bigint RETURNING key)
+SELECT pg_notify('lockstore_released', encode(key, 'hex') || coalesce(':' || (
+         SELECT min(ticket) FROM lockstore_waiters w
+         WHERE w.key = left_queue.key AND w.ticket <> $1::bigint AND w.expires_at > clock_timestamp()), ''))
+FROM left_queue)sql"};
 
 inline constexpr detail::PgStatement extend{"lockstore_extend", R"sql(
 UPDATE lockstore_leases SET expires_at = clock_timestamp() + $3::bigint * interval '1 millisecond'
 WHERE key = $1::bytea AND token = $2::text AND expires_at > clock_timestamp())sql"};
 
-// A released row keeps its fence; the notification goes out at commit.
+// A released row keeps its fence; the notification goes out at commit. Its
+// payload is the key in hex, then ':' and the next ticket in line if any:
+// only that waiter (and waiters without a ticket) need to look again.
 inline constexpr detail::PgStatement release{"lockstore_release", R"sql(
 WITH cleared AS (
   UPDATE lockstore_leases SET owner = ''::bytea, token = '', expires_at = '-infinity'
   WHERE key = $1::bytea AND token = $2::text RETURNING key)
-SELECT pg_notify('lockstore_released', encode(key, 'hex')) FROM cleared)sql"};
+SELECT pg_notify('lockstore_released', encode(key, 'hex') || coalesce(':' || (
+         SELECT min(ticket) FROM lockstore_waiters w
+         WHERE w.key = cleared.key AND w.expires_at > clock_timestamp()), ''))
+FROM cleared)sql"};
 
 // The operator paths report the rows as they were before clearing them.
 inline constexpr detail::PgStatement release_owned{"lockstore_release_owned", R"sql(
@@ -808,10 +854,12 @@ class PostgresLock {
     }
 
     void deliver_notifications() {
-      listener.drain_notifications([this](const std::string& hex) {
+      listener.drain_notifications([this](const std::string& payload) {
         try {
-          waiters.notify(detail::pg_unhex_bytea("\\x" + hex));
-        } catch (const Error&) {
+          const auto colon = payload.find(':');
+          const std::int64_t next = colon == std::string::npos ? 0 : std::stoll(payload.substr(colon + 1));
+          waiters.notify(detail::pg_unhex_bytea("\\x" + payload.substr(0, colon)), next);
+        } catch (const std::exception&) {
           // Not ours: another program on the channel. Ignore it.
         }
       });
@@ -855,7 +903,8 @@ class PostgresLock {
     }
     std::vector<detail::PgStatement> statements{detail::postgres_sql::acquire, detail::postgres_sql::extend,
                                                 detail::postgres_sql::release, detail::postgres_sql::release_owned,
-                                                detail::postgres_sql::force_release, detail::postgres_sql::list};
+                                                detail::postgres_sql::force_release, detail::postgres_sql::list,
+                                                detail::postgres_sql::leave_queue};
     co_await command.prepare(statements);
   }
 
@@ -883,18 +932,52 @@ class PostgresLock {
     guard.mark_released();
   }
 
+  // An acquire() caller's place in its key's queue: the ticket is taken by
+  // the first refused attempt and dropped by the granting one. A caller that
+  // gives up (or whose frame is destroyed) leaves without waiting: the
+  // statement is spawned on the strand. Were it lost, the ticket expires.
+  struct QueueSeat {
+    std::shared_ptr<State> state;
+    std::optional<std::int64_t> ticket;
+
+    QueueSeat(std::shared_ptr<State> s) : state(std::move(s)) {}
+    QueueSeat(const QueueSeat&) = delete;
+    QueueSeat& operator=(const QueueSeat&) = delete;
+    ~QueueSeat() {
+      if (!ticket) return;
+      asio::co_spawn(state->strand, leave(state, *ticket), asio::detached);
+    }
+
+    static asio::awaitable<void> leave(std::shared_ptr<State> state, std::int64_t ticket) {
+      try {
+        std::vector<detail::PgParam> params;
+        params.push_back({std::to_string(ticket), false});
+        co_await execute(state, detail::postgres_sql::leave_queue, std::move(params));
+      } catch (const std::exception&) {  // the ticket expires by itself
+      }
+    }
+  };
+
+  // `seat` is null for try_acquire, which ignores the queue.
   static asio::awaitable<detail::Attempt> attempt_once(std::shared_ptr<State> state, std::string owner,
-                                                       AdvisoryKey key, std::chrono::milliseconds ttl) {
+                                                       AdvisoryKey key, std::chrono::milliseconds ttl,
+                                                       QueueSeat* seat = nullptr) {
     auto proposed = random_token();
     std::vector<detail::PgParam> params;
     params.push_back({key.str(), true});
     params.push_back({std::move(owner), true});
     params.push_back({proposed, false});
     params.push_back({std::to_string(ttl.count()), false});
+    const bool queued = seat != nullptr;
+    const bool ticketed = queued && seat->ticket.has_value();
+    params.push_back({queued ? std::to_string(seat->ticket.value_or(std::numeric_limits<std::int64_t>::max())) : "",
+                      false, !queued});
+    params.push_back({ticketed ? std::to_string(*seat->ticket) : "", false, !ticketed});
     auto result = co_await execute(state, detail::postgres_sql::acquire, std::move(params));
     detail::Attempt attempt;
     const PGresult* rows = result.get();
     if (PQntuples(rows) == 1 && !PQgetisnull(rows, 0, 0)) {
+      if (seat != nullptr) seat->ticket.reset();
       std::string token = PQgetvalue(rows, 0, 0);
       attempt.fresh = token == proposed;
       attempt.guard.emplace(std::move(key), std::move(token), std::stoull(PQgetvalue(rows, 0, 1)));
@@ -902,8 +985,12 @@ class PostgresLock {
     }
     std::chrono::milliseconds remaining(0);
     if (PQntuples(rows) == 1 && !PQgetisnull(rows, 0, 2)) remaining = std::chrono::milliseconds(std::stoll(PQgetvalue(rows, 0, 2)));
+    if (seat != nullptr && PQntuples(rows) == 1 && !PQgetisnull(rows, 0, 3)) seat->ticket = std::stoll(PQgetvalue(rows, 0, 3));
+    if (seat != nullptr) attempt.ticket = seat->ticket.value_or(0);
     auto retrying = detail::retry_after_refusal(state->pump, remaining, [&] { return start_listening(state); });
     attempt.retry_at = co_await std::move(retrying);
+    // A waiter refreshes its ticket at every look; it lives 1.5 s.
+    if (seat != nullptr) attempt.retry_at = std::min(attempt.retry_at, std::chrono::steady_clock::now() + std::chrono::milliseconds(500));
     co_return attempt;
   }
 
@@ -922,8 +1009,9 @@ class PostgresLock {
   static asio::awaitable<LockGuard> acquire_on_strand(std::shared_ptr<State> state, std::string owner, AdvisoryKey key,
                                                       std::chrono::milliseconds ttl, std::chrono::milliseconds deadline) {
     detail::WaitingScope waiting(state->pump, state);
+    QueueSeat seat(state);
     auto acquiring = detail::acquire_loop(
-        state->waiters, key, deadline, [&] { return attempt_once(state, owner, key, ttl); },
+        state->waiters, key, deadline, [&] { return attempt_once(state, owner, key, ttl, &seat); },
         [&](LockGuard guard) { return give_back(state, std::move(guard)); });
     co_return co_await std::move(acquiring);
   }

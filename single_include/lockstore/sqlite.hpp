@@ -305,7 +305,21 @@ CREATE TABLE lockstore_graph_nodes (
 CREATE INDEX lockstore_graph_nodes_by_parent ON lockstore_graph_nodes (session_id, parent_id);
 )sql";
 
-inline constexpr std::array<const char*, 2> migrations = {schema_v1, schema_v2};
+/// Version 3 adds the queue of waiting acquirers: acquire() takes a ticket
+/// when refused and is granted a free lease only when no live ticket of the
+/// key is older than its own, so waiters are served first come, first
+/// served. A ticket whose waiter stopped refreshing it (a killed process)
+/// expires and no longer holds anyone up.
+inline constexpr const char* schema_v3 = R"sql(
+CREATE TABLE lockstore_waiters (
+  ticket     INTEGER PRIMARY KEY AUTOINCREMENT,
+  key        TEXT NOT NULL,
+  expires_ms INTEGER NOT NULL
+);
+CREATE INDEX lockstore_waiters_by_key ON lockstore_waiters (key, ticket);
+)sql";
+
+inline constexpr std::array<const char*, 3> migrations = {schema_v1, schema_v2, schema_v3};
 inline constexpr int schema_version = static_cast<int>(migrations.size());
 
 [[noreturn]] inline void throw_unsupported_schema(const SqliteConnection& connection, std::int64_t found) {
@@ -462,6 +476,13 @@ class SqliteWorker {
     }
   }
 
+  /// Queues `f(connection)` and returns at once; its result and any error
+  /// are dropped. For clean-up that cannot wait, such as a destructor's.
+  template <class F>
+  void post(F f) {
+    core_->submit(std::make_unique<Detached<F>>(std::move(f)));
+  }
+
  private:
   template <class Result>
   using Boxed = std::optional<std::conditional_t<std::is_void_v<Result>, std::monostate, Result>>;
@@ -541,6 +562,21 @@ class SqliteWorker {
 
     F function;
     std::shared_ptr<Completion<Box>> completion;
+  };
+
+  template <class F>
+  struct Detached final : JobBase {
+    explicit Detached(F f) : function(std::move(f)) {}
+
+    void run(SqliteConnection* connection, const std::exception_ptr&) override {
+      if (connection == nullptr) return;
+      try {
+        function(*connection);
+      } catch (...) {  // nobody waits for it; what it cleans up also expires
+      }
+    }
+
+    F function;
   };
 
   // The queue between callers and the worker thread. A statement takes tens
@@ -703,6 +739,13 @@ class SqliteDatabase {
     return shared_->worker.run(std::move(f));
   }
 
+  /// Queues `f(detail::SqliteConnection&)` on the connection thread and
+  /// returns at once, dropping its result and errors (clean-up only).
+  template <class F>
+  void post(F f) const {
+    shared_->worker.post(std::move(f));
+  }
+
   const std::filesystem::path& path() const noexcept { return shared_->path; }
   bool read_only() const noexcept { return shared_->read_only; }
   const SqliteOptions& options() const noexcept { return shared_->options; }
@@ -825,6 +868,7 @@ struct LockInfo {
 
 #include <chrono>
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <string>
 #include <vector>
@@ -851,8 +895,25 @@ ON CONFLICT (key) DO UPDATE SET
   acquired_ms = CASE WHEN expires_ms > excluded.acquired_ms THEN acquired_ms ELSE excluded.acquired_ms END,
   owner       = excluded.owner,
   expires_ms  = excluded.expires_ms
-WHERE expires_ms <= excluded.acquired_ms OR owner = excluded.owner
+WHERE owner = excluded.owner
+   OR (expires_ms <= excluded.acquired_ms
+       AND (?6 IS NULL OR NOT EXISTS (SELECT 1 FROM lockstore_waiters AS w
+                                      WHERE w.key = excluded.key AND w.ticket < ?6
+                                        AND w.expires_ms > excluded.acquired_ms)))
 RETURNING token, fence)sql";
+
+// The queue of acquire() callers (schema v3). ?6 above is the caller's
+// ticket: older live tickets go first. NULL (try_acquire) ignores the queue;
+// a caller without a ticket yet passes the largest integer, behind everyone.
+inline constexpr const char* take_ticket = R"sql(
+INSERT INTO lockstore_waiters (ticket, key, expires_ms) VALUES (?1, ?2, ?3)
+ON CONFLICT (ticket) DO UPDATE SET expires_ms = excluded.expires_ms
+RETURNING ticket)sql";
+
+inline constexpr const char* drop_expired_tickets =
+    "DELETE FROM lockstore_waiters WHERE key = ?1 AND expires_ms <= ?2";
+
+inline constexpr const char* drop_ticket = "DELETE FROM lockstore_waiters WHERE ticket = ?1";
 
 inline constexpr const char* holder = "SELECT token, expires_ms FROM lockstore_leases WHERE key = ?1";
 
@@ -912,11 +973,17 @@ class SqliteLock {
                                      std::chrono::milliseconds deadline) {
     detail::validate_ttl(ttl, "SqliteLock::acquire");
     database_.require_writable("SqliteLock::acquire");
+    QueueSeat seat(database_, key.str());
     auto acquiring = detail::acquire_loop(
-        database_.waiters(), key, deadline, [&] { return attempt_once(key, ttl); },
+        database_.waiters(), key, deadline, [&] { return attempt_once(key, ttl, &seat); },
         [this](LockGuard guard) { return release(std::move(guard)); });
     co_return co_await std::move(acquiring);
   }
+
+  /// How long a waiter's ticket stays live without a refresh; a waiter
+  /// refreshes it at every look, at least every third of this. A killed
+  /// waiter holds the queue up for at most this long.
+  static constexpr std::chrono::milliseconds ticket_ttl{1500};
 
   /// New expiry = now + ttl while the guard's token holds a live lease.
   asio::awaitable<bool> extend(LockGuard& guard, std::chrono::milliseconds ttl) {
@@ -1015,28 +1082,73 @@ class SqliteLock {
   }
 
  private:
+  // An acquire() caller's place in the key's queue. The ticket is taken at
+  // the first refusal and dropped by the statement that grants the lease;
+  // if the caller gives up (deadline, cancellation, error, or its frame is
+  // destroyed) the destructor drops it without waiting, and wakes the
+  // waiters behind it.
+  class QueueSeat {
+   public:
+    QueueSeat(SqliteDatabase database, std::string key) : database_(std::move(database)), key_(std::move(key)) {}
+    QueueSeat(const QueueSeat&) = delete;
+    QueueSeat& operator=(const QueueSeat&) = delete;
+    ~QueueSeat() {
+      if (!ticket) return;
+      database_.post([ticket = *ticket, key = key_, waiters = &database_.waiters()](
+                         detail::SqliteConnection& connection) {
+        connection.prepare(detail::sqlite_lock_sql::drop_ticket).bind(1, ticket).run();
+        waiters->notify(key);
+      });
+    }
+
+    std::optional<std::int64_t> ticket;
+
+   private:
+    SqliteDatabase database_;
+    std::string key_;
+  };
+
   struct Outcome {
     std::optional<std::string> token;  // the lease's token when granted
     std::uint64_t fence = 0;
     std::string holder_token;          // when refused: who holds it, and until when
     std::int64_t holder_expires_ms = 0;
+    std::optional<std::int64_t> ticket;  // the queue ticket afterwards
   };
 
-  asio::awaitable<detail::Attempt> attempt_once(AdvisoryKey key, std::chrono::milliseconds ttl) {
+  // One statement when granted. A refused acquire() also takes or refreshes
+  // its ticket; `seat` is null for try_acquire, which ignores the queue.
+  asio::awaitable<detail::Attempt> attempt_once(AdvisoryKey key, std::chrono::milliseconds ttl,
+                                                QueueSeat* seat = nullptr) {
     auto proposed = random_token();
-    auto job = [key = key.str(), owner = owner_, proposed, ttl, database = &database_](
+    const bool queued = seat != nullptr;
+    const auto ticket = seat != nullptr ? seat->ticket : std::nullopt;
+    auto job = [key = key.str(), owner = owner_, proposed, ttl, queued, ticket, database = &database_](
                    detail::SqliteConnection& connection) {
           Outcome result;
+          result.ticket = ticket;
           const auto now = detail::wall_clock_ms();
           {
             auto statement = connection.prepare(detail::sqlite_lock_sql::acquire);
             statement.bind(1, key).bind(2, owner).bind(3, proposed).bind(4, now).bind(5, ttl.count());
+            if (queued) statement.bind(6, ticket.value_or(std::numeric_limits<std::int64_t>::max()));
             if (statement.step()) {
               result.token = statement.text(0);
               result.fence = static_cast<std::uint64_t>(statement.int64(1));
               database->local_tokens().insert(*result.token);
-              return result;
             }
+          }
+          if (result.token) {
+            if (ticket) connection.prepare(detail::sqlite_lock_sql::drop_ticket).bind(1, *ticket).run();
+            result.ticket.reset();
+            return result;
+          }
+          if (queued) {
+            if (!ticket) connection.prepare(detail::sqlite_lock_sql::drop_expired_tickets).bind(1, key).bind(2, now).run();
+            auto statement = connection.prepare(detail::sqlite_lock_sql::take_ticket);
+            if (ticket) statement.bind(1, *ticket);  // unbound: NULL, a new ticket
+            statement.bind(2, key).bind(3, now + ticket_ttl.count());
+            if (statement.step()) result.ticket = statement.int64(0);
           }
           auto statement = connection.prepare(detail::sqlite_lock_sql::holder);
           statement.bind(1, key);
@@ -1047,6 +1159,7 @@ class SqliteLock {
           return result;
     };
     auto outcome = co_await database_.run(std::move(job));
+    if (seat != nullptr) seat->ticket = outcome.ticket;
 
     detail::Attempt attempt;
     if (outcome.token) {
@@ -1055,6 +1168,8 @@ class SqliteLock {
       co_return attempt;
     }
     attempt.retry_at = retry_time(outcome);
+    if (outcome.ticket)
+      attempt.retry_at = std::min(attempt.retry_at, std::chrono::steady_clock::now() + ticket_ttl / 3);
     co_return attempt;
   }
 
