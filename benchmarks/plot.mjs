@@ -68,53 +68,37 @@ contentionPlot('throughput_one_key', 'one', 'pairs_per_s', 'acquire+release pair
 contentionPlot('throughput_distinct', 'distinct', 'pairs_per_s', 'acquire+release pairs/s', true);
 contentionPlot('fairness_one_key', 'one', 'max_over_median', 'longest wait / median wait', true);
 
+// A single-panel chart: one curve per series, gnuplot settings given.
+function linePlot(name, series, settings) {
+  if (series.length === 0) return;
+  const file = dataFile(name, series);
+  const curves = series.map((s, i) => `${quote(file)} index ${i} using 1:2 with linespoints lw 2 title ${quote(s.client)}`);
+  plots.push({ name, size: [900, 600], script: `${settings}\nset key outside right\nset grid\nplot ${curves.join(', \\\n  ')}` });
+}
+
 // Handoff latency across processes: one curve per backend and client.
-{
-  const rows = lines.filter((l) => l.benchmark === 'handoff_latency' && l.scope === 'processes' && l.p10_us !== undefined);
-  const series = rows.map((r) => ({
+linePlot('handoff_latency',
+  lines.filter((l) => l.benchmark === 'handoff_latency' && l.scope === 'processes' && l.p10_us !== undefined).map((r) => ({
     client: `${r.client ?? 'lockstore'} (${r.backend})`,
     points: [[10, r.p10_us], [25, r.p25_us], [50, r.p50_us], [75, r.p75_us], [90, r.p90_us], [99, r.p99_us]].map(([p, us]) => [p, us / 1000]),
-  }));
-  if (series.length > 0) {
-    const file = dataFile('handoff_latency', series);
-    const curves = series.map((s, i) => `${quote(file)} index ${i} using 1:2 with linespoints lw 2 title ${quote(s.client)}`);
-    plots.push({
-      name: 'handoff_latency',
-      size: [900, 600],
-      script: `set title 'Handoff across processes: release -> the waiting process holds the lock'
+  })),
+  `set title 'Handoff across processes: release -> the waiting process holds the lock'
 set xlabel 'percentile'
 set ylabel 'latency (ms)'
 set logscale y
-set key outside right
-set grid
-set xtics (10, 25, 50, 75, 90, 99)
-plot ${curves.join(', \\\n  ')}`,
-    });
-  }
-}
+set xtics (10, 25, 50, 75, 90, 99)`);
 
 // Acquire cost with many keys held.
 {
   const rows = lines.filter((l) => l.benchmark === 'pairs_with_keys_held');
-  const series = backends.map((backend) => ({
+  linePlot('keys_held', backends.map((backend) => ({
     client: title[backend],
     points: rows.filter((r) => r.backend === backend).sort((a, b) => a.held_keys - b.held_keys).map((r) => [r.held_keys, r.pairs_per_s]),
-  })).filter((s) => s.points.length > 0);
-  if (series.length > 0) {
-    const file = dataFile('keys_held', series);
-    const curves = series.map((s, i) => `${quote(file)} index ${i} using 1:2 with linespoints lw 2 title ${quote(s.client)}`);
-    plots.push({
-      name: 'keys_held',
-      size: [900, 600],
-      script: `set title 'One client acquire+release pairs/s while other keys are held'
+  })).filter((s) => s.points.length > 0),
+  `set title 'One client acquire+release pairs/s while other keys are held'
 set xlabel 'other keys held'
 set ylabel 'pairs/s'
-set logscale xy
-set key outside right
-set grid
-plot ${curves.join(', \\\n  ')}`,
-    });
-  }
+set logscale xy`);
 }
 
 for (const plot of plots) {

@@ -940,7 +940,7 @@ class PostgresLock {
     std::shared_ptr<State> state;
     std::optional<std::int64_t> ticket;
 
-    QueueSeat(std::shared_ptr<State> s) : state(std::move(s)) {}
+    explicit QueueSeat(std::shared_ptr<State> s) : state(std::move(s)) {}
     QueueSeat(const QueueSeat&) = delete;
     QueueSeat& operator=(const QueueSeat&) = delete;
     ~QueueSeat() {
