@@ -114,6 +114,11 @@ TEST_CASE("PostgreSQL: processes on their own connections never overlap (ledger)
   check_processes_never_overlap([&](std::string owner) { return PostgresLock::connect(conninfo, std::move(owner)); }, 4, 40);
 }
 
+TEST_CASE("PostgreSQL: processes taking turns hand the lock over within milliseconds", "[postgres][process]") {
+  const auto conninfo = fresh_postgres_schema();
+  check_handoffs_across_processes([&](std::string owner) { return PostgresLock::connect(conninfo, std::move(owner)); }, 20, 20ms);
+}
+
 TEST_CASE("PostgreSQL: a waiter in another process is woken by NOTIFY, not by polling", "[postgres][process]") {
   const auto conninfo = fresh_postgres_schema();
   // The fallback poll is 0.5-1 s: only the notification is this fast.

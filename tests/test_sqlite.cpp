@@ -177,6 +177,76 @@ TEST_CASE("processes on one SQLite file never overlap (ledger of enter/exit line
       4, 60);
 }
 
+TEST_CASE("SQLite: a release in another process wakes the next waiter through the wake file", "[sqlite][process]") {
+  TempDir dir;
+  const auto database_path = dir / "locks.db";
+  SqliteOptions options;
+  options.poll_interval = 60s;  // no short poll: only the wake-up can explain a quick handoff
+  check_handoffs_across_processes(
+      [&](std::string owner) -> asio::awaitable<SqliteLock> {
+        auto opening = SqliteDatabase::open(database_path, options);
+        auto database = co_await std::move(opening);
+        if (database.wake_board() == nullptr || !database.wake_board()->active())
+          throw std::runtime_error("the wake file is not active");
+        co_return SqliteLock(std::move(database), std::move(owner));
+      },
+      20, 20ms);
+  CHECK(std::filesystem::file_size(dir / "locks.db-lockstore-wake") == detail::WakeBoard::file_size);
+}
+
+TEST_CASE("SQLite: two handles on one file in one process wake each other's waiters", "[sqlite]") {
+  TempDir dir;
+  SqliteOptions options;
+  options.poll_interval = 60s;
+  run([&]() -> asio::awaitable<void> {
+    SqliteLock holder(co_await SqliteDatabase::open(dir / "locks.db", options), "holder");
+    SqliteLock waiter(co_await SqliteDatabase::open(dir / "locks.db", options), "waiter");
+    REQUIRE_FALSE(holder.database() == waiter.database());
+    auto guard = co_await holder.acquire(AdvisoryKey("shared"), 30s, 1s);
+    std::int64_t released_ms = 0;
+    auto executor = co_await asio::this_coro::executor;
+    asio::co_spawn(executor, [&]() -> asio::awaitable<void> {
+      co_await sleep_for(300ms);  // the waiter has looked once and holds a ticket
+      released_ms = detail::wall_clock_ms();
+      co_await holder.release(std::move(guard));
+    }, asio::detached);
+    auto acquiring = waiter.acquire(AdvisoryKey("shared"), 30s, 10s);
+    auto taken = co_await std::move(acquiring);
+    const auto delay = detail::wall_clock_ms() - released_ms;
+    // Without the announcement the waiter would look again only when its
+    // ticket needs refreshing, 500 ms after its first look.
+    INFO("acquired " << delay << " ms after the release");
+    CHECK(delay < 100);
+    co_await waiter.release(std::move(taken));
+  });
+}
+
+TEST_CASE("SQLite: a foreign file where the wake file goes is left alone, and waiters poll instead", "[sqlite]") {
+  TempDir dir;
+  const std::string foreign = "not a lockstore wake file";
+  std::ofstream(dir / "locks.db-lockstore-wake") << foreign;
+  run([&]() -> asio::awaitable<void> {
+    auto database = co_await SqliteDatabase::open(dir / "locks.db");
+    REQUIRE(database.wake_board() != nullptr);
+    CHECK_FALSE(database.wake_board()->active());
+    SqliteLock first(database, "first");
+    SqliteLock second(co_await SqliteDatabase::open(dir / "locks.db"), "second");
+    auto guard = co_await first.acquire(AdvisoryKey("k"), 30s, 1s);
+    auto executor = co_await asio::this_coro::executor;
+    asio::co_spawn(executor, [&]() -> asio::awaitable<void> {
+      co_await sleep_for(50ms);
+      co_await first.release(std::move(guard));
+    }, asio::detached);
+    auto acquiring = second.acquire(AdvisoryKey("k"), 30s, 5s);
+    auto taken = co_await std::move(acquiring);
+    CHECK(taken.fence() == 2);
+    co_await second.release(std::move(taken));
+  });
+  std::ifstream in(dir / "locks.db-lockstore-wake");
+  std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK(content == foreign);
+}
+
 TEST_CASE("16 threads opening one new file at once all succeed", "[sqlite]") {
   TempDir dir;
   constexpr int openers = 16;

@@ -8,6 +8,7 @@
 #include "lockstore/detail/keyed_waiters.hpp"
 #include "lockstore/detail/sqlite_connection.hpp"
 #include "lockstore/detail/sqlite_schema.hpp"
+#include "lockstore/detail/sqlite_wake.hpp"
 #include "lockstore/detail/sqlite_worker.hpp"
 #include "lockstore/error.hpp"
 
@@ -28,8 +29,11 @@ struct SqliteOptions {
   /// How long a statement waits for another connection's write lock.
   std::chrono::milliseconds busy_timeout{15'000};
   /// How often a waiter looks again while the lease is held by another
-  /// process (each look is jittered to between half and all of this).
-  /// Waiters in this process are woken by release at once instead.
+  /// process and cross-process wake-ups are unavailable (each look is
+  /// jittered to between half and all of this). Waiters in this process are
+  /// woken by release at once; with the wake file (see README, "SQLite
+  /// wake-ups") so are waiters in other processes, which then look again on
+  /// their own only every SqliteDatabase::watched_poll_interval.
   std::chrono::milliseconds poll_interval{2};
   /// How long a caller waits on its own thread for a statement's result
   /// before it suspends. Handing a result back through a parked executor
@@ -60,8 +64,15 @@ class SqliteDatabase {
       return connection;
     });
     co_await database.run([](detail::SqliteConnection&) {});  // reports an open failure
+    database.shared_->board = std::make_unique<detail::WakeBoard>(path);
     co_return database;
   }
+
+  /// How often a waiter whose holder is in another process looks again on
+  /// its own when the wake file is active: a backstop for a release that was
+  /// not announced (a process of an older build, or one that could not map
+  /// the file), not the way waiters normally learn of a release.
+  static constexpr std::chrono::milliseconds watched_poll_interval{250};
 
   /// A private in-memory database (one connection: not shared with others).
   static asio::awaitable<SqliteDatabase> open_memory(SqliteOptions options = {}) {
@@ -121,6 +132,22 @@ class SqliteDatabase {
   /// In-process wake-ups shared by every lock on this handle.
   detail::KeyedWaiters& waiters() const noexcept { return shared_->waiters; }
 
+  /// Tells other processes (and other handles on the same file) that `key`
+  /// was freed and which queue ticket is next (0: unknown). A no-op without
+  /// an active wake file.
+  void announce_release(std::string_view key, std::int64_t next_ticket) const noexcept {
+    if (shared_->board) shared_->board->publish(key, next_ticket);
+  }
+
+  /// The wake file, or null (in-memory and read-only databases). Lives as
+  /// long as the connection thread: jobs may keep the pointer.
+  detail::WakeBoard* wake_board() const noexcept { return shared_->board.get(); }
+
+  /// Starts (once) the thread that turns other processes' announcements
+  /// into wake-ups of this handle's waiters. False without a wake file:
+  /// waiters must then poll.
+  bool watch_releases() const { return shared_->board && shared_->board->watch(shared_->waiters); }
+
   /// Tokens of leases granted through this handle and not yet released:
   /// a waiter whose holder is local needs no polling, release wakes it.
   class LocalTokens {
@@ -158,6 +185,7 @@ class SqliteDatabase {
     bool read_only;
     mutable detail::KeyedWaiters waiters;
     mutable LocalTokens local_tokens;
+    std::unique_ptr<detail::WakeBoard> board;  // file databases opened for writing; set once by open()
     detail::SqliteWorker worker;  // last: destroyed first, while the rest still exists
   };
 

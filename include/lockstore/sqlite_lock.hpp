@@ -1,8 +1,10 @@
 // SqliteLock: leases in a SQLite file, safe across threads and processes.
 // Each lock has an owner name; several SqliteLocks (owners) may share one
 // SqliteDatabase. Waiters in this process are woken by release at once;
-// waiters whose holder is in another process look again every
-// SqliteOptions::poll_interval (jittered) and at the holder's expiry.
+// waiters in other processes through the wake file next to the database
+// (detail/sqlite_wake.hpp), or, without one, by looking again every
+// SqliteOptions::poll_interval (jittered). Every waiter also looks again at
+// the holder's expiry.
 #pragma once
 
 #include "lockstore/detail/acquire_loop.hpp"
@@ -62,6 +64,9 @@ inline constexpr const char* drop_expired_tickets =
     "DELETE FROM lockstore_waiters WHERE key = ?1 AND expires_ms <= ?2";
 
 inline constexpr const char* drop_ticket = "DELETE FROM lockstore_waiters WHERE ticket = ?1";
+
+inline constexpr const char* next_ticket =
+    "SELECT ticket FROM lockstore_waiters WHERE key = ?1 AND expires_ms > ?2 ORDER BY ticket LIMIT 1";
 
 inline constexpr const char* holder = "SELECT token, expires_ms FROM lockstore_leases WHERE key = ?1";
 
@@ -157,7 +162,10 @@ class SqliteLock {
       statement.bind(1, key).bind(2, token);
       const bool removed = statement.run() == 1;
       database->local_tokens().erase(token);
-      if (removed) database->waiters().notify(key);  // at once, before the releaser resumes
+      if (removed) {
+        database->waiters().notify(key);  // at once, before the releaser resumes
+        announce_release(connection, database->wake_board(), key);
+      }
     };
     co_await database_.run(std::move(job));
     guard.mark_released();
@@ -183,6 +191,7 @@ class SqliteLock {
       for (const auto& [key, token] : cleared) {
         database->local_tokens().erase(token);
         database->waiters().notify(key);
+        database->announce_release(key, 0);
       }
       return live;
     };
@@ -224,6 +233,7 @@ class SqliteLock {
       transaction.commit();
       database->local_tokens().erase(token);
       database->waiters().notify(key.str());
+      database->announce_release(key.str(), 0);
       return info;
     };
     co_return co_await database_.run(std::move(job));
@@ -242,10 +252,11 @@ class SqliteLock {
     QueueSeat& operator=(const QueueSeat&) = delete;
     ~QueueSeat() {
       if (!ticket) return;
-      database_.post([ticket = *ticket, key = key_, waiters = &database_.waiters()](
-                         detail::SqliteConnection& connection) {
+      database_.post([ticket = *ticket, key = key_, waiters = &database_.waiters(),
+                      board = database_.wake_board()](detail::SqliteConnection& connection) {
         connection.prepare(detail::sqlite_lock_sql::drop_ticket).bind(1, ticket).run();
         waiters->notify(key);
+        announce_release(connection, board, key);
       });
     }
 
@@ -255,6 +266,17 @@ class SqliteLock {
     SqliteDatabase database_;
     std::string key_;
   };
+
+  // Tells waiters in other processes that `key` may be free, naming the
+  // ticket next in line so that only its holder looks. Runs on the
+  // connection thread, after the statement that freed the key.
+  static void announce_release(detail::SqliteConnection& connection, detail::WakeBoard* board,
+                               const std::string& key) {
+    if (board == nullptr || !board->active()) return;
+    auto statement = connection.prepare(detail::sqlite_lock_sql::next_ticket);
+    statement.bind(1, key).bind(2, detail::wall_clock_ms());
+    board->publish(key, statement.step() ? statement.int64(0) : 0);
+  }
 
   struct Outcome {
     std::optional<std::string> token;  // the lease's token when granted
@@ -275,6 +297,10 @@ class SqliteLock {
                    detail::SqliteConnection& connection) {
           Outcome result;
           result.ticket = ticket;
+          // A queued attempt writes twice (the lease, then the ticket): one
+          // transaction makes that one commit to the WAL instead of two.
+          std::optional<detail::Transaction> transaction;
+          if (queued) transaction.emplace(connection);
           const auto now = detail::wall_clock_ms();
           {
             auto statement = connection.prepare(detail::sqlite_lock_sql::acquire);
@@ -283,11 +309,12 @@ class SqliteLock {
             if (statement.step()) {
               result.token = statement.text(0);
               result.fence = static_cast<std::uint64_t>(statement.int64(1));
-              database->local_tokens().insert(*result.token);
             }
           }
           if (result.token) {
             if (ticket) connection.prepare(detail::sqlite_lock_sql::drop_ticket).bind(1, *ticket).run();
+            if (transaction) transaction->commit();
+            database->local_tokens().insert(*result.token);
             result.ticket.reset();
             return result;
           }
@@ -304,12 +331,14 @@ class SqliteLock {
             result.holder_token = statement.text(0);
             result.holder_expires_ms = statement.int64(1);
           }
+          if (transaction) transaction->commit();
           return result;
     };
     auto outcome = co_await database_.run(std::move(job));
     if (seat != nullptr) seat->ticket = outcome.ticket;
 
     detail::Attempt attempt;
+    attempt.ticket = outcome.ticket.value_or(0);
     if (outcome.token) {
       attempt.fresh = *outcome.token == proposed;
       attempt.guard.emplace(std::move(key), std::move(*outcome.token), outcome.fence);
@@ -321,15 +350,18 @@ class SqliteLock {
     co_return attempt;
   }
 
-  // When to look again: at the holder's expiry, and no later than a jittered
-  // poll interval if the holder is in another process (its release cannot
-  // wake us). A holder in this process wakes us itself when it releases.
+  // When to look again: at the holder's expiry, and, if the holder is in
+  // another process, no later than a jittered poll interval: the long
+  // backstop one when that process's release will be announced on the wake
+  // file, the short one otherwise. A holder in this process wakes us itself.
   std::chrono::steady_clock::time_point retry_time(const Outcome& outcome) const {
     const auto now = std::chrono::steady_clock::now();
     const auto until_expiry = std::chrono::milliseconds(
         std::max<std::int64_t>(0, outcome.holder_expires_ms - detail::wall_clock_ms()) + 1);
     if (database_.local_tokens().contains(outcome.holder_token)) return now + until_expiry;
-    const auto poll = database_.options().poll_interval.count();
+    const auto poll = database_.watch_releases()
+                          ? std::max(SqliteDatabase::watched_poll_interval, database_.options().poll_interval).count()
+                          : database_.options().poll_interval.count();
     const auto jittered = std::chrono::microseconds(detail::ThreadRandom::between(poll * 500, poll * 1000));
     return now + std::min<std::chrono::microseconds>(until_expiry, jittered);
   }

@@ -603,6 +603,14 @@ class KeyedWaiters {
       complete(lock, {});
     }
 
+    // As notify_if, knowing only the low 32 bits of the next ticket.
+    void notify_if_low(std::uint32_t next_ticket) {
+      std::unique_lock lock(mutex);
+      if (next_ticket != 0 && ticket != 0 && static_cast<std::uint32_t>(ticket) != next_ticket) return;
+      notified = true;
+      complete(lock, {});
+    }
+
     void complete(std::unique_lock<std::mutex>& lock, boost::system::error_code result) {
       if (!handler) return;
       auto completion = std::move(*handler);
@@ -709,6 +717,17 @@ class KeyedWaiters {
     std::lock_guard lock(mutex_);
     if (auto found = waiters_.find(key); found != waiters_.end())
       for (auto& waiter : found->second) waiter->notify_if(next_ticket);
+  }
+
+  /// As notify, for every key that `key_matches`, knowing only the low 32
+  /// bits of the next ticket (0: unknown). Another process's release reaches
+  /// us this way, as a key hash (SQLite's wake board).
+  template <class Match>
+  void notify_where(Match key_matches, std::uint32_t next_ticket_low) {
+    std::lock_guard lock(mutex_);
+    for (auto& [key, list] : waiters_)
+      if (key_matches(key))
+        for (auto& waiter : list) waiter->notify_if_low(next_ticket_low);
   }
 
   /// Wakes every waiter on every key.

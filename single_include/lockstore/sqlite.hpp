@@ -377,6 +377,217 @@ inline void enable_wal(SqliteConnection& connection, std::chrono::milliseconds p
 
 }  // namespace lockstore::detail
 #endif  // LOCKSTORE_SINGLE_DETAIL_SQLITE_SCHEMA_HPP
+// ---- lockstore/detail/sqlite_wake.hpp
+#ifndef LOCKSTORE_SINGLE_DETAIL_SQLITE_WAKE_HPP
+#define LOCKSTORE_SINGLE_DETAIL_SQLITE_WAKE_HPP
+// Cross-process wake-ups for SQLite waiters. Every process that opens a
+// database file for writing maps a small shared file next to it,
+// `<database>-lockstore-wake`, and announces there each release of a lease
+// (the key's hash and the next queue ticket), then wakes the other
+// processes with a futex on a sequence word in the mapping. One watcher
+// thread per database handle sleeps on that futex and wakes the handle's
+// waiters on the announced key. Waiters still look again on a slow timer, so
+// a lost or missing announcement (another build, a full ring) costs time,
+// never correctness: the database is the only authority on who holds what.
+//
+// Layout (one 4 KiB page, zero-filled on creation):
+//   magic (u64) · sequence (u32 futex word) · pad · cursor (u64) · ring[slots]
+// A publisher reserves a slot with cursor.fetch_add, writes it seqlock-style
+// (stamp 0, origin, payload, stamp = index + 1), bumps the sequence and wakes
+// the sleepers. A watcher that finds a slot unwritten or overwritten wakes
+// all of its waiters instead (conservative). Linux only; elsewhere, and when
+// the file cannot be created or mapped (read-only directory, foreign file),
+// the board is inactive and waiters poll at SqliteOptions::poll_interval.
+
+
+#include <atomic>
+#include <cstdint>
+#include <filesystem>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <thread>
+
+#ifdef __linux__
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <climits>
+#include <ctime>
+#endif
+
+namespace lockstore::detail {
+
+/// 32-bit FNV-1a: the same in every process and build, unlike std::hash.
+inline std::uint32_t wake_hash(std::string_view key) noexcept {
+  std::uint32_t hash = 2166136261u;
+  for (unsigned char byte : key) {
+    hash ^= byte;
+    hash *= 16777619u;
+  }
+  return hash;
+}
+
+class WakeBoard {
+ public:
+  static constexpr std::uint64_t magic = 0x314b41574b434f4cull;  // "LOCKWAK1", little-endian
+  static constexpr std::size_t file_size = 4096;
+
+  /// Maps `<database>-lockstore-wake`; inactive if that is not possible.
+  explicit WakeBoard(const std::filesystem::path& database) : origin_(ThreadRandom::between(1, INT64_MAX)) {
+#ifdef __linux__
+    const auto path = database.string() + "-lockstore-wake";
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0666);
+    if (fd < 0) return;
+    struct stat status {};
+    if (::fstat(fd, &status) != 0 || (status.st_size != 0 && status.st_size != static_cast<off_t>(file_size)) ||
+        (status.st_size == 0 && ::ftruncate(fd, static_cast<off_t>(file_size)) != 0)) {
+      ::close(fd);
+      return;
+    }
+    void* mapped = ::mmap(nullptr, file_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    ::close(fd);
+    if (mapped == MAP_FAILED) return;
+    auto* layout = static_cast<Layout*>(mapped);
+    std::uint64_t expected = 0;
+    if (!layout->magic.compare_exchange_strong(expected, magic) && expected != magic) {
+      ::munmap(mapped, file_size);  // someone else's file: leave it alone
+      return;
+    }
+    layout_ = layout;
+#else
+    (void)database;
+#endif
+  }
+
+  WakeBoard(const WakeBoard&) = delete;
+  WakeBoard& operator=(const WakeBoard&) = delete;
+
+  ~WakeBoard() {
+    stop_watching();
+#ifdef __linux__
+    if (layout_ != nullptr) ::munmap(layout_, file_size);
+#endif
+  }
+
+  bool active() const noexcept { return layout_ != nullptr; }
+
+  /// Announces that `key` was freed and `next_ticket` (0: unknown) is next.
+  void publish(std::string_view key, std::int64_t next_ticket) noexcept {
+#ifdef __linux__
+    if (layout_ == nullptr) return;
+    const auto index = layout_->cursor.fetch_add(1);
+    auto& slot = layout_->ring[index % slots];
+    slot.stamp.store(0);
+    slot.origin.store(origin_);
+    slot.payload.store(std::uint64_t{wake_hash(key)} << 32 | static_cast<std::uint32_t>(next_ticket));
+    slot.stamp.store(index + 1);
+    layout_->sequence.fetch_add(1);
+    futex(FUTEX_WAKE, INT_MAX, nullptr);
+#else
+    (void)key;
+    (void)next_ticket;
+#endif
+  }
+
+  /// Starts the watcher thread (once) that wakes `waiters` on announcements
+  /// from other handles. Returns whether the board is active.
+  bool watch(KeyedWaiters& waiters) {
+    if (layout_ == nullptr) return false;
+    std::lock_guard lock(mutex_);
+    if (!watcher_.joinable()) watcher_ = std::thread([this, &waiters] { run(waiters); });
+    return true;
+  }
+
+ private:
+  static constexpr std::size_t slots = 160;
+
+  struct Slot {
+    std::atomic<std::uint64_t> stamp;    // index + 1 once written; 0 while being written
+    std::atomic<std::uint64_t> origin;   // the publishing handle
+    std::atomic<std::uint64_t> payload;  // key hash << 32 | low 32 bits of the next ticket
+  };
+  struct Layout {
+    std::atomic<std::uint64_t> magic;
+    std::atomic<std::uint32_t> sequence;  // the futex word
+    std::uint32_t pad;
+    std::atomic<std::uint64_t> cursor;
+    Slot ring[slots];
+  };
+  static_assert(sizeof(Layout) <= file_size);
+  static_assert(std::atomic<std::uint64_t>::is_always_lock_free && std::atomic<std::uint32_t>::is_always_lock_free,
+                "the wake board shares atomics between processes");
+
+#ifdef __linux__
+  long futex(int operation, std::uint32_t value, const timespec* timeout) noexcept {
+    return ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&layout_->sequence), operation, value, timeout,
+                     nullptr, 0);
+  }
+#endif
+
+  void run(KeyedWaiters& waiters) {
+#ifdef __linux__
+    auto seen_sequence = layout_->sequence.load();
+    auto seen_cursor = layout_->cursor.load();
+    while (!stopping_.load()) {
+      const timespec timeout{1, 0};  // only a backstop for stop_watching()
+      futex(FUTEX_WAIT, seen_sequence, &timeout);
+      const auto sequence = layout_->sequence.load();
+      if (sequence == seen_sequence) continue;
+      seen_sequence = sequence;
+      const auto cursor = layout_->cursor.load();
+      if (cursor - seen_cursor > slots) {
+        waiters.notify_all();
+      } else {
+        for (auto index = seen_cursor; index != cursor; ++index) deliver(waiters, index);
+      }
+      seen_cursor = cursor;
+    }
+#else
+    (void)waiters;
+#endif
+  }
+
+  void deliver(KeyedWaiters& waiters, std::uint64_t index) {
+    auto& slot = layout_->ring[index % slots];
+    const auto before = slot.stamp.load();
+    const auto origin = slot.origin.load();
+    const auto payload = slot.payload.load();
+    if (before != index + 1 || slot.stamp.load() != before) {
+      waiters.notify_all();  // not written yet, or already reused: wake everyone
+      return;
+    }
+    if (origin == origin_) return;  // our own release woke our waiters already
+    const auto key_hash = static_cast<std::uint32_t>(payload >> 32);
+    const auto ticket = static_cast<std::uint32_t>(payload);
+    waiters.notify_where([key_hash](const std::string& key) { return wake_hash(key) == key_hash; }, ticket);
+  }
+
+  void stop_watching() {
+    std::lock_guard lock(mutex_);
+    if (!watcher_.joinable()) return;
+    stopping_.store(true);
+#ifdef __linux__
+    // Wakes our watcher; other processes' watchers find nothing new.
+    layout_->sequence.fetch_add(1);
+    futex(FUTEX_WAKE, INT_MAX, nullptr);
+#endif
+    watcher_.join();
+  }
+
+  Layout* layout_ = nullptr;
+  const std::uint64_t origin_;
+  std::mutex mutex_;
+  std::atomic<bool> stopping_{false};
+  std::thread watcher_;
+};
+
+}  // namespace lockstore::detail
+#endif  // LOCKSTORE_SINGLE_DETAIL_SQLITE_WAKE_HPP
 // ---- lockstore/detail/sqlite_worker.hpp
 #ifndef LOCKSTORE_SINGLE_DETAIL_SQLITE_WORKER_HPP
 #define LOCKSTORE_SINGLE_DETAIL_SQLITE_WORKER_HPP
@@ -667,8 +878,11 @@ struct SqliteOptions {
   /// How long a statement waits for another connection's write lock.
   std::chrono::milliseconds busy_timeout{15'000};
   /// How often a waiter looks again while the lease is held by another
-  /// process (each look is jittered to between half and all of this).
-  /// Waiters in this process are woken by release at once instead.
+  /// process and cross-process wake-ups are unavailable (each look is
+  /// jittered to between half and all of this). Waiters in this process are
+  /// woken by release at once; with the wake file (see README, "SQLite
+  /// wake-ups") so are waiters in other processes, which then look again on
+  /// their own only every SqliteDatabase::watched_poll_interval.
   std::chrono::milliseconds poll_interval{2};
   /// How long a caller waits on its own thread for a statement's result
   /// before it suspends. Handing a result back through a parked executor
@@ -699,8 +913,15 @@ class SqliteDatabase {
       return connection;
     });
     co_await database.run([](detail::SqliteConnection&) {});  // reports an open failure
+    database.shared_->board = std::make_unique<detail::WakeBoard>(path);
     co_return database;
   }
+
+  /// How often a waiter whose holder is in another process looks again on
+  /// its own when the wake file is active: a backstop for a release that was
+  /// not announced (a process of an older build, or one that could not map
+  /// the file), not the way waiters normally learn of a release.
+  static constexpr std::chrono::milliseconds watched_poll_interval{250};
 
   /// A private in-memory database (one connection: not shared with others).
   static asio::awaitable<SqliteDatabase> open_memory(SqliteOptions options = {}) {
@@ -760,6 +981,22 @@ class SqliteDatabase {
   /// In-process wake-ups shared by every lock on this handle.
   detail::KeyedWaiters& waiters() const noexcept { return shared_->waiters; }
 
+  /// Tells other processes (and other handles on the same file) that `key`
+  /// was freed and which queue ticket is next (0: unknown). A no-op without
+  /// an active wake file.
+  void announce_release(std::string_view key, std::int64_t next_ticket) const noexcept {
+    if (shared_->board) shared_->board->publish(key, next_ticket);
+  }
+
+  /// The wake file, or null (in-memory and read-only databases). Lives as
+  /// long as the connection thread: jobs may keep the pointer.
+  detail::WakeBoard* wake_board() const noexcept { return shared_->board.get(); }
+
+  /// Starts (once) the thread that turns other processes' announcements
+  /// into wake-ups of this handle's waiters. False without a wake file:
+  /// waiters must then poll.
+  bool watch_releases() const { return shared_->board && shared_->board->watch(shared_->waiters); }
+
   /// Tokens of leases granted through this handle and not yet released:
   /// a waiter whose holder is local needs no polling, release wakes it.
   class LocalTokens {
@@ -797,6 +1034,7 @@ class SqliteDatabase {
     bool read_only;
     mutable detail::KeyedWaiters waiters;
     mutable LocalTokens local_tokens;
+    std::unique_ptr<detail::WakeBoard> board;  // file databases opened for writing; set once by open()
     detail::SqliteWorker worker;  // last: destroyed first, while the rest still exists
   };
 
@@ -835,8 +1073,10 @@ class SqliteDatabase {
 // SqliteLock: leases in a SQLite file, safe across threads and processes.
 // Each lock has an owner name; several SqliteLocks (owners) may share one
 // SqliteDatabase. Waiters in this process are woken by release at once;
-// waiters whose holder is in another process look again every
-// SqliteOptions::poll_interval (jittered) and at the holder's expiry.
+// waiters in other processes through the wake file next to the database
+// (detail/sqlite_wake.hpp), or, without one, by looking again every
+// SqliteOptions::poll_interval (jittered). Every waiter also looks again at
+// the holder's expiry.
 
 // ---- lockstore/lock_info.hpp
 #ifndef LOCKSTORE_SINGLE_LOCK_INFO_HPP
@@ -914,6 +1154,9 @@ inline constexpr const char* drop_expired_tickets =
     "DELETE FROM lockstore_waiters WHERE key = ?1 AND expires_ms <= ?2";
 
 inline constexpr const char* drop_ticket = "DELETE FROM lockstore_waiters WHERE ticket = ?1";
+
+inline constexpr const char* next_ticket =
+    "SELECT ticket FROM lockstore_waiters WHERE key = ?1 AND expires_ms > ?2 ORDER BY ticket LIMIT 1";
 
 inline constexpr const char* holder = "SELECT token, expires_ms FROM lockstore_leases WHERE key = ?1";
 
@@ -1009,7 +1252,10 @@ class SqliteLock {
       statement.bind(1, key).bind(2, token);
       const bool removed = statement.run() == 1;
       database->local_tokens().erase(token);
-      if (removed) database->waiters().notify(key);  // at once, before the releaser resumes
+      if (removed) {
+        database->waiters().notify(key);  // at once, before the releaser resumes
+        announce_release(connection, database->wake_board(), key);
+      }
     };
     co_await database_.run(std::move(job));
     guard.mark_released();
@@ -1035,6 +1281,7 @@ class SqliteLock {
       for (const auto& [key, token] : cleared) {
         database->local_tokens().erase(token);
         database->waiters().notify(key);
+        database->announce_release(key, 0);
       }
       return live;
     };
@@ -1076,6 +1323,7 @@ class SqliteLock {
       transaction.commit();
       database->local_tokens().erase(token);
       database->waiters().notify(key.str());
+      database->announce_release(key.str(), 0);
       return info;
     };
     co_return co_await database_.run(std::move(job));
@@ -1094,10 +1342,11 @@ class SqliteLock {
     QueueSeat& operator=(const QueueSeat&) = delete;
     ~QueueSeat() {
       if (!ticket) return;
-      database_.post([ticket = *ticket, key = key_, waiters = &database_.waiters()](
-                         detail::SqliteConnection& connection) {
+      database_.post([ticket = *ticket, key = key_, waiters = &database_.waiters(),
+                      board = database_.wake_board()](detail::SqliteConnection& connection) {
         connection.prepare(detail::sqlite_lock_sql::drop_ticket).bind(1, ticket).run();
         waiters->notify(key);
+        announce_release(connection, board, key);
       });
     }
 
@@ -1107,6 +1356,17 @@ class SqliteLock {
     SqliteDatabase database_;
     std::string key_;
   };
+
+  // Tells waiters in other processes that `key` may be free, naming the
+  // ticket next in line so that only its holder looks. Runs on the
+  // connection thread, after the statement that freed the key.
+  static void announce_release(detail::SqliteConnection& connection, detail::WakeBoard* board,
+                               const std::string& key) {
+    if (board == nullptr || !board->active()) return;
+    auto statement = connection.prepare(detail::sqlite_lock_sql::next_ticket);
+    statement.bind(1, key).bind(2, detail::wall_clock_ms());
+    board->publish(key, statement.step() ? statement.int64(0) : 0);
+  }
 
   struct Outcome {
     std::optional<std::string> token;  // the lease's token when granted
@@ -1127,6 +1387,10 @@ class SqliteLock {
                    detail::SqliteConnection& connection) {
           Outcome result;
           result.ticket = ticket;
+          // A queued attempt writes twice (the lease, then the ticket): one
+          // transaction makes that one commit to the WAL instead of two.
+          std::optional<detail::Transaction> transaction;
+          if (queued) transaction.emplace(connection);
           const auto now = detail::wall_clock_ms();
           {
             auto statement = connection.prepare(detail::sqlite_lock_sql::acquire);
@@ -1135,11 +1399,12 @@ class SqliteLock {
             if (statement.step()) {
               result.token = statement.text(0);
               result.fence = static_cast<std::uint64_t>(statement.int64(1));
-              database->local_tokens().insert(*result.token);
             }
           }
           if (result.token) {
             if (ticket) connection.prepare(detail::sqlite_lock_sql::drop_ticket).bind(1, *ticket).run();
+            if (transaction) transaction->commit();
+            database->local_tokens().insert(*result.token);
             result.ticket.reset();
             return result;
           }
@@ -1156,12 +1421,14 @@ class SqliteLock {
             result.holder_token = statement.text(0);
             result.holder_expires_ms = statement.int64(1);
           }
+          if (transaction) transaction->commit();
           return result;
     };
     auto outcome = co_await database_.run(std::move(job));
     if (seat != nullptr) seat->ticket = outcome.ticket;
 
     detail::Attempt attempt;
+    attempt.ticket = outcome.ticket.value_or(0);
     if (outcome.token) {
       attempt.fresh = *outcome.token == proposed;
       attempt.guard.emplace(std::move(key), std::move(*outcome.token), outcome.fence);
@@ -1173,15 +1440,18 @@ class SqliteLock {
     co_return attempt;
   }
 
-  // When to look again: at the holder's expiry, and no later than a jittered
-  // poll interval if the holder is in another process (its release cannot
-  // wake us). A holder in this process wakes us itself when it releases.
+  // When to look again: at the holder's expiry, and, if the holder is in
+  // another process, no later than a jittered poll interval: the long
+  // backstop one when that process's release will be announced on the wake
+  // file, the short one otherwise. A holder in this process wakes us itself.
   std::chrono::steady_clock::time_point retry_time(const Outcome& outcome) const {
     const auto now = std::chrono::steady_clock::now();
     const auto until_expiry = std::chrono::milliseconds(
         std::max<std::int64_t>(0, outcome.holder_expires_ms - detail::wall_clock_ms()) + 1);
     if (database_.local_tokens().contains(outcome.holder_token)) return now + until_expiry;
-    const auto poll = database_.options().poll_interval.count();
+    const auto poll = database_.watch_releases()
+                          ? std::max(SqliteDatabase::watched_poll_interval, database_.options().poll_interval).count()
+                          : database_.options().poll_interval.count();
     const auto jittered = std::chrono::microseconds(detail::ThreadRandom::between(poll * 500, poll * 1000));
     return now + std::min<std::chrono::microseconds>(until_expiry, jittered);
   }

@@ -9,9 +9,14 @@
 
 #include <catch2/catch.hpp>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <vector>
 
 namespace lockstore::test {
 
@@ -87,6 +92,68 @@ void check_waiter_woken_across_processes(Connect connect, std::chrono::milliseco
   INFO("acquired " << delay << " ms after the release");
   CHECK(delay >= 0);
   CHECK(delay < bound.count());
+}
+
+/// Two processes take turns on one key, `rounds` times each, holding it
+/// 10 ms: every handoff (one process's release to the other's acquire,
+/// steady clock, which Linux shares between processes) is measured. The
+/// median must stay under `median_bound`: well under any fallback poll, so
+/// only a cross-process wake-up explains it.
+template <class Connect>
+void check_handoffs_across_processes(Connect connect, int rounds, std::chrono::milliseconds median_bound) {
+  TempDir dir;
+  const auto events = dir / "events.txt";
+  const auto statuses = run_children(2, [&](int index) {
+    const int fd = ::open(events.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) return 2;
+    const auto record = [&](char kind) {
+      const auto now = std::chrono::duration_cast<std::chrono::microseconds>(
+          std::chrono::steady_clock::now().time_since_epoch()).count();
+      const auto line = fmt::format("{} {} {}\n", index, kind, now);
+      if (::write(fd, line.data(), line.size()) != static_cast<ssize_t>(line.size()))
+        throw std::runtime_error("cannot write the event file");
+    };
+    run([&]() -> asio::awaitable<void> {
+      auto connecting = connect(fmt::format("turns-{}", index));
+      auto lock = co_await std::move(connecting);
+      for (int i = 0; i < rounds; ++i) {
+        auto guard = co_await lock.acquire(AdvisoryKey("turns"), std::chrono::seconds(10), std::chrono::seconds(60));
+        record('A');
+        co_await sleep_for(std::chrono::milliseconds(10));
+        record('R');
+        co_await lock.release(std::move(guard));
+      }
+    });
+    ::close(fd);
+    return 0;
+  });
+  for (const int status : statuses) REQUIRE(status == 0);
+  std::ifstream in(events);
+  int index = 0;
+  char kind = 0;
+  std::int64_t at = 0;
+  int last_releaser = -1;
+  std::int64_t last_release = 0;
+  std::vector<std::int64_t> handoffs;
+  int acquisitions = 0;
+  while (in >> index >> kind >> at) {
+    if (kind == 'R') {
+      last_releaser = index;
+      last_release = at;
+      continue;
+    }
+    ++acquisitions;
+    if (last_releaser >= 0 && last_releaser != index) handoffs.push_back(at - last_release);
+  }
+  REQUIRE(acquisitions == 2 * rounds);
+  // First come, first served makes them alternate; without a queue a
+  // releaser may come straight back, so ask only for a fair share.
+  REQUIRE(handoffs.size() >= static_cast<std::size_t>(rounds / 2));
+  std::sort(handoffs.begin(), handoffs.end());
+  const auto median = handoffs[handoffs.size() / 2];
+  INFO(handoffs.size() << " handoffs; median " << median << " us, slowest " << handoffs.back() << " us");
+  CHECK(handoffs.front() >= 0);
+  CHECK(median < std::chrono::duration_cast<std::chrono::microseconds>(median_bound).count());
 }
 
 }  // namespace lockstore::test
