@@ -147,18 +147,23 @@ double raw_hiredis_same_scripts_pairs(const lockstore::RedisOptions& options, in
   };
   const auto acquire_sha = load(scripts::acquire), release_sha = load(scripts::release);
   const std::string lease = options.key_prefix + "lease:raw-scripts", fence = options.key_prefix + "fence:raw-scripts";
+  const std::string queue = options.key_prefix + "queue:raw-scripts";
+  const std::string expiries = options.key_prefix + "queue-expiry:raw-scripts";
   const std::string channel = options.key_prefix + "released", owner = "raw";
   const auto start = Clock::now();
   for (int i = 0; i < pairs; ++i) {
     const std::string token = lockstore::random_token();
-    auto* granted = static_cast<redisReply*>(redisCommand(context, "EVALSHA %s 2 %b %b %b %b 30000", acquire_sha.c_str(),
-                                                          lease.data(), lease.size(), fence.data(), fence.size(),
-                                                          token.data(), token.size(), owner.data(), owner.size()));
+    // As acquire() sends it: no ticket yet ('0'), tickets live 1.5 s.
+    auto* granted = static_cast<redisReply*>(redisCommand(
+        context, "EVALSHA %s 4 %b %b %b %b %b %b 30000 0 1500", acquire_sha.c_str(), lease.data(), lease.size(),
+        fence.data(), fence.size(), queue.data(), queue.size(), expiries.data(), expiries.size(), token.data(),
+        token.size(), owner.data(), owner.size()));
     if (granted == nullptr || granted->type != REDIS_REPLY_ARRAY) throw std::runtime_error("raw acquire script failed");
     freeReplyObject(granted);
-    auto* released = static_cast<redisReply*>(redisCommand(context, "EVALSHA %s 1 %b token %b %b raw-scripts",
-                                                           release_sha.c_str(), lease.data(), lease.size(),
-                                                           token.data(), token.size(), channel.data(), channel.size()));
+    auto* released = static_cast<redisReply*>(redisCommand(
+        context, "EVALSHA %s 3 %b %b %b token %b %b raw-scripts", release_sha.c_str(), lease.data(), lease.size(),
+        queue.data(), queue.size(), expiries.data(), expiries.size(), token.data(), token.size(), channel.data(),
+        channel.size()));
     if (released == nullptr || released->type != REDIS_REPLY_INTEGER || released->integer != 1)
       throw std::runtime_error("raw release script failed");
     freeReplyObject(released);

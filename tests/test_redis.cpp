@@ -36,7 +36,7 @@ inline void redis_cli(std::uint16_t port, const std::string& arguments) {
 struct RedisFixture {
   using Lock = RedisLock;
   static constexpr bool has_owners = true;
-  static constexpr bool fifo = false;
+  static constexpr bool fifo = true;
   RedisOptions options = fresh_redis_options();
 
   asio::awaitable<RedisLock> make_lock(std::string owner) {
@@ -90,6 +90,33 @@ TEST_CASE("Redis: a waiter in another process is woken by pub/sub, not by pollin
   const auto options = fresh_redis_options();
   // The fallback poll is 0.5-1 s: only the notification is this fast.
   check_waiter_woken_across_processes([&](std::string owner) { return RedisLock::connect(options, std::move(owner)); }, std::chrono::milliseconds(250));
+}
+
+TEST_CASE("Redis: processes taking turns hand the lock over within milliseconds", "[redis][process]") {
+  const auto options = fresh_redis_options();
+  check_handoffs_across_processes([&](std::string owner) { return RedisLock::connect(options, std::move(owner)); }, 20, 20ms);
+}
+
+TEST_CASE("Redis: the ticket of a waiter that vanished expires and stops holding the queue up", "[redis]") {
+  const auto options = fresh_redis_options();
+  // A waiter in a process that was killed: ticket 1, live 400 ms more.
+  redis_cli(options.port, fmt::format(
+      "EVAL \"local t = redis.call('TIME'); local ms = t[1] * 1000 + math.floor(t[2] / 1000); "
+      "redis.call('ZADD', KEYS[1], 1, 1); redis.call('HSET', KEYS[2], 1, ms + 400, 'next', 1); "
+      "redis.call('PEXPIRE', KEYS[1], 3000); redis.call('PEXPIRE', KEYS[2], 3000)\" 2 {0}queue:queue {0}queue-expiry:queue",
+      options.key_prefix));
+  run([&]() -> asio::awaitable<void> {
+    auto alice = co_await RedisLock::connect(options, "alice");
+    auto ignoring = co_await alice.try_acquire(AdvisoryKey("queue"), 30s);  // try_acquire ignores the queue
+    REQUIRE(ignoring.has_value());
+    co_await alice.release(std::move(*ignoring));
+    const auto started = std::chrono::steady_clock::now();
+    auto queued = co_await alice.acquire(AdvisoryKey("queue"), 30s, 5s);
+    const auto waited = std::chrono::steady_clock::now() - started;
+    CHECK(waited >= 250ms);  // behind the older ticket until it expired
+    CHECK(waited < 2s);
+    co_await alice.release(std::move(queued));
+  });
 }
 
 TEST_CASE("Redis: bad options, a wrong password, a missing password and a wrong database give clear errors", "[redis]") {

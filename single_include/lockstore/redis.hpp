@@ -517,25 +517,65 @@ struct RedisOptions {
 
 namespace detail::redis_scripts {
 
-// KEYS[1] lease hash, KEYS[2] fence counter; ARGV token, owner, ttl ms.
-// Granted: {token, fence}. Same owner: {its token, its fence}, new expiry.
-// Refused: the holder's remaining ms (an integer).
+// The queue of acquire() callers, per key: a sorted set `<prefix>queue:<key>`
+// of tickets (score = ticket) and a hash `<prefix>queue-expiry:<key>` of
+// each ticket's expiry (server ms) plus the key's ticket counter ('next').
+// Both expire when no waiter has refreshed a ticket for twice the ticket TTL.
+
+// KEYS[1] lease hash, KEYS[2] fence counter, KEYS[3] queue, KEYS[4] queue
+// expiries; ARGV token, owner, ttl ms, ticket, ticket ttl ms. The ticket is
+// '' for try_acquire (the queue is ignored), '0' for a waiter without one yet.
+// Granted: {token, fence} (strings). Same owner: {its token, its fence}, new
+// expiry. Refused: {ms to wait at most, the caller's ticket} (integers). A
+// free lease goes to a queued caller only if no live ticket is older.
 inline constexpr const char* acquire = R"lua(
 local lease = redis.call('HMGET', KEYS[1], 'token', 'owner', 'fence')
-if lease[1] then
-  if lease[2] == ARGV[2] then
-    redis.call('PEXPIRE', KEYS[1], ARGV[3])
-    return {lease[1], lease[3]}
+local mine = tonumber(ARGV[4])
+if lease[1] and lease[2] == ARGV[2] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  if mine and mine ~= 0 then
+    redis.call('ZREM', KEYS[3], ARGV[4])
+    redis.call('HDEL', KEYS[4], ARGV[4])
   end
-  return redis.call('PTTL', KEYS[1])
+  return {lease[1], lease[3]}
 end
 local now = redis.call('TIME')
 local now_us = tonumber(now[1]) * 1000000 + tonumber(now[2])
+local now_ms = math.floor(now_us / 1000)
+local wait_ms = nil
+if lease[1] then
+  wait_ms = redis.call('PTTL', KEYS[1])
+elseif mine then
+  while true do
+    local head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
+    if not head then break end
+    local expires = tonumber(redis.call('HGET', KEYS[4], head) or '0')
+    if expires > now_ms then
+      if mine == 0 or tonumber(head) < mine then wait_ms = expires - now_ms end
+      break
+    end
+    redis.call('ZREM', KEYS[3], head)
+    redis.call('HDEL', KEYS[4], head)
+  end
+end
+if wait_ms then
+  if not mine then return {wait_ms, 0} end
+  if mine == 0 then mine = redis.call('HINCRBY', KEYS[4], 'next', 1) end
+  redis.call('ZADD', KEYS[3], mine, mine)
+  redis.call('HSET', KEYS[4], mine, now_ms + tonumber(ARGV[5]))
+  redis.call('PEXPIRE', KEYS[3], 2 * tonumber(ARGV[5]))
+  redis.call('PEXPIRE', KEYS[4], 2 * tonumber(ARGV[5]))
+  return {wait_ms, mine}
+end
+if mine and mine ~= 0 then
+  redis.call('ZREM', KEYS[3], ARGV[4])
+  redis.call('HDEL', KEYS[4], ARGV[4])
+end
 local fence = math.max((tonumber(redis.call('GET', KEYS[2])) or 0) + 1, now_us)
 local fence_text = string.format('%.0f', fence)
 redis.call('SET', KEYS[2], fence_text)
 redis.call('HSET', KEYS[1], 'token', ARGV[1], 'owner', ARGV[2], 'fence', fence_text,
-           'acquired_ms', string.format('%.0f', math.floor(now_us / 1000)))
+           'acquired_ms', string.format('%.0f', now_ms))
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return {ARGV[1], fence_text})lua";
 
@@ -546,15 +586,41 @@ if redis.call('HGET', KEYS[1], 'token') == ARGV[1] then
 end
 return 0)lua";
 
-// KEYS[1] lease; ARGV field, expected value, channel, key. Deletes the lease
-// when its field (token or owner) matches, and announces it. 1 when deleted.
-inline constexpr const char* release = R"lua(
+// The announcement of a freed key on the channel: '<next ticket>:<key>',
+// the oldest live ticket among the first few, or 0 (anyone may look).
+#define LOCKSTORE_REDIS_NEXT_TICKET                                                          \
+  "local function next_ticket(queue, expiries)\n"                                            \
+  "  local now = redis.call('TIME')\n"                                                       \
+  "  local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)\n"         \
+  "  for _, ticket in ipairs(redis.call('ZRANGE', queue, 0, 4)) do\n"                        \
+  "    if tonumber(redis.call('HGET', expiries, ticket) or '0') > now_ms then return ticket end\n" \
+  "  end\n"                                                                                   \
+  "  return '0'\n"                                                                            \
+  "end\n"
+
+// KEYS[1] lease, KEYS[2] queue, KEYS[3] queue expiries; ARGV field, expected
+// value, channel, key. Deletes the lease when its field (token or owner)
+// matches, and announces it with the next ticket. 1 when deleted.
+inline constexpr const char* release = LOCKSTORE_REDIS_NEXT_TICKET R"lua(
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
   redis.call('DEL', KEYS[1])
-  redis.call('PUBLISH', ARGV[3], ARGV[4])
+  redis.call('PUBLISH', ARGV[3], next_ticket(KEYS[2], KEYS[3]) .. ':' .. ARGV[4])
   return 1
 end
 return 0)lua";
+
+// KEYS[1] lease, KEYS[2] queue, KEYS[3] queue expiries; ARGV ticket, channel,
+// key. A waiter that gives up leaves the queue; if the lease is free, the
+// next in line is told.
+inline constexpr const char* leave = LOCKSTORE_REDIS_NEXT_TICKET R"lua(
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('PUBLISH', ARGV[2], next_ticket(KEYS[2], KEYS[3]) .. ':' .. ARGV[3])
+end
+return 1)lua";
+
+#undef LOCKSTORE_REDIS_NEXT_TICKET
 
 // KEYS[1] lease. {owner, fence, acquired_ms, expires_ms} of a live lease, or
 // nil. With ARGV[1] set (channel, ARGV[2] key), also deletes and announces it.
@@ -566,12 +632,12 @@ local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local expires = string.format('%.0f', now_ms + redis.call('PTTL', KEYS[1]))
 if ARGV[1] then
   redis.call('DEL', KEYS[1])
-  redis.call('PUBLISH', ARGV[1], ARGV[2])
+  redis.call('PUBLISH', ARGV[1], '0:' .. ARGV[2])
 end
 return {lease[1], lease[2], lease[3], expires})lua";
 
-inline constexpr std::array<const char*, 4> all = {acquire, extend, release, inspect};
-enum Script { acquire_script, extend_script, release_script, inspect_script };
+inline constexpr std::array<const char*, 5> all = {acquire, extend, release, inspect, leave};
+enum Script { acquire_script, extend_script, release_script, inspect_script, leave_script };
 
 }  // namespace detail::redis_scripts
 
@@ -679,14 +745,25 @@ class RedisLock {
 
     std::string lease_key(const AdvisoryKey& key) const { return options.key_prefix + "lease:" + key.str(); }
     std::string fence_key(const AdvisoryKey& key) const { return options.key_prefix + "fence:" + key.str(); }
+    std::string queue_key(const AdvisoryKey& key) const { return options.key_prefix + "queue:" + key.str(); }
+    std::string queue_expiry_key(const AdvisoryKey& key) const {
+      return options.key_prefix + "queue-expiry:" + key.str();
+    }
 
     asio::awaitable<void> read_message() {
       auto message = co_await subscriber.next_message();
       if (message.get() == nullptr) co_return;  // the wait was cancelled
-      // ["message", channel, key]
-      if (message->type == REDIS_REPLY_ARRAY && message->elements == 3 &&
-          detail::RedisReply::text_of(message->element[0]) == "message")
-        waiters.notify(std::string(detail::RedisReply::text_of(message->element[2])));
+      // ["message", channel, "<next ticket>:<key>"]
+      if (message->type != REDIS_REPLY_ARRAY || message->elements != 3 ||
+          detail::RedisReply::text_of(message->element[0]) != "message")
+        co_return;
+      const auto payload = detail::RedisReply::text_of(message->element[2]);
+      const auto colon = payload.find(':');
+      if (colon == std::string_view::npos) co_return;
+      std::int64_t next_ticket = 0;
+      for (const char digit : payload.substr(0, colon))
+        if (digit >= '0' && digit <= '9') next_ticket = next_ticket * 10 + (digit - '0');
+      waiters.notify(std::string(payload.substr(colon + 1)), next_ticket);
     }
 
     detail::LockStrand strand;
@@ -800,7 +877,7 @@ class RedisLock {
 
   static asio::awaitable<bool> delete_if(std::shared_ptr<State> state, AdvisoryKey key, std::string field,
                                          std::string expected) {
-    std::vector<std::string> keys{state->lease_key(key)};
+    std::vector<std::string> keys{state->lease_key(key), state->queue_key(key), state->queue_expiry_key(key)};
     std::vector<std::string> arguments{std::move(field), std::move(expected), state->channel, key.str()};
     auto reply = co_await run_script(state, detail::redis_scripts::release_script, std::move(keys), std::move(arguments));
     const bool removed = reply->type == REDIS_REPLY_INTEGER && reply->integer == 1;
@@ -819,22 +896,68 @@ class RedisLock {
     return std::stoull(std::string(detail::RedisReply::text_of(reply)));
   }
 
+  /// How long a waiter's ticket stays live without a refresh; a waiter
+  /// refreshes it at every look, at least every third of this. A waiter that
+  /// vanished holds the queue up for at most this long.
+  static constexpr std::chrono::milliseconds ticket_ttl{1500};
+
+  // An acquire() caller's place in the key's queue (as PostgresLock's): taken
+  // at the first refusal, dropped by the granting script. A caller that gives
+  // up leaves without waiting (the script is spawned on the strand); were
+  // that lost, the ticket expires.
+  struct QueueSeat {
+    std::shared_ptr<State> state;
+    AdvisoryKey key;
+    std::optional<std::int64_t> ticket;
+
+    QueueSeat(std::shared_ptr<State> s, AdvisoryKey k) : state(std::move(s)), key(std::move(k)) {}
+    QueueSeat(const QueueSeat&) = delete;
+    QueueSeat& operator=(const QueueSeat&) = delete;
+    ~QueueSeat() {
+      if (!ticket) return;
+      asio::co_spawn(state->strand, leave(state, key, *ticket), asio::detached);
+    }
+
+    static asio::awaitable<void> leave(std::shared_ptr<State> state, AdvisoryKey key, std::int64_t ticket) {
+      try {
+        std::vector<std::string> keys{state->lease_key(key), state->queue_key(key), state->queue_expiry_key(key)};
+        std::vector<std::string> arguments{std::to_string(ticket), state->channel, key.str()};
+        co_await run_script(state, detail::redis_scripts::leave_script, std::move(keys), std::move(arguments));
+      } catch (const std::exception&) {  // the ticket expires by itself
+      }
+    }
+  };
+
+  // `seat` is null for try_acquire, which ignores the queue.
   static asio::awaitable<detail::Attempt> attempt_once(std::shared_ptr<State> state, std::string owner, AdvisoryKey key,
-                                                       std::chrono::milliseconds ttl) {
+                                                       std::chrono::milliseconds ttl, QueueSeat* seat = nullptr) {
     auto proposed = random_token();
-    std::vector<std::string> keys{state->lease_key(key), state->fence_key(key)};
-    std::vector<std::string> arguments{proposed, std::move(owner), std::to_string(ttl.count())};
+    std::vector<std::string> keys{state->lease_key(key), state->fence_key(key), state->queue_key(key),
+                                  state->queue_expiry_key(key)};
+    std::string ticket;
+    if (seat != nullptr) ticket = std::to_string(seat->ticket.value_or(0));
+    std::vector<std::string> arguments{proposed, std::move(owner), std::to_string(ttl.count()), std::move(ticket),
+                                       std::to_string(ticket_ttl.count())};
     auto reply = co_await run_script(state, detail::redis_scripts::acquire_script, std::move(keys), std::move(arguments));
     detail::Attempt attempt;
-    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2) {
+    const bool answered = reply->type == REDIS_REPLY_ARRAY && reply->elements == 2;
+    if (answered && reply->element[0]->type != REDIS_REPLY_INTEGER) {
+      if (seat != nullptr) seat->ticket.reset();
       std::string token(detail::RedisReply::text_of(reply->element[0]));
       attempt.fresh = token == proposed;
       attempt.guard.emplace(std::move(key), std::move(token), to_u64(reply->element[1]));
       co_return attempt;
     }
-    const auto remaining = std::chrono::milliseconds(reply->type == REDIS_REPLY_INTEGER ? reply->integer : 0);
+    std::chrono::milliseconds remaining(0);
+    if (answered) {
+      remaining = std::chrono::milliseconds(reply->element[0]->integer);
+      if (seat != nullptr && reply->element[1]->type == REDIS_REPLY_INTEGER && reply->element[1]->integer > 0)
+        seat->ticket = reply->element[1]->integer;
+    }
+    if (seat != nullptr) attempt.ticket = seat->ticket.value_or(0);
     auto retrying = detail::retry_after_refusal(state->pump, remaining, [&] { return start_listening(state); });
     attempt.retry_at = co_await std::move(retrying);
+    if (seat != nullptr) attempt.retry_at = std::min(attempt.retry_at, std::chrono::steady_clock::now() + ticket_ttl / 3);
     co_return attempt;
   }
 
@@ -855,8 +978,9 @@ class RedisLock {
   static asio::awaitable<LockGuard> acquire_on_strand(std::shared_ptr<State> state, std::string owner, AdvisoryKey key,
                                                       std::chrono::milliseconds ttl, std::chrono::milliseconds deadline) {
     detail::WaitingScope waiting(state->pump, state);
+    QueueSeat seat(state, key);
     auto acquiring = detail::acquire_loop(
-        state->waiters, key, deadline, [&] { return attempt_once(state, owner, key, ttl); },
+        state->waiters, key, deadline, [&] { return attempt_once(state, owner, key, ttl, &seat); },
         [&](LockGuard guard) { return give_back(state, std::move(guard)); });
     co_return co_await std::move(acquiring);
   }
