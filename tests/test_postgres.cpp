@@ -116,7 +116,7 @@ TEST_CASE("PostgreSQL: processes on their own connections never overlap (ledger)
 
 TEST_CASE("PostgreSQL: processes taking turns hand the lock over within milliseconds", "[postgres][process]") {
   const auto conninfo = fresh_postgres_schema();
-  check_handoffs_across_processes([&](std::string owner) { return PostgresLock::connect(conninfo, std::move(owner)); }, 20, 20ms);
+  check_handoffs_across_processes([&](std::string owner) { return PostgresLock::connect(conninfo, std::move(owner)); }, 20, 100ms);
 }
 
 TEST_CASE("PostgreSQL: a waiter in another process is woken by NOTIFY, not by polling", "[postgres][process]") {

@@ -94,7 +94,7 @@ TEST_CASE("Redis: a waiter in another process is woken by pub/sub, not by pollin
 
 TEST_CASE("Redis: processes taking turns hand the lock over within milliseconds", "[redis][process]") {
   const auto options = fresh_redis_options();
-  check_handoffs_across_processes([&](std::string owner) { return RedisLock::connect(options, std::move(owner)); }, 20, 20ms);
+  check_handoffs_across_processes([&](std::string owner) { return RedisLock::connect(options, std::move(owner)); }, 20, 100ms);
 }
 
 TEST_CASE("Redis: the ticket of a waiter that vanished expires and stops holding the queue up", "[redis]") {

@@ -190,7 +190,7 @@ TEST_CASE("SQLite: a release in another process wakes the next waiter through th
           throw std::runtime_error("the wake file is not active");
         co_return SqliteLock(std::move(database), std::move(owner));
       },
-      20, 20ms);
+      20, 100ms);
   CHECK(std::filesystem::file_size(dir / "locks.db-lockstore-wake") == detail::WakeBoard::file_size);
 }
 
