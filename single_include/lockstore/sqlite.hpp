@@ -425,8 +425,8 @@ namespace lockstore::detail {
 /// 32-bit FNV-1a: the same in every process and build, unlike std::hash.
 inline std::uint32_t wake_hash(std::string_view key) noexcept {
   std::uint32_t hash = 2166136261u;
-  for (unsigned char byte : key) {
-    hash ^= byte;
+  for (const char byte : key) {
+    hash ^= static_cast<std::uint32_t>(static_cast<unsigned char>(byte));
     hash *= 16777619u;
   }
   return hash;
@@ -438,7 +438,7 @@ class WakeBoard {
   static constexpr std::size_t file_size = 4096;
 
   /// Maps `<database>-lockstore-wake`; inactive if that is not possible.
-  explicit WakeBoard(const std::filesystem::path& database) : origin_(ThreadRandom::between(1, INT64_MAX)) {
+  explicit WakeBoard(const std::filesystem::path& database) : origin_(static_cast<std::uint64_t>(ThreadRandom::between(1, INT64_MAX))) {
 #ifdef __linux__
     const auto path = database.string() + "-lockstore-wake";
     const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0666);
