@@ -132,13 +132,6 @@ class SqliteDatabase {
   /// In-process wake-ups shared by every lock on this handle.
   detail::KeyedWaiters& waiters() const noexcept { return shared_->waiters; }
 
-  /// Tells other processes (and other handles on the same file) that `key`
-  /// was freed and which queue ticket is next (0: unknown). A no-op without
-  /// an active wake file.
-  void announce_release(std::string_view key, std::int64_t next_ticket) const noexcept {
-    if (shared_->board) shared_->board->publish(key, next_ticket);
-  }
-
   /// The wake file, or null (in-memory and read-only databases). Lives as
   /// long as the connection thread: jobs may keep the pointer.
   detail::WakeBoard* wake_board() const noexcept { return shared_->board.get(); }

@@ -191,7 +191,7 @@ class SqliteLock {
       for (const auto& [key, token] : cleared) {
         database->local_tokens().erase(token);
         database->waiters().notify(key);
-        database->announce_release(key, 0);
+        announce_release(connection, database->wake_board(), key);
       }
       return live;
     };
@@ -233,7 +233,7 @@ class SqliteLock {
       transaction.commit();
       database->local_tokens().erase(token);
       database->waiters().notify(key.str());
-      database->announce_release(key.str(), 0);
+      announce_release(connection, database->wake_board(), key.str());
       return info;
     };
     co_return co_await database_.run(std::move(job));

@@ -495,6 +495,7 @@ struct LockInfo {
 #include <boost/asio/this_coro.hpp>
 
 #include <array>
+#include <charconv>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -760,9 +761,8 @@ class RedisLock {
       const auto payload = detail::RedisReply::text_of(message->element[2]);
       const auto colon = payload.find(':');
       if (colon == std::string_view::npos) co_return;
-      std::int64_t next_ticket = 0;
-      for (const char digit : payload.substr(0, colon))
-        if (digit >= '0' && digit <= '9') next_ticket = next_ticket * 10 + (digit - '0');
+      std::int64_t next_ticket = 0;  // unparsable: 0, wake every waiter on the key
+      std::from_chars(payload.data(), payload.data() + colon, next_ticket);
       waiters.notify(std::string(payload.substr(colon + 1)), next_ticket);
     }
 

@@ -981,13 +981,6 @@ class SqliteDatabase {
   /// In-process wake-ups shared by every lock on this handle.
   detail::KeyedWaiters& waiters() const noexcept { return shared_->waiters; }
 
-  /// Tells other processes (and other handles on the same file) that `key`
-  /// was freed and which queue ticket is next (0: unknown). A no-op without
-  /// an active wake file.
-  void announce_release(std::string_view key, std::int64_t next_ticket) const noexcept {
-    if (shared_->board) shared_->board->publish(key, next_ticket);
-  }
-
   /// The wake file, or null (in-memory and read-only databases). Lives as
   /// long as the connection thread: jobs may keep the pointer.
   detail::WakeBoard* wake_board() const noexcept { return shared_->board.get(); }
@@ -1281,7 +1274,7 @@ class SqliteLock {
       for (const auto& [key, token] : cleared) {
         database->local_tokens().erase(token);
         database->waiters().notify(key);
-        database->announce_release(key, 0);
+        announce_release(connection, database->wake_board(), key);
       }
       return live;
     };
@@ -1323,7 +1316,7 @@ class SqliteLock {
       transaction.commit();
       database->local_tokens().erase(token);
       database->waiters().notify(key.str());
-      database->announce_release(key.str(), 0);
+      announce_release(connection, database->wake_board(), key.str());
       return info;
     };
     co_return co_await database_.run(std::move(job));

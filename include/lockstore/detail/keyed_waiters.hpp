@@ -50,17 +50,14 @@ class KeyedWaiters {
 
     void notify() { notify_if(0); }
 
-    void notify_if(std::int64_t next_ticket) {
+    // Wakes this waiter unless both it and the release name a ticket and
+    // the tickets differ in the bits of `mask` (another process's release
+    // reaches us with only the low 32 bits).
+    void notify_if(std::int64_t next_ticket, std::uint64_t mask = ~std::uint64_t{0}) {
       std::unique_lock lock(mutex);
-      if (next_ticket != 0 && ticket != 0 && ticket != next_ticket) return;
-      notified = true;
-      complete(lock, {});
-    }
-
-    // As notify_if, knowing only the low 32 bits of the next ticket.
-    void notify_if_low(std::uint32_t next_ticket) {
-      std::unique_lock lock(mutex);
-      if (next_ticket != 0 && ticket != 0 && static_cast<std::uint32_t>(ticket) != next_ticket) return;
+      if (next_ticket != 0 && ticket != 0 &&
+          (static_cast<std::uint64_t>(ticket) & mask) != (static_cast<std::uint64_t>(next_ticket) & mask))
+        return;
       notified = true;
       complete(lock, {});
     }
@@ -181,7 +178,7 @@ class KeyedWaiters {
     std::lock_guard lock(mutex_);
     for (auto& [key, list] : waiters_)
       if (key_matches(key))
-        for (auto& waiter : list) waiter->notify_if_low(next_ticket_low);
+        for (auto& waiter : list) waiter->notify_if(next_ticket_low, 0xffff'ffffu);
   }
 
   /// Wakes every waiter on every key.
