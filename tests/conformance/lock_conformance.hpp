@@ -140,11 +140,14 @@ LOCKSTORE_CT("extend is true for the holder and moves the expiry") {
   run([&]() -> asio::awaitable<void> {
     auto alice = co_await fixture.make_lock("alice");
     auto bob = co_await fixture.make_lock("bob");
-    auto held = co_await alice.try_acquire(AdvisoryKey("extended"), 80ms);
+    // Extends every 125 ms for 1 s, twice the original 500 ms TTL. The wide
+    // margin (375 ms) keeps a stalled, loaded CI machine from expiring the
+    // lease between two extends (an earlier 80 ms TTL with 40 ms steps did).
+    auto held = co_await alice.try_acquire(AdvisoryKey("extended"), 500ms);
     REQUIRE(held);
-    for (int i = 0; i < 4; ++i) {  // 4 x 40 ms: twice the original TTL
-      co_await sleep_for(40ms);
-      const bool extended = co_await alice.extend(*held, 80ms);
+    for (int i = 0; i < 8; ++i) {
+      co_await sleep_for(125ms);
+      const bool extended = co_await alice.extend(*held, 500ms);
       CHECK(extended);
     }
     auto refused = co_await bob.try_acquire(AdvisoryKey("extended"), 1s);
