@@ -62,7 +62,7 @@ TEST_CASE("for_session is injective even when ids contain the separator", "[core
   CHECK(seen.size() == parts.size() * parts.size());
 }
 
-TEST_CASE("hash64 is the documented FNV-1a and feeds std::hash; keys format with fmt", "[core][keys]") {
+TEST_CASE("hash64 is the documented FNV-1a and feeds std::hash, and keys format with fmt", "[core][keys]") {
   CHECK(AdvisoryKey("a").hash64() == 0xaf63dc4c8601ec8cULL);
   CHECK(AdvisoryKey("foobar").hash64() == 0x85944171f73967e8ULL);
   CHECK(std::hash<AdvisoryKey>{}(AdvisoryKey("a")) == static_cast<std::size_t>(0xaf63dc4c8601ec8cULL));

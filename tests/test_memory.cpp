@@ -25,7 +25,7 @@ namespace lockstore::test {
 
 using namespace std::chrono_literals;
 
-TEST_CASE("MemoryLock instances are independent; copies share leases", "[memory]") {
+TEST_CASE("MemoryLock instances are independent, and copies share leases", "[memory]") {
   run([&]() -> asio::awaitable<void> {
     MemoryLock first;
     MemoryLock second;

@@ -300,7 +300,7 @@ TEST_CASE("claims take the oldest ready items with increasing fences", "[store][
   });
 }
 
-TEST_CASE("a superseded claim can neither renew nor complete; the winner can", "[store][queue]") {
+TEST_CASE("a superseded claim can neither renew nor complete, and the winner can", "[store][queue]") {
   TempDir dir;
   run([&]() -> asio::awaitable<void> {
     auto store = co_await open_store(dir / "store.db");

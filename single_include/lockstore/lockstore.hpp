@@ -941,8 +941,20 @@ class MemoryLock {
 
  private:
   // try_acquire (no seat) takes a free key; acquire() takes it only when no
-  // earlier acquire() caller is still waiting for it.
+  // earlier acquire() caller is still waiting for it. A caller behind the
+  // head of the queue sleeps until woken, so when the head is granted the
+  // new head is woken to learn the new lease's expiry: it must look again
+  // then even if that holder never releases (a lease abandoned mid-hold;
+  // found by tests/torture, where waiters otherwise sat out their deadline).
   detail::Attempt grant(const AdvisoryKey& key, std::chrono::milliseconds ttl, QueueSeat* seat = nullptr) {
+    std::uint64_t next_in_line = 0;
+    auto attempt = grant_locked(key, ttl, seat, next_in_line);
+    if (next_in_line != 0) state_->waiters.notify(key.str(), static_cast<std::int64_t>(next_in_line));
+    return attempt;
+  }
+
+  detail::Attempt grant_locked(const AdvisoryKey& key, std::chrono::milliseconds ttl, QueueSeat* seat,
+                               std::uint64_t& next_in_line) {
     std::lock_guard lock(state_->mutex);
     const auto now = Clock::now();
     const auto take_ticket = [&] {
@@ -951,20 +963,22 @@ class MemoryLock {
         state_->queues[key.str()].push_back(*seat->ticket);
       }
     };
+    const auto my_ticket = [&] { return static_cast<std::int64_t>(seat != nullptr ? seat->ticket.value_or(0) : 0); };
     auto held = state_->leases.find(key.str());
     if (held != state_->leases.end() && held->second.expires_at > now) {
       take_ticket();
-      return {.guard = std::nullopt, .retry_at = held->second.expires_at};
+      return {.guard = std::nullopt, .retry_at = held->second.expires_at, .ticket = my_ticket()};
     }
     if (seat != nullptr) {
       auto queue = state_->queues.find(key.str());
       if (queue != state_->queues.end() && (!seat->ticket || queue->second.front() != *seat->ticket)) {
         take_ticket();
-        return {};  // the one ahead is woken first; its release wakes us
+        return {.ticket = my_ticket()};  // the head goes first; its grant or leaving wakes us
       }
       if (seat->ticket) {
         queue->second.pop_front();
         if (queue->second.empty()) state_->queues.erase(queue);
+        else next_in_line = queue->second.front();
         seat->ticket.reset();
       }
     }

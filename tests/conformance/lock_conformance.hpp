@@ -312,6 +312,42 @@ LOCKSTORE_CT("acquire serves waiters first come, first served, and a releaser ca
   }
 }
 
+LOCKSTORE_CT("a waiter queued behind one that takes the lease and abandons it gets the key once it expires") {
+  // Found by tests/torture: MemoryLock's second waiter slept until its deadline.
+  TestType fixture;
+  run([&]() -> asio::awaitable<void> {
+    auto holder = co_await fixture.make_lock("holder");
+    auto first = co_await fixture.make_lock("first");
+    auto second = co_await fixture.make_lock("second");
+    const AdvisoryKey key("abandoned-in-line");
+    auto held = co_await holder.acquire(key, 30s, 5s);
+    auto executor = co_await asio::this_coro::executor;
+    Clock::time_point abandoned_at{};
+    bool second_done = false;
+    Clock::time_point second_at{};
+    asio::co_spawn(executor, [&]() -> asio::awaitable<void> {
+      auto guard = co_await first.acquire(key, 300ms, 10s);
+      abandoned_at = Clock::now();
+      guard.mark_released();  // walks away: the lease lives on for its 300 ms
+    }, asio::detached);
+    co_await sleep_for(100ms);  // first queues before second
+    asio::co_spawn(executor, [&]() -> asio::awaitable<void> {
+      auto guard = co_await second.acquire(key, 30s, 10s);
+      second_at = Clock::now();
+      second_done = true;
+      co_await second.release(std::move(guard));
+    }, asio::detached);
+    co_await sleep_for(100ms);
+    co_await holder.release(std::move(held));
+    for (const auto give_up = Clock::now() + 12s; !second_done && Clock::now() < give_up;) co_await sleep_for(5ms);
+    REQUIRE(second_done);
+    REQUIRE(abandoned_at != Clock::time_point{});
+    const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(second_at - abandoned_at);
+    CHECK(waited >= 150ms);   // not long before the abandoned lease ran out
+    CHECK(waited < 2500ms);   // the 300 ms TTL plus a waiter's look-again time, not the 10 s deadline
+  });
+}
+
 LOCKSTORE_CT("a waiter acquires promptly after a release") {
   TestType fixture;
   run([&]() -> asio::awaitable<void> {
