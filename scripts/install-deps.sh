@@ -7,8 +7,9 @@ packages=(
   g++ cmake ninja-build pkg-config
   libboost1.81-dev libfmt-dev libsqlite3-dev libssl-dev catch2 libcli11-dev
   libpq-dev libhiredis-dev
-  # The headers are checked under clang++ too (tests/headers/check_headers.sh).
-  clang
+  # The headers are checked under clang++ too (tests/headers/check_headers.sh),
+  # and the fuzz targets need its libFuzzer runtime (tests/fuzz/run.sh).
+  clang libclang-rt-14-dev
   # Throwaway servers for the PostgreSQL and Redis suites (scripts/test-servers.sh).
   postgresql-15 redis-server
 )

@@ -39,7 +39,10 @@ run_suite release
 # The torture runs (tests/torture, docs/RELIABILITY.md) do their full size
 # (20,000 holds per backend) in the normal build and a tenth of it under the
 # sanitizers, which slow every process several times over.
-sanitized_torture=(-DLOCKSTORE_TORTURE_ACQUISITIONS=2000 -DLOCKSTORE_TORTURE_COMMITS=1000)
-run_suite asan -DLOCKSTORE_SANITIZE=address -DLOCKSTORE_PACKAGING_TESTS=OFF "${sanitized_torture[@]}"
-run_suite tsan -DLOCKSTORE_SANITIZE=thread -DLOCKSTORE_PACKAGING_TESTS=OFF "${sanitized_torture[@]}"
+# The fuzz targets (tests/fuzz) run once, in the normal build, with their own
+# ASan + UBSan.
+sanitized=(-DLOCKSTORE_PACKAGING_TESTS=OFF -DLOCKSTORE_FUZZ_TESTS=OFF
+           -DLOCKSTORE_TORTURE_ACQUISITIONS=2000 -DLOCKSTORE_TORTURE_COMMITS=1000)
+run_suite asan -DLOCKSTORE_SANITIZE=address "${sanitized[@]}"
+run_suite tsan -DLOCKSTORE_SANITIZE=thread "${sanitized[@]}"
 echo "=== all suites passed"

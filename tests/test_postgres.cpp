@@ -294,6 +294,11 @@ TEST_CASE("PostgreSQL: fences keep growing across a server restart", "[postgres]
       }
       CHECK(log.count_containing("without release") == 1);
     }
+    // The same lock recovers on its next call: it reconnects to the restarted server.
+    auto elsewhere = co_await lock.try_acquire(AdvisoryKey("elsewhere"), 5s);
+    REQUIRE(elsewhere.has_value());
+    CHECK(elsewhere->fence() >= 1);
+    co_await lock.release(std::move(*elsewhere));
     auto second = co_await PostgresLock::connect(conninfo, "second");
     auto refused = co_await second.try_acquire(AdvisoryKey("fenced"), 30s);
     CHECK_FALSE(refused.has_value());

@@ -1,12 +1,16 @@
 // What SqliteDatabase does with files that are not what it expects: another
-// schema version, garbage, a read-only open, bad options.
+// schema version, garbage, truncated or overwritten pages, a read-only
+// directory, a file another process keeps locked, a read-only open, bad options.
 #include "support/helpers.hpp"
 
 #include <catch2/catch.hpp>
 #include <lockstore/sqlite.hpp>
+#include <lockstore/store.hpp>
 #include <sqlite3.h>
+#include <sys/stat.h>
 
 #include <fstream>
+#include <random>
 
 namespace lockstore::test {
 
@@ -180,6 +184,209 @@ TEST_CASE("dropping the last handle finishes queued statements and closes the fi
     auto listed = co_await lock.list();
     REQUIRE(listed.size() == 1);
     CHECK(listed[0].owner == "closer");
+  });
+}
+
+namespace {
+
+/// Every step a user would take on a file, each allowed to fail only with a
+/// lockstore::Error naming the file; returns the errors (step: message). Any
+/// other exception escapes and fails the test; a hang hits the test timeout.
+std::vector<std::pair<std::string, Error>> use_every_way(const std::filesystem::path& path) {
+  std::vector<std::pair<std::string, Error>> errors;
+  run([&]() -> asio::awaitable<void> {
+    std::optional<SqliteDatabase> database;
+    try {
+      auto opened = co_await SqliteDatabase::open(path);
+      database.emplace(std::move(opened));
+    } catch (const Error& error) {
+      errors.emplace_back("open", error);
+    }
+    if (!database) co_return;
+    SqliteLock lock(*database, "prober");
+    try {
+      auto guard = co_await lock.try_acquire(AdvisoryKey("lease-7"), 5s);
+      if (guard) co_await lock.release(std::move(*guard));
+    } catch (const Error& error) {
+      errors.emplace_back("try_acquire", error);
+    }
+    try {
+      const auto leases = co_await lock.list();
+      CHECK(leases.size() <= 200);
+    } catch (const Error& error) {
+      errors.emplace_back("list", error);
+    }
+    try {
+      auto store = co_await SessionStore::open(*database);
+      const auto head = co_await store.load("session");
+      if (head) {
+        const auto checkpoint = co_await store.get_checkpoint(head->checkpoint_ref);
+        CHECK((!checkpoint || checkpoint->parts.size() <= 1));
+      }
+      CommitRequest request;
+      request.session_id = "session";
+      request.expected_head_revision = head ? head->head_revision : 0;
+      request.parts.emplace("state", "after the damage");
+      co_await store.commit(std::move(request));
+      co_await store.gc();
+    } catch (const Error& error) {
+      errors.emplace_back("store", error);
+    }
+  });
+  return errors;
+}
+
+/// A database of 200 leases and 50 commits (a few dozen pages), closed, with
+/// its WAL folded into the main file.
+void fill_database(const std::filesystem::path& path) {
+  run([&]() -> asio::awaitable<void> {
+    auto database = co_await SqliteDatabase::open(path);
+    SqliteLock lock(database, "filler");
+    for (int i = 0; i < 200; ++i) {
+      auto guard = co_await lock.try_acquire(AdvisoryKey(fmt::format("lease-{}", i)), 3'600'000ms);
+      REQUIRE(guard);
+      guard->mark_released();
+    }
+    auto store = co_await SessionStore::open(database);
+    for (std::uint64_t revision = 0; revision < 50; ++revision) {
+      CommitRequest request;
+      request.session_id = "session";
+      request.expected_head_revision = revision;
+      request.parts.emplace("state", std::string(2000, static_cast<char>('a' + revision % 26)));
+      co_await store.commit(std::move(request));
+    }
+  });
+  REQUIRE_FALSE(std::filesystem::exists(path.string() + "-wal"));
+}
+
+}  // namespace
+
+TEST_CASE("truncated files and overwritten pages give clear errors, never a crash or a hang", "[sqlite][files]") {
+  TempDir dir;
+  const auto pristine = dir / "pristine.db";
+  fill_database(pristine);
+  const auto size = std::filesystem::file_size(pristine);
+  REQUIRE(size > 20 * 4096);
+
+  struct Damage {
+    std::string name;
+    bool must_be_noticed;  // some damage hits pages no step reads
+    std::function<void(const std::filesystem::path&)> apply;
+  };
+  std::mt19937 random(20261123);
+  auto overwrite = [&](const std::filesystem::path& path, std::uintmax_t offset, std::size_t length) {
+    std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
+    file.seekp(static_cast<std::streamoff>(offset));
+    for (std::size_t i = 0; i < length; ++i) file.put(static_cast<char>(random()));
+  };
+  const std::vector<Damage> damages{
+      {"truncated to half", true, [&](const auto& path) { std::filesystem::resize_file(path, size / 2); }},
+      {"truncated inside page 2", true, [&](const auto& path) { std::filesystem::resize_file(path, 4096 + 1000); }},
+      {"truncated inside the header", true, [&](const auto& path) { std::filesystem::resize_file(path, 60); }},
+      {"page 1 overwritten after the header", true, [&](const auto& path) { overwrite(path, 100, 3996); }},
+      {"five random pages overwritten", false,
+       [&](const auto& path) {
+         for (int i = 0; i < 5; ++i) overwrite(path, 4096 * (1 + random() % (size / 4096 - 1)), 4096);
+       }},
+      {"every page but the first overwritten", true, [&](const auto& path) { overwrite(path, 4096, size - 4096); }},
+  };
+  for (const auto& damage : damages) {
+    INFO(damage.name);
+    const auto path = dir / "damaged.db";
+    for (const auto* suffix : {"", "-wal", "-shm", "-lockstore-wake"}) std::filesystem::remove(path.string() + suffix);
+    std::filesystem::copy_file(pristine, path);
+    damage.apply(path);
+    const auto started = std::chrono::steady_clock::now();
+    const auto errors = use_every_way(path);
+    CHECK(std::chrono::steady_clock::now() - started < 20s);
+    if (damage.must_be_noticed) CHECK_FALSE(errors.empty());
+    for (const auto& [step, error] : errors) {
+      INFO(step << ": " << error.what());
+      CHECK((error.code() == errc::corrupt_data || error.code() == errc::backend_failure));
+      CHECK_THAT(error.what(), Catch::Contains("damaged.db"));
+    }
+  }
+}
+
+TEST_CASE("a read-only directory gives a clear error naming the file", "[sqlite][files]") {
+  TempDir dir;
+  const auto locked_dir = dir / "read-only";
+  std::filesystem::create_directory(locked_dir);
+  fill_database(locked_dir / "existing.db");
+  REQUIRE(::chmod(locked_dir.c_str(), 0555) == 0);
+  // Root ignores directory permissions, so the probe runs as nobody.
+  const auto statuses = run_children(1, [&](int) {
+    if (::geteuid() == 0 && (::setgid(65534) != 0 || ::setuid(65534) != 0)) return 10;
+    int failures = 0;
+    for (const auto* name : {"new.db", "existing.db"}) {
+      const auto errors = use_every_way(locked_dir / name);
+      if (errors.empty()) {
+        std::fprintf(stderr, "%s in a read-only directory: every step succeeded\n", name);
+        ++failures;
+      }
+      for (const auto& [step, error] : errors) {
+        const std::string what = error.what();
+        if (error.code() != errc::backend_failure || what.find(name) == std::string::npos) {
+          std::fprintf(stderr, "%s: %s: unclear error: %s\n", name, step.c_str(), what.c_str());
+          ++failures;
+        }
+      }
+    }
+    return failures;
+  });
+  ::chmod(locked_dir.c_str(), 0755);
+  CHECK(statuses == std::vector<int>{0});
+}
+
+TEST_CASE("a file another process keeps locked past busy_timeout gives a clear error, then works again", "[sqlite][files]") {
+  TempDir dir;
+  const auto path = dir / "busy.db";
+  fill_database(path);
+  const auto locked = dir / "locked";
+  const auto statuses = run_children(
+      1,
+      [&](int) {
+        sqlite3* db = nullptr;
+        if (sqlite3_open(path.c_str(), &db) != SQLITE_OK) return 1;
+        if (sqlite3_exec(db, "BEGIN EXCLUSIVE", nullptr, nullptr, nullptr) != SQLITE_OK) return 2;
+        std::ofstream(locked).put('1');
+        std::this_thread::sleep_for(1500ms);
+        sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr);
+        sqlite3_close(db);
+        return 0;
+      },
+      [&] {
+        for (int i = 0; i < 500 && !std::filesystem::exists(locked); ++i) std::this_thread::sleep_for(10ms);
+        REQUIRE(std::filesystem::exists(locked));
+        SqliteOptions options;
+        options.busy_timeout = 200ms;
+        run([&]() -> asio::awaitable<void> {
+          std::optional<Error> refused;
+          const auto started = std::chrono::steady_clock::now();
+          try {
+            auto database = co_await SqliteDatabase::open(path, options);
+            SqliteLock lock(database, "patient");
+            auto guard = co_await lock.try_acquire(AdvisoryKey("busy"), 5s);
+            if (guard) guard->mark_released();
+          } catch (const Error& error) {
+            refused = error;
+          }
+          const auto waited = std::chrono::steady_clock::now() - started;
+          REQUIRE(refused.has_value());
+          CHECK(refused->code() == errc::backend_failure);
+          CHECK_THAT(refused->what(), Catch::Contains("busy.db") && Catch::Contains("locked"));
+          CHECK(waited < 1200ms);  // gave up after busy_timeout, not after the other's 1.5 s
+        });
+      });
+  CHECK(statuses == std::vector<int>{0});
+  // The other process is done: the same file works, and nothing is held.
+  run([&]() -> asio::awaitable<void> {
+    SqliteLock lock(co_await SqliteDatabase::open(path), "later");
+    auto guard = co_await lock.try_acquire(AdvisoryKey("busy"), 5s);
+    REQUIRE(guard);
+    co_await lock.release(std::move(*guard));
+    const auto leases = co_await lock.list();
+    CHECK(leases.size() == 200);  // the filler's, nothing left by the refused attempt
   });
 }
 

@@ -293,13 +293,8 @@ class PostgresLock {
 
     void deliver_notifications() {
       listener.drain_notifications([this](const std::string& payload) {
-        try {
-          const auto colon = payload.find(':');
-          const std::int64_t next = colon == std::string::npos ? 0 : std::stoll(payload.substr(colon + 1));
-          waiters.notify(detail::pg_unhex_bytea("\\x" + payload.substr(0, colon)), next);
-        } catch (const std::exception&) {
-          // Not ours: another program on the channel. Ignore it.
-        }
+        // Not ours (another program on the channel): ignored.
+        if (auto wakeup = detail::parse_postgres_wakeup(payload)) waiters.notify(wakeup->key, wakeup->next_ticket);
       });
     }
 

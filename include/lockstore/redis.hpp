@@ -21,6 +21,7 @@
 #include "lockstore/detail/durations.hpp"
 #include "lockstore/detail/redis_connection.hpp"
 #include "lockstore/detail/remote_lock.hpp"
+#include "lockstore/detail/wire_text.hpp"
 #include "lockstore/distributed_lock.hpp"
 #include "lockstore/lock_info.hpp"
 
@@ -291,12 +292,8 @@ class RedisLock {
       if (message->type != REDIS_REPLY_ARRAY || message->elements != 3 ||
           detail::RedisReply::text_of(message->element[0]) != "message")
         co_return;
-      const auto payload = detail::RedisReply::text_of(message->element[2]);
-      const auto colon = payload.find(':');
-      if (colon == std::string_view::npos) co_return;
-      std::int64_t next_ticket = 0;  // unparsable: 0, wake every waiter on the key
-      std::from_chars(payload.data(), payload.data() + colon, next_ticket);
-      waiters.notify(std::string(payload.substr(colon + 1)), next_ticket);
+      if (auto wakeup = detail::parse_redis_wakeup(detail::RedisReply::text_of(message->element[2])))
+        waiters.notify(wakeup->key, wakeup->next_ticket);
     }
 
     detail::LockStrand strand;

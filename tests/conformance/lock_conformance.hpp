@@ -411,7 +411,30 @@ LOCKSTORE_CT("invalid TTLs are refused with invalid_argument") {
         code = static_cast<errc>(error.code().value());
       }
       CHECK(code == errc::invalid_argument);
+      std::optional<errc> acquire_code;
+      try {
+        auto guard = co_await alice.acquire(AdvisoryKey("ttl"), ttl, 1s);
+        guard.mark_released();
+      } catch (const Error& error) {
+        acquire_code = static_cast<errc>(error.code().value());
+      }
+      CHECK(acquire_code == errc::invalid_argument);
     }
+    // extend with a bad TTL is refused too, and the lease is left as it was.
+    auto held = co_await alice.try_acquire(AdvisoryKey("ttl-extend"), 30s);
+    REQUIRE(held);
+    for (const auto ttl : {0ms, -5ms, std::chrono::milliseconds(std::chrono::hours(24 * 400))}) {
+      std::optional<errc> code;
+      try {
+        co_await alice.extend(*held, ttl);
+      } catch (const Error& error) {
+        code = static_cast<errc>(error.code().value());
+      }
+      CHECK(code == errc::invalid_argument);
+    }
+    const bool still_extendable = co_await alice.extend(*held, 30s);
+    CHECK(still_extendable);
+    co_await alice.release(std::move(*held));
     auto fine = co_await alice.try_acquire(AdvisoryKey("ttl"), 1ms);
     CHECK(fine.has_value());
     if (fine) co_await alice.release(std::move(*fine));

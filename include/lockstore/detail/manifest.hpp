@@ -41,7 +41,9 @@ inline Checkpoint decode_manifest(std::string_view bytes) {
     std::size_t length = 0;
     const auto* begin = bytes.data() + at;
     const auto [end, error] = std::from_chars(begin, bytes.data() + bytes.size(), length);
-    if (error != std::errc() || end == begin || *end != ' ') throw fail("bad part name length", at);
+    // `end` may be one past the last byte: test it before reading there.
+    if (error != std::errc() || end == begin || end == bytes.data() + bytes.size() || *end != ' ')
+      throw fail("bad part name length", at);
     at += static_cast<std::size_t>(end - begin) + 1;
     if (length == 0 || length > bytes.size() - at || at + length >= bytes.size() || bytes[at + length] != '\n')
       throw fail("part name does not fit its length", at);

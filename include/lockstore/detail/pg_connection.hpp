@@ -11,6 +11,7 @@
 #pragma once
 
 #include "lockstore/detail/async_mutex.hpp"
+#include "lockstore/detail/wire_text.hpp"
 #include "lockstore/error.hpp"
 #include "lockstore/log.hpp"
 
@@ -45,22 +46,6 @@ struct PgParam {
   bool binary = false;
   bool null = false;
 };
-
-/// Decodes PostgreSQL's text output of a bytea (`\x` followed by hex).
-inline std::string pg_unhex_bytea(std::string_view text) {
-  if (text.size() < 2 || text[0] != '\\' || text[1] != 'x' || text.size() % 2 != 0)
-    throw Error(errc::corrupt_data, fmt::format("PostgreSQL returned a bytea that is not hex: '{}'", text));
-  auto nibble = [&](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    throw Error(errc::corrupt_data, fmt::format("PostgreSQL returned a bytea that is not hex: '{}'", text));
-  };
-  std::string bytes;
-  bytes.reserve(text.size() / 2 - 1);
-  for (std::size_t at = 2; at < text.size(); at += 2)
-    bytes.push_back(static_cast<char>(nibble(text[at]) * 16 + nibble(text[at + 1])));
-  return bytes;
-}
 
 /// A fixed statement, prepared once per connection under `name`.
 struct PgStatement {
