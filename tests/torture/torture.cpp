@@ -213,26 +213,45 @@ asio::awaitable<void> hold_loop(Lock& lock, const Options& options, const Ledger
   }
 }
 
+/// Connects to the server or file backend in `options` as `owner` and runs
+/// `body(lock)`.
+template <class Body>
+asio::awaitable<void> with_process_lock(const Options& options, std::string owner, Body& body) {
+  if (options.backend == "sqlite") {
+    auto database = co_await SqliteDatabase::open(options.dir / "locks.db");
+    SqliteLock lock(database, owner);
+    co_await body(lock);
+  } else if (options.backend == "postgres") {
+    auto lock = co_await PostgresLock::connect(required_env("LOCKSTORE_TEST_POSTGRES"), owner);
+    co_await body(lock);
+  } else {
+    auto lock = co_await RedisLock::connect(redis_options(), owner);
+    co_await body(lock);
+  }
+}
+
+/// The probe after the last kill: one hold, taken within the recovery bound
+/// (or errc::timeout), written to the ledger like any other.
+template <class Lock>
+asio::awaitable<void> probe_once(Lock& lock, const Options& options, const LedgerFile& ledger, std::int64_t id) {
+  const auto bound = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::nanoseconds(recovery_bound_ns(options)));
+  const AdvisoryKey key(fmt::format("torture-{}", options.seed));
+  const auto t_call = monotonic_ns();
+  auto guard = co_await lock.acquire(key, options.ttl, bound);
+  const auto t_held = monotonic_ns();
+  ledger.append(fmt::format("enter {} {} {} {}\n", id, guard.fence(), t_call, t_held));
+  ledger.append(fmt::format("exit {} {} {}\n", id, guard.fence(), monotonic_ns()));
+  co_await lock.release(std::move(guard));
+}
+
 /// A worker process: connects on its own and loops until killed.
 int lock_worker(const Options& options, const std::string& ledger_path) {
   const LedgerFile ledger(ledger_path);
   std::mt19937_64 random(options.seed ^ static_cast<std::uint64_t>(::getpid()));
   const std::int64_t id = ::getpid();
-  const auto owner = fmt::format("torture-{}", id);
   const std::function<bool()> never;  // killed for real, by SIGKILL
-  run_coroutine([&]() -> asio::awaitable<void> {
-    if (options.backend == "sqlite") {
-      auto database = co_await SqliteDatabase::open(options.dir / "locks.db");
-      SqliteLock lock(database, owner);
-      co_await hold_loop(lock, options, ledger, id, never, random);
-    } else if (options.backend == "postgres") {
-      auto lock = co_await PostgresLock::connect(required_env("LOCKSTORE_TEST_POSTGRES"), owner);
-      co_await hold_loop(lock, options, ledger, id, never, random);
-    } else {
-      auto lock = co_await RedisLock::connect(redis_options(), owner);
-      co_await hold_loop(lock, options, ledger, id, never, random);
-    }
-  });
+  auto body = [&](auto& lock) { return hold_loop(lock, options, ledger, id, never, random); };
+  run_coroutine([&]() -> asio::awaitable<void> { co_await with_process_lock(options, fmt::format("torture-{}", id), body); });
   return 0;
 }
 
@@ -347,16 +366,7 @@ ChaosFigures run_memory_chaos(const Options& options, const std::string& ledger_
   for (auto& thread : threads) thread.join();
   // The probe: after the last abandoned lease, the key comes free again.
   try {
-    run_coroutine([&]() -> asio::awaitable<void> {
-      const AdvisoryKey key(fmt::format("torture-{}", options.seed));
-      const auto t_call = monotonic_ns();
-      auto guard = co_await lock.acquire(key, options.ttl, std::chrono::duration_cast<std::chrono::milliseconds>(
-                                                               std::chrono::nanoseconds(recovery_bound_ns(options))));
-      const auto t_held = monotonic_ns();
-      ledger.append(fmt::format("enter {} {} {} {}\n", 999'999, guard.fence(), t_call, t_held));
-      ledger.append(fmt::format("exit {} {} {}\n", 999'999, guard.fence(), monotonic_ns()));
-      co_await lock.release(std::move(guard));
-    });
+    run_coroutine([&]() -> asio::awaitable<void> { co_await probe_once(lock, options, ledger, 999'999); });
   } catch (const std::exception& error) {
     figures.failures.push_back(fmt::format("the key did not come free after the last abandon: {}", error.what()));
   }
@@ -425,29 +435,8 @@ ChaosFigures run_process_chaos(const Options& options, const std::string& ledger
   for (const pid_t worker : workers) kill_worker(worker);
   // The probe: a fresh process must get the key within the recovery bound.
   const auto probe = spawn([&]() -> int {
-    run_coroutine([&]() -> asio::awaitable<void> {
-      const auto bound = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::nanoseconds(recovery_bound_ns(options)));
-      auto acquire_once = [&](auto& lock) -> asio::awaitable<void> {
-        const AdvisoryKey key(fmt::format("torture-{}", options.seed));
-        const auto t_call = monotonic_ns();
-        auto guard = co_await lock.acquire(key, options.ttl, bound);
-        const auto t_held = monotonic_ns();
-        ledger.append(fmt::format("enter {} {} {} {}\n", ::getpid(), guard.fence(), t_call, t_held));
-        ledger.append(fmt::format("exit {} {} {}\n", ::getpid(), guard.fence(), monotonic_ns()));
-        co_await lock.release(std::move(guard));
-      };
-      if (options.backend == "sqlite") {
-        auto database = co_await SqliteDatabase::open(options.dir / "locks.db");
-        SqliteLock lock(database, "torture-probe");
-        co_await acquire_once(lock);
-      } else if (options.backend == "postgres") {
-        auto lock = co_await PostgresLock::connect(required_env("LOCKSTORE_TEST_POSTGRES"), "torture-probe");
-        co_await acquire_once(lock);
-      } else {
-        auto lock = co_await RedisLock::connect(redis_options(), "torture-probe");
-        co_await acquire_once(lock);
-      }
-    });
+    auto body = [&](auto& lock) { return probe_once(lock, options, ledger, ::getpid()); };
+    run_coroutine([&]() -> asio::awaitable<void> { co_await with_process_lock(options, "torture-probe", body); });
     return 0;
   });
   if (const int status = wait_status(probe); status != 0)
