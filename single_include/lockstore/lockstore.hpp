@@ -973,7 +973,7 @@ class MemoryLock {
       auto queue = state_->queues.find(key.str());
       if (queue != state_->queues.end() && (!seat->ticket || queue->second.front() != *seat->ticket)) {
         take_ticket();
-        return {.ticket = my_ticket()};  // the head goes first; its grant or leaving wakes us
+        return {.guard = std::nullopt, .ticket = my_ticket()};  // the head goes first; its grant or leaving wakes us
       }
       if (seat->ticket) {
         queue->second.pop_front();
