@@ -42,6 +42,8 @@ struct SqliteOptions {
   /// lease pairs reach 0.25 of raw sqlite3 with no spin and 1.0 with 100 us;
   /// commits 0.73 with 100 us and 0.89 with 300 us. The spin ends as soon as
   /// the result is there, so fast statements never spin this long. 0 disables it.
+  /// The spin adapts: after spins that miss, the next few statements suspend
+  /// at once (README, "The hop to the connection thread").
   std::chrono::microseconds completion_spin{300};
 };
 
