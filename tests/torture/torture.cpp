@@ -416,14 +416,14 @@ ChaosFigures run_process_chaos(const Options& options, const std::string& ledger
       // Four kills in five go to a holder: watch closely for one inside its
       // hold (holds are short; most of the time no one is inside).
       const bool want_holder = random() % 5 != 0;
-      auto holder_known = [&] { return std::find(workers.begin(), workers.end(), tail.holder) != workers.end(); };
-      for (const auto until = now + 500ms; want_holder && !holder_known() && std::chrono::steady_clock::now() < until;) {
+      auto holder_at = [&] { return std::find(workers.begin(), workers.end(), tail.holder); };
+      for (const auto until = now + 500ms; want_holder && holder_at() == workers.end() && std::chrono::steady_clock::now() < until;) {
         std::this_thread::sleep_for(50us);
         tail.poll();
       }
-      const auto index = want_holder && holder_known()
-                             ? static_cast<std::size_t>(std::find(workers.begin(), workers.end(), tail.holder) - workers.begin())
-                             : static_cast<std::size_t>(random() % workers.size());
+      const auto holder = holder_at();
+      const auto index = want_holder && holder != workers.end() ? static_cast<std::size_t>(holder - workers.begin())
+                                                                 : static_cast<std::size_t>(random() % workers.size());
       if (workers[index] != tail.holder) ++figures.waiter_kills;
       kill_worker(workers[index]);
       workers[index] = start_worker();
