@@ -221,6 +221,32 @@ TEST_CASE("SQLite: two handles on one file in one process wake each other's wait
   });
 }
 
+TEST_CASE("SQLite: a release announced while the watcher thread is starting still wakes the waiter", "[sqlite]") {
+  // The watcher's starting point is taken by watch() itself: an
+  // announcement made right after it, before the new thread has run, must
+  // not fall before that point and be lost.
+  TempDir dir;
+  detail::KeyedWaiters waiters;  // outlives the watcher thread, which uses it
+  detail::WakeBoard watching(dir / "locks.db");
+  detail::WakeBoard other(dir / "locks.db");  // another handle: another origin
+  REQUIRE(watching.active());
+  REQUIRE(other.active());
+  auto subscription = waiters.subscribe("k");
+  bool started = false;
+  REQUIRE(watching.watch(waiters, &started));
+  other.publish("k", 0);
+  CHECK(started);
+  bool started_again = false;
+  REQUIRE(watching.watch(waiters, &started_again));
+  CHECK_FALSE(started_again);
+  run([&]() -> asio::awaitable<void> {
+    const auto begun = std::chrono::steady_clock::now();
+    auto waiting = subscription.wait_until(begun + 20s);
+    co_await std::move(waiting);
+    CHECK(std::chrono::steady_clock::now() - begun < 10s);
+  });
+}
+
 TEST_CASE("SQLite: a foreign file where the wake file goes is left alone, and waiters poll instead", "[sqlite]") {
   TempDir dir;
   const std::string foreign = "not a lockstore wake file";

@@ -140,8 +140,10 @@ class SqliteDatabase {
 
   /// Starts (once) the thread that turns other processes' announcements
   /// into wake-ups of this handle's waiters. False without a wake file:
-  /// waiters must then poll.
-  bool watch_releases() const { return shared_->board && shared_->board->watch(shared_->waiters); }
+  /// waiters must then poll. Sets `*started` when this call started it.
+  bool watch_releases(bool* started = nullptr) const {
+    return shared_->board && shared_->board->watch(shared_->waiters, started);
+  }
 
   /// Tokens of leases granted through this handle and not yet released:
   /// a waiter whose holder is local needs no polling, release wakes it.
@@ -204,7 +206,7 @@ class SqliteDatabase {
   }
 
   static void configure(detail::SqliteConnection& connection, const SqliteOptions& options) {
-    sqlite3_busy_timeout(connection.handle(), static_cast<int>(options.busy_timeout.count()));
+    connection.set_busy_timeout(options.busy_timeout);
     connection.exec("PRAGMA foreign_keys=ON");
   }
 

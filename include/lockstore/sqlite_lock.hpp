@@ -354,14 +354,19 @@ class SqliteLock {
   // another process, no later than a jittered poll interval: the long
   // backstop one when that process's release will be announced on the wake
   // file, the short one otherwise. A holder in this process wakes us itself.
+  // The first wait on another process's holder starts this handle's watcher;
+  // a release announced before it started is not delivered, so that waiter
+  // looks again at once instead of sleeping to the backstop.
   std::chrono::steady_clock::time_point retry_time(const Outcome& outcome) const {
     const auto now = std::chrono::steady_clock::now();
     const auto until_expiry = std::chrono::milliseconds(
         std::max<std::int64_t>(0, outcome.holder_expires_ms - detail::wall_clock_ms()) + 1);
     if (database_.local_tokens().contains(outcome.holder_token)) return now + until_expiry;
-    const auto poll = database_.watch_releases()
-                          ? std::max(SqliteDatabase::watched_poll_interval, database_.options().poll_interval).count()
-                          : database_.options().poll_interval.count();
+    bool watcher_started = false;
+    const bool watched = database_.watch_releases(&watcher_started);
+    if (watcher_started) return now;
+    const auto poll = watched ? std::max(SqliteDatabase::watched_poll_interval, database_.options().poll_interval).count()
+                              : database_.options().poll_interval.count();
     const auto jittered = std::chrono::microseconds(detail::ThreadRandom::between(poll * 500, poll * 1000));
     return now + std::min<std::chrono::microseconds>(until_expiry, jittered);
   }

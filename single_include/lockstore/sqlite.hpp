@@ -28,11 +28,14 @@
 #include <fmt/format.h>
 #include <sqlite3.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <unordered_map>
 
 namespace lockstore::detail {
@@ -160,6 +163,18 @@ class SqliteConnection {
     return sqlite3_column_int64(raw, 0);
   }
 
+  /// How long a statement retries while another connection holds the write
+  /// lock, before it fails with SQLITE_BUSY. Replaces sqlite3_busy_timeout,
+  /// whose sleeps grow to 100 ms: a sleeper does not notice the lock come
+  /// free, and with several processes writing one file, such sleeps were the
+  /// longest acquire waits on a contended key. Here a retry comes after at
+  /// most about a millisecond (20 us doubling, jittered), for the same total.
+  void set_busy_timeout(std::chrono::milliseconds timeout) {
+    busy_->timeout = timeout;
+    sqlite3_busy_handler(db_.get(), timeout > std::chrono::milliseconds::zero() ? &BusyWait::retry : nullptr,
+                         busy_.get());
+  }
+
   sqlite3* handle() const noexcept { return db_.get(); }
   const std::filesystem::path& path() const noexcept { return path_; }
   bool read_only() const noexcept { return read_only_; }
@@ -172,8 +187,27 @@ class SqliteConnection {
     void operator()(sqlite3_stmt* statement) const noexcept { sqlite3_finalize(statement); }
   };
 
+  struct BusyWait {
+    std::chrono::milliseconds timeout{0};
+    std::chrono::steady_clock::time_point started;
+
+    // `attempts`: how often SQLite has called this for the current wait.
+    static int retry(void* context, int attempts) noexcept {
+      auto& self = *static_cast<BusyWait*>(context);
+      const auto now = std::chrono::steady_clock::now();
+      if (attempts == 0) self.started = now;
+      const auto left = self.started + self.timeout - now;
+      if (left <= std::chrono::steady_clock::duration::zero()) return 0;
+      const auto base = std::chrono::microseconds(std::min(1000, 20 << std::min(attempts, 6)));
+      const auto pause = std::chrono::microseconds(ThreadRandom::between(base.count() / 2, base.count() * 3 / 2));
+      std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(pause, left));
+      return 1;
+    }
+  };
+
   std::filesystem::path path_;
   bool read_only_ = false;
+  std::unique_ptr<BusyWait> busy_ = std::make_unique<BusyWait>();  // SQLite keeps its address
   // statements_ is declared after db_ so that it is destroyed first: every
   // statement is finalized before the connection closes.
   std::unique_ptr<sqlite3, Closer> db_;
@@ -495,11 +529,21 @@ class WakeBoard {
   }
 
   /// Starts the watcher thread (once) that wakes `waiters` on announcements
-  /// from other handles. Returns whether the board is active.
-  bool watch(KeyedWaiters& waiters) {
+  /// from other handles. Returns whether the board is active; sets
+  /// `*started` when this call started the thread, so that the caller can
+  /// look again for a release announced before the watcher existed.
+  bool watch(KeyedWaiters& waiters, bool* started = nullptr) {
     if (layout_ == nullptr) return false;
     std::lock_guard lock(mutex_);
-    if (!watcher_.joinable()) watcher_ = std::thread([this, &waiters] { run(waiters); });
+    if (!watcher_.joinable()) {
+      if (started != nullptr) *started = true;
+      // The starting point is read here, not on the new thread: an
+      // announcement made after watch() returns is delivered even if the
+      // thread has not run yet.
+      const auto sequence = layout_->sequence.load();
+      const auto cursor = layout_->cursor.load();
+      watcher_ = std::thread([this, &waiters, sequence, cursor] { run(waiters, sequence, cursor); });
+    }
     return true;
   }
 
@@ -529,10 +573,8 @@ class WakeBoard {
   }
 #endif
 
-  void run(KeyedWaiters& waiters) {
+  void run(KeyedWaiters& waiters, std::uint32_t seen_sequence, std::uint64_t seen_cursor) {
 #ifdef __linux__
-    auto seen_sequence = layout_->sequence.load();
-    auto seen_cursor = layout_->cursor.load();
     while (!stopping_.load()) {
       const timespec timeout{1, 0};  // only a backstop for stop_watching()
       futex(FUTEX_WAIT, seen_sequence, &timeout);
@@ -549,6 +591,8 @@ class WakeBoard {
     }
 #else
     (void)waiters;
+    (void)seen_sequence;
+    (void)seen_cursor;
 #endif
   }
 
@@ -1035,8 +1079,10 @@ class SqliteDatabase {
 
   /// Starts (once) the thread that turns other processes' announcements
   /// into wake-ups of this handle's waiters. False without a wake file:
-  /// waiters must then poll.
-  bool watch_releases() const { return shared_->board && shared_->board->watch(shared_->waiters); }
+  /// waiters must then poll. Sets `*started` when this call started it.
+  bool watch_releases(bool* started = nullptr) const {
+    return shared_->board && shared_->board->watch(shared_->waiters, started);
+  }
 
   /// Tokens of leases granted through this handle and not yet released:
   /// a waiter whose holder is local needs no polling, release wakes it.
@@ -1099,7 +1145,7 @@ class SqliteDatabase {
   }
 
   static void configure(detail::SqliteConnection& connection, const SqliteOptions& options) {
-    sqlite3_busy_timeout(connection.handle(), static_cast<int>(options.busy_timeout.count()));
+    connection.set_busy_timeout(options.busy_timeout);
     connection.exec("PRAGMA foreign_keys=ON");
   }
 
@@ -1485,14 +1531,19 @@ class SqliteLock {
   // another process, no later than a jittered poll interval: the long
   // backstop one when that process's release will be announced on the wake
   // file, the short one otherwise. A holder in this process wakes us itself.
+  // The first wait on another process's holder starts this handle's watcher;
+  // a release announced before it started is not delivered, so that waiter
+  // looks again at once instead of sleeping to the backstop.
   std::chrono::steady_clock::time_point retry_time(const Outcome& outcome) const {
     const auto now = std::chrono::steady_clock::now();
     const auto until_expiry = std::chrono::milliseconds(
         std::max<std::int64_t>(0, outcome.holder_expires_ms - detail::wall_clock_ms()) + 1);
     if (database_.local_tokens().contains(outcome.holder_token)) return now + until_expiry;
-    const auto poll = database_.watch_releases()
-                          ? std::max(SqliteDatabase::watched_poll_interval, database_.options().poll_interval).count()
-                          : database_.options().poll_interval.count();
+    bool watcher_started = false;
+    const bool watched = database_.watch_releases(&watcher_started);
+    if (watcher_started) return now;
+    const auto poll = watched ? std::max(SqliteDatabase::watched_poll_interval, database_.options().poll_interval).count()
+                              : database_.options().poll_interval.count();
     const auto jittered = std::chrono::microseconds(detail::ThreadRandom::between(poll * 500, poll * 1000));
     return now + std::min<std::chrono::microseconds>(until_expiry, jittered);
   }

@@ -116,11 +116,21 @@ class WakeBoard {
   }
 
   /// Starts the watcher thread (once) that wakes `waiters` on announcements
-  /// from other handles. Returns whether the board is active.
-  bool watch(KeyedWaiters& waiters) {
+  /// from other handles. Returns whether the board is active; sets
+  /// `*started` when this call started the thread, so that the caller can
+  /// look again for a release announced before the watcher existed.
+  bool watch(KeyedWaiters& waiters, bool* started = nullptr) {
     if (layout_ == nullptr) return false;
     std::lock_guard lock(mutex_);
-    if (!watcher_.joinable()) watcher_ = std::thread([this, &waiters] { run(waiters); });
+    if (!watcher_.joinable()) {
+      if (started != nullptr) *started = true;
+      // The starting point is read here, not on the new thread: an
+      // announcement made after watch() returns is delivered even if the
+      // thread has not run yet.
+      const auto sequence = layout_->sequence.load();
+      const auto cursor = layout_->cursor.load();
+      watcher_ = std::thread([this, &waiters, sequence, cursor] { run(waiters, sequence, cursor); });
+    }
     return true;
   }
 
@@ -150,10 +160,8 @@ class WakeBoard {
   }
 #endif
 
-  void run(KeyedWaiters& waiters) {
+  void run(KeyedWaiters& waiters, std::uint32_t seen_sequence, std::uint64_t seen_cursor) {
 #ifdef __linux__
-    auto seen_sequence = layout_->sequence.load();
-    auto seen_cursor = layout_->cursor.load();
     while (!stopping_.load()) {
       const timespec timeout{1, 0};  // only a backstop for stop_watching()
       futex(FUTEX_WAIT, seen_sequence, &timeout);
@@ -170,6 +178,8 @@ class WakeBoard {
     }
 #else
     (void)waiters;
+    (void)seen_sequence;
+    (void)seen_cursor;
 #endif
   }
 
