@@ -231,15 +231,16 @@ TEST_CASE("SQLite: a release announced while the watcher thread is starting stil
   detail::WakeBoard other(dir / "locks.db");  // another handle: another origin
   REQUIRE(watching.active());
   REQUIRE(other.active());
-  auto subscription = waiters.subscribe("k");
-  bool started = false;
-  REQUIRE(watching.watch(waiters, &started));
-  other.publish("k", 0);
-  CHECK(started);
-  bool started_again = false;
-  REQUIRE(watching.watch(waiters, &started_again));
-  CHECK_FALSE(started_again);
   run([&]() -> asio::awaitable<void> {
+    // Inside the coroutine: the waiter's timer must not outlive run()'s io_context.
+    auto subscription = waiters.subscribe("k");
+    bool started = false;
+    REQUIRE(watching.watch(waiters, &started));
+    other.publish("k", 0);
+    CHECK(started);
+    bool started_again = false;
+    REQUIRE(watching.watch(waiters, &started_again));
+    CHECK_FALSE(started_again);
     const auto begun = std::chrono::steady_clock::now();
     auto waiting = subscription.wait_until(begun + 20s);
     co_await std::move(waiting);
