@@ -392,10 +392,6 @@ TEST_CASE("a file another process keeps locked past busy_timeout gives a clear e
   });
 }
 
-}  // namespace lockstore::test
-
-namespace lockstore::test {
-
 TEST_CASE("a statement blocked by another connection's write goes on within milliseconds of its commit", "[sqlite][files]") {
   // SQLite's own busy handler sleeps up to 100 ms at a time (after 328 ms,
   // it looks at 428 and 528 ms), so a commit at 480 ms would be seen ~48 ms
