@@ -176,20 +176,6 @@ void run_threads(const Point& point) {
   report(*board, point);
 }
 
-std::vector<std::string> split(std::string_view list) {
-  std::vector<std::string> parts;
-  std::stringstream stream{std::string(list)};
-  for (std::string part; std::getline(stream, part, ',');)
-    if (!part.empty()) parts.push_back(part);
-  return parts;
-}
-
-std::string option(const std::vector<std::string_view>& args, std::string_view flag, std::string fallback) {
-  for (std::size_t i = 0; i + 1 < args.size(); ++i)
-    if (args[i] == flag) return std::string(args[i + 1]);
-  return fallback;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) try {

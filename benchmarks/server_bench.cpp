@@ -7,6 +7,8 @@
 // Servers: --postgres CONNINFO --redis HOST:PORT, or $LOCKSTORE_TEST_POSTGRES
 // and $LOCKSTORE_TEST_REDIS (scripts/bench.sh starts throwaway ones).
 // `--smoke` runs tiny counts; it never decides a test's outcome by time.
+// `--backends postgres,redis`, `--sections pairs,held,handoff` and
+// `--rounds N` pick a part (default: all, 7 rounds).
 #include "bench_support.hpp"
 #include "server_settings.hpp"
 
@@ -199,7 +201,7 @@ void redis_held_keys(const lockstore::RedisOptions& options, const std::vector<i
   if (context == nullptr || context->err != 0) throw std::runtime_error("hiredis cannot connect");
   const char* fill =
       "for i = 1, tonumber(ARGV[1]) do local k = KEYS[1] .. i "
-      "redis.call('HSET', k, 'token', 'x', 'owner', 'bench-other', 'fence', 1) redis.call('PEXPIRE', k, 3600000) end";
+      "redis.call('SET', k, 'x 1 0 bench-other', 'PX', 3600000) end";
   const char* empty = "for i = 1, tonumber(ARGV[1]) do redis.call('UNLINK', KEYS[1] .. i) end";
   const std::string base = options.key_prefix + "lease:held-";
   for (const int held : counts) {
@@ -231,40 +233,53 @@ void compare_pairs(const char* backend, const char* baseline, int rounds, int pa
 int main(int argc, char** argv) try {
   const std::vector<std::string_view> args(argv + 1, argv + argc);
   const bool smoke = std::find(args.begin(), args.end(), "--smoke") != args.end();
+  const auto backends = split(option(args, "--backends", "postgres,redis"));
+  const auto sections = split(option(args, "--sections", "pairs,held,handoff"));
+  auto wanted = [&](const std::string& backend, const std::string& section) {
+    return std::find(backends.begin(), backends.end(), backend) != backends.end() &&
+           std::find(sections.begin(), sections.end(), section) != sections.end();
+  };
   const int pairs = smoke ? 50 : 1500;
   const int handoffs = smoke ? 10 : 1000;
-  const auto conninfo = setting(args, "--postgres", "LOCKSTORE_TEST_POSTGRES");
-  const auto redis = redis_options(setting(args, "--redis", "LOCKSTORE_TEST_REDIS"));
-
-  // Creates the lease table, so the raw client finds it.
-  run([&]() -> asio::awaitable<void> { co_await lockstore::PostgresLock::connect(conninfo, "setup"); });
-
-  const int rounds = smoke ? 1 : 7;
-  compare_pairs("postgres", "raw_libpq_same_statements", rounds, pairs,
-                [&](int n) { return raw_libpq_pairs(conninfo, n); },
-                [&](int n) { return postgres_lock_pairs(conninfo, n); });
-  compare_pairs("postgres", "raw_libpq_try_advisory_lock_unlock", rounds, pairs,
-                [&](int n) { return raw_advisory_pairs(conninfo, n); },
-                [&](int n) { return postgres_lock_pairs(conninfo, n); });
-  compare_pairs("redis", "raw_hiredis_set_nx_px_eval", rounds, pairs,
-                [&](int n) { return raw_hiredis_pairs(redis, n); },
-                [&](int n) { return redis_lock_pairs(redis, n); });
-  compare_pairs("redis", "raw_hiredis_same_scripts", rounds, pairs,
-                [&](int n) { return raw_hiredis_same_scripts_pairs(redis, n); },
-                [&](int n) { return redis_lock_pairs(redis, n); });
-
+  const int rounds = std::stoi(option(args, "--rounds", smoke ? "1" : "7"));
   const std::vector<int> held_counts = smoke ? std::vector<int>{10, 100} : std::vector<int>{10, 10'000, 1'000'000};
-  postgres_held_keys(conninfo, held_counts, pairs);
-  redis_held_keys(redis, held_counts, pairs);
 
-  handoff_processes("postgres", handoffs, [&](std::string owner) -> asio::awaitable<lockstore::PostgresLock> {
-    auto connecting = lockstore::PostgresLock::connect(conninfo, std::move(owner));
-    co_return co_await std::move(connecting);
-  });
-  handoff_processes("redis", handoffs, [&](std::string owner) -> asio::awaitable<lockstore::RedisLock> {
-    auto connecting = lockstore::RedisLock::connect(redis, std::move(owner));
-    co_return co_await std::move(connecting);
-  });
+  if (std::find(backends.begin(), backends.end(), "postgres") != backends.end()) {
+    const auto conninfo = setting(args, "--postgres", "LOCKSTORE_TEST_POSTGRES");
+    // Creates the lease table, so the raw client finds it.
+    run([&]() -> asio::awaitable<void> { co_await lockstore::PostgresLock::connect(conninfo, "setup"); });
+    if (wanted("postgres", "pairs")) {
+      compare_pairs("postgres", "raw_libpq_same_statements", rounds, pairs,
+                    [&](int n) { return raw_libpq_pairs(conninfo, n); },
+                    [&](int n) { return postgres_lock_pairs(conninfo, n); });
+      compare_pairs("postgres", "raw_libpq_try_advisory_lock_unlock", rounds, pairs,
+                    [&](int n) { return raw_advisory_pairs(conninfo, n); },
+                    [&](int n) { return postgres_lock_pairs(conninfo, n); });
+    }
+    if (wanted("postgres", "held")) postgres_held_keys(conninfo, held_counts, pairs);
+    if (wanted("postgres", "handoff"))
+      handoff_processes("postgres", handoffs, [&](std::string owner) -> asio::awaitable<lockstore::PostgresLock> {
+        auto connecting = lockstore::PostgresLock::connect(conninfo, std::move(owner));
+        co_return co_await std::move(connecting);
+      });
+  }
+  if (std::find(backends.begin(), backends.end(), "redis") != backends.end()) {
+    const auto redis = redis_options(setting(args, "--redis", "LOCKSTORE_TEST_REDIS"));
+    if (wanted("redis", "pairs")) {
+      compare_pairs("redis", "raw_hiredis_set_nx_px_eval", rounds, pairs,
+                    [&](int n) { return raw_hiredis_pairs(redis, n); },
+                    [&](int n) { return redis_lock_pairs(redis, n); });
+      compare_pairs("redis", "raw_hiredis_same_scripts", rounds, pairs,
+                    [&](int n) { return raw_hiredis_same_scripts_pairs(redis, n); },
+                    [&](int n) { return redis_lock_pairs(redis, n); });
+    }
+    if (wanted("redis", "held")) redis_held_keys(redis, held_counts, pairs);
+    if (wanted("redis", "handoff"))
+      handoff_processes("redis", handoffs, [&](std::string owner) -> asio::awaitable<lockstore::RedisLock> {
+        auto connecting = lockstore::RedisLock::connect(redis, std::move(owner));
+        co_return co_await std::move(connecting);
+      });
+  }
   return 0;
 } catch (const std::exception& error) {
   fmt::print(stderr, "server_bench: {}\n", error.what());

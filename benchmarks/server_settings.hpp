@@ -1,5 +1,6 @@
-// Where the benchmark servers are: a command-line flag, else the variable
-// scripts/bench.sh (and scripts/test.sh) export for its throwaway servers.
+// Command-line options of the benchmarks, and where the benchmark servers
+// are: a command-line flag, else the variable scripts/bench.sh (and
+// scripts/test.sh) export for its throwaway servers.
 #pragma once
 
 #include <lockstore/redis.hpp>
@@ -8,12 +9,29 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
 
 namespace lockstore::bench {
+
+/// The value after `flag`, else `fallback`.
+inline std::string option(const std::vector<std::string_view>& args, std::string_view flag, std::string fallback) {
+  for (std::size_t i = 0; i + 1 < args.size(); ++i)
+    if (args[i] == flag) return std::string(args[i + 1]);
+  return fallback;
+}
+
+/// "a,b,c" -> {a, b, c}; empty parts are dropped.
+inline std::vector<std::string> split(std::string_view list) {
+  std::vector<std::string> parts;
+  std::stringstream stream{std::string(list)};
+  for (std::string part; std::getline(stream, part, ',');)
+    if (!part.empty()) parts.push_back(part);
+  return parts;
+}
 
 /// The value after `flag`, else $variable; throws when neither is given.
 inline std::string setting(const std::vector<std::string_view>& args, std::string_view flag, const char* variable) {

@@ -7,7 +7,13 @@
 #include "support/servers.hpp"
 
 #include <catch2/catch.hpp>
+#include <hiredis/hiredis.h>
 #include <lockstore/redis.hpp>
+
+#include <poll.h>
+
+#include <future>
+#include <optional>
 
 namespace lockstore::test {
 
@@ -32,6 +38,55 @@ inline void redis_cli(std::uint16_t port, const std::string& arguments) {
   const auto command = fmt::format("redis-cli -h 127.0.0.1 -p {} {} > /dev/null", port, arguments);
   if (std::system(command.c_str()) != 0) throw std::runtime_error("failed: " + command);
 }
+
+/// A blocking hiredis connection to the shared server, for looking at keys
+/// and messages the way another client would.
+class RawRedis {
+ public:
+  explicit RawRedis(const RedisOptions& options) : context_(redisConnect(options.host.c_str(), options.port)) {
+    if (context_ == nullptr || context_->err != 0) throw std::runtime_error("hiredis cannot connect");
+  }
+  ~RawRedis() { redisFree(context_); }
+  RawRedis(const RawRedis&) = delete;
+  RawRedis& operator=(const RawRedis&) = delete;
+
+  /// The reply to one command, as text ("" for nil; the last element of an
+  /// array, which is a pub/sub message's payload).
+  std::string command(const std::vector<std::string>& arguments) {
+    std::vector<const char*> pointers;
+    std::vector<std::size_t> lengths;
+    for (const auto& argument : arguments) {
+      pointers.push_back(argument.data());
+      lengths.push_back(argument.size());
+    }
+    auto* reply = static_cast<redisReply*>(
+        redisCommandArgv(context_, static_cast<int>(arguments.size()), pointers.data(), lengths.data()));
+    return take(reply);
+  }
+
+  /// The next pushed message's payload, or std::nullopt when none came
+  /// within `timeout`. (poll() first: a hiredis read timeout would leave the
+  /// connection unusable.)
+  std::optional<std::string> next_message(std::chrono::milliseconds timeout) {
+    pollfd readable{context_->fd, POLLIN, 0};
+    if (::poll(&readable, 1, static_cast<int>(timeout.count())) != 1) return std::nullopt;
+    void* reply = nullptr;
+    if (redisGetReply(context_, &reply) != REDIS_OK) throw std::runtime_error("hiredis: lost the subscriber");
+    return take(static_cast<redisReply*>(reply));
+  }
+
+ private:
+  static std::string take(redisReply* reply) {
+    if (reply == nullptr) throw std::runtime_error("hiredis: no reply");
+    const redisReply* shown = reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 ? reply->element[reply->elements - 1] : reply;
+    std::string text = shown->type == REDIS_REPLY_INTEGER ? std::to_string(shown->integer)
+                                                          : std::string(shown->str != nullptr ? shown->str : "", shown->len);
+    freeReplyObject(reply);
+    return text;
+  }
+
+  redisContext* context_;
+};
 
 struct RedisFixture {
   using Lock = RedisLock;
@@ -117,6 +172,106 @@ TEST_CASE("Redis: the ticket of a waiter that vanished expires and stops holding
     CHECK(waited < 2s);
     co_await alice.release(std::move(queued));
   });
+}
+
+TEST_CASE("Redis: a fence counter ahead of the server's clock goes on from the counter, and list() shows the holder's fence", "[redis]") {
+  const auto options = fresh_redis_options();
+  redis_cli(options.port, fmt::format("SET {}fence:ahead 8000000000000000", options.key_prefix));
+  run([&]() -> asio::awaitable<void> {
+    // An owner with spaces: it is the lease string's last field.
+    auto lock = co_await RedisLock::connect(options, "worker 7 of 8");
+    auto first = co_await lock.try_acquire(AdvisoryKey("ahead"), 30s);
+    REQUIRE(first.has_value());
+    CHECK(first->fence() == 8000000000000001);
+    auto leases = co_await lock.list();
+    REQUIRE(leases.size() == 1);
+    CHECK(leases[0].key.str() == "ahead");
+    CHECK(leases[0].owner == "worker 7 of 8");
+    CHECK(leases[0].fence == 8000000000000001);
+    const auto held_for = leases[0].expires_at - leases[0].acquired_at;
+    CHECK(held_for > 29s);
+    CHECK(held_for <= 30s);
+    co_await lock.release(std::move(*first));
+    auto second = co_await lock.acquire(AdvisoryKey("ahead"), 30s, 1s);
+    CHECK(second.fence() == 8000000000000002);
+    const auto removed = co_await lock.release_all();  // by owner: the last field again
+    CHECK(removed == 1);
+    second.mark_released();
+    auto after = co_await lock.list();
+    CHECK(after.empty());
+  });
+}
+
+/// acquire() with a default-constructible result, for co_spawn(use_future).
+asio::awaitable<std::optional<LockGuard>> acquire_optional(RedisLock& lock, AdvisoryKey key) {
+  auto acquiring = lock.acquire(std::move(key), 30s, 5s);
+  co_return co_await std::move(acquiring);
+}
+
+TEST_CASE("Redis: a release publishes only when a waiter is queued, naming the waiter's ticket", "[redis]") {
+  const auto options = fresh_redis_options();
+  RawRedis subscriber(options);
+  subscriber.command({"SUBSCRIBE", options.key_prefix + "released"});
+  RawRedis looker(options);
+  run([&]() -> asio::awaitable<void> {
+    auto alice = co_await RedisLock::connect(options, "alice");
+    auto bob = co_await RedisLock::connect(options, "bob");
+    const AdvisoryKey key("told");
+    auto alone = co_await alice.try_acquire(key, 30s);
+    REQUIRE(alone.has_value());
+    co_await alice.release(std::move(*alone));
+    CHECK_FALSE(subscriber.next_message(300ms).has_value());  // nobody waited: nothing sent
+
+    auto held = co_await alice.acquire(key, 30s, 1s);
+    auto executor = co_await asio::this_coro::executor;
+    auto waiting = asio::co_spawn(executor, acquire_optional(bob, key), asio::use_future);
+    asio::steady_timer pause(executor);
+    std::string queued;
+    for (int tries = 0; tries < 2000 && queued.empty(); ++tries) {
+      pause.expires_after(1ms);
+      co_await pause.async_wait(asio::use_awaitable);
+      queued = looker.command({"ZRANGE", options.key_prefix + "queue:told", "0", "0"});
+    }
+    REQUIRE_FALSE(queued.empty());
+    co_await alice.release(std::move(held));
+    const auto message = subscriber.next_message(300ms);
+    REQUIRE(message.has_value());
+    CHECK(*message == queued + ":told");
+    for (int tries = 0; tries < 5000 && waiting.wait_for(0s) != std::future_status::ready; ++tries) {
+      pause.expires_after(1ms);
+      co_await pause.async_wait(asio::use_awaitable);
+    }
+    auto bobs = waiting.get();
+    REQUIRE(bobs.has_value());
+    CHECK(bobs->key().str() == "told");
+    co_await bob.release(std::move(*bobs));
+    CHECK_FALSE(subscriber.next_message(300ms).has_value());  // bob's queue seat went with the grant
+  });
+}
+
+TEST_CASE("Redis: a lease key in the hash layout of lockstore 0.2 is refused with WRONGTYPE and left alone", "[redis]") {
+  const auto options = fresh_redis_options();
+  redis_cli(options.port, fmt::format("HSET {}lease:old token t0 owner old-client fence 5", options.key_prefix));
+  RawRedis looker(options);
+  run([&]() -> asio::awaitable<void> {
+    auto lock = co_await RedisLock::connect(options, "new-client");
+    for (const bool waiting : {false, true}) {
+      INFO("waiting: " << waiting);
+      try {
+        if (waiting) {
+          co_await lock.acquire(AdvisoryKey("old"), 30s, 500ms);
+        } else {
+          co_await lock.try_acquire(AdvisoryKey("old"), 30s);
+        }
+        FAIL("a key held in the old layout was taken");
+      } catch (const Error& error) {
+        CHECK(error.code() == errc::backend_failure);
+        CHECK_THAT(error.what(), Catch::Contains("WRONGTYPE"));
+      }
+    }
+  });
+  CHECK(looker.command({"TYPE", options.key_prefix + "lease:old"}) == "hash");
+  CHECK(looker.command({"HGET", options.key_prefix + "lease:old", "owner"}) == "old-client");
 }
 
 TEST_CASE("Redis: bad options, a wrong password, a missing password and a wrong database give clear errors", "[redis]") {

@@ -5,11 +5,12 @@
 // ---- lockstore/redis.hpp
 #ifndef LOCKSTORE_SINGLE_REDIS_HPP
 #define LOCKSTORE_SINGLE_REDIS_HPP
-// RedisLock: leases in Redis. A lease is a hash (token, owner, fence,
-// acquired time) under `<prefix>lease:<key>` with a PEXPIRE TTL, taken only
-// when absent (SET NX PX semantics) by a Lua script that also takes the
-// fence; release and extend are token-checked scripts; a release PUBLISHes
-// the key on `<prefix>released`, which every waiting RedisLock subscribes to.
+// RedisLock: leases in Redis. A lease is a string "<token> <fence>
+// <acquired ms> <owner>" under `<prefix>lease:<key>` with a PEXPIRE TTL,
+// taken only when absent (SET NX PX) by a Lua script that also takes the
+// fence; release and extend are token-checked scripts; a release with
+// waiters queued PUBLISHes the key and the next ticket on
+// `<prefix>released`, which every waiting RedisLock subscribes to.
 //
 // Fences survive a restart that loses the keys. The counter key
 // `<prefix>fence:<key>` holds the last fence, and a new fence is
@@ -26,10 +27,10 @@
 // ---- lockstore/detail/redis_connection.hpp
 #ifndef LOCKSTORE_SINGLE_DETAIL_REDIS_CONNECTION_HPP
 #define LOCKSTORE_SINGLE_DETAIL_REDIS_CONNECTION_HPP
-// One Redis connection: hiredis formats the commands and parses the replies
-// (its reply reader), Asio does the I/O on the caller's executor. A command
-// and its reply are never cancelled half-way; only waiting for a pub/sub
-// message is cancellable.
+// One Redis connection: commands are written in RESP here, hiredis parses
+// the replies (its reply reader), Asio does the I/O on the caller's
+// executor. A command and its reply are never cancelled half-way; only
+// waiting for a pub/sub message is cancellable.
 //
 // Errors: a broken connection throws errc::connection_lost and is closed, so
 // the owner can reconnect on its next operation. Error replies are returned
@@ -124,6 +125,7 @@ class AsyncMutex {
 #include <hiredis/hiredis.h>
 
 #include <array>
+#include <charconv>
 #include <chrono>
 #include <memory>
 #include <optional>
@@ -186,6 +188,7 @@ class RedisConnection {
     if (error)
       throw Error(errc::backend_failure, fmt::format("cannot connect to Redis at {}: {}", endpoint_, error.message()));
     socket.set_option(asio::ip::tcp::no_delay(true));
+    socket.non_blocking(true);  // send() writes directly and must never block the executor
     socket_.emplace(std::move(socket));
     reader_.reset(redisReaderCreate());
   }
@@ -246,18 +249,19 @@ class RedisConnection {
   }
 
   asio::awaitable<void> send(const std::vector<std::string_view>& arguments) {
-    std::vector<const char*> pointers;
-    std::vector<std::size_t> lengths;
-    for (const auto argument : arguments) {
-      pointers.push_back(argument.data());
-      lengths.push_back(argument.size());
+    format(arguments);
+    // A command nearly always fits the socket's send buffer: write it here
+    // and now, and suspend only for what the kernel did not take. (An
+    // awaited write that completes at once still goes through the
+    // scheduler's queue: a suspension and an extra epoll_wait per command.)
+    auto pending = asio::buffer(out_);
+    boost::system::error_code error;
+    pending += socket_->write_some(pending, error);
+    if (error == asio::error::would_block || error == asio::error::try_again) error.clear();
+    if (!error && pending.size() > 0) {
+      std::size_t written = 0;
+      std::tie(error, written) = co_await asio::async_write(*socket_, pending, uncancellable());
     }
-    char* formatted = nullptr;
-    const int length = redisFormatCommandArgv(&formatted, static_cast<int>(arguments.size()), pointers.data(), lengths.data());
-    if (length < 0) throw Error(errc::backend_failure, "hiredis could not format a command");
-    std::unique_ptr<char, void (*)(char*)> owned(formatted, redisFreeCommand);
-    auto [error, written] = co_await asio::async_write(*socket_, asio::buffer(formatted, static_cast<std::size_t>(length)),
-                                                       uncancellable());
     if (error) lost(arguments, error.message());
   }
 
@@ -278,6 +282,26 @@ class RedisConnection {
       if (error) lost(arguments, error == asio::error::eof ? "the server closed the connection" : error.message());
       redisReaderFeed(reader_.get(), buffer_.data(), received);
     }
+  }
+
+  // The command in RESP, the protocol's array of bulk strings, into out_
+  // (kept, so a command costs no allocation once out_ has grown).
+  void format(const std::vector<std::string_view>& arguments) {
+    out_.clear();
+    append_header('*', arguments.size());
+    for (const auto argument : arguments) {
+      append_header('$', argument.size());
+      out_.append(argument);
+      out_.append("\r\n");
+    }
+  }
+
+  void append_header(char kind, std::size_t count) {
+    std::array<char, 24> digits{};
+    const auto end = std::to_chars(digits.data(), digits.data() + digits.size(), count).ptr;
+    out_.push_back(kind);
+    out_.append(digits.data(), end);
+    out_.append("\r\n");
   }
 
   void require_connected(const std::vector<std::string_view>& arguments) const {
@@ -301,6 +325,7 @@ class RedisConnection {
   std::optional<asio::ip::tcp::socket> socket_;
   std::unique_ptr<redisReader, ReaderDeleter> reader_;
   std::array<char, 16 * 1024> buffer_{};
+  std::string out_;  // the command being sent
   std::string endpoint_ = "(not connected)";
   std::optional<asio::steady_timer> deadline_;
   bool timed_out_ = false;
@@ -592,33 +617,62 @@ struct RedisOptions {
 
 namespace detail::redis_scripts {
 
+// A lease is a string `<prefix>lease:<key>` with a PEXPIRE TTL:
+// "<token> <fence> <acquired ms> <owner>" (the owner last: it may hold
+// spaces). A string, so that a free key is taken by one SET NX PX.
+#define LOCKSTORE_REDIS_LEASE_FIELDS                                                         \
+  "local function lease_fields(value)\n"                                                     \
+  "  local a = string.find(value, ' ', 1, true)\n"                                           \
+  "  local b = string.find(value, ' ', a + 1, true)\n"                                       \
+  "  local c = string.find(value, ' ', b + 1, true)\n"                                       \
+  "  return string.sub(value, 1, a - 1), string.sub(value, a + 1, b - 1),\n"                 \
+  "         string.sub(value, b + 1, c - 1), string.sub(value, c + 1)\n"                     \
+  "end\n"
+
 // The queue of acquire() callers, per key: a sorted set `<prefix>queue:<key>`
 // of tickets (score = ticket) and a hash `<prefix>queue-expiry:<key>` of
 // each ticket's expiry (server ms) plus the key's ticket counter ('next').
 // Both expire when no waiter has refreshed a ticket for twice the ticket TTL.
 
-// KEYS[1] lease hash, KEYS[2] fence counter, KEYS[3] queue, KEYS[4] queue
+// KEYS[1] lease, KEYS[2] fence counter, KEYS[3] queue, KEYS[4] queue
 // expiries; ARGV token, owner, ttl ms, ticket, ticket ttl ms. The ticket is
 // '' for try_acquire (the queue is ignored), '0' for a waiter without one yet.
 // Granted: {token, fence} (strings). Same owner: {its token, its fence}, new
 // expiry. Refused: {ms to wait at most, the caller's ticket} (integers). A
 // free lease goes to a queued caller only if no live ticket is older.
-inline constexpr const char* acquire = R"lua(
-local lease = redis.call('HMGET', KEYS[1], 'token', 'owner', 'fence')
+// The fence is max(last + 1, server clock in µs): the clock alone when the
+// counter was lost (see README, "Redis and restarts").
+inline constexpr const char* acquire = LOCKSTORE_REDIS_LEASE_FIELDS R"lua(
 local mine = tonumber(ARGV[4])
-if lease[1] and lease[2] == ARGV[2] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
-  if mine and mine ~= 0 then
-    redis.call('ZREM', KEYS[3], ARGV[4])
-    redis.call('HDEL', KEYS[4], ARGV[4])
-  end
-  return {lease[1], lease[3]}
-end
 local now = redis.call('TIME')
-local now_us = tonumber(now[1]) * 1000000 + tonumber(now[2])
-local now_ms = math.floor(now_us / 1000)
+local micros = string.sub(now[2] + 1000000, 2)
+local fence = now[1] .. micros
+local rest = ' ' .. now[1] .. string.sub(micros, 1, 3) .. ' ' .. ARGV[2]
+local function granted()
+  local last = redis.call('SET', KEYS[2], fence, 'GET')
+  if last and tonumber(last) >= tonumber(fence) then
+    fence = string.format('%.0f', tonumber(last) + 1)
+    redis.call('SET', KEYS[2], fence)
+    redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. fence .. rest, 'PX', ARGV[3])
+  end
+  return {ARGV[1], fence}
+end
+if not mine and redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. fence .. rest, 'NX', 'PX', ARGV[3]) then
+  return granted()
+end
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local wait_ms = nil
-if lease[1] then
+local lease = redis.call('GET', KEYS[1])
+if lease then
+  local token, held_fence, _, owner = lease_fields(lease)
+  if owner == ARGV[2] then
+    redis.call('PEXPIRE', KEYS[1], ARGV[3])
+    if mine and mine ~= 0 then
+      redis.call('ZREM', KEYS[3], ARGV[4])
+      redis.call('HDEL', KEYS[4], ARGV[4])
+    end
+    return {token, held_fence}
+  end
   wait_ms = redis.call('PTTL', KEYS[1])
 elseif mine then
   while true do
@@ -642,66 +696,77 @@ if wait_ms then
   redis.call('PEXPIRE', KEYS[4], 2 * tonumber(ARGV[5]))
   return {wait_ms, mine}
 end
-if mine and mine ~= 0 then
+-- Free, and this acquire() caller is first in line.
+if mine ~= 0 then
   redis.call('ZREM', KEYS[3], ARGV[4])
   redis.call('HDEL', KEYS[4], ARGV[4])
 end
-local fence = math.max((tonumber(redis.call('GET', KEYS[2])) or 0) + 1, now_us)
-local fence_text = string.format('%.0f', fence)
-redis.call('SET', KEYS[2], fence_text)
-redis.call('HSET', KEYS[1], 'token', ARGV[1], 'owner', ARGV[2], 'fence', fence_text,
-           'acquired_ms', string.format('%.0f', now_ms))
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return {ARGV[1], fence_text})lua";
+redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. fence .. rest, 'PX', ARGV[3])
+return granted())lua";
 
 // KEYS[1] lease; ARGV token, ttl ms. 1 when extended.
 inline constexpr const char* extend = R"lua(
-if redis.call('HGET', KEYS[1], 'token') == ARGV[1] then
+local lease = redis.call('GET', KEYS[1])
+if lease and string.sub(lease, 1, #ARGV[1] + 1) == ARGV[1] .. ' ' then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0)lua";
 
 // The announcement of a freed key on the channel: '<next ticket>:<key>',
-// the oldest live ticket among the first few, or 0 (anyone may look).
-#define LOCKSTORE_REDIS_NEXT_TICKET                                                          \
-  "local function next_ticket(queue, expiries)\n"                                            \
+// the oldest live ticket among the first few, or 0 (anyone may look). None
+// when nobody is queued: every acquire() caller that waits holds a ticket
+// (one whose ticket lapsed looks again on its own, within a third of the
+// ticket TTL).
+#define LOCKSTORE_REDIS_ANNOUNCE                                                             \
+  "local function announce(channel, queue, expiries, key)\n"                                 \
+  "  local tickets = redis.call('ZRANGE', queue, 0, 4)\n"                                    \
+  "  if #tickets == 0 then return end\n"                                                     \
   "  local now = redis.call('TIME')\n"                                                       \
   "  local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)\n"         \
-  "  for _, ticket in ipairs(redis.call('ZRANGE', queue, 0, 4)) do\n"                        \
-  "    if tonumber(redis.call('HGET', expiries, ticket) or '0') > now_ms then return ticket end\n" \
-  "  end\n"                                                                                   \
-  "  return '0'\n"                                                                            \
+  "  local next_ticket = '0'\n"                                                              \
+  "  for _, ticket in ipairs(tickets) do\n"                                                  \
+  "    if tonumber(redis.call('HGET', expiries, ticket) or '0') > now_ms then\n"             \
+  "      next_ticket = ticket\n"                                                             \
+  "      break\n"                                                                            \
+  "    end\n"                                                                                \
+  "  end\n"                                                                                  \
+  "  redis.call('PUBLISH', channel, next_ticket .. ':' .. key)\n"                            \
   "end\n"
 
-// KEYS[1] lease, KEYS[2] queue, KEYS[3] queue expiries; ARGV field, expected
-// value, channel, key. Deletes the lease when its field (token or owner)
-// matches, and announces it with the next ticket. 1 when deleted.
-inline constexpr const char* release = LOCKSTORE_REDIS_NEXT_TICKET R"lua(
-if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
-  redis.call('DEL', KEYS[1])
-  redis.call('PUBLISH', ARGV[3], next_ticket(KEYS[2], KEYS[3]) .. ':' .. ARGV[4])
-  return 1
+// KEYS[1] lease, KEYS[2] queue, KEYS[3] queue expiries; ARGV field ('token'
+// or 'owner'), expected value, channel, key. Deletes the lease when that
+// field matches, and announces it. 1 when deleted.
+inline constexpr const char* release = LOCKSTORE_REDIS_LEASE_FIELDS LOCKSTORE_REDIS_ANNOUNCE R"lua(
+local lease = redis.call('GET', KEYS[1])
+if not lease then return 0 end
+local matches
+if ARGV[1] == 'token' then
+  matches = string.sub(lease, 1, #ARGV[2] + 1) == ARGV[2] .. ' '
+else
+  local _, _, _, owner = lease_fields(lease)
+  matches = owner == ARGV[2]
 end
-return 0)lua";
+if not matches then return 0 end
+redis.call('DEL', KEYS[1])
+announce(ARGV[3], KEYS[2], KEYS[3], ARGV[4])
+return 1)lua";
 
 // KEYS[1] lease, KEYS[2] queue, KEYS[3] queue expiries; ARGV ticket, channel,
 // key. A waiter that gives up leaves the queue; if the lease is free, the
 // next in line is told.
-inline constexpr const char* leave = LOCKSTORE_REDIS_NEXT_TICKET R"lua(
+inline constexpr const char* leave = LOCKSTORE_REDIS_ANNOUNCE R"lua(
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[3], ARGV[1])
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('PUBLISH', ARGV[2], next_ticket(KEYS[2], KEYS[3]) .. ':' .. ARGV[3])
-end
+if redis.call('EXISTS', KEYS[1]) == 0 then announce(ARGV[2], KEYS[2], KEYS[3], ARGV[3]) end
 return 1)lua";
 
-#undef LOCKSTORE_REDIS_NEXT_TICKET
-
 // KEYS[1] lease. {owner, fence, acquired_ms, expires_ms} of a live lease, or
-// nil. With ARGV[1] set (channel, ARGV[2] key), also deletes and announces it.
-inline constexpr const char* inspect = R"lua(
-local lease = redis.call('HMGET', KEYS[1], 'owner', 'fence', 'acquired_ms')
-if not lease[1] then return nil end
+// nil. With ARGV[1] set (channel, ARGV[2] key), also deletes it and tells
+// anyone listening (an operator's act, so not by ticket).
+inline constexpr const char* inspect = LOCKSTORE_REDIS_LEASE_FIELDS R"lua(
+local lease = redis.call('GET', KEYS[1])
+if not lease then return nil end
+local _, fence, acquired_ms, owner = lease_fields(lease)
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local expires = string.format('%.0f', now_ms + redis.call('PTTL', KEYS[1]))
@@ -709,7 +774,10 @@ if ARGV[1] then
   redis.call('DEL', KEYS[1])
   redis.call('PUBLISH', ARGV[1], '0:' .. ARGV[2])
 end
-return {lease[1], lease[2], lease[3], expires})lua";
+return {owner, fence, acquired_ms, expires})lua";
+
+#undef LOCKSTORE_REDIS_ANNOUNCE
+#undef LOCKSTORE_REDIS_LEASE_FIELDS
 
 inline constexpr std::array<const char*, 5> all = {acquire, extend, release, inspect, leave};
 enum Script { acquire_script, extend_script, release_script, inspect_script, leave_script };
