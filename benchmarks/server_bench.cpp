@@ -55,13 +55,13 @@ double raw_libpq_pairs(const std::string& conninfo, int pairs) {
   const auto start = Clock::now();
   for (int i = 0; i < pairs; ++i) {
     const std::string token = lockstore::random_token();
-    // The last two parameters (queue ticket ceiling and ticket) are NULL, as
-    // for try_acquire.
-    const char* acquire_values[] = {key.data(), owner.data(), token.data(), ttl.data(), nullptr, nullptr};
+    // The last three parameters (queue ticket ceiling, ticket, channel) are
+    // NULL, as for try_acquire.
+    const char* acquire_values[] = {key.data(), owner.data(), token.data(), ttl.data(), nullptr, nullptr, nullptr};
     const int acquire_lengths[] = {static_cast<int>(key.size()), static_cast<int>(owner.size()),
-                                   static_cast<int>(token.size()), static_cast<int>(ttl.size()), 0, 0};
-    const int acquire_formats[] = {1, 1, 0, 0, 0, 0};
-    expect_ok(PQexecPrepared(connection, sql::acquire.name, 6, acquire_values, acquire_lengths, acquire_formats, 0));
+                                   static_cast<int>(token.size()), static_cast<int>(ttl.size()), 0, 0, 0};
+    const int acquire_formats[] = {1, 1, 0, 0, 0, 0, 0};
+    expect_ok(PQexecPrepared(connection, sql::acquire.name, 7, acquire_values, acquire_lengths, acquire_formats, 0));
     const char* release_values[] = {key.data(), token.data()};
     const int release_lengths[] = {static_cast<int>(key.size()), static_cast<int>(token.size())};
     const int release_formats[] = {1, 0};

@@ -7,8 +7,13 @@
 #include "support/servers.hpp"
 
 #include <catch2/catch.hpp>
+#include <fmt/ranges.h>
 #include <libpq-fe.h>
 #include <lockstore/postgres.hpp>
+#include <poll.h>
+
+#include <future>
+#include <optional>
 
 namespace lockstore::test {
 
@@ -125,6 +130,103 @@ TEST_CASE("PostgreSQL: a waiter in another process is woken by NOTIFY, not by po
   check_waiter_woken_across_processes([&](std::string owner) { return PostgresLock::connect(conninfo, std::move(owner)); }, std::chrono::milliseconds(250));
 }
 
+/// A blocking libpq connection that LISTENs, as another program would.
+class RawListener {
+ public:
+  explicit RawListener(const std::string& conninfo) : connection_(PQconnectdb(conninfo.c_str())) {
+    if (PQstatus(connection_) != CONNECTION_OK) throw std::runtime_error(PQerrorMessage(connection_));
+  }
+  ~RawListener() { PQfinish(connection_); }
+  RawListener(const RawListener&) = delete;
+  RawListener& operator=(const RawListener&) = delete;
+
+  void listen(const std::string& channel) {
+    PGresult* result = PQexec(connection_, fmt::format("LISTEN {}", channel).c_str());
+    const bool ok = PQresultStatus(result) == PGRES_COMMAND_OK;
+    PQclear(result);
+    if (!ok) throw std::runtime_error("LISTEN failed");
+  }
+
+  /// "<channel> <payload>" of every notification that arrives within
+  /// `timeout` and whose payload starts with `prefix` (other tests share
+  /// the server's channels).
+  std::vector<std::string> received(const std::string& prefix, std::chrono::milliseconds timeout) {
+    std::vector<std::string> seen;
+    const auto until = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      PQconsumeInput(connection_);
+      while (PGnotify* notification = PQnotifies(connection_)) {
+        const std::string payload = notification->extra;
+        if (payload.rfind(prefix, 0) == 0) seen.push_back(fmt::format("{} {}", notification->relname, payload));
+        PQfreemem(notification);
+      }
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+      if (left <= 0ms) return seen;
+      pollfd readable{PQsocket(connection_), POLLIN, 0};
+      ::poll(&readable, 1, static_cast<int>(left.count()));
+    }
+  }
+
+ private:
+  PGconn* connection_;
+};
+
+/// acquire() with a default-constructible result, for co_spawn(use_future).
+asio::awaitable<std::optional<LockGuard>> acquire_optional(PostgresLock& lock, AdvisoryKey key) {
+  auto acquiring = lock.acquire(std::move(key), 30s, 5s);
+  co_return co_await std::move(acquiring);
+}
+
+TEST_CASE("PostgreSQL: a release tells only the next waiter's process, on its own channel, and everyone when no ticket is in sight", "[postgres]") {
+  const auto conninfo = fresh_postgres_schema();
+  const AdvisoryKey key(fmt::format("told-{:016x}", detail::ThreadRandom::next()));
+  const auto hex = fmt::format("{:02x}", fmt::join(key.str(), ""));
+  RawListener shared(conninfo);
+  shared.listen(detail::postgres_sql::channel);
+  run([&]() -> asio::awaitable<void> {
+    auto alice = co_await PostgresLock::connect(conninfo, "alice");
+    auto bob = co_await PostgresLock::connect(conninfo, "bob");
+    auto alone = co_await alice.try_acquire(key, 30s);
+    REQUIRE(alone.has_value());
+    co_await alice.release(std::move(*alone));
+    // No ticket in sight: everyone is told, with no ticket named.
+    CHECK(shared.received(hex, 300ms) == std::vector<std::string>{fmt::format("{} {}", detail::postgres_sql::channel, hex)});
+
+    auto held = co_await alice.acquire(key, 30s, 1s);
+    auto executor = co_await asio::this_coro::executor;
+    auto waiting = asio::co_spawn(executor, acquire_optional(bob, key), asio::use_future);
+    asio::steady_timer pause(executor);
+    // Bob's ticket row names his channel once his listening connection is up.
+    std::string channel, ticket;
+    for (int tries = 0; tries < 2000 && channel.empty(); ++tries) {
+      pause.expires_after(1ms);
+      co_await pause.async_wait(asio::use_awaitable);
+      channel = postgres_admin(conninfo, fmt::format("SELECT channel FROM lockstore_waiters WHERE key = '\\x{}'", hex));
+    }
+    REQUIRE_FALSE(channel.empty());
+    CHECK(channel.rfind("lockstore_w", 0) == 0);
+    ticket = postgres_admin(conninfo, fmt::format("SELECT ticket FROM lockstore_waiters WHERE key = '\\x{}'", hex));
+    shared.listen(channel);
+    const auto released_at = std::chrono::steady_clock::now();
+    co_await alice.release(std::move(held));
+    while (waiting.wait_for(0s) != std::future_status::ready &&
+           std::chrono::steady_clock::now() - released_at < 5s) {
+      pause.expires_after(1ms);
+      co_await pause.async_wait(asio::use_awaitable);
+    }
+    const auto woken_after = std::chrono::steady_clock::now() - released_at;
+    auto bobs = waiting.get();
+    REQUIRE(bobs.has_value());
+    CHECK(woken_after < 250ms);  // by the notification: the fallback poll is 0.5-1 s
+    const auto told = shared.received(hex, 200ms);
+    REQUIRE(told.size() == 1);  // not on the shared channel
+    CHECK(told[0] == fmt::format("{} {}:{}", channel, hex, ticket));
+    co_await bob.release(std::move(*bobs));
+    // Bob's ticket went with the grant.
+    CHECK(shared.received(hex, 300ms) == std::vector<std::string>{fmt::format("{} {}", detail::postgres_sql::channel, hex)});
+  });
+}
+
 TEST_CASE("PostgreSQL: a malformed conninfo and an unreachable server give clear errors quickly", "[postgres]") {
   run([&]() -> asio::awaitable<void> {
     try {
@@ -215,6 +317,27 @@ TEST_CASE("PostgreSQL: a version 1 lease table gains the waiter queue and keeps 
     co_await lock.release(std::move(held));
   });
   CHECK(postgres_admin(conninfo, "SELECT max(version) FROM lockstore_schema") == std::to_string(detail::postgres_sql::schema_version));
+}
+
+TEST_CASE("PostgreSQL: a version 2 waiter table without the channel column (lockstore 0.2.0) gains it in place", "[postgres]") {
+  const auto conninfo = fresh_postgres_schema();
+  run([&]() -> asio::awaitable<void> { co_await PostgresLock::connect(conninfo, "first"); });
+  postgres_admin(conninfo, "ALTER TABLE lockstore_waiters DROP COLUMN channel");
+  run([&]() -> asio::awaitable<void> {
+    auto alice = co_await PostgresLock::connect(conninfo, "alice");
+    auto bob = co_await PostgresLock::connect(conninfo, "bob");
+    auto held = co_await alice.acquire(AdvisoryKey("kept"), 30s, 1s);
+    try {
+      co_await bob.acquire(AdvisoryKey("kept"), 30s, 200ms);
+      FAIL("bob acquired a held key");
+    } catch (const Error& error) {
+      CHECK(error.code() == errc::timeout);
+    }
+    co_await alice.release(std::move(held));
+  });
+  CHECK(postgres_admin(conninfo, "SELECT count(*) FROM information_schema.columns WHERE table_name = 'lockstore_waiters' "
+                                 "AND column_name = 'channel' AND table_schema = current_schema()") == "1");
+  CHECK(postgres_admin(conninfo, "SELECT max(version) FROM lockstore_schema") == "2");
 }
 
 TEST_CASE("PostgreSQL: a terminated backend gives connection_lost, and the next call reconnects", "[postgres][fault]") {

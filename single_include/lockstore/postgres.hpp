@@ -9,7 +9,9 @@
 // machines. Times come from the server's clock (clock_timestamp()), so the
 // clients' clocks do not matter. A release sends NOTIFY, and every
 // PostgresLock that has a waiter LISTENs, so a waiter anywhere takes the lock
-// within about a round trip of its release.
+// within about a round trip of its release. The notification goes to the
+// channel of the process whose waiter is next in line, so one process wakes
+// per release, not every listening one.
 //
 // libpq runs non-blocking on the executor the lock was connected on (through
 // a strand; the lock may be used from any thread, but that executor's
@@ -679,9 +681,19 @@ CREATE TABLE IF NOT EXISTS lockstore_leases (
 CREATE TABLE IF NOT EXISTS lockstore_waiters (
   ticket     bigserial PRIMARY KEY,
   key        bytea NOT NULL,
-  expires_at timestamptz NOT NULL
+  expires_at timestamptz NOT NULL,
+  channel    text
 );
 CREATE INDEX IF NOT EXISTS lockstore_waiters_by_key ON lockstore_waiters (key, ticket);
+-- Where to notify the waiter: its listening connection's own channel (NULL:
+-- the shared one). Added in place to a table of lockstore 0.2.0, whose
+-- clients leave it NULL. Only when missing: ALTER TABLE locks the table.
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_attribute WHERE attrelid = 'lockstore_waiters'::regclass
+                 AND attname = 'channel' AND NOT attisdropped) THEN
+    ALTER TABLE lockstore_waiters ADD COLUMN channel text;
+  END IF;
+END $$;
 UPDATE lockstore_schema SET version = 2 WHERE version = 1;
 COMMIT;
 SELECT max(version) FROM lockstore_schema;)sql";
@@ -696,7 +708,8 @@ SELECT max(version) FROM lockstore_schema;)sql";
 // without a ticket yet) and $6 its ticket. A free row goes to a caller only
 // when no live ticket of the key is older than its own. A refused acquire()
 // takes a ticket (or refreshes its own) in the same statement; a granted one
-// drops its ticket.
+// drops its ticket. $7 is the channel its listening connection LISTENs on
+// (NULL while it has none).
 inline constexpr detail::PgStatement acquire{"lockstore_acquire", R"sql(
 WITH now AS (SELECT clock_timestamp() AS t),
 granted AS (
@@ -718,10 +731,10 @@ swept AS (
   DELETE FROM lockstore_waiters w USING now
   WHERE $5::bigint IS NOT NULL AND $6::bigint IS NULL AND w.key = $1::bytea AND w.expires_at <= now.t),
 queued AS (
-  INSERT INTO lockstore_waiters (ticket, key, expires_at)
-  SELECT coalesce($6::bigint, nextval('lockstore_waiters_ticket_seq')), $1::bytea, t + interval '1500 milliseconds'
+  INSERT INTO lockstore_waiters (ticket, key, expires_at, channel)
+  SELECT coalesce($6::bigint, nextval('lockstore_waiters_ticket_seq')), $1::bytea, t + interval '1500 milliseconds', $7::text
   FROM now WHERE $5::bigint IS NOT NULL AND NOT EXISTS (SELECT FROM granted)
-  ON CONFLICT (ticket) DO UPDATE SET expires_at = excluded.expires_at
+  ON CONFLICT (ticket) DO UPDATE SET expires_at = excluded.expires_at, channel = excluded.channel
   RETURNING ticket),
 dequeued AS (
   DELETE FROM lockstore_waiters WHERE ticket = $6::bigint AND EXISTS (SELECT FROM granted))
@@ -732,12 +745,16 @@ SELECT NULL, NULL, ceil(extract(epoch FROM (greatest(l.expires_at, now.t) - now.
 FROM lockstore_leases l, now
 WHERE l.key = $1::bytea AND NOT EXISTS (SELECT FROM granted))sql"};
 
-// An acquire() caller that gives up leaves the queue and wakes the others.
+// An acquire() caller that gives up leaves the queue and tells the next in
+// line (on that waiter's own channel; everyone when no live ticket is left).
 inline constexpr detail::PgStatement leave_queue{"lockstore_leave_queue", R"sql(
-WITH left_queue AS (DELETE FROM lockstore_waiters WHERE ticket = $1::bigint RETURNING key)
-SELECT pg_notify('lockstore_released', encode(key, 'hex') || coalesce(':' || (
-         SELECT min(ticket) FROM lockstore_waiters w
-         WHERE w.key = left_queue.key AND w.ticket <> $1::bigint AND w.expires_at > clock_timestamp()), ''))
+WITH left_queue AS (DELETE FROM lockstore_waiters WHERE ticket = $1::bigint RETURNING key),
+next AS (
+  SELECT w.ticket, w.channel FROM lockstore_waiters w, left_queue
+  WHERE w.key = left_queue.key AND w.ticket <> $1::bigint AND w.expires_at > clock_timestamp()
+  ORDER BY w.ticket LIMIT 1)
+SELECT pg_notify(coalesce((SELECT channel FROM next), 'lockstore_released'),
+                 encode(key, 'hex') || coalesce(':' || (SELECT ticket FROM next), ''))
 FROM left_queue)sql"};
 
 inline constexpr detail::PgStatement extend{"lockstore_extend", R"sql(
@@ -745,15 +762,23 @@ UPDATE lockstore_leases SET expires_at = clock_timestamp() + $3::bigint * interv
 WHERE key = $1::bytea AND token = $2::text AND expires_at > clock_timestamp())sql"};
 
 // A released row keeps its fence; the notification goes out at commit. Its
-// payload is the key in hex, then ':' and the next ticket in line if any:
-// only that waiter (and waiters without a ticket) need to look again.
+// payload is the key in hex, then ':' and the next ticket in line: only that
+// waiter needs to look again, so it goes to that waiter's own channel (its
+// process alone wakes). With no live ticket in sight it goes to everyone,
+// without a ticket: the statement's snapshot may predate a waiter queueing
+// at this very moment (whose later ticket is never next while an older one
+// is in sight), so "nobody waits" cannot be trusted here, unlike in Redis,
+// whose scripts run one at a time.
 inline constexpr detail::PgStatement release{"lockstore_release", R"sql(
 WITH cleared AS (
   UPDATE lockstore_leases SET owner = ''::bytea, token = '', expires_at = '-infinity'
-  WHERE key = $1::bytea AND token = $2::text RETURNING key)
-SELECT pg_notify('lockstore_released', encode(key, 'hex') || coalesce(':' || (
-         SELECT min(ticket) FROM lockstore_waiters w
-         WHERE w.key = cleared.key AND w.expires_at > clock_timestamp()), ''))
+  WHERE key = $1::bytea AND token = $2::text RETURNING key),
+next AS (
+  SELECT w.ticket, w.channel FROM lockstore_waiters w, cleared
+  WHERE w.key = cleared.key AND w.expires_at > clock_timestamp()
+  ORDER BY w.ticket LIMIT 1)
+SELECT pg_notify(coalesce((SELECT channel FROM next), 'lockstore_released'),
+                 encode(key, 'hex') || coalesce(':' || (SELECT ticket FROM next), ''))
 FROM cleared)sql"};
 
 // The operator paths report the rows as they were before clearing them.
@@ -900,6 +925,7 @@ class PostgresLock {
         : strand(std::move(executor)),
           conninfo(std::move(info)),
           connect_timeout(detail::PgConnection::connect_timeout(conninfo)),
+          own_channel(fmt::format("lockstore_w{:016x}", detail::ThreadRandom::next())),
           command(strand),
           listener(strand),
           pump(strand, [this]() { return read_notifications(); }) {}
@@ -921,6 +947,9 @@ class PostgresLock {
     detail::LockStrand strand;
     std::string conninfo;
     std::chrono::milliseconds connect_timeout;
+    /// This lock's own notification channel, LISTENed to beside the shared
+    /// one: a release that names one of our tickets wakes this process only.
+    std::string own_channel;
     detail::PgConnection command;
     detail::AsyncMutex command_turn;
     detail::PgConnection listener;
@@ -1026,6 +1055,8 @@ class PostgresLock {
     params.push_back({queued ? std::to_string(seat->ticket.value_or(std::numeric_limits<std::int64_t>::max())) : "",
                       false, !queued});
     params.push_back({ticketed ? std::to_string(*seat->ticket) : "", false, !ticketed});
+    const bool listening = queued && state->pump.listening();
+    params.push_back({listening ? state->own_channel : "", false, !listening});
     auto result = co_await execute(state, detail::postgres_sql::acquire, std::move(params));
     detail::Attempt attempt;
     const PGresult* rows = result.get();
@@ -1050,7 +1081,8 @@ class PostgresLock {
   static asio::awaitable<void> start_listening(std::shared_ptr<State> state) {
     try {
       co_await state->listener.connect(state->conninfo, state->connect_timeout);
-      co_await state->listener.execute_script("LISTEN", fmt::format("LISTEN {}", detail::postgres_sql::channel));
+      co_await state->listener.execute_script(
+          "LISTEN", fmt::format("LISTEN {}; LISTEN {}", detail::postgres_sql::channel, state->own_channel));
       state->pump.set_listening(true);
       state->pump.start_if_needed(state);
     } catch (const Error& error) {
