@@ -193,6 +193,9 @@ void postgres_held_keys(const std::string& conninfo, const std::vector<int>& cou
         held));
     print_held("postgres", held, postgres_lock_pairs(conninfo, pairs));
     postgres_admin(conninfo, "DELETE FROM lockstore_leases WHERE owner = 'bench-other'::bytea");
+    // Now, not by autovacuum in the middle of a later measurement (the
+    // contention runs that follow in scripts/bench.sh).
+    postgres_admin(conninfo, "VACUUM ANALYZE lockstore_leases");
   }
 }
 
