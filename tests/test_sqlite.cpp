@@ -7,7 +7,12 @@
 #include <fcntl.h>
 #include <lockstore/sqlite.hpp>
 
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <fstream>
+#include <set>
 #include <sstream>
 
 namespace lockstore::test {
@@ -241,6 +246,111 @@ TEST_CASE("SQLite: a release announced while the watcher thread is starting stil
     bool started_again = false;
     REQUIRE(watching.watch(waiters, &started_again));
     CHECK_FALSE(started_again);
+    const auto begun = std::chrono::steady_clock::now();
+    auto waiting = subscription.wait_until(begun + 20s);
+    co_await std::move(waiting);
+    CHECK(std::chrono::steady_clock::now() - begun < 10s);
+  });
+}
+
+TEST_CASE("SQLite: a release rings only the doorbell its next ticket is filed under", "[sqlite]") {
+  TempDir dir;
+  detail::KeyedWaiters next_waiters;   // outlive the watcher threads, which use them
+  detail::KeyedWaiters other_waiters;
+  detail::WakeBoard releasing(dir / "locks.db");
+  detail::WakeBoard next(dir / "locks.db");
+  detail::WakeBoard other(dir / "locks.db");
+  REQUIRE(releasing.active());
+  REQUIRE(next.watch(next_waiters));
+  REQUIRE(other.watch(other_waiters));
+  const int next_bell = next.doorbell();
+  const int other_bell = other.doorbell();
+  REQUIRE(next_bell != detail::WakeBoard::no_doorbell);
+  REQUIRE(other_bell != detail::WakeBoard::no_doorbell);
+  REQUIRE(next_bell != other_bell);
+  CHECK(releasing.doorbell() == detail::WakeBoard::no_doorbell);  // it never waited
+  next.file_ticket(41);
+  other.file_ticket(42);
+
+  const auto next_before = releasing.rings(next_bell);
+  const auto other_before = releasing.rings(other_bell);
+  run([&]() -> asio::awaitable<void> {
+    auto subscription = next_waiters.subscribe("k");
+    subscription.set_ticket(41);
+    releasing.publish("k", 41);
+    CHECK(releasing.rings(next_bell) == next_before + 1);
+    CHECK(releasing.rings(other_bell) == other_before);  // the other process sleeps on
+    const auto begun = std::chrono::steady_clock::now();
+    auto waiting = subscription.wait_until(begun + 20s);
+    co_await std::move(waiting);
+    CHECK(std::chrono::steady_clock::now() - begun < 10s);
+  });
+
+  // A ticket nobody filed, or none named: every doorbell but the publisher's.
+  releasing.publish("k", 43);
+  CHECK(releasing.rings(next_bell) == next_before + 2);
+  CHECK(releasing.rings(other_bell) == other_before + 1);
+  releasing.publish("k", 0);
+  CHECK(releasing.rings(next_bell) == next_before + 3);
+  CHECK(releasing.rings(other_bell) == other_before + 2);
+  // A ticket filed without a doorbell (before its handle watched) likewise.
+  releasing.file_ticket(44);
+  releasing.publish("k", 44);
+  CHECK(releasing.rings(next_bell) == next_before + 4);
+  CHECK(releasing.rings(other_bell) == other_before + 3);
+  // The next waiter in the publisher's own process was woken locally.
+  next.publish("k", 41);
+  CHECK(releasing.rings(next_bell) == next_before + 4);
+  CHECK(releasing.rings(other_bell) == other_before + 3);
+}
+
+TEST_CASE("SQLite: a dead process's doorbell is taken over, and with every doorbell taken a waiter is still woken",
+          "[sqlite][process]") {
+  TempDir dir;
+  int pipe_ends[2];
+  REQUIRE(::pipe(pipe_ends) == 0);
+  const pid_t child = ::fork();
+  if (child == 0) {  // claims a doorbell, then dies without giving it back
+    detail::KeyedWaiters waiters;
+    detail::WakeBoard board(dir / "locks.db");
+    board.watch(waiters);
+    const int bell = board.doorbell();
+    [[maybe_unused]] const auto written = ::write(pipe_ends[1], &bell, sizeof bell);
+    ::kill(::getpid(), SIGKILL);
+  }
+  int dead_bell = detail::WakeBoard::no_doorbell;
+  REQUIRE(::read(pipe_ends[0], &dead_bell, sizeof dead_bell) == sizeof dead_bell);
+  ::close(pipe_ends[0]);
+  ::close(pipe_ends[1]);
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  REQUIRE(WIFSIGNALED(status));
+  REQUIRE(dead_bell != detail::WakeBoard::no_doorbell);
+
+  detail::KeyedWaiters waiters;  // outlives every watcher thread
+  std::vector<std::unique_ptr<detail::WakeBoard>> boards;
+  std::set<int> bells;
+  for (int i = 0; i < detail::WakeBoard::doorbells; ++i) {
+    boards.push_back(std::make_unique<detail::WakeBoard>(dir / "locks.db"));
+    REQUIRE(boards.back()->watch(waiters));
+    bells.insert(boards.back()->doorbell());
+  }
+  CHECK(bells.count(detail::WakeBoard::no_doorbell) == 0);
+  CHECK(bells.size() == static_cast<std::size_t>(detail::WakeBoard::doorbells));
+  CHECK(bells.count(dead_bell) == 1);
+
+  // One more handle finds every doorbell taken by a live one: it sleeps on
+  // the broadcast word, which every release rings.
+  detail::KeyedWaiters late_waiters;
+  detail::WakeBoard late(dir / "locks.db");
+  REQUIRE(late.watch(late_waiters));
+  CHECK(late.doorbell() == detail::WakeBoard::no_doorbell);
+  detail::WakeBoard releasing(dir / "locks.db");
+  run([&]() -> asio::awaitable<void> {
+    auto subscription = late_waiters.subscribe("k");
+    subscription.set_ticket(7);
+    late.file_ticket(7);
+    releasing.publish("k", 7);
     const auto begun = std::chrono::steady_clock::now();
     auto waiting = subscription.wait_until(begun + 20s);
     co_await std::move(waiting);

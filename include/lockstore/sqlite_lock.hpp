@@ -324,6 +324,9 @@ class SqliteLock {
             if (ticket) statement.bind(1, *ticket);  // unbound: NULL, a new ticket
             statement.bind(2, key).bind(3, now + ticket_ttl.count());
             if (statement.step()) result.ticket = statement.int64(0);
+            // Filed before the commit: a release that names this ticket
+            // can only follow it, and then rings this process alone.
+            if (result.ticket && database->wake_board() != nullptr) database->wake_board()->file_ticket(*result.ticket);
           }
           auto statement = connection.prepare(detail::sqlite_lock_sql::holder);
           statement.bind(1, key);
@@ -356,7 +359,8 @@ class SqliteLock {
   // file, the short one otherwise. A holder in this process wakes us itself.
   // The first wait on another process's holder starts this handle's watcher;
   // a release announced before it started is not delivered, so that waiter
-  // looks again at once instead of sleeping to the backstop.
+  // looks again at once instead of sleeping to the backstop (and files its
+  // ticket under the watcher's new doorbell).
   std::chrono::steady_clock::time_point retry_time(const Outcome& outcome) const {
     const auto now = std::chrono::steady_clock::now();
     const auto until_expiry = std::chrono::milliseconds(

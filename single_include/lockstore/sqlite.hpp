@@ -417,24 +417,36 @@ inline void enable_wal(SqliteConnection& connection, std::chrono::milliseconds p
 // Cross-process wake-ups for SQLite waiters. Every process that opens a
 // database file for writing maps a small shared file next to it,
 // `<database>-lockstore-wake`, and announces there each release of a lease
-// (the key's hash and the next queue ticket), then wakes the other
-// processes with a futex on a sequence word in the mapping. One watcher
-// thread per database handle sleeps on that futex and wakes the handle's
-// waiters on the announced key. Waiters still look again on a slow timer, so
-// a lost or missing announcement (another build, a full ring) costs time,
-// never correctness: the database is the only authority on who holds what.
+// (the key's hash and the next queue ticket). Each database handle that
+// waits on another process's holder has a watcher thread asleep on its own
+// futex word in the mapping (its doorbell), and a waiter files its ticket
+// there under that doorbell, so a release rings only the doorbell of the
+// process whose waiter is next: one process wakes per handoff, not every
+// process that has ever waited. Waiters still look again on a slow timer, so
+// a lost or missing announcement (a full ring, a stolen doorbell, a process
+// that could not map the file) costs time, never correctness: the database
+// is the only authority on who holds what.
 //
-// Layout (one 4 KiB page, zero-filled on creation):
-//   magic (u64) · sequence (u32 futex word) · pad · cursor (u64) · ring[slots]
-// A publisher reserves a slot with cursor.fetch_add, writes it seqlock-style
-// (stamp 0, origin, payload, stamp = index + 1), bumps the sequence and wakes
-// the sleepers. A watcher that finds a slot unwritten or overwritten wakes
-// all of its waiters instead (conservative). Linux only; elsewhere, and when
-// the file cannot be created or mapped (read-only directory, foreign file),
-// the board is inactive and waiters poll at SqliteOptions::poll_interval.
+// Layout (two 4 KiB pages, zero-filled on creation):
+//   magic · broadcast sequence (futex word) · broadcast listeners · cursor
+//   doorbells[64]: ring count (futex word) · pid · owning handle
+//   tickets[256]: (ticket's low 32 bits << 32) | (doorbell + 1), by ticket % 256
+//   ring[160]: stamp · origin · (key hash << 32 | next ticket's low 32 bits)
+// A publisher reserves a ring slot with cursor.fetch_add and writes it
+// seqlock-style (stamp 0, origin, payload, stamp = index + 1), then rings the
+// doorbell filed for the next ticket, or every doorbell when that ticket is
+// not filed (or unknown: 0). A watcher that finds a slot unwritten or
+// overwritten wakes all of its waiters instead (conservative). A handle that
+// finds every doorbell taken by a live process sleeps on the broadcast
+// sequence, which every publish bumps. Doorbells of processes that died
+// without giving them back are taken over once the pid is gone. Linux only;
+// elsewhere, and when the file cannot be created or mapped (read-only
+// directory, foreign file), the board is inactive and waiters poll at
+// SqliteOptions::poll_interval.
 
 
 #include <atomic>
+#include <cerrno>
 #include <cstdint>
 #include <filesystem>
 #include <mutex>
@@ -445,6 +457,7 @@ inline void enable_wal(SqliteConnection& connection, std::chrono::milliseconds p
 #ifdef __linux__
 #include <fcntl.h>
 #include <linux/futex.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -468,8 +481,10 @@ inline std::uint32_t wake_hash(std::string_view key) noexcept {
 
 class WakeBoard {
  public:
-  static constexpr std::uint64_t magic = 0x314b41574b434f4cull;  // "LOCKWAK1", little-endian
-  static constexpr std::size_t file_size = 4096;
+  static constexpr std::uint64_t magic = 0x324b41574b434f4cull;  // "LOCKWAK2", little-endian
+  static constexpr std::size_t file_size = 8192;
+  static constexpr int doorbells = 64;
+  static constexpr int no_doorbell = -1;
 
   /// Maps `<database>-lockstore-wake`; inactive if that is not possible.
   explicit WakeBoard(const std::filesystem::path& database) : origin_(static_cast<std::uint64_t>(ThreadRandom::between(1, INT64_MAX))) {
@@ -510,7 +525,20 @@ class WakeBoard {
 
   bool active() const noexcept { return layout_ != nullptr; }
 
-  /// Announces that `key` was freed and `next_ticket` (0: unknown) is next.
+  /// This handle's doorbell, or no_doorbell (not watching, or all taken).
+  int doorbell() const noexcept { return doorbell_.load(); }
+
+  /// How many times the watcher woke to new announcements (for tests and
+  /// diagnostics: a handoff should wake one process, not all of them).
+  std::uint64_t wakeups() const noexcept { return wakeups_.load(); }
+
+  /// How many times doorbell `bell` was rung, by any process (diagnostics).
+  std::uint32_t rings(int bell) const noexcept {
+    return layout_ != nullptr && bell >= 0 && bell < doorbells ? layout_->bells[bell].rung.load() : 0;
+  }
+
+  /// Announces that `key` was freed and `next_ticket` (0: unknown) is next,
+  /// and rings the doorbell filed for that ticket (all of them if none is).
   void publish(std::string_view key, std::int64_t next_ticket) noexcept {
 #ifdef __linux__
     if (layout_ == nullptr) return;
@@ -521,17 +549,37 @@ class WakeBoard {
     slot.payload.store(std::uint64_t{wake_hash(key)} << 32 | static_cast<std::uint32_t>(next_ticket));
     slot.stamp.store(index + 1);
     layout_->sequence.fetch_add(1);
-    futex(FUTEX_WAKE, INT_MAX, nullptr);
+    if (layout_->broadcast_listeners.load() > 0) futex(layout_->sequence, FUTEX_WAKE, INT_MAX, nullptr);
+    const int target = next_ticket != 0 ? filed_doorbell(next_ticket) : no_doorbell;
+    if (target != no_doorbell) {
+      if (layout_->bells[target].owner.load() != origin_) ring(target);  // ours: woken locally already
+      return;
+    }
+    for (int bell = 0; bell < doorbells; ++bell)
+      if (layout_->bells[bell].owner.load() != 0 && layout_->bells[bell].owner.load() != origin_) ring(bell);
 #else
     (void)key;
     (void)next_ticket;
 #endif
   }
 
+  /// Files `ticket` under this handle's doorbell, so that the release that
+  /// names it wakes this process only. Without a doorbell the entry says
+  /// so, and that release rings every doorbell. Call after every take or
+  /// refresh of the ticket, before the transaction that holds it commits.
+  void file_ticket(std::int64_t ticket) noexcept {
+    if (layout_ == nullptr || ticket <= 0) return;
+    const int bell = doorbell_.load();
+    const auto low = static_cast<std::uint32_t>(ticket);
+    layout_->tickets[low % ticket_slots].store(std::uint64_t{low} << 32 |
+                                               static_cast<std::uint32_t>(bell + 1));  // 0: no doorbell
+  }
+
   /// Starts the watcher thread (once) that wakes `waiters` on announcements
-  /// from other handles. Returns whether the board is active; sets
-  /// `*started` when this call started the thread, so that the caller can
-  /// look again for a release announced before the watcher existed.
+  /// from other handles, and takes a doorbell for it. Returns whether the
+  /// board is active; sets `*started` when this call started the thread, so
+  /// that the caller can look again for a release announced before the
+  /// watcher existed (and file its ticket under the new doorbell).
   bool watch(KeyedWaiters& waiters, bool* started = nullptr) {
     if (layout_ == nullptr) return false;
     std::lock_guard lock(mutex_);
@@ -540,47 +588,133 @@ class WakeBoard {
       // The starting point is read here, not on the new thread: an
       // announcement made after watch() returns is delivered even if the
       // thread has not run yet.
-      const auto sequence = layout_->sequence.load();
+      const int bell = claim_doorbell();
+      doorbell_.store(bell);
+      if (bell == no_doorbell) layout_->broadcast_listeners.fetch_add(1);
+      const auto rung = word(bell).load();
       const auto cursor = layout_->cursor.load();
-      watcher_ = std::thread([this, &waiters, sequence, cursor] { run(waiters, sequence, cursor); });
+      watcher_ = std::thread([this, &waiters, rung, cursor] { run(waiters, rung, cursor); });
     }
     return true;
   }
 
  private:
   static constexpr std::size_t slots = 160;
+  static constexpr std::uint32_t ticket_slots = 256;
 
   struct Slot {
     std::atomic<std::uint64_t> stamp;    // index + 1 once written; 0 while being written
     std::atomic<std::uint64_t> origin;   // the publishing handle
     std::atomic<std::uint64_t> payload;  // key hash << 32 | low 32 bits of the next ticket
   };
+  struct Doorbell {
+    std::atomic<std::uint32_t> rung;   // the futex word its watcher sleeps on
+    std::atomic<std::uint32_t> pid;    // the owner's process (0 while being claimed)
+    std::atomic<std::uint64_t> owner;  // the owning handle's origin; 0: free
+  };
   struct Layout {
     std::atomic<std::uint64_t> magic;
-    std::atomic<std::uint32_t> sequence;  // the futex word
-    std::uint32_t pad;
+    std::atomic<std::uint32_t> sequence;             // futex word of handles without a doorbell
+    std::atomic<std::uint32_t> broadcast_listeners;  // how many such handles (a hint)
     std::atomic<std::uint64_t> cursor;
+    Doorbell bells[doorbells];
+    std::atomic<std::uint64_t> tickets[ticket_slots];
     Slot ring[slots];
   };
   static_assert(sizeof(Layout) <= file_size);
   static_assert(std::atomic<std::uint64_t>::is_always_lock_free && std::atomic<std::uint32_t>::is_always_lock_free,
                 "the wake board shares atomics between processes");
 
+  std::atomic<std::uint32_t>& word(int bell) noexcept {
+    return bell == no_doorbell ? layout_->sequence : layout_->bells[bell].rung;
+  }
+
 #ifdef __linux__
-  long futex(int operation, std::uint32_t value, const timespec* timeout) noexcept {
-    return ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&layout_->sequence), operation, value, timeout,
-                     nullptr, 0);
+  static long futex(std::atomic<std::uint32_t>& target, int operation, std::uint32_t value,
+                    const timespec* timeout) noexcept {
+    return ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&target), operation, value, timeout, nullptr, 0);
+  }
+
+  void ring(int bell) noexcept {
+    layout_->bells[bell].rung.fetch_add(1);
+    futex(layout_->bells[bell].rung, FUTEX_WAKE, INT_MAX, nullptr);
+  }
+
+  int filed_doorbell(std::int64_t ticket) const noexcept {
+    const auto low = static_cast<std::uint32_t>(ticket);
+    const auto entry = layout_->tickets[low % ticket_slots].load();
+    if (static_cast<std::uint32_t>(entry >> 32) != low) return no_doorbell;  // not filed, or overwritten
+    const int bell = static_cast<int>(static_cast<std::uint32_t>(entry)) - 1;
+    if (bell < 0 || bell >= doorbells || layout_->bells[bell].owner.load() == 0) return no_doorbell;
+    return bell;
+  }
+
+  // A free doorbell, else one whose process is gone (a SIGKILLed process
+  // cannot give its doorbell back). A pid reused by an unrelated process
+  // keeps that doorbell taken until the process ends; a process in another
+  // pid namespace may look gone and lose its doorbell, which its watcher
+  // notices and claims another (a slower wake-up meanwhile, never a wrong
+  // grant).
+  int claim_doorbell() noexcept {
+    const auto self = static_cast<std::uint32_t>(::getpid());
+    for (int bell = 0; bell < doorbells; ++bell) {
+      std::uint64_t expected = 0;
+      if (layout_->bells[bell].owner.compare_exchange_strong(expected, origin_)) {
+        layout_->bells[bell].pid.store(self);
+        return bell;
+      }
+    }
+    for (int bell = 0; bell < doorbells; ++bell) {
+      auto& door = layout_->bells[bell];
+      auto owner = door.owner.load();
+      const auto pid = door.pid.load();
+      if (pid == 0 || pid == self || pid > static_cast<std::uint32_t>(INT_MAX) || owner == 0) continue;
+      if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;
+      if (door.owner.compare_exchange_strong(owner, origin_)) {
+        door.pid.store(self);
+        return bell;
+      }
+    }
+    return no_doorbell;
+  }
+
+  void give_back_doorbell() noexcept {
+    const int bell = doorbell_.exchange(no_doorbell);
+    if (bell == no_doorbell) {
+      layout_->broadcast_listeners.fetch_sub(1);
+      return;
+    }
+    auto& door = layout_->bells[bell];
+    auto owner = origin_;
+    if (door.owner.load() != origin_) return;  // taken over meanwhile
+    door.pid.store(0);
+    door.owner.compare_exchange_strong(owner, 0);
   }
 #endif
 
-  void run(KeyedWaiters& waiters, std::uint32_t seen_sequence, std::uint64_t seen_cursor) {
+  void run(KeyedWaiters& waiters, std::uint32_t seen_rung, std::uint64_t seen_cursor) {
 #ifdef __linux__
+    int bell = doorbell_.load();
     while (!stopping_.load()) {
-      const timespec timeout{1, 0};  // only a backstop for stop_watching()
-      futex(FUTEX_WAIT, seen_sequence, &timeout);
-      const auto sequence = layout_->sequence.load();
-      if (sequence == seen_sequence) continue;
-      seen_sequence = sequence;
+      const timespec timeout{1, 0};  // a backstop for stop_watching() and a lost doorbell
+      const bool timed_out = futex(word(bell), FUTEX_WAIT, seen_rung, &timeout) != 0 && errno == ETIMEDOUT;
+      if (stopping_.load()) break;
+      if (timed_out && (bell == no_doorbell || layout_->bells[bell].owner.load() != origin_)) {
+        // Never had a doorbell, or it was taken over (we looked gone to
+        // someone): claim one, and look at the ring in case a wake-up went
+        // elsewhere meanwhile.
+        const int claimed = claim_doorbell();
+        if (bell == no_doorbell && claimed != no_doorbell) layout_->broadcast_listeners.fetch_sub(1);
+        if (bell != no_doorbell && claimed == no_doorbell) layout_->broadcast_listeners.fetch_add(1);
+        bell = claimed;
+        doorbell_.store(bell);
+        seen_rung = word(bell).load();
+      } else {
+        const auto rung = word(bell).load();
+        if (rung == seen_rung) continue;
+        seen_rung = rung;
+      }
+      wakeups_.fetch_add(1);
       const auto cursor = layout_->cursor.load();
       if (cursor - seen_cursor > slots) {
         waiters.notify_all();
@@ -591,7 +725,7 @@ class WakeBoard {
     }
 #else
     (void)waiters;
-    (void)seen_sequence;
+    (void)seen_rung;
     (void)seen_cursor;
 #endif
   }
@@ -616,15 +750,21 @@ class WakeBoard {
     if (!watcher_.joinable()) return;
     stopping_.store(true);
 #ifdef __linux__
-    // Wakes our watcher; other processes' watchers find nothing new.
-    layout_->sequence.fetch_add(1);
-    futex(FUTEX_WAKE, INT_MAX, nullptr);
+    // Wakes our watcher wherever it sleeps; others find nothing new.
+    const int bell = doorbell_.load();
+    word(bell).fetch_add(1);
+    futex(word(bell), FUTEX_WAKE, INT_MAX, nullptr);
 #endif
     watcher_.join();
+#ifdef __linux__
+    give_back_doorbell();
+#endif
   }
 
   Layout* layout_ = nullptr;
   const std::uint64_t origin_;
+  std::atomic<int> doorbell_{no_doorbell};
+  std::atomic<std::uint64_t> wakeups_{0};
   std::mutex mutex_;
   std::atomic<bool> stopping_{false};
   std::thread watcher_;
@@ -1503,6 +1643,9 @@ class SqliteLock {
             if (ticket) statement.bind(1, *ticket);  // unbound: NULL, a new ticket
             statement.bind(2, key).bind(3, now + ticket_ttl.count());
             if (statement.step()) result.ticket = statement.int64(0);
+            // Filed before the commit: a release that names this ticket
+            // can only follow it, and then rings this process alone.
+            if (result.ticket && database->wake_board() != nullptr) database->wake_board()->file_ticket(*result.ticket);
           }
           auto statement = connection.prepare(detail::sqlite_lock_sql::holder);
           statement.bind(1, key);
@@ -1535,7 +1678,8 @@ class SqliteLock {
   // file, the short one otherwise. A holder in this process wakes us itself.
   // The first wait on another process's holder starts this handle's watcher;
   // a release announced before it started is not delivered, so that waiter
-  // looks again at once instead of sleeping to the backstop.
+  // looks again at once instead of sleeping to the backstop (and files its
+  // ticket under the watcher's new doorbell).
   std::chrono::steady_clock::time_point retry_time(const Outcome& outcome) const {
     const auto now = std::chrono::steady_clock::now();
     const auto until_expiry = std::chrono::milliseconds(
