@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <future>
 #include <set>
 #include <sstream>
 
@@ -356,6 +357,158 @@ TEST_CASE("SQLite: a dead process's doorbell is taken over, and with every doorb
     co_await std::move(waiting);
     CHECK(std::chrono::steady_clock::now() - begun < 10s);
   });
+}
+
+namespace {
+
+// An acquire() on its own thread and io_context, whose executor the test can
+// block, to see what happens while the waiter's coroutine cannot run.
+struct BlockableWaiter {
+  asio::io_context context;
+  asio::cancellation_signal cancel;
+  std::promise<void> unblock;
+  std::atomic<bool> blocked{false};
+  std::exception_ptr failure;
+  std::uint64_t fence = 0;
+  std::string token;
+  std::thread thread;
+
+  BlockableWaiter(SqliteLock& lock, const AdvisoryKey& key) {
+    asio::co_spawn(
+        context,
+        [this, &lock, &key]() -> asio::awaitable<std::uint64_t> {
+          auto acquiring = lock.acquire(key, 30s, 20s);
+          auto guard = co_await std::move(acquiring);
+          token = guard.token();
+          const auto taken = guard.fence();
+          co_await lock.release(std::move(guard));
+          co_return taken;
+        },
+        asio::bind_cancellation_slot(cancel.slot(), [this](std::exception_ptr error, std::uint64_t taken) {
+          failure = error;
+          fence = taken;
+        }));
+    thread = std::thread([this] { context.run(); });
+  }
+  ~BlockableWaiter() { finish(); }
+
+  void block() {
+    asio::post(context, [this, until = unblock.get_future()]() mutable {
+      blocked = true;
+      until.wait();
+    });
+    REQUIRE(eventually([this] { return blocked.load(); }));
+  }
+  void finish() {
+    if (!thread.joinable()) return;
+    if (blocked) unblock.set_value();
+    thread.join();
+  }
+};
+
+std::int64_t tickets_of(const SqliteDatabase& database, const AdvisoryKey& key) {
+  return run([&]() -> asio::awaitable<std::int64_t> {
+    auto counting = database.run([name = key.str()](detail::SqliteConnection& connection) {
+      auto statement = connection.prepare("SELECT count(*) FROM lockstore_waiters WHERE key = ?1");
+      statement.bind(1, name);
+      statement.step();
+      return statement.int64(0);
+    });
+    co_return co_await std::move(counting);
+  });
+}
+
+bool held_by(SqliteLock& observer, const AdvisoryKey& key, const std::string& owner) {
+  const auto leases = run([&] { return observer.list(); });
+  return std::any_of(leases.begin(), leases.end(),
+                     [&](const LockInfo& lease) { return lease.key == key && lease.owner == owner; });
+}
+
+SqliteDatabase open_database(const std::filesystem::path& path) {
+  std::optional<SqliteDatabase> database;
+  run([&]() -> asio::awaitable<void> {
+    auto opening = SqliteDatabase::open(path);
+    database.emplace(co_await std::move(opening));
+  });
+  return std::move(*database);
+}
+
+LockGuard acquire_now(SqliteLock& lock, const AdvisoryKey& key) {
+  std::optional<LockGuard> guard;
+  run([&]() -> asio::awaitable<void> {
+    auto acquiring = lock.acquire(key, 30s, 1s);
+    guard.emplace(co_await std::move(acquiring));
+  });
+  return std::move(*guard);
+}
+
+}  // namespace
+
+TEST_CASE("SQLite: a waiter woken by a release is granted before its own executor runs again", "[sqlite]") {
+  // The release wakes the waiter and queues its next attempt on the
+  // connection thread at once: the grant does not wait for the waiter's
+  // executor, which is blocked here. (Should the waiter's coroutine happen
+  // to be between two attempts when the executor blocks, nothing is queued
+  // early; the round is then repeated.)
+  // The holder on the waiter's handle (woken by the release's own job) or
+  // on another one (woken by the watcher thread, as across processes).
+  const bool holder_elsewhere = GENERATE(false, true);
+  TempDir dir;
+  const auto database = open_database(dir / "locks.db");
+  SqliteLock holder(holder_elsewhere ? open_database(dir / "locks.db") : database, "holder");
+  SqliteLock waiting(database, "waiter");
+  SqliteLock observer(database, "observer");
+  bool granted_while_blocked = false;
+  for (int round = 0; round < 5 && !granted_while_blocked; ++round) {
+    const AdvisoryKey key(fmt::format("k{}", round));
+    auto guard = acquire_now(holder, key);
+    BlockableWaiter waiter(waiting, key);
+    REQUIRE(eventually([&] { return tickets_of(database, key) == 1; }));
+    waiter.block();
+    run([&] { return holder.release(std::move(guard)); });
+    granted_while_blocked = eventually([&] { return held_by(observer, key, "waiter"); }, 3s);
+    waiter.finish();
+    CHECK_FALSE(waiter.failure);
+    CHECK(waiter.fence == 2);
+    CHECK(waiter.token.size() == 32);  // a token of its own (the early job once got an empty one)
+  }
+  CHECK(granted_while_blocked);
+}
+
+TEST_CASE("SQLite: a lease granted early to a waiter that was cancelled meanwhile is given back", "[sqlite]") {
+  TempDir dir;
+  const auto database = open_database(dir / "locks.db");
+  SqliteLock holder(database, "holder");
+  SqliteLock waiting(database, "waiter");
+  SqliteLock observer(database, "observer");
+  bool granted_while_blocked = false;
+  for (int round = 0; round < 5 && !granted_while_blocked; ++round) {
+    const AdvisoryKey key(fmt::format("k{}", round));
+    auto guard = acquire_now(holder, key);
+    BlockableWaiter waiter(waiting, key);
+    REQUIRE(eventually([&] { return tickets_of(database, key) == 1; }));
+    waiter.block();
+    // Runs after the blocker and before the waiter resumes from its wait.
+    asio::post(waiter.context, [&] { waiter.cancel.emit(asio::cancellation_type::terminal); });
+    run([&] { return holder.release(std::move(guard)); });
+    granted_while_blocked = eventually([&] { return held_by(observer, key, "waiter"); }, 3s);
+    waiter.finish();
+    REQUIRE(waiter.failure);
+    try {
+      std::rethrow_exception(waiter.failure);
+    } catch (const boost::system::system_error& error) {
+      CHECK(error.code() == asio::error::operation_aborted);
+    }
+    if (!granted_while_blocked) continue;
+    // Given back at once, not left to its 30 s TTL, and the queue is empty.
+    CHECK_FALSE(held_by(observer, key, "waiter"));
+    CHECK(tickets_of(database, key) == 0);
+    auto taken = run([&] { return observer.try_acquire(key, 30s); });
+    REQUIRE(taken);
+    CHECK(taken->fence() == 3);
+    run([&] { return observer.release(std::move(*taken)); });
+  }
+  CHECK(granted_while_blocked);
 }
 
 TEST_CASE("SQLite: a foreign file where the wake file goes is left alone, and waiters poll instead", "[sqlite]") {

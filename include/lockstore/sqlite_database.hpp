@@ -115,8 +115,21 @@ class SqliteDatabase {
     return shared_->worker.run(std::move(f));
   }
 
+  /// As run(), in two steps: start() queues `f` at once, from any thread,
+  /// and outcome() awaits its result (once). Jobs run in the order queued.
+  template <class F>
+  auto start(F f) const {
+    return shared_->worker.start(std::move(f));
+  }
+
+  template <class Result>
+  asio::awaitable<Result> outcome(detail::SqliteWorker::Started<Result> started) const {
+    return shared_->worker.outcome(std::move(started));
+  }
+
   /// Queues `f(detail::SqliteConnection&)` on the connection thread and
   /// returns at once, dropping its result and errors (clean-up only).
+
   template <class F>
   void post(F f) const {
     shared_->worker.post(std::move(f));

@@ -570,11 +570,13 @@ inline std::int64_t wall_clock_ms() noexcept {
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 namespace lockstore::detail {
@@ -593,6 +595,8 @@ class KeyedWaiters {
     std::optional<Handler> handler;
     std::optional<asio::any_io_executor> executor;
     std::optional<asio::steady_timer> timer;
+    std::function<void()> on_wake;  // run by the notifier when it ends a wait
+    bool woken_early = false;       // on_wake ran for the wait that just ended
 
     void notify() { notify_if(0); }
 
@@ -605,6 +609,15 @@ class KeyedWaiters {
           (static_cast<std::uint64_t>(ticket) & mask) != (static_cast<std::uint64_t>(next_ticket) & mask))
         return;
       notified = true;
+      // Before the wait completes, under the mutex: the waiter cannot resume,
+      // and change what the hook reads, until the hook has run. The attempt
+      // the hook starts looks after this notification, so only a later one
+      // may end the next wait: the next rearm() must not forget that one.
+      if (handler && on_wake) {
+        on_wake();
+        notified = false;
+        woken_early = true;
+      }
       complete(lock, {});
     }
 
@@ -679,9 +692,21 @@ class KeyedWaiters {
       waiter_->ticket = ticket;
     }
 
-    /// Forgets earlier notifications; call before each attempt.
+    /// `hook` runs on the notifier's thread each time a notification ends a
+    /// wait (not a timeout or cancellation), before the waiter resumes: a
+    /// backend can start the waiter's next attempt from there. It must not
+    /// block or touch this subscription.
+    void on_wake(std::function<void()> hook) {
+      std::lock_guard lock(waiter_->mutex);
+      waiter_->on_wake = std::move(hook);
+    }
+
+    /// Forgets earlier notifications; call before each attempt. After a
+    /// wait that on_wake ended, the attempt already started then, and only
+    /// notifications since it count: those are kept.
     void rearm() {
       std::lock_guard lock(waiter_->mutex);
+      if (std::exchange(waiter_->woken_early, false)) return;
       waiter_->notified = false;
     }
 
@@ -749,6 +774,7 @@ class KeyedWaiters {
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <optional>
 
 namespace lockstore::detail {
@@ -766,13 +792,15 @@ struct Attempt {
 };
 
 /// try_once: () -> awaitable<Attempt>; undo: (LockGuard) -> awaitable<void>.
+/// on_wake (optional): see KeyedWaiters::Subscription::on_wake.
 template <class TryOnce, class Undo>
 asio::awaitable<LockGuard> acquire_loop(KeyedWaiters& waiters, const AdvisoryKey& key,
                                         std::chrono::milliseconds deadline, TryOnce try_once,
-                                        Undo undo) {
+                                        Undo undo, std::function<void()> on_wake = {}) {
   const auto give_up_at =
       saturating_deadline<std::chrono::steady_clock>(std::chrono::steady_clock::now(), deadline);
   auto subscription = waiters.subscribe(key.str());
+  if (on_wake) subscription.on_wake(std::move(on_wake));
   for (;;) {
     subscription.rearm();
     Attempt attempt = co_await try_once();

@@ -841,6 +841,9 @@ class SqliteWorker {
     }
   }
 
+  template <class Result>
+  class Started;
+
   /// Runs `f(connection)` on the worker thread and returns its result or
   /// rethrows its exception, on the caller's executor. Most statements finish
   /// within the completion spin, and the caller takes the result without
@@ -849,26 +852,35 @@ class SqliteWorker {
   /// runs to completion.
   template <class F>
   auto run(F f) -> asio::awaitable<std::invoke_result_t<F&, SqliteConnection&>> {
-    using Result = std::invoke_result_t<F&, SqliteConnection&>;
-    using Box = Boxed<Result>;
-    auto completion = std::make_shared<Completion<Box>>();
-    core_->submit(std::make_unique<Job<F, Box>>(std::move(f), completion));
+    auto completion = start(std::move(f)).completion_;  // queued when awaited, not before
     if (!completion->wait_briefly(core_->spin_budget_now(completion_spin_))) {
       // A named local awaited on its own: g++ 12 destroys temporaries of a
       // co_await full-expression twice.
-      auto suspended = asio::async_initiate<decltype(asio::use_awaitable), void()>(
-          [completion](auto handler) { completion->suspend(std::move(handler)); }, asio::use_awaitable);
+      auto suspended = until_done(completion);
       co_await std::move(suspended);
     }
-    // The outcome is moved out here, on the caller's thread: the worker may
-    // hold the last reference to `completion` and must then destroy only
-    // empty slots, never an exception or a result the caller has used.
-    if (auto failure = std::exchange(completion->failure, nullptr)) std::rethrow_exception(failure);
-    if constexpr (!std::is_void_v<Result>) {
-      auto result = std::move(*completion->result);
-      completion->result.reset();
-      co_return result;
+    co_return take<std::invoke_result_t<F&, SqliteConnection&>>(*completion);
+  }
+
+  /// Queues `f(connection)` now, from any thread; `outcome()` awaits it
+  /// later. Jobs run in the order they were queued.
+  template <class F>
+  auto start(F f) -> Started<std::invoke_result_t<F&, SqliteConnection&>> {
+    using Result = std::invoke_result_t<F&, SqliteConnection&>;
+    auto completion = std::make_shared<Completion<Boxed<Result>>>();
+    core_->submit(std::make_unique<Job<F, Boxed<Result>>>(std::move(f), completion));
+    return Started<Result>(std::move(completion));
+  }
+
+  /// The result of a started job, as run() returns it. Awaited once.
+  template <class Result>
+  asio::awaitable<Result> outcome(Started<Result> started) {
+    auto completion = std::move(started.completion_);
+    if (!completion->wait_briefly(core_->spin_budget_now(completion_spin_))) {
+      auto suspended = until_done(completion);
+      co_await std::move(suspended);
     }
+    co_return take<Result>(*completion);
   }
 
   /// Queues `f(connection)` and returns at once; its result and any error
@@ -962,6 +974,48 @@ class SqliteWorker {
     }
   };
 
+
+  template <class Box>
+  static auto until_done(const std::shared_ptr<Completion<Box>>& completion) {
+    return asio::async_initiate<decltype(asio::use_awaitable), void()>(
+        [completion](auto handler) { completion->suspend(std::move(handler)); }, asio::use_awaitable);
+  }
+
+  // The outcome is moved out here, on the caller's thread: the worker may
+  // hold the last reference to the completion and must then destroy only
+  // empty slots, never an exception or a result the caller has used.
+  template <class Result, class Box>
+  static Result take(Completion<Box>& completion) {
+    if (auto failure = std::exchange(completion.failure, nullptr)) std::rethrow_exception(failure);
+    if constexpr (!std::is_void_v<Result>) {
+      auto result = std::move(*completion.result);
+      completion.result.reset();
+      return result;
+    }
+  }
+
+ public:
+  /// A job queued by start(). Dropping it unawaited is allowed: the job still
+  /// runs, and `peek` lets a later job on the worker thread see its result.
+  template <class Result>
+  class Started {
+   public:
+    /// On the worker thread, in a job queued after this one: the finished
+    /// job's result, or null if it threw (or returns void).
+    static const Boxed<Result>* peek(const std::shared_ptr<void>& handle) {
+      auto* completion = static_cast<Completion<Boxed<Result>>*>(handle.get());
+      return completion->failure ? nullptr : &completion->result;
+    }
+    /// Keeps the job's outcome alive for peek().
+    std::shared_ptr<void> handle() const { return completion_; }
+
+   private:
+    friend class SqliteWorker;
+    explicit Started(std::shared_ptr<Completion<Boxed<Result>>> completion) : completion_(std::move(completion)) {}
+    std::shared_ptr<Completion<Boxed<Result>>> completion_;
+  };
+
+ private:
   struct JobBase {
     virtual ~JobBase() = default;
     virtual void run(SqliteConnection* connection, const std::exception_ptr& open_error) = 0;
@@ -1194,8 +1248,21 @@ class SqliteDatabase {
     return shared_->worker.run(std::move(f));
   }
 
+  /// As run(), in two steps: start() queues `f` at once, from any thread,
+  /// and outcome() awaits its result (once). Jobs run in the order queued.
+  template <class F>
+  auto start(F f) const {
+    return shared_->worker.start(std::move(f));
+  }
+
+  template <class Result>
+  asio::awaitable<Result> outcome(detail::SqliteWorker::Started<Result> started) const {
+    return shared_->worker.outcome(std::move(started));
+  }
+
   /// Queues `f(detail::SqliteConnection&)` on the connection thread and
   /// returns at once, dropping its result and errors (clean-up only).
+
   template <class F>
   void post(F f) const {
     shared_->worker.post(std::move(f));
@@ -1338,6 +1405,7 @@ struct LockInfo {
 #include <chrono>
 #include <cstdint>
 #include <limits>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -1446,9 +1514,27 @@ class SqliteLock {
     detail::validate_ttl(ttl, "SqliteLock::acquire");
     database_.require_writable("SqliteLock::acquire");
     QueueSeat seat(database_, key.str());
+    EarlyAttempt early(database_, key.str());
+    // When a release wakes this waiter, its next attempt is queued on the
+    // connection thread at once, by the thread that woke it, so the statement
+    // runs while this coroutine's executor wakes up instead of after it.
+    auto start_early = [this, &early, &seat, &key, ttl] { start_early_attempt(early, key, ttl, seat); };
     auto acquiring = detail::acquire_loop(
-        database_.waiters(), key, deadline, [&] { return attempt_once(key, ttl, &seat); },
-        [this](LockGuard guard) { return release(std::move(guard)); });
+        database_.waiters(), key, deadline,
+        [&]() -> asio::awaitable<detail::Attempt> {
+          if (auto started = early.peek()) {
+            // Taken only once its outcome is in hand: if this coroutine is
+            // cancelled before (Asio throws at the co_await), the early
+            // attempt stays with `early`, which gives back what it was granted.
+            auto waiting = database_.outcome(started->job);
+            auto outcome = co_await std::move(waiting);
+            early.forget();
+            co_return settle(key, started->proposed, std::move(outcome), &seat);
+          }
+          auto attempting = attempt_once(key, ttl, &seat);
+          co_return co_await std::move(attempting);
+        },
+        [this](LockGuard guard) { return release(std::move(guard)); }, std::move(start_early));
     co_return co_await std::move(acquiring);
   }
 
@@ -1475,17 +1561,8 @@ class SqliteLock {
   asio::awaitable<void> release(LockGuard guard) {
     if (guard.released()) co_return;
     database_.require_writable("SqliteLock::release");
-    auto job = [key = guard.key().str(), token = guard.token(), database = &database_](
-                   detail::SqliteConnection& connection) {
-      auto statement = connection.prepare(detail::sqlite_lock_sql::release);
-      statement.bind(1, key).bind(2, token);
-      const bool removed = statement.run() == 1;
-      database->local_tokens().erase(token);
-      if (removed) {
-        database->waiters().notify(key);  // at once, before the releaser resumes
-        announce_release(connection, database->wake_board(), key);
-      }
-    };
+    auto job = [key = guard.key().str(), token = guard.token(), shared = Shared(database_)](
+                   detail::SqliteConnection& connection) { release_on(connection, shared, key, token); };
     co_await database_.run(std::move(job));
     guard.mark_released();
   }
@@ -1586,6 +1663,31 @@ class SqliteLock {
     std::string key_;
   };
 
+  // What a job may keep of the handle: the parts that live as long as the
+  // connection thread (a job must not hold a SqliteDatabase, nor point into
+  // a SqliteLock that may be gone by the time it runs).
+  struct Shared {
+    explicit Shared(const SqliteDatabase& database)
+        : tokens(&database.local_tokens()), waiters(&database.waiters()), board(database.wake_board()) {}
+    SqliteDatabase::LocalTokens* tokens;
+    detail::KeyedWaiters* waiters;
+    detail::WakeBoard* board;
+  };
+
+  // Removes the lease if `token` still holds it and wakes the next waiter,
+  // here and in other processes. On the connection thread.
+  static void release_on(detail::SqliteConnection& connection, const Shared& shared, const std::string& key,
+                         const std::string& token) {
+    auto statement = connection.prepare(detail::sqlite_lock_sql::release);
+    statement.bind(1, key).bind(2, token);
+    const bool removed = statement.run() == 1;
+    shared.tokens->erase(token);
+    if (removed) {
+      shared.waiters->notify(key);  // at once, before the releaser resumes
+      announce_release(connection, shared.board, key);
+    }
+  }
+
   // Tells waiters in other processes that `key` may be free, naming the
   // ticket next in line so that only its holder looks. Runs on the
   // connection thread, after the statement that freed the key.
@@ -1605,15 +1707,65 @@ class SqliteLock {
     std::optional<std::int64_t> ticket;  // the queue ticket afterwards
   };
 
-  // One statement when granted. A refused acquire() also takes or refreshes
-  // its ticket; `seat` is null for try_acquire, which ignores the queue.
-  asio::awaitable<detail::Attempt> attempt_once(AdvisoryKey key, std::chrono::milliseconds ttl,
-                                                QueueSeat* seat = nullptr) {
-    auto proposed = random_token();
-    const bool queued = seat != nullptr;
-    const auto ticket = seat != nullptr ? seat->ticket : std::nullopt;
-    auto job = [key = key.str(), owner = owner_, proposed, ttl, queued, ticket, database = &database_](
-                   detail::SqliteConnection& connection) {
+  // An acquire() attempt queued on the connection thread by the thread that
+  // woke the waiter, before the waiter's own executor has run it; the waiter
+  // takes it as its next attempt. If the waiter never does (its coroutine
+  // was cancelled first, or destroyed), a job queued behind it gives back
+  // what it was granted.
+  class EarlyAttempt {
+   public:
+    struct Started {
+      detail::SqliteWorker::Started<Outcome> job;
+      std::string proposed;  // the token a new lease got
+    };
+
+    EarlyAttempt(SqliteDatabase database, std::string key) : database_(std::move(database)), key_(std::move(key)) {}
+    EarlyAttempt(const EarlyAttempt&) = delete;
+    EarlyAttempt& operator=(const EarlyAttempt&) = delete;
+    ~EarlyAttempt() {
+      if (!started_) return;
+      database_.post([outcome = started_->job.handle(), proposed = started_->proposed, key = key_,
+                      shared = Shared(database_)](detail::SqliteConnection& connection) {
+        const auto* result = detail::SqliteWorker::Started<Outcome>::peek(outcome);
+        if (result == nullptr || !*result) return;
+        const Outcome& untaken = **result;
+        if (untaken.ticket) connection.prepare(detail::sqlite_lock_sql::drop_ticket).bind(1, *untaken.ticket).run();
+        // A refreshed lease of this owner (another token) was never ours to give back.
+        if (untaken.token && *untaken.token == proposed) release_on(connection, shared, key, proposed);
+      });
+    }
+
+    template <class Job>
+    void start(Job job, std::string proposed) {
+      std::lock_guard lock(mutex_);
+      if (started_) return;  // one at a time; the waiter takes it before it waits again
+      started_.emplace(Started{database_.start(std::move(job)), std::move(proposed)});
+    }
+
+    std::optional<Started> peek() {
+      std::lock_guard lock(mutex_);
+      return started_;
+    }
+
+    void forget() {
+      std::lock_guard lock(mutex_);
+      started_.reset();
+    }
+
+   private:
+    SqliteDatabase database_;
+    std::string key_;
+    std::mutex mutex_;
+    std::optional<Started> started_;
+  };
+
+  // The job of one attempt: one statement when granted. A queued attempt
+  // (acquire) that is refused also takes or refreshes its ticket; try_acquire
+  // ignores the queue. `proposed` is the token a new lease gets.
+  auto attempt_job(std::string key, std::chrono::milliseconds ttl, std::string proposed, bool queued,
+                   std::optional<std::int64_t> ticket) {
+    return [key = std::move(key), owner = owner_, proposed = std::move(proposed), ttl, queued, ticket,
+            shared = Shared(database_)](detail::SqliteConnection& connection) {
           Outcome result;
           result.ticket = ticket;
           // A queued attempt writes twice (the lease, then the ticket): one
@@ -1633,7 +1785,7 @@ class SqliteLock {
           if (result.token) {
             if (ticket) connection.prepare(detail::sqlite_lock_sql::drop_ticket).bind(1, *ticket).run();
             if (transaction) transaction->commit();
-            database->local_tokens().insert(*result.token);
+            shared.tokens->insert(*result.token);
             result.ticket.reset();
             return result;
           }
@@ -1645,7 +1797,7 @@ class SqliteLock {
             if (statement.step()) result.ticket = statement.int64(0);
             // Filed before the commit: a release that names this ticket
             // can only follow it, and then rings this process alone.
-            if (result.ticket && database->wake_board() != nullptr) database->wake_board()->file_ticket(*result.ticket);
+            if (result.ticket && shared.board != nullptr) shared.board->file_ticket(*result.ticket);
           }
           auto statement = connection.prepare(detail::sqlite_lock_sql::holder);
           statement.bind(1, key);
@@ -1656,20 +1808,39 @@ class SqliteLock {
           if (transaction) transaction->commit();
           return result;
     };
-    auto outcome = co_await database_.run(std::move(job));
-    if (seat != nullptr) seat->ticket = outcome.ticket;
+  }
 
+  // On the thread that woke the waiter, before it resumes (the seat's
+  // ticket cannot change meanwhile).
+  void start_early_attempt(EarlyAttempt& early, const AdvisoryKey& key, std::chrono::milliseconds ttl,
+                           const QueueSeat& seat) {
+    auto proposed = random_token();
+    auto job = attempt_job(key.str(), ttl, proposed, true, seat.ticket);  // copies it before it is moved
+    early.start(std::move(job), std::move(proposed));
+  }
+
+  // `seat` is null for try_acquire.
+  asio::awaitable<detail::Attempt> attempt_once(AdvisoryKey key, std::chrono::milliseconds ttl,
+                                                QueueSeat* seat = nullptr) {
+    auto proposed = random_token();
+    auto job = attempt_job(key.str(), ttl, proposed, seat != nullptr, seat != nullptr ? seat->ticket : std::nullopt);
+    auto outcome = co_await database_.run(std::move(job));
+    co_return settle(std::move(key), proposed, std::move(outcome), seat);
+  }
+
+  detail::Attempt settle(AdvisoryKey key, const std::string& proposed, Outcome outcome, QueueSeat* seat) const {
+    if (seat != nullptr) seat->ticket = outcome.ticket;
     detail::Attempt attempt;
     attempt.ticket = outcome.ticket.value_or(0);
     if (outcome.token) {
       attempt.fresh = *outcome.token == proposed;
       attempt.guard.emplace(std::move(key), std::move(*outcome.token), outcome.fence);
-      co_return attempt;
+      return attempt;
     }
     attempt.retry_at = retry_time(outcome);
     if (outcome.ticket)
       attempt.retry_at = std::min(attempt.retry_at, std::chrono::steady_clock::now() + ticket_ttl / 3);
-    co_return attempt;
+    return attempt;
   }
 
   // When to look again: at the holder's expiry, and, if the holder is in

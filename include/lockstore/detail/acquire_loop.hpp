@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <optional>
 
 namespace lockstore::detail {
@@ -32,13 +33,15 @@ struct Attempt {
 };
 
 /// try_once: () -> awaitable<Attempt>; undo: (LockGuard) -> awaitable<void>.
+/// on_wake (optional): see KeyedWaiters::Subscription::on_wake.
 template <class TryOnce, class Undo>
 asio::awaitable<LockGuard> acquire_loop(KeyedWaiters& waiters, const AdvisoryKey& key,
                                         std::chrono::milliseconds deadline, TryOnce try_once,
-                                        Undo undo) {
+                                        Undo undo, std::function<void()> on_wake = {}) {
   const auto give_up_at =
       saturating_deadline<std::chrono::steady_clock>(std::chrono::steady_clock::now(), deadline);
   auto subscription = waiters.subscribe(key.str());
+  if (on_wake) subscription.on_wake(std::move(on_wake));
   for (;;) {
     subscription.rearm();
     Attempt attempt = co_await try_once();

@@ -24,11 +24,13 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 namespace lockstore::detail {
@@ -47,6 +49,8 @@ class KeyedWaiters {
     std::optional<Handler> handler;
     std::optional<asio::any_io_executor> executor;
     std::optional<asio::steady_timer> timer;
+    std::function<void()> on_wake;  // run by the notifier when it ends a wait
+    bool woken_early = false;       // on_wake ran for the wait that just ended
 
     void notify() { notify_if(0); }
 
@@ -59,6 +63,15 @@ class KeyedWaiters {
           (static_cast<std::uint64_t>(ticket) & mask) != (static_cast<std::uint64_t>(next_ticket) & mask))
         return;
       notified = true;
+      // Before the wait completes, under the mutex: the waiter cannot resume,
+      // and change what the hook reads, until the hook has run. The attempt
+      // the hook starts looks after this notification, so only a later one
+      // may end the next wait: the next rearm() must not forget that one.
+      if (handler && on_wake) {
+        on_wake();
+        notified = false;
+        woken_early = true;
+      }
       complete(lock, {});
     }
 
@@ -133,9 +146,21 @@ class KeyedWaiters {
       waiter_->ticket = ticket;
     }
 
-    /// Forgets earlier notifications; call before each attempt.
+    /// `hook` runs on the notifier's thread each time a notification ends a
+    /// wait (not a timeout or cancellation), before the waiter resumes: a
+    /// backend can start the waiter's next attempt from there. It must not
+    /// block or touch this subscription.
+    void on_wake(std::function<void()> hook) {
+      std::lock_guard lock(waiter_->mutex);
+      waiter_->on_wake = std::move(hook);
+    }
+
+    /// Forgets earlier notifications; call before each attempt. After a
+    /// wait that on_wake ended, the attempt already started then, and only
+    /// notifications since it count: those are kept.
     void rearm() {
       std::lock_guard lock(waiter_->mutex);
+      if (std::exchange(waiter_->woken_early, false)) return;
       waiter_->notified = false;
     }
 

@@ -66,6 +66,9 @@ class SqliteWorker {
     }
   }
 
+  template <class Result>
+  class Started;
+
   /// Runs `f(connection)` on the worker thread and returns its result or
   /// rethrows its exception, on the caller's executor. Most statements finish
   /// within the completion spin, and the caller takes the result without
@@ -74,26 +77,35 @@ class SqliteWorker {
   /// runs to completion.
   template <class F>
   auto run(F f) -> asio::awaitable<std::invoke_result_t<F&, SqliteConnection&>> {
-    using Result = std::invoke_result_t<F&, SqliteConnection&>;
-    using Box = Boxed<Result>;
-    auto completion = std::make_shared<Completion<Box>>();
-    core_->submit(std::make_unique<Job<F, Box>>(std::move(f), completion));
+    auto completion = start(std::move(f)).completion_;  // queued when awaited, not before
     if (!completion->wait_briefly(core_->spin_budget_now(completion_spin_))) {
       // A named local awaited on its own: g++ 12 destroys temporaries of a
       // co_await full-expression twice.
-      auto suspended = asio::async_initiate<decltype(asio::use_awaitable), void()>(
-          [completion](auto handler) { completion->suspend(std::move(handler)); }, asio::use_awaitable);
+      auto suspended = until_done(completion);
       co_await std::move(suspended);
     }
-    // The outcome is moved out here, on the caller's thread: the worker may
-    // hold the last reference to `completion` and must then destroy only
-    // empty slots, never an exception or a result the caller has used.
-    if (auto failure = std::exchange(completion->failure, nullptr)) std::rethrow_exception(failure);
-    if constexpr (!std::is_void_v<Result>) {
-      auto result = std::move(*completion->result);
-      completion->result.reset();
-      co_return result;
+    co_return take<std::invoke_result_t<F&, SqliteConnection&>>(*completion);
+  }
+
+  /// Queues `f(connection)` now, from any thread; `outcome()` awaits it
+  /// later. Jobs run in the order they were queued.
+  template <class F>
+  auto start(F f) -> Started<std::invoke_result_t<F&, SqliteConnection&>> {
+    using Result = std::invoke_result_t<F&, SqliteConnection&>;
+    auto completion = std::make_shared<Completion<Boxed<Result>>>();
+    core_->submit(std::make_unique<Job<F, Boxed<Result>>>(std::move(f), completion));
+    return Started<Result>(std::move(completion));
+  }
+
+  /// The result of a started job, as run() returns it. Awaited once.
+  template <class Result>
+  asio::awaitable<Result> outcome(Started<Result> started) {
+    auto completion = std::move(started.completion_);
+    if (!completion->wait_briefly(core_->spin_budget_now(completion_spin_))) {
+      auto suspended = until_done(completion);
+      co_await std::move(suspended);
     }
+    co_return take<Result>(*completion);
   }
 
   /// Queues `f(connection)` and returns at once; its result and any error
@@ -187,6 +199,48 @@ class SqliteWorker {
     }
   };
 
+
+  template <class Box>
+  static auto until_done(const std::shared_ptr<Completion<Box>>& completion) {
+    return asio::async_initiate<decltype(asio::use_awaitable), void()>(
+        [completion](auto handler) { completion->suspend(std::move(handler)); }, asio::use_awaitable);
+  }
+
+  // The outcome is moved out here, on the caller's thread: the worker may
+  // hold the last reference to the completion and must then destroy only
+  // empty slots, never an exception or a result the caller has used.
+  template <class Result, class Box>
+  static Result take(Completion<Box>& completion) {
+    if (auto failure = std::exchange(completion.failure, nullptr)) std::rethrow_exception(failure);
+    if constexpr (!std::is_void_v<Result>) {
+      auto result = std::move(*completion.result);
+      completion.result.reset();
+      return result;
+    }
+  }
+
+ public:
+  /// A job queued by start(). Dropping it unawaited is allowed: the job still
+  /// runs, and `peek` lets a later job on the worker thread see its result.
+  template <class Result>
+  class Started {
+   public:
+    /// On the worker thread, in a job queued after this one: the finished
+    /// job's result, or null if it threw (or returns void).
+    static const Boxed<Result>* peek(const std::shared_ptr<void>& handle) {
+      auto* completion = static_cast<Completion<Boxed<Result>>*>(handle.get());
+      return completion->failure ? nullptr : &completion->result;
+    }
+    /// Keeps the job's outcome alive for peek().
+    std::shared_ptr<void> handle() const { return completion_; }
+
+   private:
+    friend class SqliteWorker;
+    explicit Started(std::shared_ptr<Completion<Boxed<Result>>> completion) : completion_(std::move(completion)) {}
+    std::shared_ptr<Completion<Boxed<Result>>> completion_;
+  };
+
+ private:
   struct JobBase {
     virtual ~JobBase() = default;
     virtual void run(SqliteConnection* connection, const std::exception_ptr& open_error) = 0;
