@@ -287,22 +287,22 @@ TEST_CASE("SQLite: a release rings only the doorbell its next ticket is filed un
     CHECK(std::chrono::steady_clock::now() - begun < 10s);
   });
 
+  const auto rung_since_start = [&](std::uint32_t next_rings, std::uint32_t other_rings) {
+    CHECK(releasing.rings(next_bell) - next_before == next_rings);
+    CHECK(releasing.rings(other_bell) - other_before == other_rings);
+  };
   // A ticket nobody filed, or none named: every doorbell but the publisher's.
   releasing.publish("k", 43);
-  CHECK(releasing.rings(next_bell) == next_before + 2);
-  CHECK(releasing.rings(other_bell) == other_before + 1);
+  rung_since_start(2, 1);
   releasing.publish("k", 0);
-  CHECK(releasing.rings(next_bell) == next_before + 3);
-  CHECK(releasing.rings(other_bell) == other_before + 2);
+  rung_since_start(3, 2);
   // A ticket filed without a doorbell (before its handle watched) likewise.
   releasing.file_ticket(44);
   releasing.publish("k", 44);
-  CHECK(releasing.rings(next_bell) == next_before + 4);
-  CHECK(releasing.rings(other_bell) == other_before + 3);
+  rung_since_start(4, 3);
   // The next waiter in the publisher's own process was woken locally.
   next.publish("k", 41);
-  CHECK(releasing.rings(next_bell) == next_before + 4);
-  CHECK(releasing.rings(other_bell) == other_before + 3);
+  rung_since_start(4, 3);
 }
 
 TEST_CASE("SQLite: a dead process's doorbell is taken over, and with every doorbell taken a waiter is still woken",
@@ -442,6 +442,35 @@ LockGuard acquire_now(SqliteLock& lock, const AdvisoryKey& key) {
   return std::move(*guard);
 }
 
+struct EarlyRound {
+  bool granted_while_blocked = false;
+  std::exception_ptr failure;
+  std::uint64_t fence = 0;
+  std::string token;
+};
+
+// `holder` takes `key`, a waiter on `waiting` queues behind it, the waiter's
+// executor is blocked (and, with `cancel`, a cancellation queued behind the
+// blocker), and the holder releases. Reports whether the waiter's owner held
+// the key while its executor was still blocked, and how its acquire ended.
+EarlyRound release_to_blocked_waiter(SqliteLock& holder, SqliteLock& waiting, SqliteLock& observer,
+                                     const AdvisoryKey& key, bool cancel) {
+  auto guard = acquire_now(holder, key);
+  BlockableWaiter waiter(waiting, key);
+  REQUIRE(eventually([&] { return tickets_of(waiting.database(), key) == 1; }));
+  waiter.block();
+  // Runs after the blocker and before the waiter resumes from its wait.
+  if (cancel) asio::post(waiter.context, [&] { waiter.cancel.emit(asio::cancellation_type::terminal); });
+  run([&] { return holder.release(std::move(guard)); });
+  EarlyRound round;
+  round.granted_while_blocked = eventually([&] { return held_by(observer, key, waiting.owner()); }, 3s);
+  waiter.finish();
+  round.failure = waiter.failure;
+  round.fence = waiter.fence;
+  round.token = waiter.token;
+  return round;
+}
+
 }  // namespace
 
 TEST_CASE("SQLite: a waiter woken by a release is granted before its own executor runs again", "[sqlite]") {
@@ -460,17 +489,11 @@ TEST_CASE("SQLite: a waiter woken by a release is granted before its own executo
   SqliteLock observer(database, "observer");
   bool granted_while_blocked = false;
   for (int round = 0; round < 5 && !granted_while_blocked; ++round) {
-    const AdvisoryKey key(fmt::format("k{}", round));
-    auto guard = acquire_now(holder, key);
-    BlockableWaiter waiter(waiting, key);
-    REQUIRE(eventually([&] { return tickets_of(database, key) == 1; }));
-    waiter.block();
-    run([&] { return holder.release(std::move(guard)); });
-    granted_while_blocked = eventually([&] { return held_by(observer, key, "waiter"); }, 3s);
-    waiter.finish();
-    CHECK_FALSE(waiter.failure);
-    CHECK(waiter.fence == 2);
-    CHECK(waiter.token.size() == 32);  // a token of its own (the early job once got an empty one)
+    const auto outcome = release_to_blocked_waiter(holder, waiting, observer, AdvisoryKey(fmt::format("k{}", round)), false);
+    granted_while_blocked = outcome.granted_while_blocked;
+    CHECK_FALSE(outcome.failure);
+    CHECK(outcome.fence == 2);
+    CHECK(outcome.token.size() == 32);  // a token of its own (the early job once got an empty one)
   }
   CHECK(granted_while_blocked);
 }
@@ -484,18 +507,11 @@ TEST_CASE("SQLite: a lease granted early to a waiter that was cancelled meanwhil
   bool granted_while_blocked = false;
   for (int round = 0; round < 5 && !granted_while_blocked; ++round) {
     const AdvisoryKey key(fmt::format("k{}", round));
-    auto guard = acquire_now(holder, key);
-    BlockableWaiter waiter(waiting, key);
-    REQUIRE(eventually([&] { return tickets_of(database, key) == 1; }));
-    waiter.block();
-    // Runs after the blocker and before the waiter resumes from its wait.
-    asio::post(waiter.context, [&] { waiter.cancel.emit(asio::cancellation_type::terminal); });
-    run([&] { return holder.release(std::move(guard)); });
-    granted_while_blocked = eventually([&] { return held_by(observer, key, "waiter"); }, 3s);
-    waiter.finish();
-    REQUIRE(waiter.failure);
+    const auto outcome = release_to_blocked_waiter(holder, waiting, observer, key, true);
+    granted_while_blocked = outcome.granted_while_blocked;
+    REQUIRE(outcome.failure);
     try {
-      std::rethrow_exception(waiter.failure);
+      std::rethrow_exception(outcome.failure);
     } catch (const boost::system::system_error& error) {
       CHECK(error.code() == asio::error::operation_aborted);
     }
