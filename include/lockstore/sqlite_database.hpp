@@ -129,7 +129,6 @@ class SqliteDatabase {
 
   /// Queues `f(detail::SqliteConnection&)` on the connection thread and
   /// returns at once, dropping its result and errors (clean-up only).
-
   template <class F>
   void post(F f) const {
     shared_->worker.post(std::move(f));

@@ -338,11 +338,11 @@ class SqliteLock {
     EarlyAttempt& operator=(const EarlyAttempt&) = delete;
     ~EarlyAttempt() {
       if (!started_) return;
-      database_.post([outcome = started_->job.handle(), proposed = started_->proposed, key = key_,
+      database_.post([job = started_->job, proposed = started_->proposed, key = key_,
                       shared = Shared(database_)](detail::SqliteConnection& connection) {
-        const auto* result = detail::SqliteWorker::Started<Outcome>::peek(outcome);
-        if (result == nullptr || !*result) return;
-        const Outcome& untaken = **result;
+        const Outcome* result = job.peek();
+        if (result == nullptr) return;
+        const Outcome& untaken = *result;
         if (untaken.ticket) connection.prepare(detail::sqlite_lock_sql::drop_ticket).bind(1, *untaken.ticket).run();
         // A refreshed lease of this owner (another token) was never ours to give back.
         if (untaken.token && *untaken.token == proposed) release_on(connection, shared, key, proposed);

@@ -142,8 +142,10 @@ class WakeBoard {
       if (layout_->bells[target].owner.load() != origin_) ring(target);  // ours: woken locally already
       return;
     }
-    for (int bell = 0; bell < doorbells; ++bell)
-      if (layout_->bells[bell].owner.load() != 0 && layout_->bells[bell].owner.load() != origin_) ring(bell);
+    for (int bell = 0; bell < doorbells; ++bell) {
+      const auto owner = layout_->bells[bell].owner.load();
+      if (owner != 0 && owner != origin_) ring(bell);
+    }
 #else
     (void)key;
     (void)next_ticket;

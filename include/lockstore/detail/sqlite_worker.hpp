@@ -77,14 +77,9 @@ class SqliteWorker {
   /// runs to completion.
   template <class F>
   auto run(F f) -> asio::awaitable<std::invoke_result_t<F&, SqliteConnection&>> {
-    auto completion = start(std::move(f)).completion_;  // queued when awaited, not before
-    if (!completion->wait_briefly(core_->spin_budget_now(completion_spin_))) {
-      // A named local awaited on its own: g++ 12 destroys temporaries of a
-      // co_await full-expression twice.
-      auto suspended = until_done(completion);
-      co_await std::move(suspended);
-    }
-    co_return take<std::invoke_result_t<F&, SqliteConnection&>>(*completion);
+    auto started = start(std::move(f));  // here, so the job is queued when awaited, not before
+    auto waiting = outcome(std::move(started));
+    co_return co_await std::move(waiting);
   }
 
   /// Queues `f(connection)` now, from any thread; `outcome()` awaits it
@@ -102,10 +97,21 @@ class SqliteWorker {
   asio::awaitable<Result> outcome(Started<Result> started) {
     auto completion = std::move(started.completion_);
     if (!completion->wait_briefly(core_->spin_budget_now(completion_spin_))) {
-      auto suspended = until_done(completion);
+      // A named local awaited on its own: g++ 12 destroys temporaries of a
+      // co_await full-expression twice.
+      auto suspended = asio::async_initiate<decltype(asio::use_awaitable), void()>(
+          [completion](auto handler) { completion->suspend(std::move(handler)); }, asio::use_awaitable);
       co_await std::move(suspended);
     }
-    co_return take<Result>(*completion);
+    // The outcome is moved out here, on the caller's thread: the worker may
+    // hold the last reference to `completion` and must then destroy only
+    // empty slots, never an exception or a result the caller has used.
+    if (auto failure = std::exchange(completion->failure, nullptr)) std::rethrow_exception(failure);
+    if constexpr (!std::is_void_v<Result>) {
+      auto result = std::move(*completion->result);
+      completion->result.reset();
+      co_return result;
+    }
   }
 
   /// Queues `f(connection)` and returns at once; its result and any error
@@ -200,39 +206,17 @@ class SqliteWorker {
   };
 
 
-  template <class Box>
-  static auto until_done(const std::shared_ptr<Completion<Box>>& completion) {
-    return asio::async_initiate<decltype(asio::use_awaitable), void()>(
-        [completion](auto handler) { completion->suspend(std::move(handler)); }, asio::use_awaitable);
-  }
-
-  // The outcome is moved out here, on the caller's thread: the worker may
-  // hold the last reference to the completion and must then destroy only
-  // empty slots, never an exception or a result the caller has used.
-  template <class Result, class Box>
-  static Result take(Completion<Box>& completion) {
-    if (auto failure = std::exchange(completion.failure, nullptr)) std::rethrow_exception(failure);
-    if constexpr (!std::is_void_v<Result>) {
-      auto result = std::move(*completion.result);
-      completion.result.reset();
-      return result;
-    }
-  }
-
  public:
   /// A job queued by start(). Dropping it unawaited is allowed: the job still
-  /// runs, and `peek` lets a later job on the worker thread see its result.
+  /// runs, and a copy lets a later job on the worker thread peek() at it.
   template <class Result>
   class Started {
    public:
     /// On the worker thread, in a job queued after this one: the finished
-    /// job's result, or null if it threw (or returns void).
-    static const Boxed<Result>* peek(const std::shared_ptr<void>& handle) {
-      auto* completion = static_cast<Completion<Boxed<Result>>*>(handle.get());
-      return completion->failure ? nullptr : &completion->result;
+    /// job's result, or null if it threw (or was taken by outcome()).
+    const Result* peek() const {
+      return completion_->failure || !completion_->result ? nullptr : &*completion_->result;
     }
-    /// Keeps the job's outcome alive for peek().
-    std::shared_ptr<void> handle() const { return completion_; }
 
    private:
     friend class SqliteWorker;
