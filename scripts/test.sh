@@ -3,7 +3,8 @@
 # PostgreSQL and Redis server (scripts/test-servers.sh; stopped on exit,
 # whatever happens), then builds and runs every test three times: a normal
 # build, AddressSanitizer + UndefinedBehaviorSanitizer, and ThreadSanitizer.
-# Fails on any failing test or sanitizer report, and when a server cannot
+# All three suites always run; the script then prints a summary per suite
+# and fails if any test, sanitizer report or build failed, or a server could not
 # start. Usage: scripts/test.sh [build-root]   (default: ./build-ci)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,15 +12,40 @@ root=${1:-build-ci}
 
 scripts/install-deps.sh
 
+# Every suite runs, whatever an earlier one did: a release failure must not
+# hide what ASan and TSan would say. A suite's failures are listed at the end
+# (and its failing tests' output is in the log above, from
+# --output-on-failure); the script fails if any suite failed.
+failed_suites=()
+summary=()
+
 run_suite() {  # name, extra cmake args...
   local name=$1; shift
-  local dir="$root/$name"
+  local dir="$root/$name" started=$SECONDS
   echo "=== $name: configure and build"
-  cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" > "$dir.configure.log" 2>&1 \
-    || { cat "$dir.configure.log"; return 1; }
-  cmake --build "$dir" -j2
+  if ! cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" > "$dir.configure.log" 2>&1; then
+    cat "$dir.configure.log"
+    failed_suites+=("$name")
+    summary+=("$name: configure failed")
+    return 0
+  fi
+  if ! cmake --build "$dir" -j2; then
+    failed_suites+=("$name")
+    summary+=("$name: build failed after $((SECONDS - started)) s")
+    return 0
+  fi
+  local built=$SECONDS
   echo "=== $name: test"
-  ctest --test-dir "$dir" -j2 --output-on-failure --timeout 300
+  if ctest --test-dir "$dir" -j2 --output-on-failure --timeout 300; then
+    summary+=("$name: passed (build $((built - started)) s, tests $((SECONDS - built)) s)")
+  else
+    failed_suites+=("$name")
+    local failed_list="$dir/Testing/Temporary/LastTestsFailed.log"
+    summary+=("$name: FAILED (build $((built - started)) s, tests $((SECONDS - built)) s); failing tests:")
+    if [ -f "$failed_list" ]; then
+      while IFS= read -r line; do summary+=("    $line"); done < "$failed_list"
+    fi
+  fi
 }
 
 mkdir -p "$root"
@@ -45,4 +71,11 @@ sanitized=(-DLOCKSTORE_PACKAGING_TESTS=OFF -DLOCKSTORE_FUZZ_TESTS=OFF
            -DLOCKSTORE_TORTURE_ACQUISITIONS=2000 -DLOCKSTORE_TORTURE_COMMITS=1000)
 run_suite asan -DLOCKSTORE_SANITIZE=address "${sanitized[@]}"
 run_suite tsan -DLOCKSTORE_SANITIZE=thread "${sanitized[@]}"
+
+echo "=== summary ($SECONDS s in all)"
+printf '%s\n' "${summary[@]}"
+if [ ${#failed_suites[@]} -gt 0 ]; then
+  echo "=== failed suites: ${failed_suites[*]}"
+  exit 1
+fi
 echo "=== all suites passed"

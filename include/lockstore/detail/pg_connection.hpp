@@ -16,7 +16,8 @@
 #include "lockstore/log.hpp"
 
 #include <boost/asio/awaitable.hpp>
-#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/deferred.hpp>
+#include <boost/asio/experimental/parallel_group.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -201,14 +202,19 @@ class PgConnection {
     socket_.emplace(executor_, descriptor);
   }
 
+  // The descriptor and the timer race in a parallel group of plain
+  // operations: no coroutine is spawned, so none of co_spawn's cancellation
+  // forwarding (chriskohlhoff/asio#1332) is involved.
   asio::awaitable<bool> wait_until(asio::posix::stream_descriptor::wait_type direction,
                                    std::chrono::steady_clock::time_point give_up_at) {
-    using namespace asio::experimental::awaitable_operators;
     asio::steady_timer timer(executor_, give_up_at);
-    auto ready = socket_->async_wait(direction, asio::use_awaitable);
-    auto expired = timer.async_wait(asio::use_awaitable);
-    auto first = co_await (std::move(ready) || std::move(expired));
-    co_return first.index() == 0;
+    auto [order, wait_error, timer_error] =
+        co_await asio::experimental::make_parallel_group(socket_->async_wait(direction, asio::deferred),
+                                                         timer.async_wait(asio::deferred))
+            .async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
+    asio::cancellation_state state = co_await asio::this_coro::cancellation_state;
+    if (state.cancelled() != asio::cancellation_type::none) throw boost::system::system_error(asio::error::operation_aborted);
+    co_return order[0] == 0 && !wait_error;
   }
 
   // Sends what libpq buffered, reads until the reply is complete, and

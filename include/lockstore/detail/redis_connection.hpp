@@ -13,7 +13,8 @@
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/connect.hpp>
-#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/deferred.hpp>
+#include <boost/asio/experimental/parallel_group.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
@@ -68,19 +69,15 @@ class RedisConnection {
   /// Resolves and connects within `timeout`; errc::backend_failure naming
   /// host and port when it cannot.
   asio::awaitable<void> connect(const std::string& host, std::uint16_t port, std::chrono::milliseconds timeout) {
-    using namespace asio::experimental::awaitable_operators;
     close();
     endpoint_ = fmt::format("{}:{}", host, port);
     asio::ip::tcp::resolver resolver(executor_);
     asio::ip::tcp::socket socket(executor_);
     asio::steady_timer timer(executor_, timeout);
-    auto connecting = connect_socket(resolver, socket, host, port);
-    auto expiring = timer.async_wait(asio::as_tuple(asio::use_awaitable));
-    auto first = co_await (std::move(connecting) || std::move(expiring));
-    if (first.index() == 1)
+    const auto error = co_await connect_socket(resolver, socket, timer, host, port);
+    if (error == asio::error::timed_out)
       throw Error(errc::backend_failure,
                   fmt::format("cannot connect to Redis at {}: no answer within {} ms", endpoint_, timeout.count()));
-    const auto error = std::get<0>(first);
     if (error)
       throw Error(errc::backend_failure, fmt::format("cannot connect to Redis at {}: {}", endpoint_, error.message()));
     socket.set_option(asio::ip::tcp::no_delay(true));
@@ -133,14 +130,24 @@ class RedisConnection {
   }
 
  private:
+  // Each step races the timer in a parallel group of plain operations: no
+  // coroutine is spawned, so none of co_spawn's cancellation forwarding
+  // (chriskohlhoff/asio#1332) is involved. asio::error::timed_out when the
+  // timer fires first.
   asio::awaitable<boost::system::error_code> connect_socket(asio::ip::tcp::resolver& resolver,
-                                                            asio::ip::tcp::socket& socket, const std::string& host,
-                                                            std::uint16_t port) {
-    auto [resolve_error, endpoints] =
-        co_await resolver.async_resolve(host, std::to_string(port), asio::as_tuple(asio::use_awaitable));
+                                                            asio::ip::tcp::socket& socket, asio::steady_timer& timer,
+                                                            const std::string& host, std::uint16_t port) {
+    auto [resolve_order, resolve_error, endpoints, resolve_timer_error] =
+        co_await asio::experimental::make_parallel_group(
+            resolver.async_resolve(host, std::to_string(port), asio::deferred), timer.async_wait(asio::deferred))
+            .async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
+    if (resolve_order[0] == 1) co_return asio::error::timed_out;
     if (resolve_error) co_return resolve_error;
-    auto [connect_error, connected_to] =
-        co_await asio::async_connect(socket, endpoints, asio::as_tuple(asio::use_awaitable));
+    auto [connect_order, connect_error, connected_to, connect_timer_error] =
+        co_await asio::experimental::make_parallel_group(asio::async_connect(socket, endpoints, asio::deferred),
+                                                         timer.async_wait(asio::deferred))
+            .async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
+    if (connect_order[0] == 1) co_return asio::error::timed_out;
     co_return connect_error;
   }
 
