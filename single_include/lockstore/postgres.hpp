@@ -187,7 +187,8 @@ inline std::optional<Wakeup> parse_postgres_wakeup(std::string_view payload) {
 #endif  // LOCKSTORE_SINGLE_DETAIL_WIRE_TEXT_HPP
 
 #include <boost/asio/awaitable.hpp>
-#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/deferred.hpp>
+#include <boost/asio/experimental/parallel_group.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -372,14 +373,19 @@ class PgConnection {
     socket_.emplace(executor_, descriptor);
   }
 
+  // The descriptor and the timer race in a parallel group of plain
+  // operations: no coroutine is spawned, so none of co_spawn's cancellation
+  // forwarding (chriskohlhoff/asio#1332) is involved.
   asio::awaitable<bool> wait_until(asio::posix::stream_descriptor::wait_type direction,
                                    std::chrono::steady_clock::time_point give_up_at) {
-    using namespace asio::experimental::awaitable_operators;
     asio::steady_timer timer(executor_, give_up_at);
-    auto ready = socket_->async_wait(direction, asio::use_awaitable);
-    auto expired = timer.async_wait(asio::use_awaitable);
-    auto first = co_await (std::move(ready) || std::move(expired));
-    co_return first.index() == 0;
+    auto [order, wait_error, timer_error] =
+        co_await asio::experimental::make_parallel_group(socket_->async_wait(direction, asio::deferred),
+                                                         timer.async_wait(asio::deferred))
+            .async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
+    asio::cancellation_state state = co_await asio::this_coro::cancellation_state;
+    if (state.cancelled() != asio::cancellation_type::none) throw boost::system::system_error(asio::error::operation_aborted);
+    co_return order[0] == 0 && !wait_error;
   }
 
   // Sends what libpq buffered, reads until the reply is complete, and
@@ -477,12 +483,14 @@ class PgConnection {
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include <algorithm>
 #include <chrono>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -495,24 +503,63 @@ namespace asio = boost::asio;
 
 using LockStrand = asio::strand<asio::any_io_executor>;
 
+/// Carries a caller's cancellation over to an operation running on a strand.
+/// Asio 1.81's own forwarding (co_spawn with the caller's slot) posts a
+/// lambda that points into the caller's cancellation slot; when the operation
+/// finishes before that lambda runs, the caller's next operation reuses the
+/// slot and the lambda reads freed memory (chriskohlhoff/asio#1332). The relay
+/// is owned by everyone who may still touch it, and emits only on the strand
+/// and only while the operation has not finished.
+struct StrandCancelRelay {
+  asio::cancellation_signal signal;
+  bool finished = false;  // read and written on the strand only
+};
+
+template <class T>
+using StrandResult = std::conditional_t<std::is_void_v<T>, bool, std::optional<T>>;
+
+/// On the strand: runs `operation`, then marks the relay finished, so a
+/// cancellation still on its way is dropped instead of delivered late.
+template <class T>
+asio::awaitable<StrandResult<T>> run_relayed(std::shared_ptr<StrandCancelRelay> relay, asio::awaitable<T> operation) {
+  struct MarkFinished {
+    StrandCancelRelay& relay;
+    ~MarkFinished() { relay.finished = true; }
+  } mark{*relay};
+  if constexpr (std::is_void_v<T>) {
+    co_await std::move(operation);
+    co_return true;
+  } else {
+    co_return co_await std::move(operation);
+  }
+}
+
 /// Runs `operation` on `strand` and resumes the caller on its own executor.
 /// The caller's per-operation cancellation reaches the operation.
 template <class T>
-asio::awaitable<std::optional<T>> boxed(asio::awaitable<T> operation) {
-  co_return co_await std::move(operation);
-}
-
-template <class T>
 asio::awaitable<T> on_strand(const LockStrand& strand, asio::awaitable<T> operation) {
-  if constexpr (std::is_void_v<T> || std::is_default_constructible_v<T>) {
-    auto spawned = asio::co_spawn(strand, std::move(operation), asio::use_awaitable);
-    co_return co_await std::move(spawned);
-  } else {
-    // co_spawn needs a default-constructible result (Asio 1.81).
-    auto spawned = asio::co_spawn(strand, boxed(std::move(operation)), asio::use_awaitable);
-    auto result = co_await std::move(spawned);
-    co_return std::move(*result);
+  auto relay = std::make_shared<StrandCancelRelay>();
+  asio::cancellation_state caller_state = co_await asio::this_coro::cancellation_state;
+  auto caller_slot = caller_state.slot();
+  if (caller_slot.is_connected()) {
+    caller_slot.assign([relay, strand](asio::cancellation_type type) {
+      asio::post(strand, [relay, type] {
+        if (!relay->finished) relay->signal.emit(type);
+      });
+    });
   }
+  auto spawned = asio::co_spawn(strand, run_relayed(relay, std::move(operation)),
+                                asio::bind_cancellation_slot(relay->signal.slot(), asio::use_awaitable));
+  std::exception_ptr failure;
+  StrandResult<T> result{};
+  try {
+    result = co_await std::move(spawned);
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  if (caller_slot.is_connected()) caller_slot.clear();
+  if (failure) std::rethrow_exception(failure);
+  if constexpr (!std::is_void_v<T>) co_return std::move(*result);
 }
 
 /// When a refused acquirer looks again on its own: at the holder's expiry,

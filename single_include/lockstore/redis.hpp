@@ -117,7 +117,8 @@ class AsyncMutex {
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/connect.hpp>
-#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/deferred.hpp>
+#include <boost/asio/experimental/parallel_group.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
@@ -172,19 +173,15 @@ class RedisConnection {
   /// Resolves and connects within `timeout`; errc::backend_failure naming
   /// host and port when it cannot.
   asio::awaitable<void> connect(const std::string& host, std::uint16_t port, std::chrono::milliseconds timeout) {
-    using namespace asio::experimental::awaitable_operators;
     close();
     endpoint_ = fmt::format("{}:{}", host, port);
     asio::ip::tcp::resolver resolver(executor_);
     asio::ip::tcp::socket socket(executor_);
     asio::steady_timer timer(executor_, timeout);
-    auto connecting = connect_socket(resolver, socket, host, port);
-    auto expiring = timer.async_wait(asio::as_tuple(asio::use_awaitable));
-    auto first = co_await (std::move(connecting) || std::move(expiring));
-    if (first.index() == 1)
+    const auto error = co_await connect_socket(resolver, socket, timer, host, port);
+    if (error == asio::error::timed_out)
       throw Error(errc::backend_failure,
                   fmt::format("cannot connect to Redis at {}: no answer within {} ms", endpoint_, timeout.count()));
-    const auto error = std::get<0>(first);
     if (error)
       throw Error(errc::backend_failure, fmt::format("cannot connect to Redis at {}: {}", endpoint_, error.message()));
     socket.set_option(asio::ip::tcp::no_delay(true));
@@ -237,14 +234,24 @@ class RedisConnection {
   }
 
  private:
+  // Each step races the timer in a parallel group of plain operations: no
+  // coroutine is spawned, so none of co_spawn's cancellation forwarding
+  // (chriskohlhoff/asio#1332) is involved. asio::error::timed_out when the
+  // timer fires first.
   asio::awaitable<boost::system::error_code> connect_socket(asio::ip::tcp::resolver& resolver,
-                                                            asio::ip::tcp::socket& socket, const std::string& host,
-                                                            std::uint16_t port) {
-    auto [resolve_error, endpoints] =
-        co_await resolver.async_resolve(host, std::to_string(port), asio::as_tuple(asio::use_awaitable));
+                                                            asio::ip::tcp::socket& socket, asio::steady_timer& timer,
+                                                            const std::string& host, std::uint16_t port) {
+    auto [resolve_order, resolve_error, endpoints, resolve_timer_error] =
+        co_await asio::experimental::make_parallel_group(
+            resolver.async_resolve(host, std::to_string(port), asio::deferred), timer.async_wait(asio::deferred))
+            .async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
+    if (resolve_order[0] == 1) co_return asio::error::timed_out;
     if (resolve_error) co_return resolve_error;
-    auto [connect_error, connected_to] =
-        co_await asio::async_connect(socket, endpoints, asio::as_tuple(asio::use_awaitable));
+    auto [connect_order, connect_error, connected_to, connect_timer_error] =
+        co_await asio::experimental::make_parallel_group(asio::async_connect(socket, endpoints, asio::deferred),
+                                                         timer.async_wait(asio::deferred))
+            .async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
+    if (connect_order[0] == 1) co_return asio::error::timed_out;
     co_return connect_error;
   }
 
@@ -353,12 +360,14 @@ class RedisConnection {
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include <algorithm>
 #include <chrono>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -371,24 +380,63 @@ namespace asio = boost::asio;
 
 using LockStrand = asio::strand<asio::any_io_executor>;
 
+/// Carries a caller's cancellation over to an operation running on a strand.
+/// Asio 1.81's own forwarding (co_spawn with the caller's slot) posts a
+/// lambda that points into the caller's cancellation slot; when the operation
+/// finishes before that lambda runs, the caller's next operation reuses the
+/// slot and the lambda reads freed memory (chriskohlhoff/asio#1332). The relay
+/// is owned by everyone who may still touch it, and emits only on the strand
+/// and only while the operation has not finished.
+struct StrandCancelRelay {
+  asio::cancellation_signal signal;
+  bool finished = false;  // read and written on the strand only
+};
+
+template <class T>
+using StrandResult = std::conditional_t<std::is_void_v<T>, bool, std::optional<T>>;
+
+/// On the strand: runs `operation`, then marks the relay finished, so a
+/// cancellation still on its way is dropped instead of delivered late.
+template <class T>
+asio::awaitable<StrandResult<T>> run_relayed(std::shared_ptr<StrandCancelRelay> relay, asio::awaitable<T> operation) {
+  struct MarkFinished {
+    StrandCancelRelay& relay;
+    ~MarkFinished() { relay.finished = true; }
+  } mark{*relay};
+  if constexpr (std::is_void_v<T>) {
+    co_await std::move(operation);
+    co_return true;
+  } else {
+    co_return co_await std::move(operation);
+  }
+}
+
 /// Runs `operation` on `strand` and resumes the caller on its own executor.
 /// The caller's per-operation cancellation reaches the operation.
 template <class T>
-asio::awaitable<std::optional<T>> boxed(asio::awaitable<T> operation) {
-  co_return co_await std::move(operation);
-}
-
-template <class T>
 asio::awaitable<T> on_strand(const LockStrand& strand, asio::awaitable<T> operation) {
-  if constexpr (std::is_void_v<T> || std::is_default_constructible_v<T>) {
-    auto spawned = asio::co_spawn(strand, std::move(operation), asio::use_awaitable);
-    co_return co_await std::move(spawned);
-  } else {
-    // co_spawn needs a default-constructible result (Asio 1.81).
-    auto spawned = asio::co_spawn(strand, boxed(std::move(operation)), asio::use_awaitable);
-    auto result = co_await std::move(spawned);
-    co_return std::move(*result);
+  auto relay = std::make_shared<StrandCancelRelay>();
+  asio::cancellation_state caller_state = co_await asio::this_coro::cancellation_state;
+  auto caller_slot = caller_state.slot();
+  if (caller_slot.is_connected()) {
+    caller_slot.assign([relay, strand](asio::cancellation_type type) {
+      asio::post(strand, [relay, type] {
+        if (!relay->finished) relay->signal.emit(type);
+      });
+    });
   }
+  auto spawned = asio::co_spawn(strand, run_relayed(relay, std::move(operation)),
+                                asio::bind_cancellation_slot(relay->signal.slot(), asio::use_awaitable));
+  std::exception_ptr failure;
+  StrandResult<T> result{};
+  try {
+    result = co_await std::move(spawned);
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  if (caller_slot.is_connected()) caller_slot.clear();
+  if (failure) std::rethrow_exception(failure);
+  if constexpr (!std::is_void_v<T>) co_return std::move(*result);
 }
 
 /// When a refused acquirer looks again on its own: at the holder's expiry,
