@@ -2,6 +2,7 @@
 #include "support/helpers.hpp"
 
 #include <catch2/catch.hpp>
+#include <lockstore/detail/remote_lock.hpp>
 #include <lockstore/lockstore.hpp>
 
 #include <set>
@@ -130,6 +131,67 @@ TEST_CASE("the log handler can be replaced while other threads log", "[core][log
   for (auto& logger : loggers) logger.join();
   set_log_handler(nullptr);
   CHECK(delivered.load() > 100);
+}
+
+}  // namespace lockstore::test
+
+namespace lockstore::test {
+
+// PostgresLock and RedisLock run every operation on a strand through
+// detail::on_strand. Asio 1.81's own forwarding of the caller's cancellation
+// posted a lambda that pointed into the caller's cancellation slot; a
+// cancellation arriving as the operation finished was then read after the
+// slot was freed (ASan: heap-use-after-free in co_spawn_cancellation_handler,
+// chriskohlhoff/asio#1332). The strand here runs on a thread of its own, as a
+// server lock's strand does for a caller on another io_context.
+TEST_CASE("a cancellation that reaches a strand operation as it finishes is dropped, never read after free",
+          "[core][cancellation]") {
+  using namespace std::chrono_literals;
+  asio::io_context strand_context;
+  auto keep_running = asio::make_work_guard(strand_context);
+  std::thread strand_thread([&] { strand_context.run(); });
+  const detail::LockStrand strand(strand_context.get_executor());
+  int finished = 0;
+  int cancelled = 0;
+  try {
+    run([&]() -> asio::awaitable<void> {
+      for (int round = 0; round < 100; ++round) {
+        // The operation is still running on the strand when the cancellation
+        // comes (after 1 ms of its 3 ms), and a job queued behind it keeps
+        // the strand busy, so the forwarded cancellation runs only after the
+        // caller has resumed and moved on.
+        auto finishing = [&]() -> asio::awaitable<int> {
+          // Resumed once by a handler, as after any I/O: co_spawn then
+          // completes without a further trip through the strand's queue.
+          co_await asio::post(co_await asio::this_coro::executor, asio::use_awaitable);
+          asio::post(strand, [] { std::this_thread::sleep_for(3ms); });
+          std::this_thread::sleep_for(3ms);
+          co_return 7;
+        };
+        auto outcome = co_await cancel_after(detail::on_strand(strand, finishing()), 1ms);
+        if (outcome && *outcome == 7) ++finished;
+      }
+      // A cancellation that arrives in time still reaches the operation.
+      for (int round = 0; round < 20; ++round) {
+        auto waiting = [&]() -> asio::awaitable<int> {
+          asio::steady_timer timer(co_await asio::this_coro::executor, 30s);
+          co_await timer.async_wait(asio::use_awaitable);
+          co_return 7;
+        };
+        const auto started = std::chrono::steady_clock::now();
+        auto outcome = co_await cancel_after(detail::on_strand(strand, waiting()), 5ms);
+        if (!outcome && std::chrono::steady_clock::now() - started < 10s) ++cancelled;
+      }
+    });
+  } catch (...) {
+    keep_running.reset();
+    strand_thread.join();
+    throw;
+  }
+  keep_running.reset();
+  strand_thread.join();
+  CHECK(finished == 100);  // a cancellation after the operation finished changes nothing
+  CHECK(cancelled == 20);
 }
 
 }  // namespace lockstore::test

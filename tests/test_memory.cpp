@@ -14,6 +14,13 @@ struct MemoryFixture {
   MemoryLock shared;
   asio::awaitable<MemoryLock> make_lock(std::string) { co_return shared; }
   asio::awaitable<MemoryLock> make_remote_lock(std::string) { co_return shared; }
+  // An in-process waiter joins the queue at its first suspension, with no
+  // I/O: a few turns of the io_context after it was spawned are enough, and
+  // there is nothing outside to look at.
+  asio::awaitable<std::size_t> waiting(const AdvisoryKey&) {
+    for (int turn = 0; turn < 10; ++turn) co_await asio::post(co_await asio::this_coro::executor, asio::use_awaitable);
+    co_return std::numeric_limits<std::size_t>::max();
+  }
 };
 
 }  // namespace lockstore::test

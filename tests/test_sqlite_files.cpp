@@ -345,6 +345,7 @@ TEST_CASE("a file another process keeps locked past busy_timeout gives a clear e
   const auto path = dir / "busy.db";
   fill_database(path);
   const auto locked = dir / "locked";
+  const auto done = dir / "done";
   const auto statuses = run_children(
       1,
       [&](int) {
@@ -352,13 +353,21 @@ TEST_CASE("a file another process keeps locked past busy_timeout gives a clear e
         if (sqlite3_open(path.c_str(), &db) != SQLITE_OK) return 1;
         if (sqlite3_exec(db, "BEGIN EXCLUSIVE", nullptr, nullptr, nullptr) != SQLITE_OK) return 2;
         std::ofstream(locked).put('1');
-        std::this_thread::sleep_for(1500ms);
+        // Held until the parent's attempt is over (bounded: a parent that
+        // died must not keep this child), not for a fixed time it may overrun.
+        for (int i = 0; i < 3000 && !std::filesystem::exists(done); ++i) std::this_thread::sleep_for(10ms);
+        const bool told = std::filesystem::exists(done);
         sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr);
         sqlite3_close(db);
-        return 0;
+        return told ? 0 : 3;
       },
       [&] {
-        for (int i = 0; i < 500 && !std::filesystem::exists(locked); ++i) std::this_thread::sleep_for(10ms);
+        // However the attempt ends, the child may then commit.
+        struct TellChild {
+          std::filesystem::path done;
+          ~TellChild() { std::ofstream(done).put('1'); }
+        } tell_child{done};
+        for (int i = 0; i < 3000 && !std::filesystem::exists(locked); ++i) std::this_thread::sleep_for(10ms);
         REQUIRE(std::filesystem::exists(locked));
         SqliteOptions options;
         options.busy_timeout = 200ms;
@@ -377,7 +386,11 @@ TEST_CASE("a file another process keeps locked past busy_timeout gives a clear e
           REQUIRE(refused.has_value());
           CHECK(refused->code() == errc::backend_failure);
           CHECK_THAT(refused->what(), Catch::Contains("busy.db") && Catch::Contains("locked"));
-          CHECK(waited < 1200ms);  // gave up after busy_timeout, not after the other's 1.5 s
+          // Gave up after busy_timeout (200 ms), not by outwaiting the other,
+          // which holds on until this attempt is over (up to 30 s), nor after
+          // the default busy_timeout (15 s). 5 s leaves the open and a loaded
+          // sanitizer run room.
+          CHECK(waited < 5s);
         });
       });
   CHECK(statuses == std::vector<int>{0});
@@ -401,32 +414,153 @@ TEST_CASE("a statement blocked by another connection's write goes on within mill
   run([&]() -> asio::awaitable<void> {
     auto database = co_await SqliteDatabase::open(path);
     SqliteLock lock(database, "patient");
+    // SQLite's handler would be >= 48 ms late in every round; lockstore's is
+    // about 1 ms late, but a loaded sanitizer run can stall a round past
+    // 30 ms: the best of three rounds counts.
+    auto best = std::chrono::nanoseconds::max();
+    for (int round = 0; round < 3 && best >= 30ms; ++round) {
+      std::atomic<bool> locked{false};
+      std::atomic<std::int64_t> committed_ns{0};
+      std::thread writer([&] {
+        sqlite3* db = nullptr;
+        sqlite3_open(path.c_str(), &db);
+        if (sqlite3_exec(db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) == SQLITE_OK) {
+          locked = true;
+          std::this_thread::sleep_for(480ms);
+          sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr);
+          committed_ns = std::chrono::steady_clock::now().time_since_epoch().count();
+        }
+        locked = true;  // even on failure: the REQUIRE below reports it
+        sqlite3_close(db);
+      });
+      while (!locked) std::this_thread::sleep_for(1ms);
+      const AdvisoryKey key(fmt::format("blocked-{}", round));
+      auto attempt = lock.try_acquire(key, 5s);
+      auto guard = co_await std::move(attempt);
+      const auto done_ns = std::chrono::steady_clock::now().time_since_epoch().count();
+      writer.join();
+      REQUIRE(committed_ns != 0);
+      REQUIRE(guard);
+      const auto late = std::chrono::nanoseconds(done_ns - committed_ns);
+      const double late_ms = std::chrono::duration<double, std::milli>(late).count();
+      INFO("round " << round << ": granted " << late_ms << " ms after the other commit");
+      best = std::min(best, late);
+      co_await lock.release(std::move(*guard));
+    }
+    const double best_ms = std::chrono::duration<double, std::milli>(best).count();
+    INFO("best round: granted " << best_ms << " ms after the other commit");
+    CHECK(best < 30ms);
+  });
+}
+
+}  // namespace lockstore::test
+
+namespace lockstore::test {
+
+TEST_CASE("a lease statement that waits for another connection's write lock gives the full TTL from when it runs",
+          "[sqlite][files]") {
+  // Another connection holds the write lock for 1.5 s (a long GC, a big
+  // commit, another program). An extend(1 s) and a try_acquire(1 s) queued
+  // meanwhile must not write an expiry computed from a clock read before
+  // that wait: such an expiry is already past when the statement commits,
+  // and a contender would be granted at once.
+  TempDir dir;
+  const auto path = dir / "slow.db";
+  run([&]() -> asio::awaitable<void> {
+    auto database = co_await SqliteDatabase::open(path);
+    SqliteLock alice(database, "alice");
+    SqliteLock bob(database, "bob");
+    auto held = co_await alice.try_acquire(AdvisoryKey("extended"), 3s);
+    REQUIRE(held);
     std::atomic<bool> locked{false};
-    std::atomic<std::int64_t> committed_ns{0};
     std::thread writer([&] {
       sqlite3* db = nullptr;
       sqlite3_open(path.c_str(), &db);
       if (sqlite3_exec(db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) == SQLITE_OK) {
         locked = true;
-        std::this_thread::sleep_for(480ms);
+        std::this_thread::sleep_for(1500ms);
         sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr);
-        committed_ns = std::chrono::steady_clock::now().time_since_epoch().count();
       }
-      locked = true;  // even on failure: the REQUIRE below reports it
+      locked = true;
       sqlite3_close(db);
     });
     while (!locked) std::this_thread::sleep_for(1ms);
-    auto attempt = lock.try_acquire(AdvisoryKey("blocked"), 5s);
-    auto guard = co_await std::move(attempt);
-    const auto done_ns = std::chrono::steady_clock::now().time_since_epoch().count();
+    const auto sent = std::chrono::steady_clock::now();
+    auto extending = alice.extend(*held, 1s);
+    const bool extended = co_await std::move(extending);
+    auto taking = alice.try_acquire(AdvisoryKey("fresh"), 1s);
+    auto fresh = co_await std::move(taking);
     writer.join();
-    REQUIRE(committed_ns != 0);
-    REQUIRE(guard);
-    const auto late = std::chrono::nanoseconds(done_ns - committed_ns);
-    const double late_ms = std::chrono::duration<double, std::milli>(late).count();
-    INFO("granted " << late_ms << " ms after the other commit");
-    CHECK(late < 30ms);
-    co_await lock.release(std::move(*guard));
+    CHECK(extended);
+    REQUIRE(fresh);
+    // Both leases run 1 s from when their statements ran (after >= 1.4 s of
+    // waiting), so bob is refused on both keys now.
+    auto contender = co_await bob.try_acquire(AdvisoryKey("extended"), 5s);
+    CHECK_FALSE(contender.has_value());
+    if (contender) co_await bob.release(std::move(*contender));
+    auto other = co_await bob.try_acquire(AdvisoryKey("fresh"), 5s);
+    CHECK_FALSE(other.has_value());
+    if (other) co_await bob.release(std::move(*other));
+    // The holder's own view stays conservative: from when it asked.
+    CHECK(held->valid_until() <= sent + 1s + 50ms);
+    co_await alice.release(std::move(*held));
+    co_await alice.release(std::move(*fresh));
+  });
+}
+
+TEST_CASE("fences never go back when the database file is deleted and created again", "[sqlite][files]") {
+  TempDir dir;
+  const auto path = dir / "recreated.db";
+  std::uint64_t before = 0;
+  run([&]() -> asio::awaitable<void> {
+    auto database = co_await SqliteDatabase::open(path);
+    SqliteLock lock(database, "alice");
+    for (int i = 0; i < 3; ++i) {
+      auto guard = co_await lock.acquire(AdvisoryKey("fenced"), 5s, 5s);
+      before = guard.fence();
+      co_await lock.release(std::move(guard));
+    }
+  });
+  std::filesystem::remove(path);
+  std::filesystem::remove(path.string() + "-wal");
+  std::filesystem::remove(path.string() + "-shm");
+  run([&]() -> asio::awaitable<void> {
+    auto database = co_await SqliteDatabase::open(path);
+    SqliteLock lock(database, "alice");
+    auto guard = co_await lock.acquire(AdvisoryKey("fenced"), 5s, 5s);
+    CHECK(guard.fence() > before);
+    co_await lock.release(std::move(guard));
+  });
+}
+
+TEST_CASE("SqliteOptions::synchronous sets the file's synchronous level", "[sqlite][files]") {
+  TempDir dir;
+  run([&]() -> asio::awaitable<void> {
+    std::vector<std::pair<SqliteSynchronous, int>> levels;
+    levels.emplace_back(SqliteSynchronous::normal, 1);
+    levels.emplace_back(SqliteSynchronous::full, 2);
+    levels.emplace_back(SqliteSynchronous::extra, 3);
+    for (const auto& [level, expected] : levels) {
+      SqliteOptions options;
+      options.synchronous = level;
+      auto opening = SqliteDatabase::open(dir / fmt::format("sync-{}.db", expected), options);
+      auto database = co_await std::move(opening);
+      auto reading = database.run([](detail::SqliteConnection& connection) {
+        return connection.pragma_int("synchronous");
+      });
+      const auto found = co_await std::move(reading);
+      CHECK(found == expected);
+    }
+    SqliteOptions bad;
+    bad.synchronous = static_cast<SqliteSynchronous>(7);
+    std::optional<errc> code;
+    try {
+      auto opening = SqliteDatabase::open(dir / "bad.db", bad);
+      co_await std::move(opening);
+    } catch (const Error& error) {
+      code = static_cast<errc>(error.code().value());
+    }
+    CHECK(code == errc::invalid_argument);
   });
 }
 

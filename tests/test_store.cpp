@@ -554,7 +554,7 @@ TEST_CASE("a version 1 file is migrated to the current schema and keeps its leas
     SqliteLock lock(database, "new");
     auto guard = co_await lock.try_acquire(AdvisoryKey("old"), 5s);
     REQUIRE(guard);
-    CHECK(guard->fence() == 42);  // the fence counter survived the migration
+    CHECK(guard->fence() > 41);  // fences never go back, through a migration too
     co_await lock.release(std::move(*guard));
     auto store = co_await SessionStore::open(database);
     co_await store.commit(request_for("s", 0, "works"));

@@ -36,13 +36,20 @@ inline std::string random_owner() {
 
 class LockGuard {
  public:
-  LockGuard(AdvisoryKey key, std::string token, std::uint64_t fence)
+  using TimePoint = std::chrono::steady_clock::time_point;
+
+  /// For backends: a guard whose lease ends at `valid_until` at the latest,
+  /// by the holder's steady clock (the time the granting request was sent,
+  /// plus the TTL). Without it the end is unknown (TimePoint::max()):
+  /// with_session_lock then confirms the lease with an extend at once.
+  LockGuard(AdvisoryKey key, std::string token, std::uint64_t fence, TimePoint valid_until = TimePoint::max())
       : key_(std::move(key)), token_(std::move(token)), fence_(fence),
-        acquired_at_(std::chrono::steady_clock::now()) {}
+        acquired_at_(std::chrono::steady_clock::now()), valid_until_(valid_until) {}
 
   LockGuard(LockGuard&& other) noexcept
       : key_(std::move(other.key_)), token_(std::move(other.token_)), fence_(other.fence_),
-        acquired_at_(other.acquired_at_), released_(std::exchange(other.released_, true)) {}
+        acquired_at_(other.acquired_at_), valid_until_(other.valid_until_),
+        released_(std::exchange(other.released_, true)) {}
 
   LockGuard& operator=(LockGuard&& other) noexcept {
     if (this != &other) {
@@ -51,6 +58,7 @@ class LockGuard {
       token_ = std::move(other.token_);
       fence_ = other.fence_;
       acquired_at_ = other.acquired_at_;
+      valid_until_ = other.valid_until_;
       released_ = std::exchange(other.released_, true);
     }
     return *this;
@@ -69,6 +77,19 @@ class LockGuard {
   std::chrono::steady_clock::duration held_for() const noexcept {
     return std::chrono::steady_clock::now() - acquired_at_;
   }
+
+  /// When the holder must assume its lease has ended: the steady-clock time
+  /// at which the granting (or last confirmed extending) request was sent,
+  /// plus its TTL. The lease may end earlier only if the backend's clock runs
+  /// faster than this machine's (README, "Guarantees"); check it before a
+  /// side effect that must not happen without the lease.
+  /// TimePoint::max() when the backend did not say.
+  TimePoint valid_until() const noexcept { return valid_until_; }
+
+  /// For backends: after an extend that returned true, the new end (the
+  /// time that extend's request was sent, plus its TTL; earlier than before
+  /// when the new TTL is shorter, as the lease's own expiry is).
+  void confirm_until(TimePoint valid_until) noexcept { valid_until_ = valid_until; }
 
   bool released() const noexcept { return released_; }
 
@@ -94,6 +115,7 @@ class LockGuard {
   std::string token_;
   std::uint64_t fence_;
   std::chrono::steady_clock::time_point acquired_at_;
+  TimePoint valid_until_;
   bool released_ = false;
 };
 

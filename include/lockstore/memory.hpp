@@ -96,7 +96,8 @@ class MemoryLock {
     co_return co_await std::move(acquiring);
   }
 
-  /// New expiry = now + ttl while the guard's lease is live; false otherwise.
+  /// New expiry = now + ttl while the guard's lease is live (and the guard's
+  /// valid_until() with it); false otherwise.
   asio::awaitable<bool> extend(LockGuard& guard, std::chrono::milliseconds ttl) {
     detail::validate_ttl(ttl, "MemoryLock::extend");
     std::lock_guard lock(state_->mutex);
@@ -106,6 +107,7 @@ class MemoryLock {
         found->second.expires_at <= now)
       co_return false;
     found->second.expires_at = now + ttl;
+    guard.confirm_until(found->second.expires_at);
     co_return true;
   }
 
@@ -179,7 +181,7 @@ class MemoryLock {
     }
     auto& lease = state_->leases[key.str()];
     lease = Lease{random_token(), ++state_->last_fence, now + ttl};
-    return {.guard = LockGuard(key, lease.token, lease.fence)};
+    return {.guard = LockGuard(key, lease.token, lease.fence, lease.expires_at)};
   }
 
   std::shared_ptr<State> state_ = std::make_shared<State>();

@@ -79,10 +79,12 @@ UPDATE lockstore_schema SET version = 2 WHERE version = 1;
 COMMIT;
 SELECT max(version) FROM lockstore_schema;)sql";
 
-// One clock reading (`now`) decides everything, as in the SQLite backend: a
-// free (expired or released) row is taken with a new token and fence + 1; a
-// live row of the same owner keeps its token and fence and gets a new expiry.
-// When refused, the second branch reports how long the holder has left.
+// One clock reading (`now`, the server's) decides everything, as in the
+// SQLite backend: only a free (expired or released) row is taken, whoever
+// the owner (every acquisition is its own holder), with a new token and a
+// fence of max(last + 1, the clock in microseconds), so fences keep growing
+// even when the table is dropped and created again. When refused, the
+// second branch reports how long the holder has left.
 //
 // The queue of acquire() callers: $5 is the caller's ticket ceiling (NULL for
 // try_acquire, which ignores the queue; the largest bigint for a caller
@@ -95,18 +97,18 @@ inline constexpr detail::PgStatement acquire{"lockstore_acquire", R"sql(
 WITH now AS (SELECT clock_timestamp() AS t),
 granted AS (
   INSERT INTO lockstore_leases AS l (key, owner, token, fence, acquired_at, expires_at)
-  SELECT $1::bytea, $2::bytea, $3::text, 1, t, t + $4::bigint * interval '1 millisecond' FROM now
+  SELECT $1::bytea, $2::bytea, $3::text, (extract(epoch FROM t) * 1000000)::bigint, t,
+         t + $4::bigint * interval '1 millisecond' FROM now
   ON CONFLICT (key) DO UPDATE SET
-    token       = CASE WHEN l.expires_at > excluded.acquired_at THEN l.token ELSE excluded.token END,
-    fence       = CASE WHEN l.expires_at > excluded.acquired_at THEN l.fence ELSE l.fence + 1 END,
-    acquired_at = CASE WHEN l.expires_at > excluded.acquired_at THEN l.acquired_at ELSE excluded.acquired_at END,
+    token       = excluded.token,
+    fence       = greatest(l.fence + 1, excluded.fence),
+    acquired_at = excluded.acquired_at,
     owner       = excluded.owner,
     expires_at  = excluded.expires_at
-  WHERE l.owner = excluded.owner
-     OR (l.expires_at <= excluded.acquired_at
-         AND ($5::bigint IS NULL OR NOT EXISTS (
-               SELECT FROM lockstore_waiters w WHERE w.key = $1::bytea AND w.ticket < $5::bigint
-                                                 AND w.expires_at > excluded.acquired_at)))
+  WHERE l.expires_at <= excluded.acquired_at
+    AND ($5::bigint IS NULL OR NOT EXISTS (
+          SELECT FROM lockstore_waiters w WHERE w.key = $1::bytea AND w.ticket < $5::bigint
+                                            AND w.expires_at > excluded.acquired_at))
   RETURNING l.token, l.fence),
 swept AS (
   DELETE FROM lockstore_waiters w USING now
@@ -137,6 +139,24 @@ next AS (
 SELECT pg_notify(coalesce((SELECT channel FROM next), 'lockstore_released'),
                  encode(key, 'hex') || coalesce(':' || (SELECT ticket FROM next), ''))
 FROM left_queue)sql"};
+
+// The explicit takeover (PostgresLock::take_over): like a try_acquire, but a
+// live lease of the same owner is taken too, with a new token and a larger
+// fence (its old guard is fenced out), and its expiry never moves earlier.
+inline constexpr detail::PgStatement take_over{"lockstore_take_over", R"sql(
+WITH now AS (SELECT clock_timestamp() AS t)
+INSERT INTO lockstore_leases AS l (key, owner, token, fence, acquired_at, expires_at)
+SELECT $1::bytea, $2::bytea, $3::text, (extract(epoch FROM t) * 1000000)::bigint, t,
+       t + $4::bigint * interval '1 millisecond' FROM now
+ON CONFLICT (key) DO UPDATE SET
+  token       = excluded.token,
+  fence       = greatest(l.fence + 1, excluded.fence),
+  acquired_at = excluded.acquired_at,
+  expires_at  = CASE WHEN l.owner = excluded.owner THEN greatest(l.expires_at, excluded.expires_at)
+                     ELSE excluded.expires_at END,
+  owner       = excluded.owner
+WHERE l.owner = excluded.owner OR l.expires_at <= excluded.acquired_at
+RETURNING l.token, l.fence)sql"};
 
 inline constexpr detail::PgStatement extend{"lockstore_extend", R"sql(
 UPDATE lockstore_leases SET expires_at = clock_timestamp() + $3::bigint * interval '1 millisecond'
@@ -218,8 +238,8 @@ class PostgresLock {
 
   const std::string& owner() const noexcept { return owner_; }
 
-  /// One attempt. A live lease of this owner is refreshed (same token and
-  /// fence, new expiry); another owner's live lease gives std::nullopt.
+  /// One attempt: std::nullopt while any live lease holds the key, this
+  /// owner's included (every acquisition is its own holder; see take_over).
   /// Throws errc::connection_lost when the connection broke (the next call
   /// reconnects). Not cancellable: the statement always completes.
   asio::awaitable<std::optional<LockGuard>> try_acquire(AdvisoryKey key, std::chrono::milliseconds ttl) {
@@ -239,16 +259,43 @@ class PostgresLock {
     co_return co_await std::move(acquiring);
   }
 
-  /// New expiry = server now + ttl while the guard's token holds a live lease.
+  /// New expiry = server now + ttl while the guard's token holds a live
+  /// lease. On true, the guard's valid_until() becomes the time this call was
+  /// made + ttl.
   asio::awaitable<bool> extend(LockGuard& guard, std::chrono::milliseconds ttl) {
     detail::validate_ttl(ttl, "PostgresLock::extend");
     std::vector<detail::PgParam> params;
     params.push_back({guard.key().str(), true});
     params.push_back({guard.token(), false});
     params.push_back({std::to_string(ttl.count()), false});
+    const auto sent = std::chrono::steady_clock::now();
     auto extending = detail::on_strand(state_->strand, execute(state_, detail::postgres_sql::extend, std::move(params)));
     auto result = co_await std::move(extending);
-    co_return std::string_view(PQcmdTuples(result.get())) == "1";
+    const bool extended = std::string_view(PQcmdTuples(result.get())) == "1";
+    if (extended) guard.confirm_until(sent + ttl);
+    co_return extended;
+  }
+
+  /// The explicit form of "this owner takes its lease back" (a session
+  /// resuming after a crash before the old lease ran out): granted when the
+  /// key is free or held by this lock's owner, with a new token and a larger
+  /// fence, so the old holder's guard can neither extend nor release it any
+  /// more. The expiry is the later of the old one and now + ttl: a takeover
+  /// never shortens a lease. std::nullopt when another owner holds the key.
+  /// It does not wait in the queue of acquire() callers.
+  asio::awaitable<std::optional<LockGuard>> take_over(AdvisoryKey key, std::chrono::milliseconds ttl) {
+    detail::validate_ttl(ttl, "PostgresLock::take_over");
+    std::vector<detail::PgParam> params;
+    params.push_back({key.str(), true});
+    params.push_back({owner_, true});
+    params.push_back({random_token(), false});
+    params.push_back({std::to_string(ttl.count()), false});
+    const auto sent = std::chrono::steady_clock::now();
+    auto taking = detail::on_strand(state_->strand, execute(state_, detail::postgres_sql::take_over, std::move(params)));
+    auto result = co_await std::move(taking);
+    if (PQntuples(result.get()) != 1) co_return std::nullopt;
+    co_return LockGuard(std::move(key), PQgetvalue(result.get(), 0, 0), std::stoull(PQgetvalue(result.get(), 0, 1)),
+                        sent + ttl);
   }
 
   /// Removes the lease if the guard's token still holds it, notifies the
@@ -367,7 +414,7 @@ class PostgresLock {
     std::vector<detail::PgStatement> statements{detail::postgres_sql::acquire, detail::postgres_sql::extend,
                                                 detail::postgres_sql::release, detail::postgres_sql::release_owned,
                                                 detail::postgres_sql::force_release, detail::postgres_sql::list,
-                                                detail::postgres_sql::leave_queue};
+                                                detail::postgres_sql::leave_queue, detail::postgres_sql::take_over};
     co_await command.prepare(statements);
   }
 
@@ -438,6 +485,7 @@ class PostgresLock {
     params.push_back({ticketed ? std::to_string(*seat->ticket) : "", false, !ticketed});
     const bool listening = queued && state->pump.listening();
     params.push_back({listening ? state->own_channel : "", false, !listening});
+    const auto sent = std::chrono::steady_clock::now();
     auto result = co_await execute(state, detail::postgres_sql::acquire, std::move(params));
     detail::Attempt attempt;
     const PGresult* rows = result.get();
@@ -445,7 +493,7 @@ class PostgresLock {
       if (seat != nullptr) seat->ticket.reset();
       std::string token = PQgetvalue(rows, 0, 0);
       attempt.fresh = token == proposed;
-      attempt.guard.emplace(std::move(key), std::move(token), std::stoull(PQgetvalue(rows, 0, 1)));
+      attempt.guard.emplace(std::move(key), std::move(token), std::stoull(PQgetvalue(rows, 0, 1)), sent + ttl);
       co_return attempt;
     }
     std::chrono::milliseconds remaining(0);

@@ -49,6 +49,10 @@ struct RedisOptions {
   int database = 0;                     ///< SELECT when not 0
   std::string key_prefix = "lockstore:";
   std::chrono::milliseconds connect_timeout = std::chrono::seconds(5);
+  /// A server whose maxmemory-policy may evict keys (allkeys-*, volatile-*)
+  /// can drop a live lease under memory pressure and let a second holder in,
+  /// so connect() refuses it unless this is true (README, "Redis").
+  bool accept_eviction = false;
 };
 
 namespace detail::redis_scripts {
@@ -73,12 +77,13 @@ namespace detail::redis_scripts {
 // KEYS[1] lease, KEYS[2] fence counter, KEYS[3] queue, KEYS[4] queue
 // expiries; ARGV token, owner, ttl ms, ticket, ticket ttl ms. The ticket is
 // '' for try_acquire (the queue is ignored), '0' for a waiter without one yet.
-// Granted: {token, fence} (strings). Same owner: {its token, its fence}, new
-// expiry. Refused: {ms to wait at most, the caller's ticket} (integers). A
-// free lease goes to a queued caller only if no live ticket is older.
+// Granted: {token, fence} (strings). Refused: {ms to wait at most, the
+// caller's ticket} (integers). A live lease refuses everyone, its own owner
+// included (every acquisition is its own holder). A free lease goes to a
+// queued caller only if no live ticket is older.
 // The fence is max(last + 1, server clock in µs): the clock alone when the
 // counter was lost (see README, "Redis and restarts").
-inline constexpr const char* acquire = LOCKSTORE_REDIS_LEASE_FIELDS R"lua(
+inline constexpr const char* acquire = R"lua(
 local mine = tonumber(ARGV[4])
 local now = redis.call('TIME')
 local micros = string.sub(now[2] + 1000000, 2)
@@ -98,17 +103,8 @@ if not mine and redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. fence .. rest, 'NX'
 end
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local wait_ms = nil
-local lease = redis.call('GET', KEYS[1])
-if lease then
-  local token, held_fence, _, owner = lease_fields(lease)
-  if owner == ARGV[2] then
-    redis.call('PEXPIRE', KEYS[1], ARGV[3])
-    if mine and mine ~= 0 then
-      redis.call('ZREM', KEYS[3], ARGV[4])
-      redis.call('HDEL', KEYS[4], ARGV[4])
-    end
-    return {token, held_fence}
-  end
+-- GET, not EXISTS: a lease key of another layout (a hash) fails WRONGTYPE.
+if redis.call('GET', KEYS[1]) then
   wait_ms = redis.call('PTTL', KEYS[1])
 elseif mine then
   while true do
@@ -139,6 +135,30 @@ if mine ~= 0 then
 end
 redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. fence .. rest, 'PX', ARGV[3])
 return granted())lua";
+
+// The explicit takeover (RedisLock::take_over). KEYS[1] lease, KEYS[2] fence
+// counter; ARGV token, owner, ttl ms. Takes the key when it is free or held
+// by the same owner, with a new token and a larger fence (the old guard is
+// fenced out), never shortening the lease. {token, fence} (strings) when
+// taken; {ms left} (an integer) when another owner holds it.
+inline constexpr const char* take_over = LOCKSTORE_REDIS_LEASE_FIELDS R"lua(
+local keep_ms = 0
+local lease = redis.call('GET', KEYS[1])
+if lease then
+  local _, _, _, owner = lease_fields(lease)
+  if owner ~= ARGV[2] then return {redis.call('PTTL', KEYS[1])} end
+  keep_ms = redis.call('PTTL', KEYS[1])
+end
+local now = redis.call('TIME')
+local micros = string.sub(now[2] + 1000000, 2)
+local fence = now[1] .. micros
+local last = redis.call('GET', KEYS[2])
+if last and tonumber(last) >= tonumber(fence) then fence = string.format('%.0f', tonumber(last) + 1) end
+redis.call('SET', KEYS[2], fence)
+local ttl = math.max(tonumber(ARGV[3]), keep_ms)
+redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. fence .. ' ' .. now[1] .. string.sub(micros, 1, 3) .. ' ' .. ARGV[2],
+           'PX', ttl)
+return {ARGV[1], fence})lua";
 
 // KEYS[1] lease; ARGV token, ttl ms. 1 when extended.
 inline constexpr const char* extend = R"lua(
@@ -215,8 +235,8 @@ return {owner, fence, acquired_ms, expires})lua";
 #undef LOCKSTORE_REDIS_ANNOUNCE
 #undef LOCKSTORE_REDIS_LEASE_FIELDS
 
-inline constexpr std::array<const char*, 5> all = {acquire, extend, release, inspect, leave};
-enum Script { acquire_script, extend_script, release_script, inspect_script, leave_script };
+inline constexpr std::array<const char*, 6> all = {acquire, extend, release, inspect, leave, take_over};
+enum Script { acquire_script, extend_script, release_script, inspect_script, leave_script, take_over_script };
 
 }  // namespace detail::redis_scripts
 
@@ -243,8 +263,9 @@ class RedisLock {
 
   const std::string& owner() const noexcept { return owner_; }
 
-  /// One attempt; a live lease of this owner is refreshed (same token and
-  /// fence). Throws errc::connection_lost when the connection broke (the next
+  /// One attempt: std::nullopt while any live lease holds the key, this
+  /// owner's included (every acquisition is its own holder; see take_over).
+  /// Throws errc::connection_lost when the connection broke (the next
   /// call reconnects). Not cancellable: the script always completes.
   asio::awaitable<std::optional<LockGuard>> try_acquire(AdvisoryKey key, std::chrono::milliseconds ttl) {
     detail::validate_ttl(ttl, "RedisLock::try_acquire");
@@ -263,15 +284,39 @@ class RedisLock {
     co_return co_await std::move(acquiring);
   }
 
-  /// New expiry = now + ttl while the guard's token holds the lease.
+  /// New expiry = now + ttl while the guard's token holds the lease. On
+  /// true, the guard's valid_until() becomes the time this call was made + ttl.
   asio::awaitable<bool> extend(LockGuard& guard, std::chrono::milliseconds ttl) {
     detail::validate_ttl(ttl, "RedisLock::extend");
     std::vector<std::string> keys{state_->lease_key(guard.key())};
     std::vector<std::string> arguments{guard.token(), std::to_string(ttl.count())};
+    const auto sent = std::chrono::steady_clock::now();
     auto extending = detail::on_strand(
         state_->strand, run_script(state_, detail::redis_scripts::extend_script, std::move(keys), std::move(arguments)));
     auto reply = co_await std::move(extending);
-    co_return reply->type == REDIS_REPLY_INTEGER && reply->integer == 1;
+    const bool extended = reply->type == REDIS_REPLY_INTEGER && reply->integer == 1;
+    if (extended) guard.confirm_until(sent + ttl);
+    co_return extended;
+  }
+
+  /// The explicit form of "this owner takes its lease back" (a session
+  /// resuming after a crash before the old lease ran out): granted when the
+  /// key is free or held by this lock's owner, with a new token and a larger
+  /// fence, so the old holder's guard can neither extend nor release it any
+  /// more. The expiry is the later of the old one and now + ttl: a takeover
+  /// never shortens a lease. std::nullopt when another owner holds the key.
+  /// It does not wait in the queue of acquire() callers.
+  asio::awaitable<std::optional<LockGuard>> take_over(AdvisoryKey key, std::chrono::milliseconds ttl) {
+    detail::validate_ttl(ttl, "RedisLock::take_over");
+    std::vector<std::string> keys{state_->lease_key(key), state_->fence_key(key)};
+    std::vector<std::string> arguments{random_token(), owner_, std::to_string(ttl.count())};
+    const auto sent = std::chrono::steady_clock::now();
+    auto taking = detail::on_strand(
+        state_->strand, run_script(state_, detail::redis_scripts::take_over_script, std::move(keys), std::move(arguments)));
+    auto reply = co_await std::move(taking);
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) co_return std::nullopt;
+    std::string token(detail::RedisReply::text_of(reply->element[0]));
+    co_return LockGuard(std::move(key), std::move(token), to_u64(reply->element[1]), sent + ttl);
   }
 
   /// Removes the lease if the guard's token still holds it, publishes the
@@ -413,6 +458,7 @@ class RedisLock {
   static asio::awaitable<void> connect_command(std::shared_ptr<State> state) {
     co_await asio::this_coro::throw_if_cancelled(false);
     co_await open(*state, state->command);
+    co_await refuse_evicting_server(state);
     for (std::size_t index = 0; index < detail::redis_scripts::all.size(); ++index) {
       std::vector<std::string_view> load{"SCRIPT", "LOAD", detail::redis_scripts::all[index]};
       auto reply = co_await state->command.command(load);
@@ -424,6 +470,30 @@ class RedisLock {
       }
       state->script_sha[index] = std::string(reply.text());
     }
+  }
+
+  // A lease is a key with a TTL: a server that may evict such keys under
+  // memory pressure (allkeys-*, volatile-*) can hand a key to a second holder
+  // inside the first one's lease. INFO, not CONFIG GET: managed servers often
+  // disable CONFIG.
+  static asio::awaitable<void> refuse_evicting_server(std::shared_ptr<State> state) {
+    if (state->options.accept_eviction) co_return;
+    std::vector<std::string_view> info{"INFO", "memory"};
+    auto reply = co_await state->command.command(info);
+    const std::string_view text = reply.error() ? std::string_view() : reply.text();
+    constexpr std::string_view field = "maxmemory_policy:";
+    const auto at = text.find(field);
+    std::string policy = "unknown";
+    if (at != std::string_view::npos) {
+      const auto begin = at + field.size();
+      policy = std::string(text.substr(begin, text.find_first_of("\r\n", begin) - begin));
+    }
+    if (policy == "noeviction") co_return;
+    state->command.close();
+    throw Error(errc::backend_failure,
+                fmt::format("Redis at {} has maxmemory-policy '{}', which may evict a live lease and let a second "
+                            "holder in; set it to 'noeviction' (or RedisOptions::accept_eviction to accept the risk)",
+                            state->command.endpoint(), policy));
   }
 
   // EVALSHA, falling back to EVAL when the server has lost the script
@@ -512,6 +582,7 @@ class RedisLock {
     if (seat != nullptr) ticket = std::to_string(seat->ticket.value_or(0));
     std::vector<std::string> arguments{proposed, std::move(owner), std::to_string(ttl.count()), std::move(ticket),
                                        std::to_string(ticket_ttl.count())};
+    const auto sent = std::chrono::steady_clock::now();
     auto reply = co_await run_script(state, detail::redis_scripts::acquire_script, std::move(keys), std::move(arguments));
     detail::Attempt attempt;
     const bool answered = reply->type == REDIS_REPLY_ARRAY && reply->elements == 2;
@@ -519,7 +590,7 @@ class RedisLock {
       if (seat != nullptr) seat->ticket.reset();
       std::string token(detail::RedisReply::text_of(reply->element[0]));
       attempt.fresh = token == proposed;
-      attempt.guard.emplace(std::move(key), std::move(token), to_u64(reply->element[1]));
+      attempt.guard.emplace(std::move(key), std::move(token), to_u64(reply->element[1]), sent + ttl);
       co_return attempt;
     }
     std::chrono::milliseconds remaining(0);

@@ -25,6 +25,9 @@ namespace lockstore {
 
 namespace asio = boost::asio;
 
+/// SQLite's `PRAGMA synchronous` levels that keep a WAL database consistent.
+enum class SqliteSynchronous { normal, full, extra };
+
 struct SqliteOptions {
   /// How long a statement waits for another connection's write lock. It
   /// looks again at least every ~1.5 ms meanwhile (SQLite's own handler
@@ -47,12 +50,17 @@ struct SqliteOptions {
   /// The spin adapts: after spins that miss, the next few statements suspend
   /// at once (README, "The hop to the connection thread").
   std::chrono::microseconds completion_spin{300};
+  /// SQLite's `synchronous` setting for a file opened read-write. NORMAL
+  /// (the default) may lose the last commits, never consistency, when the
+  /// machine (not just the process) stops; FULL syncs every commit, which
+  /// makes a lease outlive a power loss at the cost of an fsync per write.
+  SqliteSynchronous synchronous = SqliteSynchronous::normal;
 };
 
 class SqliteDatabase {
  public:
   /// Opens (creating if needed) a database file: WAL, busy timeout,
-  /// synchronous=NORMAL, foreign keys on, schema created or migrated.
+  /// synchronous as SqliteOptions::synchronous (NORMAL), foreign keys on, schema created or migrated.
   /// Throws errc::unsupported_schema for a file of a newer or unknown schema
   /// version, errc::corrupt_data for a file that is not a database,
   /// errc::backend_failure for other SQLite failures (message names the file).
@@ -63,7 +71,7 @@ class SqliteDatabase {
           path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
       configure(*connection, options);
       detail::enable_wal(*connection, options.busy_timeout);
-      connection->exec("PRAGMA synchronous=NORMAL");
+      connection->exec(synchronous_pragma(options.synchronous));
       detail::migrate(*connection);
       return connection;
     });
@@ -204,7 +212,20 @@ class SqliteDatabase {
                  detail::SqliteWorker::Opener opener)
       : shared_(std::make_shared<Shared>(std::move(path), options, read_only, std::move(opener))) {}
 
+  static const char* synchronous_pragma(SqliteSynchronous level) {
+    switch (level) {
+      case SqliteSynchronous::full: return "PRAGMA synchronous=FULL";
+      case SqliteSynchronous::extra: return "PRAGMA synchronous=EXTRA";
+      case SqliteSynchronous::normal: break;
+    }
+    return "PRAGMA synchronous=NORMAL";
+  }
+
   static void validate(const SqliteOptions& options) {
+    if (options.synchronous != SqliteSynchronous::normal && options.synchronous != SqliteSynchronous::full &&
+        options.synchronous != SqliteSynchronous::extra)
+      throw Error(errc::invalid_argument, fmt::format("SqliteOptions::synchronous of {} is not a known level",
+                                                      static_cast<int>(options.synchronous)));
     if (options.busy_timeout < std::chrono::milliseconds::zero() ||
         options.busy_timeout > std::chrono::hours(24))
       throw Error(errc::invalid_argument, fmt::format("SqliteOptions::busy_timeout of {} ms is out of range "
@@ -222,6 +243,7 @@ class SqliteDatabase {
   static void configure(detail::SqliteConnection& connection, const SqliteOptions& options) {
     connection.set_busy_timeout(options.busy_timeout);
     connection.exec("PRAGMA foreign_keys=ON");
+    connection.register_clock();
   }
 
   std::shared_ptr<Shared> shared_;

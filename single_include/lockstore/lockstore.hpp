@@ -387,13 +387,20 @@ inline std::string random_owner() {
 
 class LockGuard {
  public:
-  LockGuard(AdvisoryKey key, std::string token, std::uint64_t fence)
+  using TimePoint = std::chrono::steady_clock::time_point;
+
+  /// For backends: a guard whose lease ends at `valid_until` at the latest,
+  /// by the holder's steady clock (the time the granting request was sent,
+  /// plus the TTL). Without it the end is unknown (TimePoint::max()):
+  /// with_session_lock then confirms the lease with an extend at once.
+  LockGuard(AdvisoryKey key, std::string token, std::uint64_t fence, TimePoint valid_until = TimePoint::max())
       : key_(std::move(key)), token_(std::move(token)), fence_(fence),
-        acquired_at_(std::chrono::steady_clock::now()) {}
+        acquired_at_(std::chrono::steady_clock::now()), valid_until_(valid_until) {}
 
   LockGuard(LockGuard&& other) noexcept
       : key_(std::move(other.key_)), token_(std::move(other.token_)), fence_(other.fence_),
-        acquired_at_(other.acquired_at_), released_(std::exchange(other.released_, true)) {}
+        acquired_at_(other.acquired_at_), valid_until_(other.valid_until_),
+        released_(std::exchange(other.released_, true)) {}
 
   LockGuard& operator=(LockGuard&& other) noexcept {
     if (this != &other) {
@@ -402,6 +409,7 @@ class LockGuard {
       token_ = std::move(other.token_);
       fence_ = other.fence_;
       acquired_at_ = other.acquired_at_;
+      valid_until_ = other.valid_until_;
       released_ = std::exchange(other.released_, true);
     }
     return *this;
@@ -420,6 +428,19 @@ class LockGuard {
   std::chrono::steady_clock::duration held_for() const noexcept {
     return std::chrono::steady_clock::now() - acquired_at_;
   }
+
+  /// When the holder must assume its lease has ended: the steady-clock time
+  /// at which the granting (or last confirmed extending) request was sent,
+  /// plus its TTL. The lease may end earlier only if the backend's clock runs
+  /// faster than this machine's (README, "Guarantees"); check it before a
+  /// side effect that must not happen without the lease.
+  /// TimePoint::max() when the backend did not say.
+  TimePoint valid_until() const noexcept { return valid_until_; }
+
+  /// For backends: after an extend that returned true, the new end (the
+  /// time that extend's request was sent, plus its TTL; earlier than before
+  /// when the new TTL is shorter, as the lease's own expiry is).
+  void confirm_until(TimePoint valid_until) noexcept { valid_until_ = valid_until; }
 
   bool released() const noexcept { return released_; }
 
@@ -445,6 +466,7 @@ class LockGuard {
   std::string token_;
   std::uint64_t fence_;
   std::chrono::steady_clock::time_point acquired_at_;
+  TimePoint valid_until_;
   bool released_ = false;
 };
 
@@ -929,7 +951,8 @@ class MemoryLock {
     co_return co_await std::move(acquiring);
   }
 
-  /// New expiry = now + ttl while the guard's lease is live; false otherwise.
+  /// New expiry = now + ttl while the guard's lease is live (and the guard's
+  /// valid_until() with it); false otherwise.
   asio::awaitable<bool> extend(LockGuard& guard, std::chrono::milliseconds ttl) {
     detail::validate_ttl(ttl, "MemoryLock::extend");
     std::lock_guard lock(state_->mutex);
@@ -939,6 +962,7 @@ class MemoryLock {
         found->second.expires_at <= now)
       co_return false;
     found->second.expires_at = now + ttl;
+    guard.confirm_until(found->second.expires_at);
     co_return true;
   }
 
@@ -1012,7 +1036,7 @@ class MemoryLock {
     }
     auto& lease = state_->leases[key.str()];
     lease = Lease{random_token(), ++state_->last_fence, now + ttl};
-    return {.guard = LockGuard(key, lease.token, lease.fence)};
+    return {.guard = LockGuard(key, lease.token, lease.fence, lease.expires_at)};
   }
 
   std::shared_ptr<State> state_ = std::make_shared<State>();
@@ -1028,8 +1052,10 @@ static_assert(DistributedLock<MemoryLock>);
 // with_session_lock: the safe way to run an agent turn under a session's
 // lease. It acquires AdvisoryKey::for_session(tenant, thread), runs the body,
 // renews the lease every ttl/3 while the body runs, and always releases.
-// If a renewal finds the lease gone, the body is cancelled (Asio terminal
-// cancellation) and the call throws errc::lock_lost.
+// If a renewal finds the lease gone, or no renewal has been confirmed by the
+// lease's assumed end (LockGuard::valid_until) less a safety margin, the body
+// is cancelled (Asio terminal cancellation) and the call throws
+// errc::lock_lost: a partitioned holder stops before another can get in.
 
 
 #include <boost/asio/co_spawn.hpp>
@@ -1077,34 +1103,123 @@ asio::awaitable<boxed_result_t<body_result_t<F>>> run_body(F& body) {
   }
 }
 
-// Extends the lease every ttl/3. Returns only when the lease is lost: an
-// extend that answers false, or failed extends until the lease's last known
-// expiry has passed. Errors in between are logged and retried sooner.
+/// How long before the end of its lease (LockGuard::valid_until) a holder
+/// stops: max(ttl / 10, 50 ms), but at most ttl / 3, so that with a short TTL
+/// the renewal due every ttl / 3 still comes first. It covers the time a
+/// cancelled body needs to notice, and clock drift between this machine and
+/// the backend (README, "Guarantees").
+inline std::chrono::milliseconds safety_margin(std::chrono::milliseconds ttl) {
+  return std::min(std::max(ttl / 10, std::chrono::milliseconds(50)), ttl / 3);
+}
+
+// The end the holder assumes for its lease (the guard's valid_until, moved by
+// every confirmed extend), shared by the renewal and the watchdog.
+struct LeaseClock {
+  std::chrono::steady_clock::time_point valid_until;
+  std::chrono::milliseconds margin;
+  std::chrono::steady_clock::time_point stop_at() const { return valid_until - margin; }
+};
+
+// Extends the lease every ttl/3 and moves `lease.valid_until` to the time each
+// confirmed extend was sent + ttl. Returns when an extend answers false (the
+// lease is lost). Errors are logged and retried sooner; the watchdog, not
+// this loop, decides when time has run out, so a renewal that hangs cannot
+// keep the body running past its lease.
 template <class L>
-asio::awaitable<void> renew_until_lost(L& lock, LockGuard& guard, std::chrono::milliseconds ttl) {
+asio::awaitable<void> renew_until_lost(L& lock, LockGuard& guard, std::chrono::milliseconds ttl, LeaseClock& lease) {
   using Clock = std::chrono::steady_clock;
   const auto interval = std::max<std::chrono::milliseconds>(ttl / 3, std::chrono::milliseconds(1));
   asio::steady_timer timer(co_await asio::this_coro::executor);
-  auto lease_ends = Clock::now() + ttl;  // acquired just before: a safe lower bound
   auto wait = interval;
   for (;;) {
     timer.expires_after(wait);
     co_await timer.async_wait(asio::use_awaitable);
-    const auto asked_at = Clock::now();
+    const auto sent = Clock::now();
     try {
-      if (!co_await lock.extend(guard, ttl)) co_return;
-      lease_ends = asked_at + ttl;
+      auto extending = lock.extend(guard, ttl);
+      const bool extended = co_await std::move(extending);
+      // A confirmation that comes after the lease it would extend has ended
+      // proves nothing: the key may have changed hands meanwhile.
+      if (!extended || Clock::now() >= lease.valid_until) co_return;
+      lease.valid_until = sent + ttl;
+      guard.confirm_until(lease.valid_until);
       wait = interval;
     } catch (const boost::system::system_error& error) {
       if (error.code() == asio::error::operation_aborted) throw;
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(lease_ends - Clock::now());
-      if (left <= std::chrono::milliseconds::zero()) co_return;
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(lease.stop_at() - Clock::now());
       detail::log(LogLevel::warning,
-                  fmt::format("renewing lock '{}' failed ({}); retrying, lease ends in {} ms",
-                              guard.key().str(), error.what(), left.count()));
+                  fmt::format("renewing lock '{}' failed ({}); retrying, the body is stopped in {} ms unless a "
+                              "renewal succeeds first", guard.key().str(), error.what(), left.count()));
       wait = std::clamp<std::chrono::milliseconds>(left / 4, std::chrono::milliseconds(1), interval);
     }
   }
+}
+
+// Returns once the lease's assumed end, less the safety margin, has come
+// without a renewal moving it: the body must stop now.
+inline asio::awaitable<void> watch_lease_end(LeaseClock& lease) {
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  while (std::chrono::steady_clock::now() < lease.stop_at()) {
+    timer.expires_at(lease.stop_at());
+    co_await timer.async_wait(asio::use_awaitable);
+  }
+}
+
+// What running a body under a renewed lease came to.
+template <class R>
+struct RenewedRun {
+  bool lost = false;  // the lease was lost or ran out unconfirmed: the body was cancelled
+  std::exception_ptr failure;
+  boxed_result_t<R> result;
+};
+
+// Runs the body while the renewal and the watchdog run beside it; the first
+// of the three to finish cancels the other two, and all three have finished
+// when this returns. Never throws what the body throws: it is in `failure`.
+template <DistributedLock L, class F>
+asio::awaitable<RenewedRun<body_result_t<F>>> run_renewed(L& lock, LockGuard& guard, std::chrono::milliseconds ttl,
+                                                          F& body) {
+  RenewedRun<body_result_t<F>> run;
+  // A backend that does not say when its lease ends (a guard built without
+  // valid_until) gets its lease confirmed by an extend before the body runs.
+  if (guard.valid_until() == LockGuard::TimePoint::max()) {
+    const auto sent = std::chrono::steady_clock::now();
+    bool confirmed = false;
+    try {
+      auto confirming = lock.extend(guard, ttl);
+      confirmed = co_await std::move(confirming);
+    } catch (...) {
+      run.failure = std::current_exception();
+      co_return run;
+    }
+    if (!confirmed) {
+      run.lost = true;
+      co_return run;
+    }
+    guard.confirm_until(sent + ttl);
+  }
+  auto executor = co_await asio::this_coro::executor;
+  LeaseClock lease{guard.valid_until(), safety_margin(ttl)};
+  // Any side may throw, so wait_for_one (not `||`, which waits for a
+  // success). Built in named locals: g++ 12 mishandles temporaries in
+  // co_await expressions.
+  auto body_op = asio::co_spawn(executor, run_body(body), asio::deferred);
+  auto renew_op = asio::co_spawn(executor, renew_until_lost(lock, guard, ttl, lease), asio::deferred);
+  auto watch_op = asio::co_spawn(executor, watch_lease_end(lease), asio::deferred);
+  auto group = asio::experimental::make_parallel_group(std::move(body_op), std::move(renew_op), std::move(watch_op));
+  auto all_done = std::move(group).async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
+  auto [order, body_error, body_value, renew_error, watch_error] = co_await std::move(all_done);
+  run.lost = (order[0] == 1 && !renew_error) || (order[0] == 2 && !watch_error);
+  run.failure = body_error;
+  run.result = std::move(body_value);
+  co_return run;
+}
+
+inline Error lease_lost_error(const AdvisoryKey& key, std::chrono::milliseconds ttl) {
+  return Error(errc::lock_lost,
+               fmt::format("the lease on '{}' was lost while the body ran (a renewal found it expired or taken, "
+                           "or none was confirmed before the lease's end less {} ms); the body was cancelled",
+                           key.str(), safety_margin(ttl).count()));
 }
 
 }  // namespace detail
@@ -1114,7 +1229,10 @@ asio::awaitable<void> renew_until_lost(L& lock, LockGuard& guard, std::chrono::m
 /// releases the lease whether the body returned or threw. The body's
 /// exception propagates; a failed release is logged, never thrown over the
 /// body's outcome. With auto_renew, a lost lease cancels the body and the
-/// call throws errc::lock_lost; renewal always stops before the release.
+/// call throws errc::lock_lost; so does a lease whose renewals stopped being
+/// confirmed (the server unreachable): the body is cancelled at
+/// valid_until() - safety_margin(ttl), before another holder can get in.
+/// Renewal always stops before the release.
 /// Cancelling the call cancels the body and still releases the lease.
 template <DistributedLock L, class F>
 asio::awaitable<detail::body_result_t<F>> with_session_lock(L& lock, const TenantId& tenant,
@@ -1131,27 +1249,15 @@ asio::awaitable<detail::body_result_t<F>> with_session_lock(L& lock, const Tenan
   const bool throw_if_cancelled = co_await asio::this_coro::throw_if_cancelled();
   co_await asio::this_coro::throw_if_cancelled(false);
 
-  std::exception_ptr failure;
-  detail::boxed_result_t<Result> result;
-  bool lost = false;
+  detail::RenewedRun<Result> run;
   if (options.auto_renew) {
-    auto executor = co_await asio::this_coro::executor;
-    // Either side may throw, so wait_for_one (not `||`, which waits for a
-    // success). Built in named locals: g++ 12 mishandles temporaries in
-    // co_await expressions.
-    auto run_body = asio::co_spawn(executor, detail::run_body(body), asio::deferred);
-    auto renew = asio::co_spawn(executor, detail::renew_until_lost(lock, guard, options.ttl), asio::deferred);
-    auto group = asio::experimental::make_parallel_group(std::move(run_body), std::move(renew));
-    auto both_done = std::move(group).async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
-    auto [order, body_error, body_value, renew_error] = co_await std::move(both_done);
-    lost = order[0] == 1 && !renew_error;
-    failure = body_error;
-    result = std::move(body_value);
+    auto running = detail::run_renewed(lock, guard, options.ttl, body);
+    run = co_await std::move(running);
   } else {
     try {
-      result = co_await detail::run_body(body);
+      run.result = co_await detail::run_body(body);
     } catch (...) {
-      failure = std::current_exception();
+      run.failure = std::current_exception();
     }
   }
 
@@ -1164,12 +1270,27 @@ asio::awaitable<detail::body_result_t<F>> with_session_lock(L& lock, const Tenan
   }
   co_await asio::this_coro::throw_if_cancelled(throw_if_cancelled);
 
-  if (lost)
-    throw Error(errc::lock_lost, fmt::format("the lease on '{}' was lost while the body ran "
-                                             "(a renewal found it expired or taken); the body was cancelled",
-                                             key.str()));
-  if (failure) std::rethrow_exception(failure);
-  if constexpr (!std::is_void_v<Result>) co_return std::move(*result);
+  if (run.lost) throw detail::lease_lost_error(key, options.ttl);
+  if (run.failure) std::rethrow_exception(run.failure);
+  if constexpr (!std::is_void_v<Result>) co_return std::move(*run.result);
+}
+
+/// Runs `body()` while `guard`'s lease is held: the lease is extended every
+/// ttl/3, and the body is cancelled (Asio terminal cancellation) when an
+/// extend answers false or when no extend has been confirmed by
+/// guard.valid_until() - safety_margin(ttl); the call then throws
+/// errc::lock_lost once the body has finished. The body's own exception
+/// propagates. It does not release the lease: that stays the caller's.
+/// For a lease taken some other way than with_session_lock (the CLI's
+/// `run` uses it for its command).
+template <DistributedLock L, class F>
+asio::awaitable<detail::body_result_t<F>> renew_while(L& lock, LockGuard& guard, std::chrono::milliseconds ttl,
+                                                      F body) {
+  auto running = detail::run_renewed(lock, guard, ttl, body);
+  auto run = co_await std::move(running);
+  if (run.lost) throw detail::lease_lost_error(guard.key(), ttl);
+  if (run.failure) std::rethrow_exception(run.failure);
+  if constexpr (!std::is_void_v<detail::body_result_t<F>>) co_return std::move(*run.result);
 }
 
 }  // namespace lockstore

@@ -175,6 +175,23 @@ class SqliteConnection {
                          busy_.get());
   }
 
+  /// Registers lockstore_now_ms(): the wall clock in ms since the Unix
+  /// epoch, read when a statement calls it. A statement's write lock is taken
+  /// before any of its rows are computed, so a lease statement that reads
+  /// the clock through this function reads it once it holds the lock, never
+  /// before a wait for another connection's write.
+  void register_clock() {
+    const int rc = sqlite3_create_function_v2(
+        db_.get(), "lockstore_now_ms", 0, SQLITE_UTF8, nullptr,
+        [](sqlite3_context* context, int, sqlite3_value**) {
+          sqlite3_result_int64(context, std::chrono::duration_cast<std::chrono::milliseconds>(
+                                            std::chrono::system_clock::now().time_since_epoch())
+                                            .count());
+        },
+        nullptr, nullptr, nullptr);
+    if (rc != SQLITE_OK) throw_sqlite(db_.get(), rc, "registering lockstore_now_ms()", path_);
+  }
+
   sqlite3* handle() const noexcept { return db_.get(); }
   const std::filesystem::path& path() const noexcept { return path_; }
   bool read_only() const noexcept { return read_only_; }
@@ -1144,6 +1161,9 @@ namespace lockstore {
 
 namespace asio = boost::asio;
 
+/// SQLite's `PRAGMA synchronous` levels that keep a WAL database consistent.
+enum class SqliteSynchronous { normal, full, extra };
+
 struct SqliteOptions {
   /// How long a statement waits for another connection's write lock. It
   /// looks again at least every ~1.5 ms meanwhile (SQLite's own handler
@@ -1166,12 +1186,17 @@ struct SqliteOptions {
   /// The spin adapts: after spins that miss, the next few statements suspend
   /// at once (README, "The hop to the connection thread").
   std::chrono::microseconds completion_spin{300};
+  /// SQLite's `synchronous` setting for a file opened read-write. NORMAL
+  /// (the default) may lose the last commits, never consistency, when the
+  /// machine (not just the process) stops; FULL syncs every commit, which
+  /// makes a lease outlive a power loss at the cost of an fsync per write.
+  SqliteSynchronous synchronous = SqliteSynchronous::normal;
 };
 
 class SqliteDatabase {
  public:
   /// Opens (creating if needed) a database file: WAL, busy timeout,
-  /// synchronous=NORMAL, foreign keys on, schema created or migrated.
+  /// synchronous as SqliteOptions::synchronous (NORMAL), foreign keys on, schema created or migrated.
   /// Throws errc::unsupported_schema for a file of a newer or unknown schema
   /// version, errc::corrupt_data for a file that is not a database,
   /// errc::backend_failure for other SQLite failures (message names the file).
@@ -1182,7 +1207,7 @@ class SqliteDatabase {
           path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
       configure(*connection, options);
       detail::enable_wal(*connection, options.busy_timeout);
-      connection->exec("PRAGMA synchronous=NORMAL");
+      connection->exec(synchronous_pragma(options.synchronous));
       detail::migrate(*connection);
       return connection;
     });
@@ -1323,7 +1348,20 @@ class SqliteDatabase {
                  detail::SqliteWorker::Opener opener)
       : shared_(std::make_shared<Shared>(std::move(path), options, read_only, std::move(opener))) {}
 
+  static const char* synchronous_pragma(SqliteSynchronous level) {
+    switch (level) {
+      case SqliteSynchronous::full: return "PRAGMA synchronous=FULL";
+      case SqliteSynchronous::extra: return "PRAGMA synchronous=EXTRA";
+      case SqliteSynchronous::normal: break;
+    }
+    return "PRAGMA synchronous=NORMAL";
+  }
+
   static void validate(const SqliteOptions& options) {
+    if (options.synchronous != SqliteSynchronous::normal && options.synchronous != SqliteSynchronous::full &&
+        options.synchronous != SqliteSynchronous::extra)
+      throw Error(errc::invalid_argument, fmt::format("SqliteOptions::synchronous of {} is not a known level",
+                                                      static_cast<int>(options.synchronous)));
     if (options.busy_timeout < std::chrono::milliseconds::zero() ||
         options.busy_timeout > std::chrono::hours(24))
       throw Error(errc::invalid_argument, fmt::format("SqliteOptions::busy_timeout of {} ms is out of range "
@@ -1341,6 +1379,7 @@ class SqliteDatabase {
   static void configure(detail::SqliteConnection& connection, const SqliteOptions& options) {
     connection.set_busy_timeout(options.busy_timeout);
     connection.exec("PRAGMA foreign_keys=ON");
+    connection.register_clock();
   }
 
   std::shared_ptr<Shared> shared_;
@@ -1406,25 +1445,45 @@ namespace detail::sqlite_lock_sql {
 // A single statement is its own transaction, and SQLite takes the write lock
 // before it reads (OP_Transaction with the write flag), so this upsert is
 // already a read-then-write under the write lock, as BEGIN IMMEDIATE would be.
-// The row is taken when it is free (expired or released) or when the same
-// owner holds it; a live lease of the same owner keeps its token and fence.
+// Its clock is read by lockstore_now_ms() in the statement, so after that
+// lock is held: a statement that waited seconds for another connection's
+// write still gives its lease the full TTL from the moment it runs.
+//
+// The row is taken only when it is free (expired or released): every
+// acquisition is its own holder, whoever the owner. The fence is
+// max(last + 1, the clock in microseconds), so fences keep growing even
+// when the file is deleted and created again.
 inline constexpr const char* acquire = R"sql(
 INSERT INTO lockstore_leases (key, owner, token, fence, acquired_ms, expires_ms)
-VALUES (?1, ?2, ?3, 1, ?4, ?4 + ?5)
+SELECT ?1, ?2, ?3, now.ms * 1000, now.ms, now.ms + ?4 FROM (SELECT lockstore_now_ms() AS ms) AS now WHERE true
 ON CONFLICT (key) DO UPDATE SET
-  token       = CASE WHEN expires_ms > excluded.acquired_ms THEN token ELSE excluded.token END,
-  fence       = CASE WHEN expires_ms > excluded.acquired_ms THEN fence ELSE fence + 1 END,
-  acquired_ms = CASE WHEN expires_ms > excluded.acquired_ms THEN acquired_ms ELSE excluded.acquired_ms END,
+  token       = excluded.token,
+  fence       = max(fence + 1, excluded.fence),
+  acquired_ms = excluded.acquired_ms,
   owner       = excluded.owner,
   expires_ms  = excluded.expires_ms
-WHERE owner = excluded.owner
-   OR (expires_ms <= excluded.acquired_ms
-       AND (?6 IS NULL OR NOT EXISTS (SELECT 1 FROM lockstore_waiters AS w
-                                      WHERE w.key = excluded.key AND w.ticket < ?6
-                                        AND w.expires_ms > excluded.acquired_ms)))
+WHERE expires_ms <= excluded.acquired_ms
+  AND (?5 IS NULL OR NOT EXISTS (SELECT 1 FROM lockstore_waiters AS w
+                                 WHERE w.key = excluded.key AND w.ticket < ?5
+                                   AND w.expires_ms > excluded.acquired_ms))
 RETURNING token, fence)sql";
 
-// The queue of acquire() callers (schema v3). ?6 above is the caller's
+// The explicit takeover (SqliteLock::take_over): like acquire, but a live
+// lease of the same owner is taken too, with a new token and a larger fence
+// (its old guard is fenced out), and its expiry never moves earlier.
+inline constexpr const char* take_over = R"sql(
+INSERT INTO lockstore_leases (key, owner, token, fence, acquired_ms, expires_ms)
+SELECT ?1, ?2, ?3, now.ms * 1000, now.ms, now.ms + ?4 FROM (SELECT lockstore_now_ms() AS ms) AS now WHERE true
+ON CONFLICT (key) DO UPDATE SET
+  token       = excluded.token,
+  fence       = max(fence + 1, excluded.fence),
+  acquired_ms = excluded.acquired_ms,
+  expires_ms  = max(CASE WHEN owner = excluded.owner THEN expires_ms ELSE 0 END, excluded.expires_ms),
+  owner       = excluded.owner
+WHERE owner = excluded.owner OR expires_ms <= excluded.acquired_ms
+RETURNING token, fence)sql";
+
+// The queue of acquire() callers (schema v3). ?5 above is the caller's
 // ticket: older live tickets go first. NULL (try_acquire) ignores the queue;
 // a caller without a ticket yet passes the largest integer, behind everyone.
 inline constexpr const char* take_ticket = R"sql(
@@ -1442,8 +1501,10 @@ inline constexpr const char* next_ticket =
 
 inline constexpr const char* holder = "SELECT token, expires_ms FROM lockstore_leases WHERE key = ?1";
 
-inline constexpr const char* extend =
-    "UPDATE lockstore_leases SET expires_ms = ?3 + ?4 WHERE key = ?1 AND token = ?2 AND expires_ms > ?3";
+// The clock is read under the write lock, as in acquire.
+inline constexpr const char* extend = R"sql(
+UPDATE lockstore_leases SET expires_ms = now.ms + ?3 FROM (SELECT lockstore_now_ms() AS ms) AS now
+WHERE key = ?1 AND token = ?2 AND expires_ms > now.ms)sql";
 
 inline constexpr const char* release =
     "UPDATE lockstore_leases SET owner = '', token = '', expires_ms = 0 WHERE key = ?1 AND token = ?2";
@@ -1482,8 +1543,8 @@ class SqliteLock {
   const std::string& owner() const noexcept { return owner_; }
   const SqliteDatabase& database() const noexcept { return database_; }
 
-  /// One attempt. A live lease of this owner is refreshed (same token and
-  /// fence, new expiry); another owner's live lease gives std::nullopt.
+  /// One attempt: std::nullopt while any live lease holds the key, this
+  /// owner's included (every acquisition is its own holder; see take_over).
   asio::awaitable<std::optional<LockGuard>> try_acquire(AdvisoryKey key, std::chrono::milliseconds ttl) {
     detail::validate_ttl(ttl, "SqliteLock::try_acquire");
     database_.require_writable("SqliteLock::try_acquire");
@@ -1514,7 +1575,7 @@ class SqliteLock {
             auto waiting = database_.outcome(started->job);
             auto outcome = co_await std::move(waiting);
             early.forget();
-            co_return settle(key, started->proposed, std::move(outcome), &seat);
+            co_return settle(key, started->proposed, std::move(outcome), &seat, started->sent + ttl);
           }
           auto attempting = attempt_once(key, ttl, &seat);
           co_return co_await std::move(attempting);
@@ -1528,16 +1589,49 @@ class SqliteLock {
   /// waiter holds the queue up for at most this long.
   static constexpr std::chrono::milliseconds ticket_ttl{1500};
 
-  /// New expiry = now + ttl while the guard's token holds a live lease.
+  /// New expiry = now + ttl while the guard's token holds a live lease
+  /// ("now" read once the statement holds the write lock). On true, the
+  /// guard's valid_until() becomes the time this call was made + ttl.
   asio::awaitable<bool> extend(LockGuard& guard, std::chrono::milliseconds ttl) {
     detail::validate_ttl(ttl, "SqliteLock::extend");
     database_.require_writable("SqliteLock::extend");
+    const auto sent = std::chrono::steady_clock::now();
     auto job = [key = guard.key().str(), token = guard.token(), ttl](detail::SqliteConnection& connection) {
       auto statement = connection.prepare(detail::sqlite_lock_sql::extend);
-      statement.bind(1, key).bind(2, token).bind(3, detail::wall_clock_ms()).bind(4, ttl.count());
+      statement.bind(1, key).bind(2, token).bind(3, ttl.count());
       return statement.run() == 1;
     };
-    co_return co_await database_.run(std::move(job));
+    const bool extended = co_await database_.run(std::move(job));
+    if (extended) guard.confirm_until(sent + ttl);
+    co_return extended;
+  }
+
+  /// The explicit form of "this owner takes its lease back" (a session
+  /// resuming after a crash before the old lease ran out): granted when the
+  /// key is free or held by this lock's owner, with a new token and a larger
+  /// fence, so the old holder's guard can neither extend nor release it any
+  /// more. The expiry is the later of the old one and now + ttl: a takeover
+  /// never shortens a lease. std::nullopt when another owner holds the key.
+  /// It does not wait in the queue of acquire() callers.
+  asio::awaitable<std::optional<LockGuard>> take_over(AdvisoryKey key, std::chrono::milliseconds ttl) {
+    detail::validate_ttl(ttl, "SqliteLock::take_over");
+    database_.require_writable("SqliteLock::take_over");
+    const auto sent = std::chrono::steady_clock::now();
+    auto job = [key = key.str(), owner = owner_, proposed = random_token(), ttl,
+                tokens = &database_.local_tokens()](detail::SqliteConnection& connection) {
+      Outcome result;
+      auto statement = connection.prepare(detail::sqlite_lock_sql::take_over);
+      statement.bind(1, key).bind(2, owner).bind(3, proposed).bind(4, ttl.count());
+      if (statement.step()) {
+        result.token = statement.text(0);
+        result.fence = static_cast<std::uint64_t>(statement.int64(1));
+        tokens->insert(*result.token);
+      }
+      return result;
+    };
+    auto outcome = co_await database_.run(std::move(job));
+    if (!outcome.token) co_return std::nullopt;
+    co_return LockGuard(std::move(key), std::move(*outcome.token), outcome.fence, sent + ttl);
   }
 
   /// Removes the lease if the guard's token still holds it (never anyone
@@ -1702,6 +1796,7 @@ class SqliteLock {
     struct Started {
       detail::SqliteWorker::Started<Outcome> job;
       std::string proposed;  // the token a new lease got
+      std::chrono::steady_clock::time_point sent;  // when the attempt was queued
     };
 
     EarlyAttempt(SqliteDatabase database, std::string key) : database_(std::move(database)), key_(std::move(key)) {}
@@ -1724,7 +1819,8 @@ class SqliteLock {
     void start(Job job, std::string proposed) {
       std::lock_guard lock(mutex_);
       if (started_) return;  // one at a time; the waiter takes it before it waits again
-      started_.emplace(Started{database_.start(std::move(job)), std::move(proposed)});
+      const auto sent = std::chrono::steady_clock::now();
+      started_.emplace(Started{database_.start(std::move(job)), std::move(proposed), sent});
     }
 
     std::optional<Started> peek() {
@@ -1760,8 +1856,8 @@ class SqliteLock {
           const auto now = detail::wall_clock_ms();
           {
             auto statement = connection.prepare(detail::sqlite_lock_sql::acquire);
-            statement.bind(1, key).bind(2, owner).bind(3, proposed).bind(4, now).bind(5, ttl.count());
-            if (queued) statement.bind(6, ticket.value_or(std::numeric_limits<std::int64_t>::max()));
+            statement.bind(1, key).bind(2, owner).bind(3, proposed).bind(4, ttl.count());
+            if (queued) statement.bind(5, ticket.value_or(std::numeric_limits<std::int64_t>::max()));
             if (statement.step()) {
               result.token = statement.text(0);
               result.fence = static_cast<std::uint64_t>(statement.int64(1));
@@ -1809,17 +1905,19 @@ class SqliteLock {
                                                 QueueSeat* seat = nullptr) {
     auto proposed = random_token();
     auto job = attempt_job(key.str(), ttl, proposed, seat != nullptr, seat != nullptr ? seat->ticket : std::nullopt);
+    const auto sent = std::chrono::steady_clock::now();
     auto outcome = co_await database_.run(std::move(job));
-    co_return settle(std::move(key), proposed, std::move(outcome), seat);
+    co_return settle(std::move(key), proposed, std::move(outcome), seat, sent + ttl);
   }
 
-  detail::Attempt settle(AdvisoryKey key, const std::string& proposed, Outcome outcome, QueueSeat* seat) const {
+  detail::Attempt settle(AdvisoryKey key, const std::string& proposed, Outcome outcome, QueueSeat* seat,
+                         std::chrono::steady_clock::time_point valid_until) const {
     if (seat != nullptr) seat->ticket = outcome.ticket;
     detail::Attempt attempt;
     attempt.ticket = outcome.ticket.value_or(0);
     if (outcome.token) {
       attempt.fresh = *outcome.token == proposed;
-      attempt.guard.emplace(std::move(key), std::move(*outcome.token), outcome.fence);
+      attempt.guard.emplace(std::move(key), std::move(*outcome.token), outcome.fence, valid_until);
       return attempt;
     }
     attempt.retry_at = retry_time(outcome);

@@ -31,9 +31,11 @@ wait_for_file() {  # path: the command creates it once its traps are set, for at
 # Exit status passthrough and the environment.
 out=$("$tool" run job -- sh -c 'echo "$LOCKSTORE_KEY ${#LOCKSTORE_TOKEN} $LOCKSTORE_FENCE"; exit 7'); status=$?
 check "exit status passes through" 7 "$status"
-check "command sees key, 32-char token and fence" "job 32 1" "$out"
+first_fence=${out##* }
+check "command sees key, 32-char token and a fence" "job 32 1" "${out% *} $([ "$first_fence" -gt 0 ] 2>/dev/null && echo 1 || echo 0)"
 "$tool" run job -- true; check "a second run gets a larger fence and exits 0" 0 $?
-out=$("$tool" run job -- sh -c 'echo $LOCKSTORE_FENCE'); check "fences increase" 3 "$out"
+out=$("$tool" run job -- sh -c 'echo $LOCKSTORE_FENCE')
+check "fences increase" 1 "$([ "$out" -gt "$first_fence" ] 2>/dev/null && echo 1 || echo 0)"
 "$tool" run job -- sh -c 'kill -TERM $$'; check "a command killed by SIGTERM gives 128+15" 143 $?
 
 # A held lock: --nonblock and --wait; list and release.

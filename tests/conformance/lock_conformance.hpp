@@ -14,7 +14,6 @@
 
 #include "support/helpers.hpp"
 
-#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/experimental/parallel_group.hpp>
 #include <catch2/catch.hpp>
 #include <lockstore/lockstore.hpp>
@@ -29,14 +28,53 @@
 namespace lockstore::test::conformance {
 
 using namespace std::chrono_literals;
-using namespace boost::asio::experimental::awaitable_operators;
 using Clock = std::chrono::steady_clock;
 
+using test::cancel_after;
 using test::sleep_for;
 
 inline std::int64_t ms_since(Clock::time_point start) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();
 }
+
+/// Waits until `count` acquirers are queued for `key` (the fixture's
+/// `waiting(key)`), so a test orders its waiters by what happened, not by
+/// how long it slept. Throws after 30 s.
+template <class Fixture>
+asio::awaitable<void> until_waiting(Fixture& fixture, const AdvisoryKey& key, std::size_t count) {
+  for (const auto give_up = Clock::now() + std::chrono::seconds(30);;) {
+    const auto queued = co_await fixture.waiting(key);
+    if (queued >= count) co_return;
+    if (Clock::now() > give_up)
+      throw std::runtime_error(fmt::format("{} waiter(s) never queued for '{}' ({} did)", count, key.str(), queued));
+    co_await sleep_for(std::chrono::milliseconds(2));
+  }
+}
+
+/// A lock whose extend never answers, as a server behind a partition that
+/// drops traffic without closing the connection: everything else goes to
+/// the real lock. Its extend ends only when cancelled.
+template <class Lock>
+struct UnansweredExtends {
+  Lock& inner;
+  asio::awaitable<std::optional<LockGuard>> try_acquire(AdvisoryKey key, std::chrono::milliseconds ttl) {
+    auto trying = inner.try_acquire(std::move(key), ttl);
+    co_return co_await std::move(trying);
+  }
+  asio::awaitable<LockGuard> acquire(AdvisoryKey key, std::chrono::milliseconds ttl, std::chrono::milliseconds deadline) {
+    auto acquiring = inner.acquire(std::move(key), ttl, deadline);
+    co_return co_await std::move(acquiring);
+  }
+  asio::awaitable<bool> extend(LockGuard&, std::chrono::milliseconds) {
+    asio::steady_timer never(co_await asio::this_coro::executor, std::chrono::hours(1));
+    co_await never.async_wait(asio::use_awaitable);
+    co_return true;
+  }
+  asio::awaitable<void> release(LockGuard guard) {
+    auto releasing = inner.release(std::move(guard));
+    co_await std::move(releasing);
+  }
+};
 
 }  // namespace lockstore::test::conformance
 
@@ -100,23 +138,128 @@ LOCKSTORE_CT("another owner is refused while the lease is live") {
   });
 }
 
-LOCKSTORE_CT("a second try_acquire by the same owner refreshes, or is refused where there are no owners") {
+LOCKSTORE_CT("a second acquisition through the same lock object is refused and does not shorten the lease") {
   TestType fixture;
   run([&]() -> asio::awaitable<void> {
     auto alice = co_await fixture.make_lock("alice");
-    auto first = co_await alice.try_acquire(AdvisoryKey("mine"), 5s);
+    auto bob = co_await fixture.make_lock("bob");
+    auto first = co_await alice.try_acquire(AdvisoryKey("mine"), 30s);
     REQUIRE(first);
-    auto second = co_await alice.try_acquire(AdvisoryKey("mine"), 5s);
-    if constexpr (TestType::has_owners) {
-      REQUIRE(second.has_value());
-      CHECK(second->token() == first->token());
-      CHECK(second->fence() == first->fence());
-      second->mark_released();  // the same lease as `first`
-    } else {
-      CHECK_FALSE(second.has_value());
-    }
+    // The same owner, through the same object, with a 1 ms TTL: refused, and
+    // the 30 s lease is left as it was.
+    auto second = co_await alice.try_acquire(AdvisoryKey("mine"), 1ms);
+    CHECK_FALSE(second.has_value());
+    if (second) second->mark_released();
+    co_await sleep_for(20ms);
+    auto other = co_await bob.try_acquire(AdvisoryKey("mine"), 5s);
+    CHECK_FALSE(other.has_value());
+    if (other) co_await bob.release(std::move(*other));
+    const bool still_mine = co_await alice.extend(*first, 30s);
+    CHECK(still_mine);
     co_await alice.release(std::move(*first));
   });
+}
+
+LOCKSTORE_CT("two coroutines sharing one lock object never both hold a key") {
+  TestType fixture;
+  run([&]() -> asio::awaitable<void> {
+    auto shared = co_await fixture.make_lock("shared-owner");
+    auto executor = co_await asio::this_coro::executor;
+    int inside = 0;
+    int overlaps = 0;
+    int done = 0;
+    std::vector<std::uint64_t> fences;
+    for (int worker = 0; worker < 3; ++worker) {
+      asio::co_spawn(executor, [&]() -> asio::awaitable<void> {
+        for (int round = 0; round < 15; ++round) {
+          auto guard = co_await shared.acquire(AdvisoryKey("turns"), 10s, 60s);
+          if (++inside != 1) ++overlaps;
+          fences.push_back(guard.fence());
+          co_await sleep_for(1ms);  // hold across a suspension: the other turns run meanwhile
+          --inside;
+          co_await shared.release(std::move(guard));
+        }
+        ++done;
+      }, asio::detached);
+    }
+    for (const auto give_up = Clock::now() + 60s; done < 3 && Clock::now() < give_up;) co_await sleep_for(5ms);
+    CHECK(done == 3);
+    CHECK(overlaps == 0);
+    REQUIRE(fences.size() == 45);
+    for (std::size_t i = 1; i < fences.size(); ++i) CHECK(fences[i] > fences[i - 1]);
+  });
+}
+
+LOCKSTORE_CT("valid_until is the request's send time plus the TTL, and moves only with a successful extend") {
+  TestType fixture;
+  run([&]() -> asio::awaitable<void> {
+    auto alice = co_await fixture.make_lock("alice");
+    const auto before = Clock::now();
+    auto guard = co_await alice.try_acquire(AdvisoryKey("valid-until"), 10s);
+    const auto after = Clock::now();
+    REQUIRE(guard);
+    CHECK(guard->valid_until() >= before + 10s);
+    CHECK(guard->valid_until() <= after + 10s);
+    const auto before_extend = Clock::now();
+    const bool extended = co_await alice.extend(*guard, 20s);
+    const auto after_extend = Clock::now();
+    REQUIRE(extended);
+    CHECK(guard->valid_until() >= before_extend + 20s);
+    CHECK(guard->valid_until() <= after_extend + 20s);
+    const auto confirmed = guard->valid_until();
+    LockGuard stale(AdvisoryKey("valid-until"), "not-the-token", guard->fence());
+    const auto stale_until = stale.valid_until();
+    const bool stale_extended = co_await alice.extend(stale, 30s);
+    CHECK_FALSE(stale_extended);
+    CHECK(stale.valid_until() == stale_until);
+    stale.mark_released();
+    CHECK(guard->valid_until() == confirmed);
+    co_await alice.release(std::move(*guard));
+    auto waited = co_await alice.acquire(AdvisoryKey("valid-until"), 5s, 5s);
+    CHECK(waited.valid_until() <= Clock::now() + 5s);
+    CHECK(waited.valid_until() > Clock::now());
+    co_await alice.release(std::move(waited));
+  });
+}
+
+LOCKSTORE_CT("take_over gives the same owner a new token and a larger fence, fences out the old guard, never shortens") {
+  TestType fixture;
+  if constexpr (TestType::has_owners) {
+    run([&]() -> asio::awaitable<void> {
+      auto alice = co_await fixture.make_lock("alice");
+      auto alice_again = co_await fixture.make_lock("alice");  // the same session, resumed
+      auto bob = co_await fixture.make_lock("bob");
+      auto old = co_await alice.try_acquire(AdvisoryKey("resumed"), 30s);
+      REQUIRE(old);
+      auto taken = co_await alice_again.take_over(AdvisoryKey("resumed"), 1ms);
+      REQUIRE(taken.has_value());
+      CHECK(taken->token() != old->token());
+      CHECK(taken->fence() > old->fence());
+      // The old guard is fenced out: it can neither extend nor release.
+      const bool old_extends = co_await alice.extend(*old, 30s);
+      CHECK_FALSE(old_extends);
+      co_await alice.release(std::move(*old));
+      // A 1 ms takeover kept the 30 s expiry: another owner is still refused.
+      co_await sleep_for(20ms);
+      auto refused = co_await bob.try_acquire(AdvisoryKey("resumed"), 5s);
+      CHECK_FALSE(refused.has_value());
+      if (refused) co_await bob.release(std::move(*refused));
+      // Another owner cannot take it over.
+      auto stolen = co_await bob.take_over(AdvisoryKey("resumed"), 5s);
+      CHECK_FALSE(stolen.has_value());
+      if (stolen) co_await bob.release(std::move(*stolen));
+      const bool taken_extends = co_await alice_again.extend(*taken, 30s);
+      CHECK(taken_extends);
+      co_await alice_again.release(std::move(*taken));
+      // A free key is simply taken.
+      auto fresh = co_await bob.take_over(AdvisoryKey("resumed"), 5s);
+      REQUIRE(fresh.has_value());
+      CHECK(fresh->fence() > taken->fence());
+      co_await bob.release(std::move(*fresh));
+    });
+  } else {
+    SUCCEED("no owners: every acquisition is its own holder and there is nothing to take over");
+  }
 }
 
 LOCKSTORE_CT("release lets another owner in at once") {
@@ -140,14 +283,16 @@ LOCKSTORE_CT("extend is true for the holder and moves the expiry") {
   run([&]() -> asio::awaitable<void> {
     auto alice = co_await fixture.make_lock("alice");
     auto bob = co_await fixture.make_lock("bob");
-    // Extends every 125 ms for 1 s, twice the original 500 ms TTL. The wide
-    // margin (375 ms) keeps a stalled, loaded CI machine from expiring the
-    // lease between two extends (an earlier 80 ms TTL with 40 ms steps did).
-    auto held = co_await alice.try_acquire(AdvisoryKey("extended"), 500ms);
+    // Extends every 250 ms until well past the original 2 s TTL, so the
+    // lease outlives it only because extend moved the expiry. Each step
+    // leaves 1.75 s of margin, which a loaded machine under TSan does not
+    // use up between two extends.
+    const auto started = Clock::now();
+    auto held = co_await alice.try_acquire(AdvisoryKey("extended"), 2s);
     REQUIRE(held);
-    for (int i = 0; i < 8; ++i) {
-      co_await sleep_for(125ms);
-      const bool extended = co_await alice.extend(*held, 500ms);
+    while (Clock::now() - started < 2500ms) {
+      co_await sleep_for(250ms);
+      const bool extended = co_await alice.extend(*held, 2s);
       CHECK(extended);
     }
     auto refused = co_await bob.try_acquire(AdvisoryKey("extended"), 1s);
@@ -235,10 +380,8 @@ LOCKSTORE_CT("a cancelled acquire holds nothing afterwards") {
     auto carol = co_await fixture.make_lock("carol");
     auto held = co_await alice.try_acquire(AdvisoryKey("cancelled"), 30s);
     REQUIRE(held);
-    asio::steady_timer timer(co_await asio::this_coro::executor, 40ms);
-    auto outcome = co_await (bob.acquire(AdvisoryKey("cancelled"), 30s, 30s) ||
-                             timer.async_wait(asio::use_awaitable));
-    CHECK(outcome.index() == 1);
+    auto outcome = co_await cancel_after(bob.acquire(AdvisoryKey("cancelled"), 30s, 30s), 40ms);
+    CHECK_FALSE(outcome.has_value());
     co_await alice.release(std::move(*held));
     auto free_now = co_await carol.try_acquire(AdvisoryKey("cancelled"), 5s);
     CHECK(free_now.has_value());
@@ -262,10 +405,9 @@ LOCKSTORE_CT("a cancellation racing a release never leaves the lease held") {
         co_await alice.release(std::move(guard));
         released = true;
       }, asio::detached);
-      asio::steady_timer timer(executor, std::chrono::milliseconds(5 + round % 5));
-      auto outcome = co_await (bob.acquire(AdvisoryKey("raced"), 30s, 30s) ||
-                               timer.async_wait(asio::use_awaitable));
-      if (outcome.index() == 0) co_await bob.release(std::move(std::get<0>(outcome)));
+      auto outcome =
+          co_await cancel_after(bob.acquire(AdvisoryKey("raced"), 30s, 30s), std::chrono::milliseconds(5 + round % 5));
+      if (outcome) co_await bob.release(std::move(*outcome));
       for (const auto give_up = Clock::now() + 5s; !released && Clock::now() < give_up;)
         co_await sleep_for(1ms);  // waits for the detached release, bounded
       REQUIRE(released);
@@ -295,14 +437,14 @@ LOCKSTORE_CT("acquire serves waiters first come, first served, and a releaser ca
       };
       auto executor = co_await asio::this_coro::executor;
       asio::co_spawn(executor, waiter(first, "first"), asio::detached);
-      co_await sleep_for(150ms);  // first is refused and takes its ticket
+      co_await until_waiting(fixture, key, 1);  // first is refused and takes its ticket
       asio::co_spawn(executor, waiter(second, "second"), asio::detached);
-      co_await sleep_for(150ms);
+      co_await until_waiting(fixture, key, 2);
       co_await holder.release(std::move(held));
       auto again = co_await holder.acquire(key, 30s, 10s);  // straight back: behind both
       order.push_back("holder");
       co_await holder.release(std::move(again));
-      for (const auto give_up = Clock::now() + 5s; finished < 2 && Clock::now() < give_up;) co_await sleep_for(1ms);
+      for (const auto give_up = Clock::now() + 30s; finished < 2 && Clock::now() < give_up;) co_await sleep_for(1ms);
       const std::vector<std::string> expected{"first", "second", "holder"};
       CHECK(order == expected);
       CHECK(finished == 2);
@@ -326,25 +468,27 @@ LOCKSTORE_CT("a waiter queued behind one that takes the lease and abandons it ge
     bool second_done = false;
     Clock::time_point second_at{};
     asio::co_spawn(executor, [&]() -> asio::awaitable<void> {
-      auto guard = co_await first.acquire(key, 300ms, 10s);
+      auto guard = co_await first.acquire(key, 300ms, 20s);
       abandoned_at = Clock::now();
       guard.mark_released();  // walks away: the lease lives on for its 300 ms
     }, asio::detached);
-    co_await sleep_for(100ms);  // first queues before second
+    co_await until_waiting(fixture, key, 1);  // first queues before second
     asio::co_spawn(executor, [&]() -> asio::awaitable<void> {
-      auto guard = co_await second.acquire(key, 30s, 10s);
+      auto guard = co_await second.acquire(key, 30s, 20s);
       second_at = Clock::now();
       second_done = true;
       co_await second.release(std::move(guard));
     }, asio::detached);
-    co_await sleep_for(100ms);
+    co_await until_waiting(fixture, key, 2);
     co_await holder.release(std::move(held));
-    for (const auto give_up = Clock::now() + 12s; !second_done && Clock::now() < give_up;) co_await sleep_for(5ms);
+    for (const auto give_up = Clock::now() + 25s; !second_done && Clock::now() < give_up;) co_await sleep_for(5ms);
     REQUIRE(second_done);
     REQUIRE(abandoned_at != Clock::time_point{});
     const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(second_at - abandoned_at);
     CHECK(waited >= 150ms);   // not long before the abandoned lease ran out
-    CHECK(waited < 2500ms);   // the 300 ms TTL plus a waiter's look-again time, not the 10 s deadline
+    // The 300 ms TTL plus a waiter's look-again time (at most ~1 s), not the
+    // 20 s deadline; 8 s leaves room for a loaded machine under TSan.
+    CHECK(waited < 8000ms);
   });
 }
 
@@ -389,10 +533,10 @@ LOCKSTORE_CT("a waiter acquires an abandoned lease when it expires") {
     REQUIRE(abandoned);
     abandoned->mark_released();  // as if its holder crashed
     const auto start = Clock::now();
-    auto guard = co_await bob.acquire(AdvisoryKey("abandoned"), 5s, 10s);
+    auto guard = co_await bob.acquire(AdvisoryKey("abandoned"), 5s, 20s);
     const auto waited = ms_since(start);
     CHECK(waited >= 80);
-    CHECK(waited < 2000);
+    CHECK(waited < 8000);  // the 100 ms TTL and a look-again time, not the 10 s deadline
     CHECK(guard.fence() > abandoned->fence());
     co_await bob.release(std::move(guard));
   });
@@ -555,17 +699,19 @@ LOCKSTORE_CT("with_session_lock auto-renew keeps the lease alive well past its T
     auto bob = co_await fixture.make_lock("bob");
     const TenantId tenant("acme");
     LockOptions options;
-    options.ttl = 60ms;
+    // Renewed every ttl/3 (133 ms): a stall under 260 ms cannot lose it, and
+    // the body runs four TTLs.
+    options.ttl = 400ms;
     int refusals = 0;
     co_await with_session_lock(alice, tenant, "long", [&]() -> asio::awaitable<void> {
-      for (int i = 0; i < 5; ++i) {  // 5 x 60 ms: five TTLs
-        co_await sleep_for(60ms);
+      for (int i = 0; i < 4; ++i) {  // 4 x 400 ms: four TTLs
+        co_await sleep_for(400ms);
         auto probe = co_await bob.try_acquire(AdvisoryKey::for_session(tenant, "long"), 1s);
         if (!probe) ++refusals;
         if (probe) co_await bob.release(std::move(*probe));
       }
     }, options);
-    CHECK(refusals == 5);
+    CHECK(refusals == 4);
     auto after = co_await bob.try_acquire(AdvisoryKey::for_session(tenant, "long"), 1s);
     CHECK(after.has_value());
     if (after) co_await bob.release(std::move(*after));
@@ -611,6 +757,45 @@ LOCKSTORE_CT("with_session_lock cancels the body and throws lock_lost when the l
       CHECK(thief_still_holds);  // the loser's release did not remove it
       co_await bob.release(std::move(*stolen));
     }
+  });
+}
+
+LOCKSTORE_CT("with_session_lock cancels the body before the lease ends when no renewal is answered") {
+  TestType fixture;
+  run([&]() -> asio::awaitable<void> {
+    auto alice = co_await fixture.make_lock("alice");
+    auto bob = co_await fixture.make_lock("bob");
+    UnansweredExtends<typename TestType::Lock> partitioned{alice};
+    const TenantId tenant("acme");
+    LockOptions options;
+    options.ttl = 3s;  // renewals due every second go unanswered; the margin is 300 ms
+    Clock::time_point body_started{};
+    Clock::time_point cancelled_at{};
+    std::optional<errc> code;
+    try {
+      co_await with_session_lock(partitioned, tenant, "partitioned", [&]() -> asio::awaitable<void> {
+        body_started = Clock::now();
+        try {
+          co_await sleep_for(60s);
+        } catch (const boost::system::system_error&) {
+          cancelled_at = Clock::now();
+          throw;
+        }
+      }, options);
+    } catch (const Error& error) {
+      code = static_cast<errc>(error.code().value());
+    }
+    CHECK(code == errc::lock_lost);
+    REQUIRE(cancelled_at != Clock::time_point{});
+    // The lease was granted before the body started, so it ends no later than
+    // body_started + ttl; the body must have been stopped before that, and
+    // not long before the margin (the lease was good for at least 2.7 s).
+    CHECK(cancelled_at < body_started + options.ttl);
+    CHECK(cancelled_at - body_started >= 2s);
+    // The lease was released on the way out: bob gets it at once.
+    auto after = co_await bob.try_acquire(AdvisoryKey::for_session(tenant, "partitioned"), 5s);
+    CHECK(after.has_value());
+    if (after) co_await bob.release(std::move(*after));
   });
 }
 

@@ -11,7 +11,10 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <exception>
 #include <functional>
+#include <memory>
+#include <optional>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -33,6 +36,55 @@ auto run(F&& make) {
 inline asio::awaitable<void> sleep_for(std::chrono::milliseconds duration) {
   asio::steady_timer timer(co_await asio::this_coro::executor, duration);
   co_await timer.async_wait(asio::use_awaitable);
+}
+
+/// Runs `operation` and cancels it (terminal) once `after` has passed, unless
+/// it finished first. Returns its result, or nullopt when the cancellation
+/// ended it with operation_aborted; any other exception propagates.
+///
+/// The cancellation is emitted from a timer handler on the caller's own
+/// executor, straight into the slot of a completion handler that has no
+/// executor of its own, so co_spawn forwards it at once instead of posting
+/// it (Asio 1.81 can post a forwarded cancellation that outlives its slot,
+/// chriskohlhoff/asio#1332). The shared state outlives both handlers, and the
+/// timer emits only while the operation has not finished.
+template <class T>
+asio::awaitable<std::optional<T>> cancel_after(asio::awaitable<T> operation, std::chrono::milliseconds after) {
+  struct State {
+    explicit State(asio::any_io_executor executor) : finished(executor, asio::steady_timer::time_point::max()) {}
+    asio::cancellation_signal signal;
+    asio::steady_timer finished;
+    bool done = false;
+    std::optional<T> value;
+    std::exception_ptr failure;
+  };
+  auto executor = co_await asio::this_coro::executor;
+  auto state = std::make_shared<State>(executor);
+  asio::steady_timer timer(executor, after);
+  timer.async_wait([state](boost::system::error_code error) {
+    if (!error && !state->done) state->signal.emit(asio::cancellation_type::terminal);
+  });
+  asio::co_spawn(
+      executor,
+      [](asio::awaitable<T> inner) -> asio::awaitable<std::optional<T>> { co_return co_await std::move(inner); }(
+          std::move(operation)),
+      asio::bind_cancellation_slot(state->signal.slot(), [state](std::exception_ptr failure, std::optional<T> value) {
+        state->done = true;
+        state->failure = failure;
+        state->value = std::move(value);
+        state->finished.cancel();
+      }));
+  while (!state->done) co_await state->finished.async_wait(asio::as_tuple(asio::use_awaitable));
+  timer.cancel();
+  if (state->failure) {
+    try {
+      std::rethrow_exception(state->failure);
+    } catch (const boost::system::system_error& error) {
+      if (error.code() != asio::error::operation_aborted) throw;
+      co_return std::nullopt;
+    }
+  }
+  co_return std::move(state->value);
 }
 
 /// A directory removed (with its contents) at scope exit.

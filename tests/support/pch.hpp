@@ -2,7 +2,6 @@
 #pragma once
 
 #include <boost/asio.hpp>
-#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/experimental/parallel_group.hpp>
 #include <catch2/catch.hpp>
 #include <fmt/format.h>

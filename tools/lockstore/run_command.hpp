@@ -1,9 +1,11 @@
 // `lockstore run`: hold a lease while a command runs. The command gets
 // LOCKSTORE_KEY, LOCKSTORE_TOKEN and LOCKSTORE_FENCE; the lease is renewed
 // every ttl/3; SIGINT, SIGTERM and SIGHUP are forwarded to it; the lease is
-// released when it exits and the tool exits with its status. If a renewal
-// finds the lease lost, the command gets SIGTERM, then SIGKILL after
-// --kill-after, and the tool exits with exit_lease_lost.
+// released when it exits and the tool exits with its status. The renewal is
+// the library's (renew_while): if a renewal finds the lease lost, or none is
+// confirmed by the lease's assumed end less the safety margin (the server
+// unreachable), the command gets SIGTERM before the lease ends, then SIGKILL
+// after --kill-after, and the tool exits with exit_lease_lost.
 #pragma once
 
 #include "arguments.hpp"
@@ -131,48 +133,50 @@ asio::awaitable<int> supervise(Lock& lock, RunOptions options) {
   };
   forward();
 
-  // The child's exit and the renew loop run as one group that this frame
-  // awaits, so neither outlives it; the child's exit cancels the renewals.
-  bool lost = false;
-  auto wait_for_child = [&]() -> asio::awaitable<int> {
-    int status = 0;
-    while (::waitpid(child, &status, WNOHANG) != child) {
-      boost::system::error_code ignored;
-      co_await child_ended.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
-    }
-    co_return status;
-  };
-  auto renew_until_lost = [&]() -> asio::awaitable<void> {
-    asio::steady_timer timer(executor);
+  // The library's renewal (renew_while) runs beside the wait for the child:
+  // when the lease is lost, or no renewal was confirmed by its assumed end
+  // less the safety margin, the wait is cancelled, and the child gets
+  // SIGTERM then, before another holder can get in, and SIGKILL after
+  // --kill-after.
+  int status = 0;
+  auto wait_for_child = [&]() -> asio::awaitable<void> {
     for (;;) {
-      timer.expires_after(std::max<std::chrono::milliseconds>(options.ttl / 3, std::chrono::milliseconds(1)));
-      co_await timer.async_wait(asio::use_awaitable);
-      bool held = true;
-      try {
-        held = co_await lock.extend(*guard, options.ttl);
-      } catch (const Error& failure) {  // retried next interval; false comes once the lease is gone
-        fmt::print(stderr, "lockstore: renewing '{}' failed: {}\n", key.str(), failure.what());
-      }
-      if (held) continue;
-      lost = true;
-      fmt::print(stderr, "lockstore: the lease on '{}' (fence {}) was lost; sending SIGTERM to {} (pid {})\n",
-                 key.str(), guard->fence(), options.command.front(), child);
+      if (::waitpid(child, &status, WNOHANG) == child) co_return;
+      boost::system::error_code error;
+      co_await child_ended.async_wait(asio::redirect_error(asio::use_awaitable, error));
+      if (error != asio::error::operation_aborted) continue;
+      co_await asio::this_coro::reset_cancellation_state();
+      co_await asio::this_coro::throw_if_cancelled(false);
+      fmt::print(stderr, "lockstore: the lease on '{}' (fence {}) was lost or is ending unconfirmed; sending SIGTERM "
+                 "to {} (pid {})\n", key.str(), guard->fence(), options.command.front(), child);
       ::kill(child, SIGTERM);
-      timer.expires_after(options.kill_after);
-      co_await timer.async_wait(asio::use_awaitable);
-      fmt::print(stderr, "lockstore: {} (pid {}) still ran {} after SIGTERM; sending SIGKILL\n",
-                 options.command.front(), child, format_duration(options.kill_after));
-      ::kill(child, SIGKILL);
+      const auto kill_at = std::chrono::steady_clock::now() + options.kill_after;
+      bool killed = false;
+      asio::steady_timer timer(executor);
+      while (::waitpid(child, &status, WNOHANG) != child) {
+        if (!killed && std::chrono::steady_clock::now() >= kill_at) {
+          fmt::print(stderr, "lockstore: {} (pid {}) still ran {} after SIGTERM; sending SIGKILL\n",
+                     options.command.front(), child, format_duration(options.kill_after));
+          ::kill(child, SIGKILL);
+          killed = true;
+        }
+        timer.expires_at(killed ? std::chrono::steady_clock::time_point::max() : kill_at);
+        co_await asio::experimental::make_parallel_group(child_ended.async_wait(asio::deferred),
+                                                         timer.async_wait(asio::deferred))
+            .async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
+      }
       co_return;
     }
   };
-  auto child_op = asio::co_spawn(executor, wait_for_child, asio::deferred);
-  auto renew_op = asio::co_spawn(executor, renew_until_lost, asio::deferred);
-  auto group = asio::experimental::make_parallel_group(std::move(child_op), std::move(renew_op));
-  auto first_done = std::move(group).async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
-  auto [order, child_error, status, renew_error] = co_await std::move(first_done);
+  bool lost = false;
+  try {
+    auto running = renew_while(lock, *guard, options.ttl, wait_for_child);
+    co_await std::move(running);
+  } catch (const Error& error) {
+    if (error.code() != errc::lock_lost) throw;
+    lost = true;
+  }
   forwarded.cancel();
-  if (order[0] != 0) ::waitpid(child, &status, 0);  // killed after the lease was lost: reap it
   co_await lock.release(std::move(*guard));
   if (lost) co_return exit_lease_lost;
   if (WIFSIGNALED(status)) co_return 128 + WTERMSIG(status);

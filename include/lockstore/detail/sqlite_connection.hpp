@@ -156,6 +156,23 @@ class SqliteConnection {
                          busy_.get());
   }
 
+  /// Registers lockstore_now_ms(): the wall clock in ms since the Unix
+  /// epoch, read when a statement calls it. A statement's write lock is taken
+  /// before any of its rows are computed, so a lease statement that reads
+  /// the clock through this function reads it once it holds the lock, never
+  /// before a wait for another connection's write.
+  void register_clock() {
+    const int rc = sqlite3_create_function_v2(
+        db_.get(), "lockstore_now_ms", 0, SQLITE_UTF8, nullptr,
+        [](sqlite3_context* context, int, sqlite3_value**) {
+          sqlite3_result_int64(context, std::chrono::duration_cast<std::chrono::milliseconds>(
+                                            std::chrono::system_clock::now().time_since_epoch())
+                                            .count());
+        },
+        nullptr, nullptr, nullptr);
+    if (rc != SQLITE_OK) throw_sqlite(db_.get(), rc, "registering lockstore_now_ms()", path_);
+  }
+
   sqlite3* handle() const noexcept { return db_.get(); }
   const std::filesystem::path& path() const noexcept { return path_; }
   bool read_only() const noexcept { return read_only_; }
