@@ -2,6 +2,7 @@
 // processes, NOTIFY wake-ups, lost connections, a server restart, bad
 // conninfo and unreachable servers.
 #include "support/helpers.hpp"
+#include "support/partition_checks.hpp"
 #include "support/operator_checks.hpp"
 #include "support/process_checks.hpp"
 #include "support/servers.hpp"
@@ -36,6 +37,14 @@ inline std::string postgres_admin(const std::string& conninfo, const std::string
   PQfinish(connection);
   if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) throw std::runtime_error("admin SQL failed: " + message);
   return value;
+}
+
+/// The shared server's port, from its conninfo.
+inline std::uint16_t postgres_port() {
+  const auto conninfo = postgres_conninfo();
+  const auto at = conninfo.find("port=");
+  if (at == std::string::npos) throw std::runtime_error("no port= in " + conninfo);
+  return static_cast<std::uint16_t>(std::stoi(conninfo.substr(at + 5)));
 }
 
 /// A conninfo whose lease table lives in a schema of its own, so tests
@@ -517,5 +526,28 @@ TEST_CASE("PostgreSQL: fences keep growing across a server restart", "[postgres]
     co_await second.release(std::move(after));
   });
 }
+
+TEST_CASE("PostgreSQL: a holder cut off by a partition stops its body before a direct client gets the key",
+          "[postgres][fault][partition]") {
+  const auto direct_conninfo = fresh_postgres_schema();
+  PartitionProxy proxy(postgres_port());
+  // The same schema, through the proxy (a later host/port wins in a conninfo).
+  const auto through_conninfo = fmt::format("{} host=127.0.0.1 port={} connect_timeout=2", direct_conninfo, proxy.port());
+  check_partitioned_session_stops_first(
+      proxy, [&](std::string owner) { return PostgresLock::connect(through_conninfo, std::move(owner)); },
+      [&](std::string owner) { return PostgresLock::connect(direct_conninfo, std::move(owner)); });
+}
+
+#ifdef LOCKSTORE_TOOL
+TEST_CASE("PostgreSQL: lockstore run behind a partition signals its command before a direct client gets the key",
+          "[postgres][fault][partition][cli]") {
+  PartitionProxy proxy(postgres_port());
+  const auto key = fmt::format("partitioned-run-{:016x}", detail::ThreadRandom::next());
+  const auto direct_conninfo = postgres_conninfo();
+  check_partitioned_run_stops_first(
+      proxy, LOCKSTORE_TOOL, fmt::format("postgres://postgres@127.0.0.1:{}/postgres?connect_timeout=2", proxy.port()), key,
+      [&](std::string owner) { return PostgresLock::connect(direct_conninfo, std::move(owner)); });
+}
+#endif
 
 }  // namespace lockstore::test

@@ -2,6 +2,7 @@
 // processes, pub/sub wake-ups, credentials, lost connections, and restarts
 // with and without persistence.
 #include "support/helpers.hpp"
+#include "support/partition_checks.hpp"
 #include "support/operator_checks.hpp"
 #include "support/process_checks.hpp"
 #include "support/servers.hpp"
@@ -504,6 +505,52 @@ TEST_CASE("Redis: with persistence (AOF) a lease and its fence survive a restart
     REQUIRE(after.has_value());
     CHECK(after->fence() > fence);
     co_await second.release(std::move(*after));
+  });
+}
+
+TEST_CASE("Redis: a holder cut off by a partition stops its body before a direct client gets the key",
+          "[redis][fault][partition]") {
+  auto direct_options = fresh_redis_options();
+  PartitionProxy proxy(direct_options.port);
+  auto through_options = direct_options;
+  through_options.port = proxy.port();
+  through_options.connect_timeout = std::chrono::seconds(2);
+  check_partitioned_session_stops_first(
+      proxy, [&](std::string owner) { return RedisLock::connect(through_options, std::move(owner)); },
+      [&](std::string owner) { return RedisLock::connect(direct_options, std::move(owner)); });
+}
+
+#ifdef LOCKSTORE_TOOL
+TEST_CASE("Redis: lockstore run behind a partition signals its command before a direct client gets the key",
+          "[redis][fault][partition][cli]") {
+  RedisOptions direct_options;
+  std::tie(direct_options.host, direct_options.port) = redis_endpoint();
+  PartitionProxy proxy(direct_options.port);
+  const auto key = fmt::format("partitioned-run-{:016x}", detail::ThreadRandom::next());
+  check_partitioned_run_stops_first(proxy, LOCKSTORE_TOOL, fmt::format("redis://127.0.0.1:{}", proxy.port()), key,
+                                    [&](std::string owner) { return RedisLock::connect(direct_options, std::move(owner)); });
+}
+#endif
+
+TEST_CASE("Redis: a server that may evict keys is refused unless the user accepts it", "[redis]") {
+  PrivateServer server("redis", "--maxmemory-policy allkeys-lru");
+  run([&]() -> asio::awaitable<void> {
+    auto options = private_redis_options(server);
+    std::string message;
+    try {
+      auto connecting = RedisLock::connect(options, "alice");
+      auto lock = co_await std::move(connecting);
+    } catch (const Error& error) {
+      CHECK(error.code() == errc::backend_failure);
+      message = error.what();
+    }
+    CHECK_THAT(message, Catch::Contains("allkeys-lru") && Catch::Contains("noeviction"));
+    options.accept_eviction = true;
+    auto accepting = RedisLock::connect(options, "alice");
+    auto lock = co_await std::move(accepting);
+    auto guard = co_await lock.try_acquire(AdvisoryKey("evictable"), 5s);
+    CHECK(guard.has_value());
+    if (guard) co_await lock.release(std::move(*guard));
   });
 }
 

@@ -32,8 +32,19 @@ inline constexpr std::chrono::milliseconds default_session_lock_deadline{5'000};
 struct LockOptions {
   std::chrono::milliseconds ttl = default_session_lock_ttl;            ///< lease length
   std::chrono::milliseconds deadline = default_session_lock_deadline;  ///< how long to wait
-  bool auto_renew = true;  ///< extend every ttl/3 while the body runs
+  /// Extend every ttl/3 while the body runs. Either way the body is cancelled
+  /// at the lease's assumed end less the safety margin if no extend moved it.
+  bool auto_renew = true;
 };
+
+/// How long before the end of its lease (LockGuard::valid_until) a holder
+/// stops: max(ttl / 10, 50 ms), but at most ttl / 3, so that with a short TTL
+/// the renewal due every ttl / 3 still comes first. It covers the time a
+/// cancelled body needs to notice, and clock drift between this machine and
+/// the backend (README, "Guarantees").
+inline std::chrono::milliseconds safety_margin(std::chrono::milliseconds ttl) {
+  return std::min(std::max(ttl / 10, std::chrono::milliseconds(50)), ttl / 3);
+}
 
 namespace detail {
 
@@ -55,50 +66,51 @@ asio::awaitable<boxed_result_t<body_result_t<F>>> run_body(F& body) {
   }
 }
 
-/// How long before the end of its lease (LockGuard::valid_until) a holder
-/// stops: max(ttl / 10, 50 ms), but at most ttl / 3, so that with a short TTL
-/// the renewal due every ttl / 3 still comes first. It covers the time a
-/// cancelled body needs to notice, and clock drift between this machine and
-/// the backend (README, "Guarantees").
-inline std::chrono::milliseconds safety_margin(std::chrono::milliseconds ttl) {
-  return std::min(std::max(ttl / 10, std::chrono::milliseconds(50)), ttl / 3);
-}
-
-// The end the holder assumes for its lease (the guard's valid_until, moved by
-// every confirmed extend), shared by the renewal and the watchdog.
+// When the body must have stopped: the guard's valid_until (moved by every
+// confirmed extend, the body's own included) less the margin. Shared by the
+// renewal and the watchdog.
 struct LeaseClock {
-  std::chrono::steady_clock::time_point valid_until;
+  const LockGuard* guard;
   std::chrono::milliseconds margin;
-  std::chrono::steady_clock::time_point stop_at() const { return valid_until - margin; }
+  std::chrono::steady_clock::time_point stop_at() const { return guard->valid_until() - margin; }
 };
 
-// Extends the lease every ttl/3 and moves `lease.valid_until` to the time each
-// confirmed extend was sent + ttl. Returns when an extend answers false (the
-// lease is lost). Errors are logged and retried sooner; the watchdog, not
-// this loop, decides when time has run out, so a renewal that hangs cannot
-// keep the body running past its lease.
+// Extends the lease every ttl/3; each confirmed extend moves the guard's
+// valid_until to the time it was sent + ttl (lockstore's backends do it
+// themselves; for another backend it is done here). Returns when an extend
+// answers false (the lease is lost) or confirms too late. Errors are logged
+// and retried sooner; the watchdog, not this loop, decides when time has run
+// out, so a renewal that hangs cannot keep the body running past its lease.
+// With `renew` false it only waits to be cancelled.
 template <class L>
-asio::awaitable<void> renew_until_lost(L& lock, LockGuard& guard, std::chrono::milliseconds ttl, LeaseClock& lease) {
+asio::awaitable<void> renew_until_lost(L& lock, LockGuard& guard, std::chrono::milliseconds ttl, LeaseClock& lease,
+                                       bool renew) {
   using Clock = std::chrono::steady_clock;
-  const auto interval = std::max<std::chrono::milliseconds>(ttl / 3, std::chrono::milliseconds(1));
   asio::steady_timer timer(co_await asio::this_coro::executor);
+  if (!renew) {
+    timer.expires_at(Clock::time_point::max());
+    co_await timer.async_wait(asio::use_awaitable);
+    co_return;
+  }
+  const auto interval = std::max<std::chrono::milliseconds>(ttl / 3, std::chrono::milliseconds(1));
   auto wait = interval;
   for (;;) {
     timer.expires_after(wait);
     co_await timer.async_wait(asio::use_awaitable);
     const auto sent = Clock::now();
+    const auto assumed_end = guard.valid_until();
     try {
       auto extending = lock.extend(guard, ttl);
       const bool extended = co_await std::move(extending);
       // A confirmation that comes after the lease it would extend has ended
       // proves nothing: the key may have changed hands meanwhile.
-      if (!extended || Clock::now() >= lease.valid_until) co_return;
-      lease.valid_until = sent + ttl;
-      guard.confirm_until(lease.valid_until);
+      if (!extended || Clock::now() >= assumed_end) co_return;
+      if (guard.valid_until() == assumed_end) guard.confirm_until(sent + ttl);
       wait = interval;
     } catch (const boost::system::system_error& error) {
       if (error.code() == asio::error::operation_aborted) throw;
       const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(lease.stop_at() - Clock::now());
+      if (left <= std::chrono::milliseconds::zero()) co_return;  // too late for any renewal to count
       detail::log(LogLevel::warning,
                   fmt::format("renewing lock '{}' failed ({}); retrying, the body is stopped in {} ms unless a "
                               "renewal succeeds first", guard.key().str(), error.what(), left.count()));
@@ -108,11 +120,13 @@ asio::awaitable<void> renew_until_lost(L& lock, LockGuard& guard, std::chrono::m
 }
 
 // Returns once the lease's assumed end, less the safety margin, has come
-// without a renewal moving it: the body must stop now.
+// without a renewal moving it: the body must stop now. Looks again at least
+// every 10 ms, so an extend of the body's own that moved the end earlier is
+// seen too.
 inline asio::awaitable<void> watch_lease_end(LeaseClock& lease) {
   asio::steady_timer timer(co_await asio::this_coro::executor);
   while (std::chrono::steady_clock::now() < lease.stop_at()) {
-    timer.expires_at(lease.stop_at());
+    timer.expires_at(std::min(lease.stop_at(), std::chrono::steady_clock::now() + std::chrono::milliseconds(10)));
     co_await timer.async_wait(asio::use_awaitable);
   }
 }
@@ -125,12 +139,13 @@ struct RenewedRun {
   boxed_result_t<R> result;
 };
 
-// Runs the body while the renewal and the watchdog run beside it; the first
-// of the three to finish cancels the other two, and all three have finished
-// when this returns. Never throws what the body throws: it is in `failure`.
+// Runs the body while the renewal (when `renew`) and the watchdog run beside
+// it; the first of the three to finish cancels the other two, and all three
+// have finished when this returns. Never throws what the body throws: it is
+// in `failure`. A lease with no time left is not given a body to run.
 template <DistributedLock L, class F>
 asio::awaitable<RenewedRun<body_result_t<F>>> run_renewed(L& lock, LockGuard& guard, std::chrono::milliseconds ttl,
-                                                          F& body) {
+                                                          F& body, bool renew = true) {
   RenewedRun<body_result_t<F>> run;
   // A backend that does not say when its lease ends (a guard built without
   // valid_until) gets its lease confirmed by an extend before the body runs.
@@ -144,24 +159,32 @@ asio::awaitable<RenewedRun<body_result_t<F>>> run_renewed(L& lock, LockGuard& gu
       run.failure = std::current_exception();
       co_return run;
     }
+    if (confirmed && guard.valid_until() == LockGuard::TimePoint::max()) guard.confirm_until(sent + ttl);
     if (!confirmed) {
       run.lost = true;
       co_return run;
     }
-    guard.confirm_until(sent + ttl);
+  }
+  LeaseClock lease{&guard, safety_margin(ttl)};
+  if (std::chrono::steady_clock::now() >= lease.stop_at()) {
+    run.lost = true;
+    co_return run;
   }
   auto executor = co_await asio::this_coro::executor;
-  LeaseClock lease{guard.valid_until(), safety_margin(ttl)};
   // Any side may throw, so wait_for_one (not `||`, which waits for a
   // success). Built in named locals: g++ 12 mishandles temporaries in
   // co_await expressions.
   auto body_op = asio::co_spawn(executor, run_body(body), asio::deferred);
-  auto renew_op = asio::co_spawn(executor, renew_until_lost(lock, guard, ttl, lease), asio::deferred);
+  auto renew_op = asio::co_spawn(executor, renew_until_lost(lock, guard, ttl, lease, renew), asio::deferred);
   auto watch_op = asio::co_spawn(executor, watch_lease_end(lease), asio::deferred);
   auto group = asio::experimental::make_parallel_group(std::move(body_op), std::move(renew_op), std::move(watch_op));
   auto all_done = std::move(group).async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
   auto [order, body_error, body_value, renew_error, watch_error] = co_await std::move(all_done);
-  run.lost = (order[0] == 1 && !renew_error) || (order[0] == 2 && !watch_error);
+  // The renewal or the watchdog ended first (however it ended): the body was
+  // cancelled because the lease could no longer be trusted, unless the
+  // caller's own cancellation is what ended them.
+  asio::cancellation_state state = co_await asio::this_coro::cancellation_state;
+  run.lost = order[0] != 0 && state.cancelled() == asio::cancellation_type::none;
   run.failure = body_error;
   run.result = std::move(body_value);
   co_return run;
@@ -201,17 +224,10 @@ asio::awaitable<detail::body_result_t<F>> with_session_lock(L& lock, const Tenan
   const bool throw_if_cancelled = co_await asio::this_coro::throw_if_cancelled();
   co_await asio::this_coro::throw_if_cancelled(false);
 
-  detail::RenewedRun<Result> run;
-  if (options.auto_renew) {
-    auto running = detail::run_renewed(lock, guard, options.ttl, body);
-    run = co_await std::move(running);
-  } else {
-    try {
-      run.result = co_await detail::run_body(body);
-    } catch (...) {
-      run.failure = std::current_exception();
-    }
-  }
+  // Without auto_renew the lease is not extended, but the body is still
+  // stopped before the lease's end.
+  auto running = detail::run_renewed(lock, guard, options.ttl, body, options.auto_renew);
+  auto run = co_await std::move(running);
 
   try {
     auto releasing = lock.release(std::move(guard));

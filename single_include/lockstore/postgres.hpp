@@ -357,6 +357,27 @@ class PgConnection {
     }
   }
 
+  /// Cuts the request in flight off if `timeout` passes before
+  /// disarm_deadline(): it then fails with connection_lost, "no answer
+  /// within N ms", and the next request reconnects. For a request that
+  /// serves a lease, which must not be answered after the lease's end.
+  void arm_deadline(std::chrono::milliseconds timeout) {
+    deadline_.emplace(executor_, timeout);
+    timed_out_ = false;
+    deadline_budget_ = timeout;
+    deadline_->async_wait([this](boost::system::error_code error) {
+      if (error) return;
+      timed_out_ = true;
+      if (socket_) {
+        boost::system::error_code ignored;
+        socket_->cancel(ignored);
+      }
+    });
+  }
+  void disarm_deadline() {
+    if (deadline_) deadline_->cancel();
+  }
+
   void close() noexcept {
     if (socket_) {
       socket_->release();  // libpq owns the descriptor and closes it
@@ -436,6 +457,7 @@ class PgConnection {
   [[noreturn]] void lost(const char* what) {
     std::string message = connection_ != nullptr ? PQerrorMessage(connection_) : "";
     while (!message.empty() && (message.back() == '\n' || message.back() == ' ')) message.pop_back();
+    if (timed_out_) message = fmt::format("no answer within {} ms", deadline_budget_.count());
     close();
     throw Error(errc::connection_lost,
                 fmt::format("lost the connection to PostgreSQL at {} during {}: {}", endpoint_, what, message));
@@ -460,6 +482,9 @@ class PgConnection {
   std::optional<asio::posix::stream_descriptor> socket_;
   asio::any_io_executor executor_;
   std::string endpoint_ = "(not connected)";
+  std::optional<asio::steady_timer> deadline_;
+  bool timed_out_ = false;
+  std::chrono::milliseconds deadline_budget_{0};
 };
 
 }  // namespace lockstore::detail
@@ -483,6 +508,7 @@ class PgConnection {
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/error.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -560,6 +586,39 @@ asio::awaitable<T> on_strand(const LockStrand& strand, asio::awaitable<T> operat
   if (caller_slot.is_connected()) caller_slot.clear();
   if (failure) std::rethrow_exception(failure);
   if constexpr (!std::is_void_v<T>) co_return std::move(*result);
+}
+
+/// After an acquire on the strand has returned a lease: a cancellation of
+/// the caller that came too late to reach the strand operation (the relay
+/// drops a cancellation that arrives after the operation finished) gives the
+/// lease back and throws operation_aborted, as one that came in time would
+/// have, instead of handing a guard to a cancelled caller.
+template <class GiveBack>
+asio::awaitable<LockGuard> keep_unless_cancelled(LockGuard guard, GiveBack give_back) {
+  asio::cancellation_state state = co_await asio::this_coro::cancellation_state;
+  if (state.cancelled() == asio::cancellation_type::none) co_return guard;
+  const bool throw_if_cancelled = co_await asio::this_coro::throw_if_cancelled();
+  co_await asio::this_coro::throw_if_cancelled(false);
+  const auto key = guard.key();
+  try {
+    auto giving_back = give_back(std::move(guard));
+    co_await std::move(giving_back);
+  } catch (const std::exception& error) {
+    log(LogLevel::warning, fmt::format("giving back lock '{}' after a cancelled acquire failed: {}; it will expire "
+                                       "by TTL", key.str(), error.what()));
+  }
+  co_await asio::this_coro::throw_if_cancelled(throw_if_cancelled);
+  throw boost::system::system_error(asio::error::operation_aborted);
+}
+
+/// How long a release may wait for its answer: until the lease's assumed
+/// end, and at least a second (a release after that end still frees the key
+/// sooner than its expiry would), so that a release through a partition
+/// fails (errc::connection_lost) instead of hanging. Unbounded for a guard
+/// that does not know its end.
+inline LockGuard::TimePoint release_answer_by(const LockGuard& guard) {
+  if (guard.valid_until() == LockGuard::TimePoint::max()) return guard.valid_until();
+  return std::max(guard.valid_until(), std::chrono::steady_clock::now() + std::chrono::seconds(1));
 }
 
 /// When a refused acquirer looks again on its own: at the holder's expiry,
@@ -809,6 +868,7 @@ FROM left_queue)sql"};
 // The explicit takeover (PostgresLock::take_over): like a try_acquire, but a
 // live lease of the same owner is taken too, with a new token and a larger
 // fence (its old guard is fenced out), and its expiry never moves earlier.
+// The third column is how long the lease now runs (ms).
 inline constexpr detail::PgStatement take_over{"lockstore_take_over", R"sql(
 WITH now AS (SELECT clock_timestamp() AS t)
 INSERT INTO lockstore_leases AS l (key, owner, token, fence, acquired_at, expires_at)
@@ -822,7 +882,7 @@ ON CONFLICT (key) DO UPDATE SET
                      ELSE excluded.expires_at END,
   owner       = excluded.owner
 WHERE l.owner = excluded.owner OR l.expires_at <= excluded.acquired_at
-RETURNING l.token, l.fence)sql"};
+RETURNING l.token, l.fence, floor(extract(epoch FROM (l.expires_at - l.acquired_at)) * 1000)::bigint)sql"};
 
 inline constexpr detail::PgStatement extend{"lockstore_extend", R"sql(
 UPDATE lockstore_leases SET expires_at = clock_timestamp() + $3::bigint * interval '1 millisecond'
@@ -922,12 +982,18 @@ class PostgresLock {
                                      std::chrono::milliseconds deadline) {
     detail::validate_ttl(ttl, "PostgresLock::acquire");
     auto acquiring = detail::on_strand(state_->strand, acquire_on_strand(state_, owner_, std::move(key), ttl, deadline));
-    co_return co_await std::move(acquiring);
+    auto guard = co_await std::move(acquiring);
+    auto keeping = detail::keep_unless_cancelled(std::move(guard), [this](LockGuard granted) {
+      return release(std::move(granted));
+    });
+    co_return co_await std::move(keeping);
   }
 
   /// New expiry = server now + ttl while the guard's token holds a live
   /// lease. On true, the guard's valid_until() becomes the time this call was
-  /// made + ttl.
+  /// made + ttl. False also when the guard's valid_until() has passed, or
+  /// passes before the answer comes (the request is cut off then:
+  /// errc::connection_lost, "no answer").
   asio::awaitable<bool> extend(LockGuard& guard, std::chrono::milliseconds ttl) {
     detail::validate_ttl(ttl, "PostgresLock::extend");
     std::vector<detail::PgParam> params;
@@ -935,9 +1001,14 @@ class PostgresLock {
     params.push_back({guard.token(), false});
     params.push_back({std::to_string(ttl.count()), false});
     const auto sent = std::chrono::steady_clock::now();
-    auto extending = detail::on_strand(state_->strand, execute(state_, detail::postgres_sql::extend, std::move(params)));
+    const auto assumed_end = guard.valid_until();
+    if (sent >= assumed_end) co_return false;  // the holder must already assume it lost
+    auto extending =
+        detail::on_strand(state_->strand, execute(state_, detail::postgres_sql::extend, std::move(params), assumed_end));
     auto result = co_await std::move(extending);
-    const bool extended = std::string_view(PQcmdTuples(result.get())) == "1";
+    // A confirmation that arrives after the lease's assumed end counts as lost.
+    const bool extended =
+        std::string_view(PQcmdTuples(result.get())) == "1" && std::chrono::steady_clock::now() < assumed_end;
     if (extended) guard.confirm_until(sent + ttl);
     co_return extended;
   }
@@ -961,7 +1032,7 @@ class PostgresLock {
     auto result = co_await std::move(taking);
     if (PQntuples(result.get()) != 1) co_return std::nullopt;
     co_return LockGuard(std::move(key), PQgetvalue(result.get(), 0, 0), std::stoull(PQgetvalue(result.get(), 0, 1)),
-                        sent + ttl);
+                        sent + std::chrono::milliseconds(std::stoll(PQgetvalue(result.get(), 0, 2))));
   }
 
   /// Removes the lease if the guard's token still holds it, notifies the
@@ -969,7 +1040,8 @@ class PostgresLock {
   /// stays unreleased and the error is thrown (the lease then expires).
   asio::awaitable<void> release(LockGuard guard) {
     if (guard.released()) co_return;
-    auto releasing = detail::on_strand(state_->strand, release_on_strand(state_, guard.key(), guard.token()));
+    auto releasing = detail::on_strand(
+        state_->strand, release_on_strand(state_, guard.key(), guard.token(), detail::release_answer_by(guard)));
     co_await std::move(releasing);
     guard.mark_released();
   }
@@ -1046,6 +1118,10 @@ class PostgresLock {
     std::string own_channel;
     detail::PgConnection command;
     detail::AsyncMutex command_turn;
+    // Several acquires of one lock may find the listening connection down at
+    // once; one of them sets it up while the others wait for it, since two
+    // setting up one connection would close it under each other.
+    detail::AsyncMutex listen_turn;
     detail::PgConnection listener;
     detail::KeyedWaiters waiters;
     detail::WakeupPump pump;
@@ -1086,19 +1162,31 @@ class PostgresLock {
 
   // Runs one prepared statement on the command connection, reconnecting first
   // if an earlier operation found the connection broken.
+  // `answer_by`: for a request that serves a lease, its assumed end
+  // (LockGuard::valid_until): a reply later than that is worth nothing, so
+  // the request is cut off then (errc::connection_lost, "no answer").
   static asio::awaitable<detail::PgResult> execute(std::shared_ptr<State> state, detail::PgStatement statement,
-                                                   std::vector<detail::PgParam> params) {
+                                                   std::vector<detail::PgParam> params,
+                                                   LockGuard::TimePoint answer_by = LockGuard::TimePoint::max()) {
     co_await asio::this_coro::throw_if_cancelled(false);
     auto turn = co_await state->command_turn.lock();
     if (!state->command.connected()) co_await connect_command(state);
+    if (answer_by == LockGuard::TimePoint::max()) co_return co_await state->command.execute(statement.name, params);
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(answer_by - std::chrono::steady_clock::now());
+    state->command.arm_deadline(std::max(left, std::chrono::milliseconds(1)));
+    struct Disarm {
+      detail::PgConnection& connection;
+      ~Disarm() { connection.disarm_deadline(); }
+    } disarm{state->command};
     co_return co_await state->command.execute(statement.name, params);
   }
 
-  static asio::awaitable<void> release_on_strand(std::shared_ptr<State> state, AdvisoryKey key, std::string token) {
+  static asio::awaitable<void> release_on_strand(std::shared_ptr<State> state, AdvisoryKey key, std::string token,
+                                                 LockGuard::TimePoint answer_by = LockGuard::TimePoint::max()) {
     std::vector<detail::PgParam> params;
     params.push_back({key.str(), true});
     params.push_back({std::move(token), false});
-    auto result = co_await execute(state, detail::postgres_sql::release, std::move(params));
+    auto result = co_await execute(state, detail::postgres_sql::release, std::move(params), answer_by);
     if (PQntuples(result.get()) == 1) state->waiters.notify(key.str());
   }
 
@@ -1174,6 +1262,8 @@ class PostgresLock {
   }
 
   static asio::awaitable<void> start_listening(std::shared_ptr<State> state) {
+    auto turn = co_await state->listen_turn.lock();
+    if (state->pump.listening()) co_return;  // another acquire set it up meanwhile
     try {
       co_await state->listener.connect(state->conninfo, state->connect_timeout);
       co_await state->listener.execute_script(

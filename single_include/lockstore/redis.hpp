@@ -360,6 +360,7 @@ class RedisConnection {
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/error.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -437,6 +438,39 @@ asio::awaitable<T> on_strand(const LockStrand& strand, asio::awaitable<T> operat
   if (caller_slot.is_connected()) caller_slot.clear();
   if (failure) std::rethrow_exception(failure);
   if constexpr (!std::is_void_v<T>) co_return std::move(*result);
+}
+
+/// After an acquire on the strand has returned a lease: a cancellation of
+/// the caller that came too late to reach the strand operation (the relay
+/// drops a cancellation that arrives after the operation finished) gives the
+/// lease back and throws operation_aborted, as one that came in time would
+/// have, instead of handing a guard to a cancelled caller.
+template <class GiveBack>
+asio::awaitable<LockGuard> keep_unless_cancelled(LockGuard guard, GiveBack give_back) {
+  asio::cancellation_state state = co_await asio::this_coro::cancellation_state;
+  if (state.cancelled() == asio::cancellation_type::none) co_return guard;
+  const bool throw_if_cancelled = co_await asio::this_coro::throw_if_cancelled();
+  co_await asio::this_coro::throw_if_cancelled(false);
+  const auto key = guard.key();
+  try {
+    auto giving_back = give_back(std::move(guard));
+    co_await std::move(giving_back);
+  } catch (const std::exception& error) {
+    log(LogLevel::warning, fmt::format("giving back lock '{}' after a cancelled acquire failed: {}; it will expire "
+                                       "by TTL", key.str(), error.what()));
+  }
+  co_await asio::this_coro::throw_if_cancelled(throw_if_cancelled);
+  throw boost::system::system_error(asio::error::operation_aborted);
+}
+
+/// How long a release may wait for its answer: until the lease's assumed
+/// end, and at least a second (a release after that end still frees the key
+/// sooner than its expiry would), so that a release through a partition
+/// fails (errc::connection_lost) instead of hanging. Unbounded for a guard
+/// that does not know its end.
+inline LockGuard::TimePoint release_answer_by(const LockGuard& guard) {
+  if (guard.valid_until() == LockGuard::TimePoint::max()) return guard.valid_until();
+  return std::max(guard.valid_until(), std::chrono::steady_clock::now() + std::chrono::seconds(1));
 }
 
 /// When a refused acquirer looks again on its own: at the holder's expiry,
@@ -751,8 +785,8 @@ return granted())lua";
 // The explicit takeover (RedisLock::take_over). KEYS[1] lease, KEYS[2] fence
 // counter; ARGV token, owner, ttl ms. Takes the key when it is free or held
 // by the same owner, with a new token and a larger fence (the old guard is
-// fenced out), never shortening the lease. {token, fence} (strings) when
-// taken; {ms left} (an integer) when another owner holds it.
+// fenced out), never shortening the lease. {token, fence, ms it runs}
+// (strings, then an integer) when taken; {ms left} when another owner holds it.
 inline constexpr const char* take_over = LOCKSTORE_REDIS_LEASE_FIELDS R"lua(
 local keep_ms = 0
 local lease = redis.call('GET', KEYS[1])
@@ -770,7 +804,7 @@ redis.call('SET', KEYS[2], fence)
 local ttl = math.max(tonumber(ARGV[3]), keep_ms)
 redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. fence .. ' ' .. now[1] .. string.sub(micros, 1, 3) .. ' ' .. ARGV[2],
            'PX', ttl)
-return {ARGV[1], fence})lua";
+return {ARGV[1], fence, ttl})lua";
 
 // KEYS[1] lease; ARGV token, ttl ms. 1 when extended.
 inline constexpr const char* extend = R"lua(
@@ -893,20 +927,31 @@ class RedisLock {
                                      std::chrono::milliseconds deadline) {
     detail::validate_ttl(ttl, "RedisLock::acquire");
     auto acquiring = detail::on_strand(state_->strand, acquire_on_strand(state_, owner_, std::move(key), ttl, deadline));
-    co_return co_await std::move(acquiring);
+    auto guard = co_await std::move(acquiring);
+    auto keeping = detail::keep_unless_cancelled(std::move(guard), [this](LockGuard granted) {
+      return release(std::move(granted));
+    });
+    co_return co_await std::move(keeping);
   }
 
   /// New expiry = now + ttl while the guard's token holds the lease. On
   /// true, the guard's valid_until() becomes the time this call was made + ttl.
+  /// False also when the guard's valid_until() has passed, or passes before
+  /// the answer comes (the request is cut off then: errc::connection_lost,
+  /// "no answer").
   asio::awaitable<bool> extend(LockGuard& guard, std::chrono::milliseconds ttl) {
     detail::validate_ttl(ttl, "RedisLock::extend");
     std::vector<std::string> keys{state_->lease_key(guard.key())};
     std::vector<std::string> arguments{guard.token(), std::to_string(ttl.count())};
     const auto sent = std::chrono::steady_clock::now();
-    auto extending = detail::on_strand(
-        state_->strand, run_script(state_, detail::redis_scripts::extend_script, std::move(keys), std::move(arguments)));
+    const auto assumed_end = guard.valid_until();
+    if (sent >= assumed_end) co_return false;  // the holder must already assume it lost
+    auto extending = detail::on_strand(state_->strand, run_script(state_, detail::redis_scripts::extend_script,
+                                                                  std::move(keys), std::move(arguments), assumed_end));
     auto reply = co_await std::move(extending);
-    const bool extended = reply->type == REDIS_REPLY_INTEGER && reply->integer == 1;
+    // A confirmation that arrives after the lease's assumed end counts as lost.
+    const bool extended = reply->type == REDIS_REPLY_INTEGER && reply->integer == 1 &&
+                          std::chrono::steady_clock::now() < assumed_end;
     if (extended) guard.confirm_until(sent + ttl);
     co_return extended;
   }
@@ -926,9 +971,10 @@ class RedisLock {
     auto taking = detail::on_strand(
         state_->strand, run_script(state_, detail::redis_scripts::take_over_script, std::move(keys), std::move(arguments)));
     auto reply = co_await std::move(taking);
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) co_return std::nullopt;
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3) co_return std::nullopt;
     std::string token(detail::RedisReply::text_of(reply->element[0]));
-    co_return LockGuard(std::move(key), std::move(token), to_u64(reply->element[1]), sent + ttl);
+    const auto runs = std::chrono::milliseconds(to_u64(reply->element[2]));
+    co_return LockGuard(std::move(key), std::move(token), to_u64(reply->element[1]), sent + runs);
   }
 
   /// Removes the lease if the guard's token still holds it, publishes the
@@ -936,7 +982,8 @@ class RedisLock {
   /// unreleased and the error is thrown (the lease then expires).
   asio::awaitable<void> release(LockGuard guard) {
     if (guard.released()) co_return;
-    auto releasing = detail::on_strand(state_->strand, delete_if(state_, guard.key(), "token", guard.token()));
+    auto releasing = detail::on_strand(
+        state_->strand, delete_if(state_, guard.key(), "token", guard.token(), detail::release_answer_by(guard)));
     co_await std::move(releasing);
     guard.mark_released();
   }
@@ -1002,6 +1049,10 @@ class RedisLock {
     std::string channel;
     detail::RedisConnection command;
     detail::AsyncMutex command_turn;
+    // Several acquires of one lock may find the listening connection down at
+    // once; one of them sets it up while the others wait for it, since two
+    // setting up one connection would close it under each other.
+    detail::AsyncMutex listen_turn;
     std::array<std::string, detail::redis_scripts::all.size()> script_sha;
     detail::RedisConnection subscriber;
     detail::KeyedWaiters waiters;
@@ -1111,7 +1162,8 @@ class RedisLock {
   // EVALSHA, falling back to EVAL when the server has lost the script
   // (restart, SCRIPT FLUSH); an error reply throws backend_failure.
   static asio::awaitable<detail::RedisReply> run_script(std::shared_ptr<State> state, detail::redis_scripts::Script script,
-                                                        std::vector<std::string> keys, std::vector<std::string> arguments) {
+                                                        std::vector<std::string> keys, std::vector<std::string> arguments,
+                                                        LockGuard::TimePoint answer_by = LockGuard::TimePoint::max()) {
     co_await asio::this_coro::throw_if_cancelled(false);
     auto turn = co_await state->command_turn.lock();
     if (!state->command.connected()) co_await connect_command(state);
@@ -1119,6 +1171,19 @@ class RedisLock {
     std::vector<std::string_view> call{"EVALSHA", state->script_sha[script], key_count};
     for (const auto& key : keys) call.push_back(key);
     for (const auto& argument : arguments) call.push_back(argument);
+    // A request that serves a lease is cut off at the lease's assumed end
+    // (errc::connection_lost, "no answer"): a later reply is worth nothing.
+    struct Disarm {
+      detail::RedisConnection* connection = nullptr;
+      ~Disarm() {
+        if (connection != nullptr) connection->disarm_deadline();
+      }
+    } disarm;
+    if (answer_by != LockGuard::TimePoint::max()) {
+      const auto left = std::chrono::ceil<std::chrono::milliseconds>(answer_by - std::chrono::steady_clock::now());
+      state->command.arm_deadline(std::max(left, std::chrono::milliseconds(1)));
+      disarm.connection = &state->command;
+    }
     auto reply = co_await state->command.command(call);
     if (reply.error() && reply.text().rfind("NOSCRIPT", 0) == 0) {
       call[0] = "EVAL";
@@ -1132,10 +1197,12 @@ class RedisLock {
   }
 
   static asio::awaitable<bool> delete_if(std::shared_ptr<State> state, AdvisoryKey key, std::string field,
-                                         std::string expected) {
+                                         std::string expected,
+                                         LockGuard::TimePoint answer_by = LockGuard::TimePoint::max()) {
     std::vector<std::string> keys{state->lease_key(key), state->queue_key(key), state->queue_expiry_key(key)};
     std::vector<std::string> arguments{std::move(field), std::move(expected), state->channel, key.str()};
-    auto reply = co_await run_script(state, detail::redis_scripts::release_script, std::move(keys), std::move(arguments));
+    auto reply = co_await run_script(state, detail::redis_scripts::release_script, std::move(keys), std::move(arguments),
+                                     answer_by);
     const bool removed = reply->type == REDIS_REPLY_INTEGER && reply->integer == 1;
     if (removed) state->waiters.notify(key.str());
     co_return removed;
@@ -1219,6 +1286,8 @@ class RedisLock {
   }
 
   static asio::awaitable<void> start_listening(std::shared_ptr<State> state) {
+    auto turn = co_await state->listen_turn.lock();
+    if (state->pump.listening()) co_return;  // another acquire set it up meanwhile
     try {
       co_await open(*state, state->subscriber);
       std::vector<std::string_view> subscribe{"SUBSCRIBE", state->channel};

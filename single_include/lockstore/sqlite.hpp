@@ -1449,13 +1449,17 @@ namespace detail::sqlite_lock_sql {
 // lock is held: a statement that waited seconds for another connection's
 // write still gives its lease the full TTL from the moment it runs.
 //
+// The clock has whole milliseconds: a lease runs to now + ttl + 1 ms, so that
+// it never ends before the holder's valid_until (its request's send time +
+// ttl), however late in its millisecond the statement ran.
+//
 // The row is taken only when it is free (expired or released): every
 // acquisition is its own holder, whoever the owner. The fence is
 // max(last + 1, the clock in microseconds), so fences keep growing even
 // when the file is deleted and created again.
 inline constexpr const char* acquire = R"sql(
 INSERT INTO lockstore_leases (key, owner, token, fence, acquired_ms, expires_ms)
-SELECT ?1, ?2, ?3, now.ms * 1000, now.ms, now.ms + ?4 FROM (SELECT lockstore_now_ms() AS ms) AS now WHERE true
+SELECT ?1, ?2, ?3, now.ms * 1000, now.ms, now.ms + ?4 + 1 FROM (SELECT lockstore_now_ms() AS ms) AS now WHERE true
 ON CONFLICT (key) DO UPDATE SET
   token       = excluded.token,
   fence       = max(fence + 1, excluded.fence),
@@ -1470,10 +1474,11 @@ RETURNING token, fence)sql";
 
 // The explicit takeover (SqliteLock::take_over): like acquire, but a live
 // lease of the same owner is taken too, with a new token and a larger fence
-// (its old guard is fenced out), and its expiry never moves earlier.
+// (its old guard is fenced out), and its expiry never moves earlier. It
+// returns how long the lease now runs (the new guard's valid_until).
 inline constexpr const char* take_over = R"sql(
 INSERT INTO lockstore_leases (key, owner, token, fence, acquired_ms, expires_ms)
-SELECT ?1, ?2, ?3, now.ms * 1000, now.ms, now.ms + ?4 FROM (SELECT lockstore_now_ms() AS ms) AS now WHERE true
+SELECT ?1, ?2, ?3, now.ms * 1000, now.ms, now.ms + ?4 + 1 FROM (SELECT lockstore_now_ms() AS ms) AS now WHERE true
 ON CONFLICT (key) DO UPDATE SET
   token       = excluded.token,
   fence       = max(fence + 1, excluded.fence),
@@ -1481,7 +1486,7 @@ ON CONFLICT (key) DO UPDATE SET
   expires_ms  = max(CASE WHEN owner = excluded.owner THEN expires_ms ELSE 0 END, excluded.expires_ms),
   owner       = excluded.owner
 WHERE owner = excluded.owner OR expires_ms <= excluded.acquired_ms
-RETURNING token, fence)sql";
+RETURNING token, fence, expires_ms - acquired_ms - 1)sql";
 
 // The queue of acquire() callers (schema v3). ?5 above is the caller's
 // ticket: older live tickets go first. NULL (try_acquire) ignores the queue;
@@ -1503,7 +1508,7 @@ inline constexpr const char* holder = "SELECT token, expires_ms FROM lockstore_l
 
 // The clock is read under the write lock, as in acquire.
 inline constexpr const char* extend = R"sql(
-UPDATE lockstore_leases SET expires_ms = now.ms + ?3 FROM (SELECT lockstore_now_ms() AS ms) AS now
+UPDATE lockstore_leases SET expires_ms = now.ms + ?3 + 1 FROM (SELECT lockstore_now_ms() AS ms) AS now
 WHERE key = ?1 AND token = ?2 AND expires_ms > now.ms)sql";
 
 inline constexpr const char* release =
@@ -1591,17 +1596,22 @@ class SqliteLock {
 
   /// New expiry = now + ttl while the guard's token holds a live lease
   /// ("now" read once the statement holds the write lock). On true, the
-  /// guard's valid_until() becomes the time this call was made + ttl.
+  /// guard's valid_until() becomes the time this call was made + ttl. False
+  /// also when the guard's valid_until() passed before the answer came.
   asio::awaitable<bool> extend(LockGuard& guard, std::chrono::milliseconds ttl) {
     detail::validate_ttl(ttl, "SqliteLock::extend");
     database_.require_writable("SqliteLock::extend");
     const auto sent = std::chrono::steady_clock::now();
+    const auto assumed_end = guard.valid_until();
+    if (sent >= assumed_end) co_return false;  // the holder must already assume it lost
     auto job = [key = guard.key().str(), token = guard.token(), ttl](detail::SqliteConnection& connection) {
       auto statement = connection.prepare(detail::sqlite_lock_sql::extend);
       statement.bind(1, key).bind(2, token).bind(3, ttl.count());
       return statement.run() == 1;
     };
-    const bool extended = co_await database_.run(std::move(job));
+    // A confirmation that comes after the lease's assumed end (the statement
+    // waited that long for the write lock) counts as lost.
+    const bool extended = co_await database_.run(std::move(job)) && std::chrono::steady_clock::now() < assumed_end;
     if (extended) guard.confirm_until(sent + ttl);
     co_return extended;
   }
@@ -1625,13 +1635,15 @@ class SqliteLock {
       if (statement.step()) {
         result.token = statement.text(0);
         result.fence = static_cast<std::uint64_t>(statement.int64(1));
+        result.holder_expires_ms = statement.int64(2);  // here: how long the lease runs from now
         tokens->insert(*result.token);
       }
       return result;
     };
     auto outcome = co_await database_.run(std::move(job));
     if (!outcome.token) co_return std::nullopt;
-    co_return LockGuard(std::move(key), std::move(*outcome.token), outcome.fence, sent + ttl);
+    co_return LockGuard(std::move(key), std::move(*outcome.token), outcome.fence,
+                        sent + std::chrono::milliseconds(outcome.holder_expires_ms));
   }
 
   /// Removes the lease if the guard's token still holds it (never anyone

@@ -235,6 +235,7 @@ LOCKSTORE_CT("take_over gives the same owner a new token and a larger fence, fen
       REQUIRE(taken.has_value());
       CHECK(taken->token() != old->token());
       CHECK(taken->fence() > old->fence());
+      CHECK(taken->valid_until() > Clock::now() + 20s);  // the 30 s it kept, not the 1 ms asked for
       // The old guard is fenced out: it can neither extend nor release.
       const bool old_extends = co_await alice.extend(*old, 30s);
       CHECK_FALSE(old_extends);

@@ -20,8 +20,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <sys/prctl.h>
+
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
 #include <optional>
 #include <string>
 #include <vector>
@@ -66,6 +72,10 @@ inline pid_t spawn(const std::vector<std::string>& command, const std::vector<st
   if (::pipe2(report, O_CLOEXEC) != 0) return -errno;
   const pid_t child = ::fork();
   if (child == 0) {
+    // The command dies with this process: a lockstore killed with SIGKILL
+    // can no longer stop it when the lease ends.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() == 1) ::_exit(exit_cannot_exec);
     ::execvpe(argv[0], argv.data(), envp.data());
     const int error = errno;
     [[maybe_unused]] auto written = ::write(report[1], &error, sizeof error);
@@ -81,6 +91,49 @@ inline pid_t spawn(const std::vector<std::string>& command, const std::vector<st
     return -exec_error;
   }
   return child;
+}
+
+/// SIGKILLs and reaps every process re-parented to this one (the command's
+/// leftovers, once it has exited), until none is left.
+inline void stop_leftovers() {
+  for (;;) {
+    bool found = false;
+    const std::string parent = std::to_string(::getpid());
+    std::error_code ignored;
+    for (const auto& entry : std::filesystem::directory_iterator("/proc", ignored)) {
+      std::ifstream stat(entry.path() / "stat");
+      std::string line;
+      if (!std::getline(stat, line)) continue;
+      // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+      const auto close = line.rfind(')');
+      if (close == std::string::npos) continue;
+      std::istringstream rest(line.substr(close + 1));
+      std::string state, ppid;
+      rest >> state >> ppid;
+      if (ppid != parent) continue;
+      const pid_t pid = static_cast<pid_t>(std::stol(entry.path().filename().string()));
+      ::kill(pid, SIGKILL);
+      found = true;
+    }
+    if (!found) return;
+    while (::waitpid(-1, nullptr, WNOHANG) > 0) {
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
+/// Releases the guard; a failure (the server unreachable) is reported, not
+/// thrown: the lease then ends by its TTL, and the exit status stays the
+/// command's (or "lease lost").
+template <class Lock>
+asio::awaitable<void> release_quietly(Lock& lock, LockGuard& guard) {
+  try {
+    auto releasing = lock.release(std::move(guard));
+    co_await std::move(releasing);
+  } catch (const std::exception& error) {
+    fmt::print(stderr, "lockstore: releasing '{}' failed: {}; it will expire by its TTL\n", guard.key().str(),
+               error.what());
+  }
 }
 
 /// Runs the command under a lease of `lock` (any backend's lock, connected
@@ -112,6 +165,19 @@ asio::awaitable<int> supervise(Lock& lock, RunOptions options) {
     }
   }
 
+  // A lease whose grant came back with no time left to use it (the margin
+  // included) does not start the command.
+  if (std::chrono::steady_clock::now() >= guard->valid_until() - safety_margin(options.ttl)) {
+    fmt::print(stderr, "lockstore: the lease on '{}' had no time left once granted; not starting {}\n", key.str(),
+               options.command.front());
+    co_await release_quietly(lock, *guard);
+    co_return exit_lease_lost;
+  }
+
+  // Processes the command leaves behind (`sh -c 'work & wait'`) are
+  // re-parented to this process instead of init, so that a lost lease can
+  // stop them too (stop_leftovers).
+  ::prctl(PR_SET_CHILD_SUBREAPER, 1);
   // Signals are watched before the child exists, so none is missed.
   asio::signal_set forwarded(executor, SIGINT, SIGTERM, SIGHUP);
   asio::signal_set child_ended(executor, SIGCHLD);
@@ -120,7 +186,7 @@ asio::awaitable<int> supervise(Lock& lock, RunOptions options) {
   const pid_t child = spawn(options.command, environment);
   if (child < 0) {
     fmt::print(stderr, "lockstore: cannot run '{}': {}\n", options.command.front(), std::strerror(-child));
-    co_await lock.release(std::move(*guard));
+    co_await release_quietly(lock, *guard);
     co_return exit_cannot_exec;
   }
 
@@ -137,36 +203,38 @@ asio::awaitable<int> supervise(Lock& lock, RunOptions options) {
   // when the lease is lost, or no renewal was confirmed by its assumed end
   // less the safety margin, the wait is cancelled, and the child gets
   // SIGTERM then, before another holder can get in, and SIGKILL after
-  // --kill-after.
+  // --kill-after or at the lease's assumed end, whichever comes first: the
+  // command never runs past it.
   int status = 0;
   auto wait_for_child = [&]() -> asio::awaitable<void> {
+    co_await asio::this_coro::throw_if_cancelled(false);
     for (;;) {
       if (::waitpid(child, &status, WNOHANG) == child) co_return;
-      boost::system::error_code error;
-      co_await child_ended.async_wait(asio::redirect_error(asio::use_awaitable, error));
-      if (error != asio::error::operation_aborted) continue;
-      co_await asio::this_coro::reset_cancellation_state();
-      co_await asio::this_coro::throw_if_cancelled(false);
-      fmt::print(stderr, "lockstore: the lease on '{}' (fence {}) was lost or is ending unconfirmed; sending SIGTERM "
-                 "to {} (pid {})\n", key.str(), guard->fence(), options.command.front(), child);
-      ::kill(child, SIGTERM);
-      const auto kill_at = std::chrono::steady_clock::now() + options.kill_after;
-      bool killed = false;
-      asio::steady_timer timer(executor);
-      while (::waitpid(child, &status, WNOHANG) != child) {
-        if (!killed && std::chrono::steady_clock::now() >= kill_at) {
-          fmt::print(stderr, "lockstore: {} (pid {}) still ran {} after SIGTERM; sending SIGKILL\n",
-                     options.command.front(), child, format_duration(options.kill_after));
-          ::kill(child, SIGKILL);
-          killed = true;
-        }
-        timer.expires_at(killed ? std::chrono::steady_clock::time_point::max() : kill_at);
-        co_await asio::experimental::make_parallel_group(child_ended.async_wait(asio::deferred),
-                                                         timer.async_wait(asio::deferred))
-            .async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
-      }
-      co_return;
+      boost::system::error_code ignored;
+      co_await child_ended.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+      asio::cancellation_state state = co_await asio::this_coro::cancellation_state;
+      if (state.cancelled() != asio::cancellation_type::none) break;
     }
+    co_await asio::this_coro::reset_cancellation_state();
+    fmt::print(stderr, "lockstore: the lease on '{}' (fence {}) was lost or is ending unconfirmed; sending SIGTERM "
+               "to {} (pid {})\n", key.str(), guard->fence(), options.command.front(), child);
+    ::kill(child, SIGTERM);
+    const auto kill_at = std::min(std::chrono::steady_clock::now() + options.kill_after, guard->valid_until());
+    bool killed = false;
+    asio::steady_timer timer(executor);
+    while (::waitpid(child, &status, WNOHANG) != child) {
+      if (!killed && std::chrono::steady_clock::now() >= kill_at) {
+        fmt::print(stderr, "lockstore: {} (pid {}) still ran at the lease's end or {} after SIGTERM; sending "
+                   "SIGKILL\n", options.command.front(), child, format_duration(options.kill_after));
+        ::kill(child, SIGKILL);
+        killed = true;
+      }
+      timer.expires_at(killed ? std::chrono::steady_clock::time_point::max() : kill_at);
+      co_await asio::experimental::make_parallel_group(child_ended.async_wait(asio::deferred),
+                                                       timer.async_wait(asio::deferred))
+          .async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
+    }
+    stop_leftovers();
   };
   bool lost = false;
   try {
@@ -177,7 +245,7 @@ asio::awaitable<int> supervise(Lock& lock, RunOptions options) {
     lost = true;
   }
   forwarded.cancel();
-  co_await lock.release(std::move(*guard));
+  co_await release_quietly(lock, *guard);
   if (lost) co_return exit_lease_lost;
   if (WIFSIGNALED(status)) co_return 128 + WTERMSIG(status);
   co_return WEXITSTATUS(status);

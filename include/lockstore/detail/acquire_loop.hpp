@@ -71,7 +71,26 @@ asio::awaitable<LockGuard> acquire_loop(KeyedWaiters& waiters, const AdvisoryKey
       }
       throw boost::system::system_error(asio::error::operation_aborted);
     }
-    if (attempt.guard) co_return std::move(*attempt.guard);
+    if (attempt.guard && std::chrono::steady_clock::now() < attempt.guard->valid_until())
+      co_return std::move(*attempt.guard);
+    if (attempt.guard) {
+      // The grant's answer came after the lease's assumed end (its request
+      // waited that long): it is worth nothing to the caller. Give it back
+      // and try again.
+      const auto fence = attempt.guard->fence();
+      if (!attempt.fresh) {
+        attempt.guard->mark_released();
+      } else {
+        try {
+          auto undoing = undo(std::move(*attempt.guard));
+          co_await std::move(undoing);
+        } catch (const std::exception& error) {
+          detail::log(LogLevel::warning, fmt::format("giving back lock '{}' (fence {}) granted too late failed: {}; "
+                                                     "it will expire by TTL", key.str(), fence, error.what()));
+        }
+      }
+      attempt.retry_at = std::chrono::steady_clock::now();
+    }
 
     if (std::chrono::steady_clock::now() >= give_up_at)
       throw Error(errc::timeout, fmt::format("could not acquire lock '{}' within {} ms", key.str(),

@@ -186,6 +186,27 @@ class PgConnection {
     }
   }
 
+  /// Cuts the request in flight off if `timeout` passes before
+  /// disarm_deadline(): it then fails with connection_lost, "no answer
+  /// within N ms", and the next request reconnects. For a request that
+  /// serves a lease, which must not be answered after the lease's end.
+  void arm_deadline(std::chrono::milliseconds timeout) {
+    deadline_.emplace(executor_, timeout);
+    timed_out_ = false;
+    deadline_budget_ = timeout;
+    deadline_->async_wait([this](boost::system::error_code error) {
+      if (error) return;
+      timed_out_ = true;
+      if (socket_) {
+        boost::system::error_code ignored;
+        socket_->cancel(ignored);
+      }
+    });
+  }
+  void disarm_deadline() {
+    if (deadline_) deadline_->cancel();
+  }
+
   void close() noexcept {
     if (socket_) {
       socket_->release();  // libpq owns the descriptor and closes it
@@ -265,6 +286,7 @@ class PgConnection {
   [[noreturn]] void lost(const char* what) {
     std::string message = connection_ != nullptr ? PQerrorMessage(connection_) : "";
     while (!message.empty() && (message.back() == '\n' || message.back() == ' ')) message.pop_back();
+    if (timed_out_) message = fmt::format("no answer within {} ms", deadline_budget_.count());
     close();
     throw Error(errc::connection_lost,
                 fmt::format("lost the connection to PostgreSQL at {} during {}: {}", endpoint_, what, message));
@@ -289,6 +311,9 @@ class PgConnection {
   std::optional<asio::posix::stream_descriptor> socket_;
   asio::any_io_executor executor_;
   std::string endpoint_ = "(not connected)";
+  std::optional<asio::steady_timer> deadline_;
+  bool timed_out_ = false;
+  std::chrono::milliseconds deadline_budget_{0};
 };
 
 }  // namespace lockstore::detail

@@ -10,6 +10,7 @@
 
 #include "lockstore/detail/keyed_waiters.hpp"
 #include "lockstore/detail/random.hpp"
+#include "lockstore/lock_guard.hpp"
 #include "lockstore/log.hpp"
 
 #include <boost/asio/any_io_executor.hpp>
@@ -18,6 +19,7 @@
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/error.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -95,6 +97,39 @@ asio::awaitable<T> on_strand(const LockStrand& strand, asio::awaitable<T> operat
   if (caller_slot.is_connected()) caller_slot.clear();
   if (failure) std::rethrow_exception(failure);
   if constexpr (!std::is_void_v<T>) co_return std::move(*result);
+}
+
+/// After an acquire on the strand has returned a lease: a cancellation of
+/// the caller that came too late to reach the strand operation (the relay
+/// drops a cancellation that arrives after the operation finished) gives the
+/// lease back and throws operation_aborted, as one that came in time would
+/// have, instead of handing a guard to a cancelled caller.
+template <class GiveBack>
+asio::awaitable<LockGuard> keep_unless_cancelled(LockGuard guard, GiveBack give_back) {
+  asio::cancellation_state state = co_await asio::this_coro::cancellation_state;
+  if (state.cancelled() == asio::cancellation_type::none) co_return guard;
+  const bool throw_if_cancelled = co_await asio::this_coro::throw_if_cancelled();
+  co_await asio::this_coro::throw_if_cancelled(false);
+  const auto key = guard.key();
+  try {
+    auto giving_back = give_back(std::move(guard));
+    co_await std::move(giving_back);
+  } catch (const std::exception& error) {
+    log(LogLevel::warning, fmt::format("giving back lock '{}' after a cancelled acquire failed: {}; it will expire "
+                                       "by TTL", key.str(), error.what()));
+  }
+  co_await asio::this_coro::throw_if_cancelled(throw_if_cancelled);
+  throw boost::system::system_error(asio::error::operation_aborted);
+}
+
+/// How long a release may wait for its answer: until the lease's assumed
+/// end, and at least a second (a release after that end still frees the key
+/// sooner than its expiry would), so that a release through a partition
+/// fails (errc::connection_lost) instead of hanging. Unbounded for a guard
+/// that does not know its end.
+inline LockGuard::TimePoint release_answer_by(const LockGuard& guard) {
+  if (guard.valid_until() == LockGuard::TimePoint::max()) return guard.valid_until();
+  return std::max(guard.valid_until(), std::chrono::steady_clock::now() + std::chrono::seconds(1));
 }
 
 /// When a refused acquirer looks again on its own: at the holder's expiry,
