@@ -43,6 +43,8 @@ check "fences increase" 1 "$([ "$out" -gt "$first_fence" ] 2>/dev/null && echo 1
 wait_until_held busy
 err=$("$tool" run --nonblock busy -- true 2>&1); status=$?
 check "--nonblock on a held lock exits 75" 75 "$status"
+err=$("$tool" run --owner holder --nonblock busy -- true 2>&1); status=$?
+check "the same --owner does not get a held lock: --owner is only a label" 75 "$status"
 contains "--nonblock says the key is held" "'busy' is held" "$err"
 err=$("$tool" run --wait 100ms busy -- true 2>&1); status=$?
 check "--wait elapsing exits 73" 73 "$status"
@@ -52,6 +54,15 @@ out=$("$tool" list --json); contains "list --json has the owner" '"owner": "hold
 out=$("$tool" release busy --force); contains "release --force says whose lease it was" "held by 'holder'" "$out"
 out=$("$tool" list); check "nothing is held after release" "no leases held" "$out"
 kill $holder 2>/dev/null; wait $holder 2>/dev/null
+
+# A lost lease stops what the command left running too (here a background
+# sleep that outlives its shell).
+"$tool" run --ttl 1s --kill-after 5s orphaned -- sh -c "trap 'exit 0' TERM; sleep 300 & echo \$! > $work/orphan.tmp; mv $work/orphan.tmp $work/orphan.pid; wait" 2>/dev/null & runner=$!
+wait_for_file "$work/orphan.pid"
+"$tool" release orphaned --force >/dev/null
+wait $runner; check "a lost lease exits 77 with a leftover process" 77 $?
+orphan=$(cat "$work/orphan.pid")
+check "the command's leftover process is stopped with it" 1 "$(kill -0 "$orphan" 2>/dev/null && echo 0 || echo 1)"
 
 # Signal forwarding.
 "$tool" run sig -- sh -c "trap 'exit 9' INT; touch $work/sig-ready; sleep 30 & wait" & runner=$!
