@@ -7,6 +7,7 @@
 #include <lockstore/sqlite.hpp>
 #include <lockstore/store.hpp>
 #include <sqlite3.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 
 #include <atomic>
@@ -562,6 +563,71 @@ TEST_CASE("SqliteOptions::synchronous sets the file's synchronous level", "[sqli
     }
     CHECK(code == errc::invalid_argument);
   });
+}
+
+}  // namespace lockstore::test
+
+namespace lockstore::test {
+
+TEST_CASE("a wake file that cannot get its pages on a full disk leaves waiters polling, with no SIGBUS",
+          "[sqlite][files]") {
+  if (::geteuid() != 0) {
+    WARN("needs root to mount a small tmpfs; skipped");
+    return;
+  }
+  TempDir dir;
+  const auto mount_point = dir / "small";
+  std::filesystem::create_directory(mount_point);
+  REQUIRE(::mount("tmpfs", mount_point.c_str(), "tmpfs", 0, "size=2m") == 0);
+  struct Unmount {
+    std::filesystem::path path;
+    ~Unmount() { ::umount2(path.c_str(), MNT_DETACH); }
+  } unmount{mount_point};
+  const auto path = mount_point / "full.db";
+  // In a child: a SIGBUS would kill it, and this process would see the signal.
+  const auto statuses = run_children(1, [&](int) {
+    bool active = true;
+    run([&]() -> asio::awaitable<void> {
+      // The first handle gives SQLite its -wal and -shm files while there is
+      // room; then the disk fills up, and a second handle makes a new wake file.
+      auto first = co_await SqliteDatabase::open(path);
+      std::filesystem::remove(path.string() + "-lockstore-wake");
+      {
+        std::ofstream filler(mount_point / "filler", std::ios::binary);
+        const std::string block(4096, 'x');
+        while (filler.write(block.data(), static_cast<std::streamsize>(block.size()))) {
+        }
+      }
+      auto second = co_await SqliteDatabase::open(path);
+      active = second.wake_board() != nullptr && second.wake_board()->active();
+      SqliteLock lock(second, "full");
+      auto listing = lock.list();
+      co_await std::move(listing);  // reads still work
+    });
+    return active ? 2 : 0;
+  });
+  REQUIRE(statuses.size() == 1);
+  CHECK(statuses[0] == 0);  // not -SIGBUS (-7), and the board is inactive: waiters poll
+}
+
+TEST_CASE("the wake file follows the database's resolved path and its permissions", "[sqlite][files]") {
+  TempDir dir;
+  const auto real = dir / "real.db";
+  const auto link = dir / "link.db";
+  run([&]() -> asio::awaitable<void> { co_await SqliteDatabase::open(real); });
+  ::chmod(real.c_str(), 0660);
+  std::filesystem::remove(real.string() + "-lockstore-wake");
+  std::filesystem::create_symlink(real, link);
+  run([&]() -> asio::awaitable<void> {
+    auto through_link = co_await SqliteDatabase::open(link);
+    auto direct = co_await SqliteDatabase::open(real);
+    CHECK(through_link.wake_board()->active());
+    CHECK(direct.wake_board()->active());
+  });
+  CHECK_FALSE(std::filesystem::exists(link.string() + "-lockstore-wake"));
+  struct stat status {};
+  REQUIRE(::stat((real.string() + "-lockstore-wake").c_str(), &status) == 0);
+  CHECK((status.st_mode & 0777) == 0660);
 }
 
 }  // namespace lockstore::test

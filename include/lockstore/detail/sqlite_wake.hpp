@@ -73,15 +73,31 @@ class WakeBoard {
   static constexpr int doorbells = 64;
   static constexpr int no_doorbell = -1;
 
-  /// Maps `<database>-lockstore-wake`; inactive if that is not possible.
+  /// Maps `<database>-lockstore-wake`, named after the database's resolved
+  /// path (a symlink to the file shares its wake file); inactive if that is
+  /// not possible.
   explicit WakeBoard(const std::filesystem::path& database) : origin_(static_cast<std::uint64_t>(ThreadRandom::between(1, INT64_MAX))) {
 #ifdef __linux__
-    const auto path = database.string() + "-lockstore-wake";
+    std::error_code unresolved;
+    auto resolved = std::filesystem::canonical(database, unresolved);
+    if (unresolved) resolved = database;
+    const auto path = resolved.string() + "-lockstore-wake";
     const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0666);
     if (fd < 0) return;
     struct stat status {};
-    if (::fstat(fd, &status) != 0 || (status.st_size != 0 && status.st_size != static_cast<off_t>(file_size)) ||
-        (status.st_size == 0 && ::ftruncate(fd, static_cast<off_t>(file_size)) != 0)) {
+    struct stat database_status {};
+    if (::fstat(fd, &status) != 0 || (status.st_size != 0 && status.st_size != static_cast<off_t>(file_size))) {
+      ::close(fd);
+      return;
+    }
+    // Readable and writable by whoever may write the database (the umask
+    // would otherwise keep other users' processes out of the wake-ups).
+    if (status.st_size == 0 && ::stat(resolved.c_str(), &database_status) == 0)
+      ::fchmod(fd, database_status.st_mode & 0666);
+    // The pages are allocated before they are mapped, as SQLite does for its
+    // -shm file: a sparse file's first write through the mapping on a full
+    // disk is a SIGBUS, not an error. Without them, waiters poll instead.
+    if (::posix_fallocate(fd, 0, static_cast<off_t>(file_size)) != 0) {
       ::close(fd);
       return;
     }
