@@ -57,7 +57,7 @@ source "$servers/env"
 echo "=== servers: PostgreSQL $LOCKSTORE_TEST_POSTGRES; Redis $LOCKSTORE_TEST_REDIS"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp"
 
 run_suite release
 # The packaging tests (install and consumers, single headers, header
