@@ -119,29 +119,6 @@ struct RedisFixture {
 
 namespace lockstore::test {
 
-namespace {
-
-/// acquire() with a default-constructible result, for co_spawn(use_future).
-asio::awaitable<std::optional<LockGuard>> acquire_optional(RedisLock& lock, AdvisoryKey key) {
-  auto acquiring = lock.acquire(std::move(key), 30s, 30s);
-  co_return co_await std::move(acquiring);
-}
-
-/// Waits (a timer, so the lock's own work goes on meanwhile) until `waiting`
-/// is ready or 20 s have passed; returns whether it is ready.
-template <class T>
-asio::awaitable<bool> ready_within_20s(std::future<T>& waiting) {
-  asio::steady_timer pause(co_await asio::this_coro::executor);
-  for (const auto give_up = std::chrono::steady_clock::now() + 20s;
-       waiting.wait_for(0s) != std::future_status::ready && std::chrono::steady_clock::now() < give_up;) {
-    pause.expires_after(1ms);
-    co_await pause.async_wait(asio::use_awaitable);
-  }
-  co_return waiting.wait_for(0s) == std::future_status::ready;
-}
-
-}  // namespace
-
 TEST_CASE("Redis: owners sharing one connection wake each other at once", "[redis]") {
   const auto options = fresh_redis_options();
   RawRedis looker(options);

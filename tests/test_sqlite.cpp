@@ -227,12 +227,6 @@ TEST_CASE("SQLite: a release in another process wakes the next waiter through th
 
 namespace {
 
-/// acquire() with a default-constructible result, for co_spawn(use_future).
-asio::awaitable<std::optional<LockGuard>> acquire_optional(SqliteLock& lock, AdvisoryKey key) {
-  auto acquiring = lock.acquire(std::move(key), 30s, 30s);
-  co_return co_await std::move(acquiring);
-}
-
 /// The number of queued tickets for `key`, read on `database`'s connection.
 asio::awaitable<std::int64_t> tickets_in(const SqliteDatabase& database, const AdvisoryKey& key) {
   auto counting = database.run([name = key.str()](detail::SqliteConnection& connection) {
@@ -255,19 +249,6 @@ asio::awaitable<bool> queued_within_20s(const SqliteDatabase& database, const Ad
     co_await pause.async_wait(asio::use_awaitable);
   }
   co_return false;
-}
-
-/// Waits (a timer) until `waiting` is ready or 20 s have passed; returns
-/// whether it is ready.
-template <class T>
-asio::awaitable<bool> ready_within_20s(std::future<T>& waiting) {
-  asio::steady_timer pause(co_await asio::this_coro::executor);
-  for (const auto give_up = std::chrono::steady_clock::now() + 20s;
-       waiting.wait_for(0s) != std::future_status::ready && std::chrono::steady_clock::now() < give_up;) {
-    pause.expires_after(1ms);
-    co_await pause.async_wait(asio::use_awaitable);
-  }
-  co_return waiting.wait_for(0s) == std::future_status::ready;
 }
 
 }  // namespace

@@ -258,9 +258,10 @@ class PostgresLock {
     detail::validate_ttl(ttl, "PostgresLock::acquire");
     auto acquiring = detail::on_strand(state_->strand, acquire_on_strand(state_, owner_, std::move(key), ttl, deadline));
     auto guard = co_await std::move(acquiring);
-    auto keeping = detail::keep_unless_cancelled(std::move(guard), [this](LockGuard granted) {
-      return release(std::move(granted));
-    });
+    const bool throw_if_cancelled = co_await asio::this_coro::throw_if_cancelled();
+    co_await asio::this_coro::throw_if_cancelled(false);
+    auto keeping = detail::keep_unless_cancelled(
+        std::move(guard), [this](LockGuard granted) { return release(std::move(granted)); }, throw_if_cancelled);
     co_return co_await std::move(keeping);
   }
 

@@ -445,12 +445,18 @@ asio::awaitable<T> on_strand(const LockStrand& strand, asio::awaitable<T> operat
 /// drops a cancellation that arrives after the operation finished) gives the
 /// lease back and throws operation_aborted, as one that came in time would
 /// have, instead of handing a guard to a cancelled caller.
+///
+/// The caller turns throw_if_cancelled off before awaiting this and passes
+/// the value it had (`throw_if_cancelled`), which is restored here: awaiting
+/// any awaitable in a cancelled coroutine throws at once (Asio's
+/// await_transform), which would destroy the guard unreleased.
 template <class GiveBack>
-asio::awaitable<LockGuard> keep_unless_cancelled(LockGuard guard, GiveBack give_back) {
+asio::awaitable<LockGuard> keep_unless_cancelled(LockGuard guard, GiveBack give_back, bool throw_if_cancelled) {
   asio::cancellation_state state = co_await asio::this_coro::cancellation_state;
-  if (state.cancelled() == asio::cancellation_type::none) co_return guard;
-  const bool throw_if_cancelled = co_await asio::this_coro::throw_if_cancelled();
-  co_await asio::this_coro::throw_if_cancelled(false);
+  if (state.cancelled() == asio::cancellation_type::none) {
+    co_await asio::this_coro::throw_if_cancelled(throw_if_cancelled);
+    co_return guard;
+  }
   const auto key = guard.key();
   try {
     auto giving_back = give_back(std::move(guard));
@@ -928,9 +934,10 @@ class RedisLock {
     detail::validate_ttl(ttl, "RedisLock::acquire");
     auto acquiring = detail::on_strand(state_->strand, acquire_on_strand(state_, owner_, std::move(key), ttl, deadline));
     auto guard = co_await std::move(acquiring);
-    auto keeping = detail::keep_unless_cancelled(std::move(guard), [this](LockGuard granted) {
-      return release(std::move(granted));
-    });
+    const bool throw_if_cancelled = co_await asio::this_coro::throw_if_cancelled();
+    co_await asio::this_coro::throw_if_cancelled(false);
+    auto keeping = detail::keep_unless_cancelled(
+        std::move(guard), [this](LockGuard granted) { return release(std::move(granted)); }, throw_if_cancelled);
     co_return co_await std::move(keeping);
   }
 

@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <exception>
 #include <functional>
+#include <future>
 #include <memory>
 #include <optional>
 #include <mutex>
@@ -85,6 +86,28 @@ asio::awaitable<std::optional<T>> cancel_after(asio::awaitable<T> operation, std
     }
   }
   co_return std::move(state->value);
+}
+
+/// lock.acquire(key, 30 s, 30 s) with a default-constructible result, for
+/// co_spawn(use_future) (Asio 1.81's co_spawn needs one).
+template <class Lock>
+asio::awaitable<std::optional<LockGuard>> acquire_optional(Lock& lock, AdvisoryKey key) {
+  auto acquiring = lock.acquire(std::move(key), std::chrono::seconds(30), std::chrono::seconds(30));
+  co_return co_await std::move(acquiring);
+}
+
+/// Waits (a timer, so the io_context's other work goes on meanwhile) until
+/// `waiting` is ready or 20 s have passed; returns whether it is ready.
+template <class T>
+asio::awaitable<bool> ready_within_20s(std::future<T>& waiting) {
+  using namespace std::chrono_literals;
+  asio::steady_timer pause(co_await asio::this_coro::executor);
+  for (const auto give_up = std::chrono::steady_clock::now() + 20s;
+       waiting.wait_for(0s) != std::future_status::ready && std::chrono::steady_clock::now() < give_up;) {
+    pause.expires_after(1ms);
+    co_await pause.async_wait(asio::use_awaitable);
+  }
+  co_return waiting.wait_for(0s) == std::future_status::ready;
 }
 
 /// A directory removed (with its contents) at scope exit.
