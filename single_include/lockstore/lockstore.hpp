@@ -798,6 +798,7 @@ class KeyedWaiters {
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <string_view>
 
 namespace lockstore::detail {
 
@@ -812,6 +813,27 @@ struct Attempt {
   /// The caller's ticket in the backend's queue of waiters (0: none).
   std::int64_t ticket = 0;
 };
+
+/// Gives back a lease the caller will not get: undone when the attempt made
+/// it (`fresh`), only marked released otherwise; a failure is logged (the
+/// lease then expires by its TTL), never thrown.
+template <class Undo>
+asio::awaitable<void> give_back(Attempt& attempt, Undo& undo, const AdvisoryKey& key, std::string_view why) {
+  if (!attempt.fresh) {
+    attempt.guard->mark_released();  // not ours to undo
+    co_return;
+  }
+  const auto fence = attempt.guard->fence();
+  try {
+    // Called in its own statement: g++ 12 mishandles by-value arguments of a
+    // call made inside a co_await expression.
+    auto undoing = undo(std::move(*attempt.guard));
+    co_await std::move(undoing);
+  } catch (const std::exception& error) {
+    detail::log(LogLevel::warning, fmt::format("giving back lock '{}' (fence {}) {} failed: {}; it will expire by TTL",
+                                               key.str(), fence, why, error.what()));
+  }
+}
 
 /// try_once: () -> awaitable<Attempt>; undo: (LockGuard) -> awaitable<void>.
 /// on_wake (optional): see KeyedWaiters::Subscription::on_wake.
@@ -831,23 +853,13 @@ asio::awaitable<LockGuard> acquire_loop(KeyedWaiters& waiters, const AdvisoryKey
     // a grant: give the lease back before reporting the cancellation.
     const auto state = co_await asio::this_coro::cancellation_state;
     if (state.cancelled() != asio::cancellation_type::none) {
-      if (attempt.guard && !attempt.fresh) attempt.guard->mark_released();  // not ours to undo
-      if (attempt.guard && attempt.fresh) {
+      if (attempt.guard) {
         // Asio throws at any co_await of a cancelled coroutine, in this very
         // frame, so the switch is flipped here, around the undo.
         const bool throw_if_cancelled = co_await asio::this_coro::throw_if_cancelled();
         co_await asio::this_coro::throw_if_cancelled(false);
-        const auto fence = attempt.guard->fence();
-        try {
-          // Called in its own statement: g++ 12 mishandles by-value arguments
-          // of a call made inside a co_await expression.
-          auto undoing = undo(std::move(*attempt.guard));
-          co_await std::move(undoing);
-        } catch (const std::exception& error) {
-          detail::log(LogLevel::warning,
-                      fmt::format("giving back lock '{}' (fence {}) after a cancelled acquire failed: {}; "
-                                  "it will expire by TTL", key.str(), fence, error.what()));
-        }
+        auto giving_back = give_back(attempt, undo, key, "after a cancelled acquire");
+        co_await std::move(giving_back);
         co_await asio::this_coro::throw_if_cancelled(throw_if_cancelled);
       }
       throw boost::system::system_error(asio::error::operation_aborted);
@@ -858,18 +870,8 @@ asio::awaitable<LockGuard> acquire_loop(KeyedWaiters& waiters, const AdvisoryKey
       // The grant's answer came after the lease's assumed end (its request
       // waited that long): it is worth nothing to the caller. Give it back
       // and try again.
-      const auto fence = attempt.guard->fence();
-      if (!attempt.fresh) {
-        attempt.guard->mark_released();
-      } else {
-        try {
-          auto undoing = undo(std::move(*attempt.guard));
-          co_await std::move(undoing);
-        } catch (const std::exception& error) {
-          detail::log(LogLevel::warning, fmt::format("giving back lock '{}' (fence {}) granted too late failed: {}; "
-                                                     "it will expire by TTL", key.str(), fence, error.what()));
-        }
-      }
+      auto giving_back = give_back(attempt, undo, key, "granted too late");
+      co_await std::move(giving_back);
       attempt.retry_at = std::chrono::steady_clock::now();
     }
 
