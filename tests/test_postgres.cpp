@@ -136,6 +136,45 @@ TEST_CASE("PostgreSQL: owners sharing one connection wake each other at once", "
   });
 }
 
+TEST_CASE("PostgreSQL: the LISTEN connection is closed once no acquire waits, and opened again by the next wait",
+          "[postgres]") {
+  // Left open and unread, a listening backend pins the cluster-wide
+  // notification queue, which every release anywhere then grows.
+  const auto conninfo = fresh_postgres_schema();
+  const auto backends_listening_on = [&](const std::string& channel) {
+    return postgres_admin(conninfo, fmt::format("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%LISTEN {}%' "
+                                                "AND pid <> pg_backend_pid()",
+                                                channel));
+  };
+  run([&]() -> asio::awaitable<void> {
+    auto alice = co_await PostgresLock::connect(conninfo, "alice");
+    auto bob = co_await PostgresLock::connect(conninfo, "bob");
+    auto executor = co_await asio::this_coro::executor;
+    for (int round = 0; round < 2; ++round) {
+      const AdvisoryKey key(fmt::format("idle-listener-{}", round));
+      auto held = co_await alice.try_acquire(key, 30s);
+      REQUIRE(held);
+      auto waiting = asio::co_spawn(executor, acquire_optional(bob, key), asio::use_future);
+      // bob's ticket names his own channel once he listens on it.
+      std::string channel;
+      const bool queued = co_await true_within_20s([&] {
+        channel = postgres_admin(conninfo, fmt::format("SELECT channel FROM lockstore_waiters WHERE key = '\\x{}'", key_hex(key)));
+        return !channel.empty();
+      });
+      REQUIRE(queued);
+      CHECK(backends_listening_on(channel) == "1");
+      co_await alice.release(std::move(*held));
+      const bool ready = co_await ready_within_20s(waiting);
+      REQUIRE(ready);
+      auto bobs = waiting.get();
+      REQUIRE(bobs.has_value());
+      co_await bob.release(std::move(*bobs));
+      const bool closed = co_await true_within_20s([&] { return backends_listening_on(channel) == "0"; });
+      CHECK(closed);
+    }
+  });
+}
+
 TEST_CASE("PostgreSQL: list, release_all and force_release report what they cleared", "[postgres]") {
   const auto conninfo = fresh_postgres_schema();
   check_operator_api([&](std::string owner) { return PostgresLock::connect(conninfo, std::move(owner)); });

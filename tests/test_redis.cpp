@@ -257,6 +257,35 @@ TEST_CASE("Redis: a fence counter ahead of the server's clock goes on from the c
   });
 }
 
+TEST_CASE("Redis: the subscriber is closed once no acquire waits, and opened again by the next wait", "[redis]") {
+  // Left open and unread, a subscriber's output buffer grows with every
+  // release on the server until Redis drops the connection.
+  const auto options = fresh_redis_options();
+  RawRedis looker(options);
+  const std::vector<std::string> count_subscribers{"PUBSUB", "NUMSUB", options.key_prefix + "released"};
+  run([&]() -> asio::awaitable<void> {
+    auto alice = co_await RedisLock::connect(options, "alice");
+    auto bob = co_await RedisLock::connect(options, "bob");
+    auto executor = co_await asio::this_coro::executor;
+    for (int round = 0; round < 2; ++round) {
+      const AdvisoryKey key(fmt::format("idle-subscriber-{}", round));
+      auto held = co_await alice.try_acquire(key, 30s);
+      REQUIRE(held);
+      auto waiting = asio::co_spawn(executor, acquire_optional(bob, key), asio::use_future);
+      const bool subscribed = co_await true_within_20s([&] { return looker.command(count_subscribers) == "1"; });
+      CHECK(subscribed);  // bob listens while he waits
+      co_await alice.release(std::move(*held));
+      const bool ready = co_await ready_within_20s(waiting);
+      REQUIRE(ready);
+      auto bobs = waiting.get();
+      REQUIRE(bobs.has_value());
+      co_await bob.release(std::move(*bobs));
+      const bool closed = co_await true_within_20s([&] { return looker.command(count_subscribers) == "0"; });
+      CHECK(closed);  // and not once nobody waits
+    }
+  });
+}
+
 TEST_CASE("Redis: a release publishes only when a waiter is queued, naming the waiter's ticket", "[redis]") {
   const auto options = fresh_redis_options();
   RawRedis subscriber(options);

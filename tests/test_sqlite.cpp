@@ -71,6 +71,156 @@ namespace lockstore::test {
 
 using namespace std::chrono_literals;
 
+namespace {
+
+// An io_context of its own, run on its own thread until stop(): the
+// context of a waiter that the test then stops or destroys under it.
+struct DoomedContext {
+  std::unique_ptr<asio::io_context> context = std::make_unique<asio::io_context>();
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work{context->get_executor()};
+  std::thread runner{[this] { context->run(); }};
+
+  void stop() {
+    work.reset();
+    if (context) context->stop();
+    if (runner.joinable()) runner.join();
+  }
+  void destroy() {
+    stop();
+    context.reset();
+  }
+  ~DoomedContext() { stop(); }
+};
+
+// Whether a co_spawn(..., use_future) outcome reports that its coroutine
+// was destroyed without finishing (a broken promise).
+template <class T>
+bool broken(std::future<T>& outcome) {
+  try {
+    outcome.get();
+  } catch (const std::future_error& error) {
+    return error.code() == std::future_errc::broken_promise;
+  } catch (...) {
+  }
+  return false;
+}
+
+// acquire() as a coroutine whose result use_future can carry.
+asio::awaitable<bool> acquired(SqliteLock& lock, AdvisoryKey key) {
+  auto acquiring = lock.acquire(std::move(key), 30s, 20s);
+  auto guard = co_await std::move(acquiring);
+  co_await lock.release(std::move(guard));
+  co_return true;
+}
+
+}  // namespace
+
+TEST_CASE("an io_context destroyed while SqliteLock::acquire waits gets nothing afterwards, and frees the queue",
+          "[sqlite][shutdown]") {
+  SqliteFixture fixture;
+  const AdvisoryKey key("destroyed-while-waiting");
+  run([&]() -> asio::awaitable<void> {
+    auto alice = co_await fixture.make_lock("alice");
+    auto bob = co_await fixture.make_lock("bob");  // the same handle: the same waiter registry and thread
+    auto held = co_await alice.try_acquire(key, 30s);
+    REQUIRE(held);
+    DoomedContext doomed;
+    auto outcome = asio::co_spawn(*doomed.context, acquired(bob, key), asio::use_future);
+    co_await conformance::until_waiting(fixture, key, 1);
+    co_await conformance::sleep_for(100ms);  // from its ticket to its wait
+    doomed.destroy();
+    CHECK(broken(outcome));
+    // The release wakes the registry bob waited in: nothing may reach the
+    // destroyed context (a use-after-free under ASan), and no attempt may
+    // be started for a waiter that is gone.
+    co_await alice.release(std::move(*held));
+    // bob's ticket went with his coroutine (dropped before the release,
+    // which ran behind it on the same thread): the queue is empty at once,
+    // not after the ticket's 1.5 s lifetime.
+    const auto tickets = co_await fixture.waiting(key);
+    CHECK(tickets == 0);
+    auto carol = co_await fixture.make_lock("carol");
+    auto taken = co_await carol.try_acquire(key, 5s);
+    REQUIRE(taken);
+    co_await carol.release(std::move(*taken));
+  });
+}
+
+TEST_CASE("an io_context destroyed while a SqliteLock attempt runs: the result is not posted to it, and a lease "
+          "granted then is given back",
+          "[sqlite][shutdown]") {
+  const bool queued = GENERATE(true, false);  // acquire, try_acquire
+  CAPTURE(queued);
+  TempDir dir;
+  const auto path = dir / "locks.db";
+  const AdvisoryKey key("destroyed-mid-statement");
+  run([&]() -> asio::awaitable<void> {
+    auto database = co_await SqliteDatabase::open(path);
+    SqliteLock bob(database, "bob");
+    SqliteLock carol(database, "carol");
+    // Another connection holds the write lock, so bob's attempt waits in
+    // SQLite's busy handler, on the connection thread, while his context goes.
+    std::atomic<bool> locked{false};
+    std::atomic<bool> finish{false};
+    std::thread writer([&] {
+      sqlite3* db = nullptr;
+      sqlite3_open(path.c_str(), &db);
+      if (sqlite3_exec(db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) == SQLITE_OK) {
+        locked = true;
+        while (!finish) std::this_thread::sleep_for(1ms);
+        sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr);
+      }
+      locked = true;
+      sqlite3_close(db);
+    });
+    while (!locked) std::this_thread::sleep_for(1ms);
+    DoomedContext doomed;
+    auto outcome = queued ? asio::co_spawn(*doomed.context, acquired(bob, key), asio::use_future)
+                          : asio::co_spawn(*doomed.context,
+                                           [&]() -> asio::awaitable<bool> {
+                                             auto trying = bob.try_acquire(key, 30s);
+                                             auto guard = co_await std::move(trying);
+                                             if (guard) guard->mark_released();
+                                             co_return guard.has_value();
+                                           },
+                                           asio::use_future);
+    co_await conformance::sleep_for(200ms);  // bob's statement is queued and waits for the write lock
+    doomed.destroy();
+    finish = true;
+    writer.join();
+    CHECK(broken(outcome));
+    // bob's statement then got the write lock and was granted a 30 s lease
+    // that nobody can take: it was given back, before carol's attempt ran.
+    auto taken = co_await carol.try_acquire(key, 5s);
+    REQUIRE(taken);
+    co_await carol.release(std::move(*taken));
+  });
+}
+
+TEST_CASE("a release does not start an attempt for a waiter whose io_context is stopped", "[sqlite][shutdown]") {
+  SqliteFixture fixture;
+  const AdvisoryKey key("stopped-while-waiting");
+  run([&]() -> asio::awaitable<void> {
+    auto alice = co_await fixture.make_lock("alice");
+    auto bob = co_await fixture.make_lock("bob");
+    auto held = co_await alice.try_acquire(key, 30s);
+    REQUIRE(held);
+    DoomedContext stopped;
+    auto outcome = asio::co_spawn(*stopped.context, acquired(bob, key), asio::use_future);
+    co_await conformance::until_waiting(fixture, key, 1);
+    co_await conformance::sleep_for(100ms);
+    stopped.stop();  // not destroyed: it might run again, but nobody knows when
+    co_await alice.release(std::move(*held));
+    // A 30 s lease granted to bob now would be held by nobody who runs.
+    auto carol = co_await fixture.make_lock("carol");
+    auto taken = co_await carol.try_acquire(key, 5s);
+    CHECK(taken.has_value());
+    if (taken) co_await carol.release(std::move(*taken));
+    stopped.destroy();
+    CHECK(broken(outcome));
+  });
+}
+
 TEST_CASE("release_all removes exactly this owner's leases and counts the live ones", "[sqlite]") {
   TempDir dir;
   run([&]() -> asio::awaitable<void> {

@@ -370,7 +370,8 @@ class PostgresLock {
           own_channel(fmt::format("lockstore_w{:016x}", detail::ThreadRandom::next())),
           command(strand),
           listener(strand),
-          pump(strand, [this]() { return read_notifications(); }) {}
+          pump(
+              strand, [this]() { return read_notifications(); }, [this]() { listener.close(); }) {}
 
     // libpq may already hold notifications that came with an earlier reply.
     asio::awaitable<void> read_notifications() {

@@ -379,7 +379,8 @@ class RedisLock {
           channel(options.key_prefix + "released"),
           command(strand),
           subscriber(strand),
-          pump(strand, [this]() { return read_message(); }) {}
+          pump(
+              strand, [this]() { return read_message(); }, [this]() { subscriber.close(); }) {}
 
     std::string lease_key(const AdvisoryKey& key) const { return options.key_prefix + "lease:" + key.str(); }
     std::string fence_key(const AdvisoryKey& key) const { return options.key_prefix + "fence:" + key.str(); }

@@ -143,8 +143,12 @@ class SqliteLock {
   asio::awaitable<std::optional<LockGuard>> try_acquire(AdvisoryKey key, std::chrono::milliseconds ttl) {
     detail::validate_ttl(ttl, "SqliteLock::try_acquire");
     database_.require_writable("SqliteLock::try_acquire");
-    auto attempting = attempt_once(std::move(key), ttl);
-    auto attempt = co_await std::move(attempting);
+    // If this frame is destroyed before it takes the outcome (its
+    // io_context shut down), `pending` gives back what was granted.
+    PendingAttempt pending(database_, key.str());
+    start_attempt(pending, key, ttl, nullptr);
+    auto taking = take_attempt(pending, std::move(key), ttl, nullptr);
+    auto attempt = co_await std::move(taking);
     co_return std::move(attempt.guard);
   }
 
@@ -155,25 +159,17 @@ class SqliteLock {
     detail::validate_ttl(ttl, "SqliteLock::acquire");
     database_.require_writable("SqliteLock::acquire");
     QueueSeat seat(database_, key.str());
-    EarlyAttempt early(database_, key.str());
+    PendingAttempt pending(database_, key.str());
     // When a release wakes this waiter, its next attempt is queued on the
     // connection thread at once, by the thread that woke it, so the statement
     // runs while this coroutine's executor wakes up instead of after it.
-    auto start_early = [this, &early, &seat, &key, ttl] { start_early_attempt(early, key, ttl, seat); };
+    auto start_early = [this, &pending, &seat, &key, ttl] { start_attempt(pending, key, ttl, &seat); };
     auto acquiring = detail::acquire_loop(
         database_.waiters(), key, deadline,
         [&]() -> asio::awaitable<detail::Attempt> {
-          if (auto started = early.peek()) {
-            // Taken only once its outcome is in hand: if this coroutine is
-            // cancelled before (Asio throws at the co_await), the early
-            // attempt stays with `early`, which gives back what it was granted.
-            auto waiting = database_.outcome(started->job);
-            auto outcome = co_await std::move(waiting);
-            early.forget();
-            co_return settle(key, started->proposed, std::move(outcome), &seat, started->sent + ttl);
-          }
-          auto attempting = attempt_once(key, ttl, &seat);
-          co_return co_await std::move(attempting);
+          if (!pending.peek()) start_attempt(pending, key, ttl, &seat);  // none started early
+          auto taking = take_attempt(pending, key, ttl, &seat);
+          co_return co_await std::move(taking);
         },
         [this](LockGuard guard) { return release(std::move(guard)); }, std::move(start_early));
     co_return co_await std::move(acquiring);
@@ -388,12 +384,13 @@ class SqliteLock {
     std::optional<std::int64_t> ticket;  // the queue ticket afterwards
   };
 
-  // An acquire() attempt queued on the connection thread by the thread that
-  // woke the waiter, before the waiter's own executor has run it; the waiter
-  // takes it as its next attempt. If the waiter never does (its coroutine
-  // was cancelled first, or destroyed), a job queued behind it gives back
-  // what it was granted.
-  class EarlyAttempt {
+  // An attempt queued on the connection thread, until its caller takes the
+  // outcome. For acquire() it may be queued early, by the thread that woke
+  // the waiter, before the waiter's own executor has run it; the waiter
+  // takes it as its next attempt. If the caller never takes it (its
+  // coroutine was cancelled first, or destroyed, as when its io_context
+  // shuts down), a job queued behind it gives back what it was granted.
+  class PendingAttempt {
    public:
     struct Started {
       detail::SqliteWorker::Started<Outcome> job;
@@ -401,10 +398,10 @@ class SqliteLock {
       std::chrono::steady_clock::time_point sent;  // when the attempt was queued
     };
 
-    EarlyAttempt(SqliteDatabase database, std::string key) : database_(std::move(database)), key_(std::move(key)) {}
-    EarlyAttempt(const EarlyAttempt&) = delete;
-    EarlyAttempt& operator=(const EarlyAttempt&) = delete;
-    ~EarlyAttempt() {
+    PendingAttempt(SqliteDatabase database, std::string key) : database_(std::move(database)), key_(std::move(key)) {}
+    PendingAttempt(const PendingAttempt&) = delete;
+    PendingAttempt& operator=(const PendingAttempt&) = delete;
+    ~PendingAttempt() {
       if (!started_) return;
       database_.post([job = started_->job, proposed = started_->proposed, key = key_,
                       shared = Shared(database_)](detail::SqliteConnection& connection) {
@@ -420,7 +417,7 @@ class SqliteLock {
     template <class Job>
     void start(Job job, std::string proposed) {
       std::lock_guard lock(mutex_);
-      if (started_) return;  // one at a time; the waiter takes it before it waits again
+      if (started_) return;  // one at a time; the caller takes it before it starts another
       const auto sent = std::chrono::steady_clock::now();
       started_.emplace(Started{database_.start(std::move(job)), std::move(proposed), sent});
     }
@@ -493,23 +490,27 @@ class SqliteLock {
     };
   }
 
-  // On the thread that woke the waiter, before it resumes (the seat's
-  // ticket cannot change meanwhile).
-  void start_early_attempt(EarlyAttempt& early, const AdvisoryKey& key, std::chrono::milliseconds ttl,
-                           const QueueSeat& seat) {
+  // Queues an attempt in `pending`. `seat` is null for try_acquire. When
+  // called by the thread that woke the waiter, the waiter has not resumed,
+  // so the seat's ticket cannot change meanwhile.
+  void start_attempt(PendingAttempt& pending, const AdvisoryKey& key, std::chrono::milliseconds ttl,
+                     const QueueSeat* seat) {
     auto proposed = random_token();
-    auto job = attempt_job(key.str(), ttl, proposed, true, seat.ticket);  // copies it before it is moved
-    early.start(std::move(job), std::move(proposed));
+    auto job = attempt_job(key.str(), ttl, proposed, seat != nullptr,
+                           seat != nullptr ? seat->ticket : std::nullopt);  // copies it before it is moved
+    pending.start(std::move(job), std::move(proposed));
   }
 
-  // `seat` is null for try_acquire.
-  asio::awaitable<detail::Attempt> attempt_once(AdvisoryKey key, std::chrono::milliseconds ttl,
-                                                QueueSeat* seat = nullptr) {
-    auto proposed = random_token();
-    auto job = attempt_job(key.str(), ttl, proposed, seat != nullptr, seat != nullptr ? seat->ticket : std::nullopt);
-    const auto sent = std::chrono::steady_clock::now();
-    auto outcome = co_await database_.run(std::move(job));
-    co_return settle(std::move(key), proposed, std::move(outcome), seat, sent + ttl);
+  // Awaits the attempt in `pending` and takes it. Taken only once its
+  // outcome is in hand: if this coroutine is cancelled before (Asio throws
+  // at the co_await) or destroyed, `pending` gives back what it was granted.
+  asio::awaitable<detail::Attempt> take_attempt(PendingAttempt& pending, AdvisoryKey key,
+                                                std::chrono::milliseconds ttl, QueueSeat* seat) {
+    auto started = *pending.peek();
+    auto waiting = database_.outcome(started.job);
+    auto outcome = co_await std::move(waiting);
+    pending.forget();
+    co_return settle(std::move(key), started.proposed, std::move(outcome), seat, started.sent + ttl);
   }
 
   detail::Attempt settle(AdvisoryKey key, const std::string& proposed, Outcome outcome, QueueSeat* seat,

@@ -349,9 +349,13 @@ class RedisConnection {
 // (PostgreSQL LISTEN, Redis SUBSCRIBE) is read while any acquire() waits, so
 // a release anywhere wakes the waiters here.
 //
-// The listening connection is read only while someone waits: an idle lock
-// leaves no operation outstanding on its io_context, so io_context::run()
-// returns when the caller's own work is done.
+// The listening connection is open only while someone waits: when the last
+// waiter leaves it is closed, not left unread. An unread LISTEN connection
+// pins PostgreSQL's cluster-wide notification queue, which every release
+// anywhere then grows; an unread Redis subscriber fills its output buffer
+// until the server drops it. An idle lock also leaves no operation
+// outstanding on its io_context, so io_context::run() returns when the
+// caller's own work is done. The next acquire that has to wait opens it again.
 
 
 #include <boost/asio/any_io_executor.hpp>
@@ -493,13 +497,18 @@ inline std::chrono::steady_clock::time_point remote_retry_time(std::chrono::mill
 }
 
 /// Reads the listening connection on the strand while at least one acquire
-/// waits. `read_once` waits for input (ending early on cancellation), hands
-/// notifications to the waiters, and throws when the connection broke.
+/// waits, and closes it when none does. `read_once` waits for input (ending
+/// early on cancellation), hands notifications to the waiters, and throws
+/// when the connection broke. `close` closes the listening connection; it
+/// is called only while no set-up of that connection is under way (set-up
+/// happens only while listening() is false).
 class WakeupPump {
  public:
   using ReadOnce = std::function<asio::awaitable<void>()>;
+  using Close = std::function<void()>;
 
-  WakeupPump(LockStrand strand, ReadOnce read_once) : strand_(std::move(strand)), read_once_(std::move(read_once)) {}
+  WakeupPump(LockStrand strand, ReadOnce read_once, Close close)
+      : strand_(std::move(strand)), read_once_(std::move(read_once)), close_(std::move(close)) {}
 
   /// On the strand: an acquire starts waiting. `owner` (the lock's shared
   /// state) is kept alive by the reading loop until it ends.
@@ -514,9 +523,13 @@ class WakeupPump {
   }
 
   /// On the strand: the listening connection is (again) up; read it if
-  /// anyone waits.
+  /// anyone waits, close it if nobody does any more.
   void start_if_needed(const std::shared_ptr<void>& owner) {
-    if (waiting_ == 0 || running_ || !listening_) return;
+    if (waiting_ == 0) {
+      close_if_idle();
+      return;
+    }
+    if (running_ || !listening_) return;
     running_ = true;
     asio::co_spawn(strand_, loop(owner), asio::bind_cancellation_slot(stop_.slot(), asio::detached));
   }
@@ -538,12 +551,20 @@ class WakeupPump {
       if (state.cancelled() != asio::cancellation_type::none) co_await asio::this_coro::reset_cancellation_state();
     }
     running_ = false;
+    close_if_idle();
     keep_alive.reset();
+  }
+
+  void close_if_idle() {
+    if (waiting_ != 0 || !listening_) return;
+    listening_ = false;
+    close_();
   }
 
   LockStrand strand_;
   ReadOnce read_once_;
   asio::cancellation_signal stop_;
+  Close close_;
   int waiting_ = 0;
   bool running_ = false;
   bool listening_ = false;
@@ -1031,7 +1052,8 @@ class RedisLock {
           channel(options.key_prefix + "released"),
           command(strand),
           subscriber(strand),
-          pump(strand, [this]() { return read_message(); }) {}
+          pump(
+              strand, [this]() { return read_message(); }, [this]() { subscriber.close(); }) {}
 
     std::string lease_key(const AdvisoryKey& key) const { return options.key_prefix + "lease:" + key.str(); }
     std::string fence_key(const AdvisoryKey& key) const { return options.key_prefix + "fence:" + key.str(); }

@@ -814,7 +814,10 @@ class WakeBoard {
 // runs on this thread and its result is posted back to the caller's
 // executor, so no statement ever runs on an executor thread. Jobs queued
 // together run as one batch per wake-up. Destroying the worker finishes the
-// queued jobs, closes the connection and joins the thread.
+// queued jobs, closes the connection and joins the thread. A caller whose
+// execution context shuts down while its statement runs is abandoned
+// (parked_completions.hpp): the statement still finishes, and its result is
+// dropped instead of being posted to a context that is gone.
 
 
 #include <boost/asio/any_completion_handler.hpp>
@@ -910,7 +913,7 @@ class SqliteWorker {
       // A named local awaited on its own: g++ 12 destroys temporaries of a
       // co_await full-expression twice.
       auto suspended = asio::async_initiate<decltype(asio::use_awaitable), void()>(
-          [completion](auto handler) { completion->suspend(std::move(handler)); }, asio::use_awaitable);
+          [completion](auto handler) { completion->suspend(std::move(handler), completion); }, asio::use_awaitable);
       co_await std::move(suspended);
     }
     // The outcome is moved out here, on the caller's thread: the worker may
@@ -963,15 +966,18 @@ class SqliteWorker {
   };
 
   // Where a job's outcome meets its caller. Whoever comes second (the worker
-  // finishing, or the caller suspending) completes the hand-over.
+  // finishing, or the caller suspending) completes the hand-over; the
+  // caller's context shutting down first abandons it.
   template <class Box>
-  struct Completion {
+  struct Completion final : Parked {
     enum : int { pending, done, suspended };
     std::atomic<int> state{pending};
     std::exception_ptr failure;
     Box result;
+    std::mutex handover;  // orders resume() against abandon()
     std::optional<asio::any_completion_handler<void()>> handler;
     std::optional<asio::any_io_executor> executor;
+    ParkedCompletions* parked_in = nullptr;
 
     bool wait_briefly(SpinBudget budget) const {
       if (state.load(std::memory_order_acquire) == done) return true;
@@ -991,10 +997,17 @@ class SqliteWorker {
     }
 
     template <class Handler>
-    void suspend(Handler completion_handler) {
-      executor.emplace(asio::prefer(asio::get_associated_executor(completion_handler),
-                                    asio::execution::outstanding_work.tracked));
-      handler.emplace(std::move(completion_handler));
+    void suspend(Handler completion_handler, const std::shared_ptr<Completion>& self) {
+      auto target = asio::prefer(asio::get_associated_executor(completion_handler),
+                                 asio::execution::outstanding_work.tracked);
+      auto& parking = ParkedCompletions::of(target);
+      {
+        std::lock_guard lock(handover);
+        if (!parking.enter(this, self)) return;  // the context has shut down: drop the handler
+        parked_in = &parking;
+        executor.emplace(std::move(target));
+        handler.emplace(std::move(completion_handler));
+      }
       int expected = pending;
       if (!state.compare_exchange_strong(expected, suspended, std::memory_order_acq_rel)) resume();  // already done
     }
@@ -1006,15 +1019,35 @@ class SqliteWorker {
       resume();  // the caller is suspended
     }
 
+    // Posted under the lock: abandon() waits for it, so the post never
+    // reaches a context being destroyed.
     void resume() {
+      std::lock_guard lock(handover);
+      if (!handler) return;  // abandoned
+      std::exchange(parked_in, nullptr)->leave(this);
       auto target = std::move(*executor);
       auto completion_handler = std::move(*handler);
       handler.reset();
       executor.reset();
       asio::post(target, std::move(completion_handler));
     }
-  };
 
+    void abandon() override {
+      std::optional<asio::any_completion_handler<void()>> dropped_handler;
+      std::optional<asio::any_io_executor> dropped_executor;
+      {
+        std::lock_guard lock(handover);
+        parked_in = nullptr;
+        dropped_handler = std::move(handler);
+        dropped_executor = std::move(executor);
+        handler.reset();
+        executor.reset();
+      }
+      // Destroyed here, outside the lock, while the context still exists:
+      // the executor's count of outstanding work drops, and the handler
+      // hands the caller's frames to the context's queue.
+    }
+  };
 
  public:
   /// A job queued by start(). Dropping it unawaited is allowed: the job still
@@ -1569,8 +1602,12 @@ class SqliteLock {
   asio::awaitable<std::optional<LockGuard>> try_acquire(AdvisoryKey key, std::chrono::milliseconds ttl) {
     detail::validate_ttl(ttl, "SqliteLock::try_acquire");
     database_.require_writable("SqliteLock::try_acquire");
-    auto attempting = attempt_once(std::move(key), ttl);
-    auto attempt = co_await std::move(attempting);
+    // If this frame is destroyed before it takes the outcome (its
+    // io_context shut down), `pending` gives back what was granted.
+    PendingAttempt pending(database_, key.str());
+    start_attempt(pending, key, ttl, nullptr);
+    auto taking = take_attempt(pending, std::move(key), ttl, nullptr);
+    auto attempt = co_await std::move(taking);
     co_return std::move(attempt.guard);
   }
 
@@ -1581,25 +1618,17 @@ class SqliteLock {
     detail::validate_ttl(ttl, "SqliteLock::acquire");
     database_.require_writable("SqliteLock::acquire");
     QueueSeat seat(database_, key.str());
-    EarlyAttempt early(database_, key.str());
+    PendingAttempt pending(database_, key.str());
     // When a release wakes this waiter, its next attempt is queued on the
     // connection thread at once, by the thread that woke it, so the statement
     // runs while this coroutine's executor wakes up instead of after it.
-    auto start_early = [this, &early, &seat, &key, ttl] { start_early_attempt(early, key, ttl, seat); };
+    auto start_early = [this, &pending, &seat, &key, ttl] { start_attempt(pending, key, ttl, &seat); };
     auto acquiring = detail::acquire_loop(
         database_.waiters(), key, deadline,
         [&]() -> asio::awaitable<detail::Attempt> {
-          if (auto started = early.peek()) {
-            // Taken only once its outcome is in hand: if this coroutine is
-            // cancelled before (Asio throws at the co_await), the early
-            // attempt stays with `early`, which gives back what it was granted.
-            auto waiting = database_.outcome(started->job);
-            auto outcome = co_await std::move(waiting);
-            early.forget();
-            co_return settle(key, started->proposed, std::move(outcome), &seat, started->sent + ttl);
-          }
-          auto attempting = attempt_once(key, ttl, &seat);
-          co_return co_await std::move(attempting);
+          if (!pending.peek()) start_attempt(pending, key, ttl, &seat);  // none started early
+          auto taking = take_attempt(pending, key, ttl, &seat);
+          co_return co_await std::move(taking);
         },
         [this](LockGuard guard) { return release(std::move(guard)); }, std::move(start_early));
     co_return co_await std::move(acquiring);
@@ -1814,12 +1843,13 @@ class SqliteLock {
     std::optional<std::int64_t> ticket;  // the queue ticket afterwards
   };
 
-  // An acquire() attempt queued on the connection thread by the thread that
-  // woke the waiter, before the waiter's own executor has run it; the waiter
-  // takes it as its next attempt. If the waiter never does (its coroutine
-  // was cancelled first, or destroyed), a job queued behind it gives back
-  // what it was granted.
-  class EarlyAttempt {
+  // An attempt queued on the connection thread, until its caller takes the
+  // outcome. For acquire() it may be queued early, by the thread that woke
+  // the waiter, before the waiter's own executor has run it; the waiter
+  // takes it as its next attempt. If the caller never takes it (its
+  // coroutine was cancelled first, or destroyed, as when its io_context
+  // shuts down), a job queued behind it gives back what it was granted.
+  class PendingAttempt {
    public:
     struct Started {
       detail::SqliteWorker::Started<Outcome> job;
@@ -1827,10 +1857,10 @@ class SqliteLock {
       std::chrono::steady_clock::time_point sent;  // when the attempt was queued
     };
 
-    EarlyAttempt(SqliteDatabase database, std::string key) : database_(std::move(database)), key_(std::move(key)) {}
-    EarlyAttempt(const EarlyAttempt&) = delete;
-    EarlyAttempt& operator=(const EarlyAttempt&) = delete;
-    ~EarlyAttempt() {
+    PendingAttempt(SqliteDatabase database, std::string key) : database_(std::move(database)), key_(std::move(key)) {}
+    PendingAttempt(const PendingAttempt&) = delete;
+    PendingAttempt& operator=(const PendingAttempt&) = delete;
+    ~PendingAttempt() {
       if (!started_) return;
       database_.post([job = started_->job, proposed = started_->proposed, key = key_,
                       shared = Shared(database_)](detail::SqliteConnection& connection) {
@@ -1846,7 +1876,7 @@ class SqliteLock {
     template <class Job>
     void start(Job job, std::string proposed) {
       std::lock_guard lock(mutex_);
-      if (started_) return;  // one at a time; the waiter takes it before it waits again
+      if (started_) return;  // one at a time; the caller takes it before it starts another
       const auto sent = std::chrono::steady_clock::now();
       started_.emplace(Started{database_.start(std::move(job)), std::move(proposed), sent});
     }
@@ -1919,23 +1949,27 @@ class SqliteLock {
     };
   }
 
-  // On the thread that woke the waiter, before it resumes (the seat's
-  // ticket cannot change meanwhile).
-  void start_early_attempt(EarlyAttempt& early, const AdvisoryKey& key, std::chrono::milliseconds ttl,
-                           const QueueSeat& seat) {
+  // Queues an attempt in `pending`. `seat` is null for try_acquire. When
+  // called by the thread that woke the waiter, the waiter has not resumed,
+  // so the seat's ticket cannot change meanwhile.
+  void start_attempt(PendingAttempt& pending, const AdvisoryKey& key, std::chrono::milliseconds ttl,
+                     const QueueSeat* seat) {
     auto proposed = random_token();
-    auto job = attempt_job(key.str(), ttl, proposed, true, seat.ticket);  // copies it before it is moved
-    early.start(std::move(job), std::move(proposed));
+    auto job = attempt_job(key.str(), ttl, proposed, seat != nullptr,
+                           seat != nullptr ? seat->ticket : std::nullopt);  // copies it before it is moved
+    pending.start(std::move(job), std::move(proposed));
   }
 
-  // `seat` is null for try_acquire.
-  asio::awaitable<detail::Attempt> attempt_once(AdvisoryKey key, std::chrono::milliseconds ttl,
-                                                QueueSeat* seat = nullptr) {
-    auto proposed = random_token();
-    auto job = attempt_job(key.str(), ttl, proposed, seat != nullptr, seat != nullptr ? seat->ticket : std::nullopt);
-    const auto sent = std::chrono::steady_clock::now();
-    auto outcome = co_await database_.run(std::move(job));
-    co_return settle(std::move(key), proposed, std::move(outcome), seat, sent + ttl);
+  // Awaits the attempt in `pending` and takes it. Taken only once its
+  // outcome is in hand: if this coroutine is cancelled before (Asio throws
+  // at the co_await) or destroyed, `pending` gives back what it was granted.
+  asio::awaitable<detail::Attempt> take_attempt(PendingAttempt& pending, AdvisoryKey key,
+                                                std::chrono::milliseconds ttl, QueueSeat* seat) {
+    auto started = *pending.peek();
+    auto waiting = database_.outcome(started.job);
+    auto outcome = co_await std::move(waiting);
+    pending.forget();
+    co_return settle(std::move(key), started.proposed, std::move(outcome), seat, started.sent + ttl);
   }
 
   detail::Attempt settle(AdvisoryKey key, const std::string& proposed, Outcome outcome, QueueSeat* seat,

@@ -110,6 +110,19 @@ asio::awaitable<bool> ready_within_20s(std::future<T>& waiting) {
   co_return waiting.wait_for(0s) == std::future_status::ready;
 }
 
+/// Waits (a timer, so the io_context's other work goes on meanwhile) until
+/// `done()` or 20 s have passed; returns whether `done()` became true.
+inline asio::awaitable<bool> true_within_20s(std::function<bool()> done) {
+  using namespace std::chrono_literals;
+  asio::steady_timer pause(co_await asio::this_coro::executor);
+  for (const auto give_up = std::chrono::steady_clock::now() + 20s; std::chrono::steady_clock::now() < give_up;) {
+    if (done()) co_return true;
+    pause.expires_after(5ms);
+    co_await pause.async_wait(asio::use_awaitable);
+  }
+  co_return done();
+}
+
 /// A directory removed (with its contents) at scope exit.
 class TempDir {
  public:

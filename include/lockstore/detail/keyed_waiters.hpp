@@ -6,8 +6,12 @@
 // A wait completes when (a) the key is notified, (b) its wake-up time passes
 // (the holder's expiry, a poll interval, or the caller's deadline), or (c) the
 // caller's per-operation cancellation fires, which completes it with
-// asio::error::operation_aborted. Notifiers may run on any thread.
+// asio::error::operation_aborted. Notifiers may run on any thread. A wait
+// whose execution context shuts down is abandoned (parked_completions.hpp):
+// no notification reaches that context afterwards.
 #pragma once
+
+#include "lockstore/detail/parked_completions.hpp"
 
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/any_io_executor.hpp>
@@ -16,8 +20,10 @@
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/error.hpp>
+#include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
@@ -37,18 +43,30 @@ namespace lockstore::detail {
 
 namespace asio = boost::asio;
 
+/// The io_context behind `executor`, when it is one (directly or through a
+/// strand); null otherwise.
+inline const asio::io_context* io_context_of(const asio::any_io_executor& executor) {
+  if (const auto* plain = executor.target<asio::io_context::executor_type>()) return &plain->context();
+  if (const auto* stranded = executor.target<asio::strand<asio::io_context::executor_type>>())
+    return &stranded->get_inner_executor().context();
+  return nullptr;
+}
+
 class KeyedWaiters {
   using Handler = asio::any_completion_handler<void(boost::system::error_code)>;
 
-  // One waiting coroutine. Its own mutex orders notify, timer expiry and
-  // cancellation: whichever takes the stored handler first completes it.
-  struct Waiter : std::enable_shared_from_this<Waiter> {
+  // One waiting coroutine. Its own mutex orders notify, timer expiry,
+  // cancellation and its context's shutdown: whichever takes the stored
+  // handler first completes (or, at shutdown, drops) it.
+  struct Waiter final : Parked, std::enable_shared_from_this<Waiter> {
     std::mutex mutex;
     bool notified = false;
     std::int64_t ticket = 0;  // the waiter's place in a backend's queue; 0: none
     std::optional<Handler> handler;
     std::optional<asio::any_io_executor> executor;
     std::optional<asio::steady_timer> timer;
+    ParkedCompletions* parked_in = nullptr;  // while handler is set
+    const asio::io_context* context = nullptr;  // the handler's, when it is an io_context
     std::function<void()> on_wake;  // run by the notifier when it ends a wait
     bool woken_early = false;       // on_wake ran for the wait that just ended
 
@@ -67,7 +85,9 @@ class KeyedWaiters {
       // and change what the hook reads, until the hook has run. The attempt
       // the hook starts looks after this notification, so only a later one
       // may end the next wait: the next rearm() must not forget that one.
-      if (handler && on_wake) {
+      // Not for a waiter whose io_context is stopped: it may never run again
+      // to take what the attempt is granted.
+      if (handler && on_wake && (context == nullptr || !context->stopped())) {
         on_wake();
         notified = false;
         woken_early = true;
@@ -75,21 +95,38 @@ class KeyedWaiters {
       complete(lock, {});
     }
 
-    void complete(std::unique_lock<std::mutex>& lock, boost::system::error_code result) {
+    // Posted under the mutex: the context's shutdown (abandon) waits for
+    // it, so the post never reaches a context being destroyed.
+    void complete(std::unique_lock<std::mutex>&, boost::system::error_code result) {
       if (!handler) return;
       auto completion = std::move(*handler);
       handler.reset();
       if (timer) timer->cancel();
-      auto target = *executor;
-      lock.unlock();
-      asio::post(target, [completion = std::move(completion), result]() mutable {
+      std::exchange(parked_in, nullptr)->leave(this);
+      asio::post(*executor, [completion = std::move(completion), result]() mutable {
         std::move(completion)(result);
       });
+    }
+
+    void abandon() override {
+      std::optional<Handler> dropped;
+      {
+        std::lock_guard lock(mutex);
+        parked_in = nullptr;
+        dropped = std::move(handler);
+        handler.reset();
+        timer.reset();  // the timer belongs to the context that is going away
+        executor.reset();
+        context = nullptr;
+      }
+      // `dropped` is destroyed here, outside the mutex: it hands the waiting
+      // coroutine's frames to the context's queue.
     }
 
     void start(Handler completion, asio::any_io_executor target,
                std::chrono::steady_clock::time_point wake_at) {
       auto slot = asio::get_associated_cancellation_slot(completion);
+      auto& parking = ParkedCompletions::of(target);
       std::unique_lock lock(mutex);
       if (notified) {
         lock.unlock();
@@ -98,6 +135,7 @@ class KeyedWaiters {
         });
         return;
       }
+      if (!parking.enter(this, weak_from_this())) return;  // the context has shut down: drop the handler
       if (slot.is_connected()) {
         slot.assign([weak = weak_from_this()](asio::cancellation_type) {
           if (auto self = weak.lock()) {
@@ -107,6 +145,8 @@ class KeyedWaiters {
         });
       }
       handler.emplace(std::move(completion));
+      parked_in = &parking;
+      context = io_context_of(target);
       executor = target;
       timer.emplace(target, wake_at);
       timer->async_wait([self = shared_from_this()](boost::system::error_code error) {

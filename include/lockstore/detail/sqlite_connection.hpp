@@ -216,10 +216,12 @@ class SqliteConnection {
 /// committed. The destructor never throws.
 class Transaction {
  public:
-  explicit Transaction(SqliteConnection& connection) : connection_(connection) {
-    static constexpr const char* begin = "BEGIN IMMEDIATE";
-    connection_.prepare(begin).run();
-  }
+  /// A write transaction (BEGIN IMMEDIATE: the write lock is taken at once).
+  explicit Transaction(SqliteConnection& connection) : Transaction(connection, "BEGIN IMMEDIATE") {}
+
+  /// A read transaction: every statement in it sees one snapshot of the
+  /// file (WAL), whatever other connections commit meanwhile.
+  static Transaction read(SqliteConnection& connection) { return Transaction(connection, "BEGIN DEFERRED"); }
   Transaction(const Transaction&) = delete;
   Transaction& operator=(const Transaction&) = delete;
 
@@ -234,6 +236,10 @@ class Transaction {
   }
 
  private:
+  Transaction(SqliteConnection& connection, const char* begin) : connection_(connection) {
+    connection_.prepare(begin).run();
+  }
+
   SqliteConnection& connection_;
   bool committed_ = false;
 };

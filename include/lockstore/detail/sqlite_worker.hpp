@@ -2,9 +2,13 @@
 // runs on this thread and its result is posted back to the caller's
 // executor, so no statement ever runs on an executor thread. Jobs queued
 // together run as one batch per wake-up. Destroying the worker finishes the
-// queued jobs, closes the connection and joins the thread.
+// queued jobs, closes the connection and joins the thread. A caller whose
+// execution context shuts down while its statement runs is abandoned
+// (parked_completions.hpp): the statement still finishes, and its result is
+// dropped instead of being posted to a context that is gone.
 #pragma once
 
+#include "lockstore/detail/parked_completions.hpp"
 #include "lockstore/detail/sqlite_connection.hpp"
 
 #include <boost/asio/any_completion_handler.hpp>
@@ -100,7 +104,7 @@ class SqliteWorker {
       // A named local awaited on its own: g++ 12 destroys temporaries of a
       // co_await full-expression twice.
       auto suspended = asio::async_initiate<decltype(asio::use_awaitable), void()>(
-          [completion](auto handler) { completion->suspend(std::move(handler)); }, asio::use_awaitable);
+          [completion](auto handler) { completion->suspend(std::move(handler), completion); }, asio::use_awaitable);
       co_await std::move(suspended);
     }
     // The outcome is moved out here, on the caller's thread: the worker may
@@ -153,15 +157,18 @@ class SqliteWorker {
   };
 
   // Where a job's outcome meets its caller. Whoever comes second (the worker
-  // finishing, or the caller suspending) completes the hand-over.
+  // finishing, or the caller suspending) completes the hand-over; the
+  // caller's context shutting down first abandons it.
   template <class Box>
-  struct Completion {
+  struct Completion final : Parked {
     enum : int { pending, done, suspended };
     std::atomic<int> state{pending};
     std::exception_ptr failure;
     Box result;
+    std::mutex handover;  // orders resume() against abandon()
     std::optional<asio::any_completion_handler<void()>> handler;
     std::optional<asio::any_io_executor> executor;
+    ParkedCompletions* parked_in = nullptr;
 
     bool wait_briefly(SpinBudget budget) const {
       if (state.load(std::memory_order_acquire) == done) return true;
@@ -181,10 +188,17 @@ class SqliteWorker {
     }
 
     template <class Handler>
-    void suspend(Handler completion_handler) {
-      executor.emplace(asio::prefer(asio::get_associated_executor(completion_handler),
-                                    asio::execution::outstanding_work.tracked));
-      handler.emplace(std::move(completion_handler));
+    void suspend(Handler completion_handler, const std::shared_ptr<Completion>& self) {
+      auto target = asio::prefer(asio::get_associated_executor(completion_handler),
+                                 asio::execution::outstanding_work.tracked);
+      auto& parking = ParkedCompletions::of(target);
+      {
+        std::lock_guard lock(handover);
+        if (!parking.enter(this, self)) return;  // the context has shut down: drop the handler
+        parked_in = &parking;
+        executor.emplace(std::move(target));
+        handler.emplace(std::move(completion_handler));
+      }
       int expected = pending;
       if (!state.compare_exchange_strong(expected, suspended, std::memory_order_acq_rel)) resume();  // already done
     }
@@ -196,15 +210,35 @@ class SqliteWorker {
       resume();  // the caller is suspended
     }
 
+    // Posted under the lock: abandon() waits for it, so the post never
+    // reaches a context being destroyed.
     void resume() {
+      std::lock_guard lock(handover);
+      if (!handler) return;  // abandoned
+      std::exchange(parked_in, nullptr)->leave(this);
       auto target = std::move(*executor);
       auto completion_handler = std::move(*handler);
       handler.reset();
       executor.reset();
       asio::post(target, std::move(completion_handler));
     }
-  };
 
+    void abandon() override {
+      std::optional<asio::any_completion_handler<void()>> dropped_handler;
+      std::optional<asio::any_io_executor> dropped_executor;
+      {
+        std::lock_guard lock(handover);
+        parked_in = nullptr;
+        dropped_handler = std::move(handler);
+        dropped_executor = std::move(executor);
+        handler.reset();
+        executor.reset();
+      }
+      // Destroyed here, outside the lock, while the context still exists:
+      // the executor's count of outstanding work drops, and the handler
+      // hands the caller's frames to the context's queue.
+    }
+  };
 
  public:
   /// A job queued by start(). Dropping it unawaited is allowed: the job still
