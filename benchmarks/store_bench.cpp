@@ -3,7 +3,10 @@
 //  - commits/s vs raw sqlite3 running the same transaction (same SQL, same
 //    hashing and manifest encoding, prepared statements, same pragmas);
 //  - claim+complete throughput with 1 and 4 processes;
-//  - gc time at growing blob counts (it should grow linearly).
+//  - gc time per orphan at growing orphan counts (it should stay flat), gc
+//    time with nothing to delete at growing live-blob counts (it should not
+//    grow), and the longest wait of a SqliteLock operation on another
+//    connection while gc runs (baseline: the same operation without gc).
 #include "bench_support.hpp"
 
 #include <lockstore/store.hpp>
@@ -14,8 +17,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <thread>
+#include <utility>
 #include <vector>
 
 using namespace std::chrono_literals;
@@ -64,6 +70,14 @@ double raw_commits(int commits) {
   auto* put = prepare(sql::put_blob);
   auto* part = prepare(sql::add_part);
   auto* set_head = prepare(sql::set_head);
+  auto* count = prepare(sql::count_blobs);
+  auto* add_ref = prepare(sql::add_ref);
+  auto* drop_ref = prepare(sql::drop_ref);
+  auto* queue = prepare(sql::queue_blob);
+  auto by_hash = [&](sqlite3_stmt* statement, const std::string& hash) {
+    sqlite3_bind_text(statement, 1, hash.c_str(), -1, SQLITE_TRANSIENT);
+    return statement;
+  };
   auto step = [](sqlite3_stmt* statement) {
     while (sqlite3_step(statement) == SQLITE_ROW) {
     }
@@ -75,8 +89,13 @@ double raw_commits(int commits) {
     sqlite3_bind_int64(put, 2, static_cast<sqlite3_int64>(bytes.size()));
     sqlite3_bind_blob(put, 3, bytes.data(), static_cast<int>(bytes.size()), SQLITE_TRANSIENT);
     step(put);
+    if (sqlite3_changes(db) == 1) {
+      sqlite3_bind_int64(count, 1, 1);
+      step(count);
+    }
     return hash;
   };
+  std::string previous;
   const auto start = Clock::now();
   for (int i = 0; i < commits; ++i) {
     step(begin);
@@ -88,15 +107,28 @@ double raw_commits(int commits) {
     sqlite3_bind_text(part, 1, manifest.c_str(), -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(part, 2, checkpoint.parts.at("state").hash.c_str(), -1, SQLITE_TRANSIENT);
     step(part);
+    if (sqlite3_changes(db) == 1) step(by_hash(add_ref, checkpoint.parts.at("state").hash));
     sqlite3_bind_text(set_head, 1, "bench", -1, SQLITE_STATIC);
     sqlite3_bind_int64(set_head, 2, i + 1);
     sqlite3_bind_text(set_head, 3, manifest.c_str(), -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(set_head, 4, lockstore::detail::wall_clock_ms());
     step(set_head);
+    step(by_hash(add_ref, manifest));
+    if (!previous.empty()) {
+      by_hash(drop_ref, previous);
+      const bool unreferenced = sqlite3_step(drop_ref) == SQLITE_ROW && sqlite3_column_int64(drop_ref, 0) <= 0;
+      sqlite3_reset(drop_ref);
+      if (unreferenced) {
+        sqlite3_bind_int64(by_hash(queue, previous), 2, lockstore::detail::wall_clock_ms());
+        step(queue);
+      }
+    }
     step(commit);
+    previous = manifest;
   }
   const double rate = commits / seconds_since(start);
-  for (auto* statement : {begin, commit, head, put, part, set_head}) sqlite3_finalize(statement);
+  for (auto* statement : {begin, commit, head, put, part, set_head, count, add_ref, drop_ref, queue})
+    sqlite3_finalize(statement);
   sqlite3_close(db);
   remove_file(path);
   return rate;
@@ -135,6 +167,90 @@ double claim_complete(int processes, int items) {
   return rate;
 }
 
+// Ten live sessions (two parts each) and `orphans` unreferenced blobs, put
+// in bulk; returns the file.
+std::filesystem::path store_with_orphans(int orphans, int live_blobs = 0) {
+  const auto path = fresh_file("gc.db");
+  run([&]() -> asio::awaitable<void> {
+    auto database = co_await lockstore::SqliteDatabase::open(path);
+    auto store = co_await lockstore::SessionStore::open(database);
+    for (int s = 0; s < 10; ++s) {
+      lockstore::CommitRequest request;
+      request.session_id = fmt::format("session-{}", s);
+      request.parts.emplace("a", fmt::format("live a {}", s));
+      request.parts.emplace("b", fmt::format("live b {}", s));
+      co_await store.commit(std::move(request));
+    }
+    co_await database.run([orphans, live_blobs](lockstore::detail::SqliteConnection& connection) {
+      lockstore::detail::Transaction transaction(connection);
+      for (int i = 0; i < orphans; ++i) lockstore::detail::store::put_blob(connection, fmt::format("orphan {}", i));
+      for (int i = 0; i < live_blobs; ++i) {  // referenced (as a manifest's parts are), never queued
+        const auto ref = lockstore::detail::store::put_blob(connection, fmt::format("live {}", i), true);
+        lockstore::detail::store::add_ref(connection, ref.hash);
+      }
+      transaction.commit();
+    });
+  });
+  return path;
+}
+
+// gc with nothing to delete, among `live_blobs` live blobs.
+double idle_gc_seconds(int live_blobs) {
+  const auto path = store_with_orphans(0, live_blobs);
+  double seconds = 0;
+  run([&]() -> asio::awaitable<void> {
+    auto store = co_await lockstore::SessionStore::open(co_await lockstore::SqliteDatabase::open(path));
+    const auto start = Clock::now();
+    const auto report = co_await store.gc();
+    seconds = seconds_since(start);
+    if (report.deleted_blob_count != 0) throw std::runtime_error("idle gc deleted something");
+  });
+  remove_file(path);
+  return seconds;
+}
+
+// The longest a try_acquire + release on another connection took while gc
+// deleted `orphans` blobs, and the same operation's longest time without gc.
+std::pair<double, double> lock_wait_during_gc_ms(int orphans) {
+  const auto path = fresh_file("gc-wait.db");
+  std::atomic<bool> collecting{true};
+  std::thread collector;
+  auto longest_operation = [&](auto keep_going) {
+    double longest = 0;
+    run([&]() -> asio::awaitable<void> {
+      auto database = co_await lockstore::SqliteDatabase::open(path);
+      lockstore::SqliteLock lock(database, "bystander");
+      int done = 0;
+      while (keep_going(done)) {
+        const auto asked = Clock::now();
+        auto guard = co_await lock.try_acquire(lockstore::AdvisoryKey("k"), 30s);
+        if (guard) co_await lock.release(std::move(*guard));
+        longest = std::max(longest, seconds_since(asked) * 1e3);
+        ++done;
+      }
+    });
+    return longest;
+  };
+  {
+    const auto prepared = store_with_orphans(0);
+    std::filesystem::rename(prepared, path);
+  }
+  const double alone = longest_operation([](int done) { return done < 2000; });
+  remove_file(path);
+  std::filesystem::rename(store_with_orphans(orphans), path);
+  collector = std::thread([&] {
+    run([&]() -> asio::awaitable<void> {
+      auto store = co_await lockstore::SessionStore::open(co_await lockstore::SqliteDatabase::open(path));
+      co_await store.gc();
+      collecting = false;
+    });
+  });
+  const double during = longest_operation([&](int) { return collecting.load(); });
+  collector.join();
+  remove_file(path);
+  return {during, alone};
+}
+
 double gc_seconds(int blobs) {
   const auto path = fresh_file("gc.db");
   double seconds = 0;
@@ -162,6 +278,17 @@ double gc_seconds(int blobs) {
   return seconds;
 }
 
+// gc with nothing to delete, and the lock wait behind gc, at each size.
+void print_gc_shape(const std::vector<int>& sizes) {
+  for (const int blobs : sizes)
+    fmt::print("{{\"benchmark\":\"gc_nothing_to_delete\",\"live_blobs\":{},\"seconds\":{:.4f}}}\n", blobs,
+               idle_gc_seconds(blobs));
+  const auto [during, alone] = lock_wait_during_gc_ms(sizes.back());
+  fmt::print("{{\"benchmark\":\"lock_wait_during_gc\",\"orphans\":{},\"longest_ms\":{:.1f},"
+             "\"baseline\":\"same_operation_without_gc\",\"baseline_longest_ms\":{:.1f}}}\n",
+             sizes.back(), during, alone);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -182,11 +309,13 @@ int main(int argc, char** argv) {
   const std::vector<int> gc_sizes = smoke ? std::vector<int>{1000, 2000} : std::vector<int>{10'000, 100'000, 1'000'000};
 
   if (argc > 1 && std::string_view(argv[1]) == "--gc-only") {
-    for (const int blobs : {10'000, 100'000, 1'000'000}) {
+    const std::vector<int> sizes{10'000, 100'000, 1'000'000};
+    for (const int blobs : sizes) {
       const double seconds = gc_seconds(blobs);
       fmt::print("{{\"benchmark\":\"gc\",\"blobs\":{},\"seconds\":{:.3f},\"us_per_blob\":{:.2f}}}\n", blobs,
                  seconds, seconds * 1e6 / blobs);
     }
+    print_gc_shape(sizes);
     return 0;
   }
   const double raw = raw_commits(commits);
@@ -201,5 +330,6 @@ int main(int argc, char** argv) {
     fmt::print("{{\"benchmark\":\"gc\",\"blobs\":{},\"seconds\":{:.3f},\"us_per_blob\":{:.2f}}}\n", blobs, seconds,
                seconds * 1e6 / blobs);
   }
+  print_gc_shape(gc_sizes);
   return 0;
 }

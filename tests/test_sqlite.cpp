@@ -146,6 +146,44 @@ TEST_CASE("an io_context destroyed while SqliteLock::acquire waits gets nothing 
   });
 }
 
+TEST_CASE("an io_context whose waiters run on strands made after the first wait is destroyed without a deadlock",
+          "[sqlite][shutdown]") {
+  // A strand's service made after the first waiter parked is newer, so it
+  // would shut down first and destroy what the abandoned waiters post on the
+  // spot, in whichever thread posts, some of them holding locks.
+  SqliteFixture fixture;
+  const AdvisoryKey key("strands-made-later");
+  run([&]() -> asio::awaitable<void> {
+    auto alice = co_await fixture.make_lock("alice");
+    std::vector<SqliteLock> waiters;
+    for (int i = 0; i < 9; ++i) waiters.push_back(co_await fixture.make_lock(fmt::format("waiter-{}", i)));
+    auto held = co_await alice.try_acquire(key, 30s);
+    REQUIRE(held);
+    DoomedContext doomed;
+    std::vector<std::future<bool>> outcomes;
+    outcomes.push_back(asio::co_spawn(*doomed.context, acquired(waiters[0], key), asio::use_future));
+    co_await conformance::until_waiting(fixture, key, 1);
+    std::vector<asio::strand<asio::io_context::executor_type>> strands;
+    for (std::size_t i = 1; i < waiters.size(); ++i) {
+      strands.push_back(asio::make_strand(*doomed.context));
+      outcomes.push_back(asio::co_spawn(strands.back(), acquired(waiters[i], key), asio::use_future));
+    }
+    co_await conformance::until_waiting(fixture, key, waiters.size());
+    co_await conformance::sleep_for(100ms);
+    doomed.stop();
+    auto destroying = std::async(std::launch::async, [&] {
+      strands.clear();
+      doomed.destroy();
+    });
+    const bool destroyed = destroying.wait_for(20s) == std::future_status::ready;
+    REQUIRE(destroyed);  // (otherwise the suite's timeout ends the deadlock)
+    for (auto& outcome : outcomes) CHECK(broken(outcome));
+    co_await alice.release(std::move(*held));
+    const auto tickets = co_await fixture.waiting(key);
+    CHECK(tickets == 0);
+  });
+}
+
 TEST_CASE("an io_context destroyed while a SqliteLock attempt runs: the result is not posted to it, and a lease "
           "granted then is given back",
           "[sqlite][shutdown]") {

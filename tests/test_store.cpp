@@ -222,25 +222,240 @@ TEST_CASE("gc keeps live checkpoints and pins and deletes orphans", "[store][gc]
   });
 }
 
-TEST_CASE("a corrupt live manifest aborts gc and deletes nothing", "[store][gc]") {
+TEST_CASE("a damaged manifest of one session stops neither gc nor another session's commits", "[store][gc]") {
   TempDir dir;
   run([&]() -> asio::awaitable<void> {
-    auto store = co_await open_store(dir / "store.db");
-    const auto committed = co_await store.commit(request_for("s", 0, "v1"));
-    co_await store.put_blob("orphan");
-    auto corrupt_manifest = [hash = committed.checkpoint_ref.hash](detail::SqliteConnection& connection) {
+    StoreOptions options;
+    options.gc_every_commits = 1;
+    auto store = co_await open_store(dir / "store.db", options);
+    const auto damaged = co_await store.commit(request_for("broken", 0, "v1"));
+    co_await store.commit(request_for("healthy", 0, "v1"));
+    auto corrupt_manifest = [hash = damaged.checkpoint_ref.hash](detail::SqliteConnection& connection) {
       static constexpr const char* corrupt = "UPDATE lockstore_blobs SET bytes = X'00FF00' WHERE hash = ?1";
       connection.prepare(corrupt).bind(1, hash).run();
     };
     auto corrupting = store.database().run(std::move(corrupt_manifest));
     co_await std::move(corrupting);
-    const auto before = co_await store.stats();
-    auto error = co_await error_of([&] { return store.gc(); });
-    REQUIRE(error.has_value());
-    CHECK(error->code() == errc::corrupt_data);
-    CHECK_THAT(error->what(), Catch::Contains("nothing deleted") && Catch::Contains("'s'"));
-    const auto after = co_await store.stats();
-    CHECK(after.blobs == before.blobs);
+    const auto orphan = co_await store.put_blob("orphan");
+    for (std::uint64_t revision = 1; revision <= 3; ++revision) {
+      const auto next = co_await store.commit(request_for("healthy", revision, fmt::format("v{}", revision + 1)));
+      CHECK(next.head_revision == revision + 1);
+    }
+    auto gone = co_await store.get_blob(orphan);
+    CHECK_FALSE(gone.has_value());  // the automatic collections ran
+    const auto report = co_await store.gc();
+    CHECK(report.deleted_blob_count == 0);
+    // The damaged checkpoint's parts are still there: it is still a head.
+    auto corrupt = co_await error_of([&] { return store.load_snapshot("broken"); });
+    REQUIRE(corrupt.has_value());
+    CHECK(corrupt->code() == errc::corrupt_data);
+  });
+}
+
+TEST_CASE("an automatic gc that fails leaves the commit applied and reported as such", "[store][gc]") {
+  TempDir dir;
+  run([&]() -> asio::awaitable<void> {
+    StoreOptions options;
+    options.gc_every_commits = 1;
+    auto store = co_await open_store(dir / "store.db", options);
+    co_await store.commit(request_for("s", 0, "v1"));
+    // Every delete from the blob table fails from now on, as on a full disk.
+    auto break_deletes = [](detail::SqliteConnection& connection) {
+      connection.exec("CREATE TRIGGER break_gc BEFORE DELETE ON lockstore_blobs "
+                      "BEGIN SELECT RAISE(ABORT, 'simulated: disk full'); END");
+    };
+    auto breaking = store.database().run(std::move(break_deletes));
+    co_await std::move(breaking);
+    for (std::uint64_t revision = 1; revision <= 3; ++revision) {
+      const auto next = co_await store.commit(request_for("s", revision, fmt::format("v{}", revision + 1)));
+      CHECK(next.head_revision == revision + 1);
+    }
+    auto head = co_await store.load("s");
+    REQUIRE(head.has_value());
+    CHECK(head->head_revision == 4);
+    auto explicit_gc = co_await error_of([&] { return store.gc(); });
+    REQUIRE(explicit_gc.has_value());  // an explicit gc() reports what stopped it
+    CHECK_THAT(explicit_gc->what(), Catch::Contains("disk full"));
+  });
+}
+
+TEST_CASE("a typed load reads head and state from one snapshot while another handle commits and collects",
+          "[store][typed][gc]") {
+  TempDir dir;
+  const auto path = dir / "store.db";
+  run([&]() -> asio::awaitable<void> {
+    auto store = co_await open_store(path);
+    co_await store.commit(request_for("s", 0, "state-0"));
+  });
+  std::atomic<bool> done{false};
+  std::thread writer([&] {
+    run([&]() -> asio::awaitable<void> {
+      StoreOptions options;
+      options.gc_every_commits = 1;
+      auto store = co_await open_store(path, options);  // its own handle: its own connection
+      for (std::uint64_t revision = 1; revision <= 150; ++revision)
+        co_await store.commit(request_for("s", revision, fmt::format("state-{}", revision)));
+      done = true;
+    });
+  });
+  std::size_t loads = 0;
+  std::optional<std::string> failure;
+  run([&]() -> asio::awaitable<void> {
+    auto store = co_await open_store(path);
+    TypedSessionStore<std::string, StringCodec> typed(store);
+    while (!done && !failure) {
+      try {
+        auto loaded = co_await typed.load("s");
+        if (!loaded) failure = "no head";
+        else if (loaded->state != fmt::format("state-{}", loaded->head.head_revision - 1))
+          failure = fmt::format("revision {} with state '{}'", loaded->head.head_revision, loaded->state);
+      } catch (const Error& error) {
+        failure = error.what();
+      }
+      ++loads;
+    }
+  });
+  writer.join();
+  INFO("after " << loads << " loads");
+  CHECK_FALSE(failure.has_value());
+  if (failure) FAIL(*failure);
+  CHECK(loads > 10);
+}
+
+TEST_CASE("with a grace period, a superseded checkpoint and a blob not yet pinned outlive gc", "[store][gc]") {
+  TempDir dir;
+  run([&]() -> asio::awaitable<void> {
+    StoreOptions patient;
+    patient.gc_grace = 60s;
+    auto store = co_await open_store(dir / "store.db", patient);
+    const auto old_checkpoint = co_await store.commit(request_for("s", 0, "v1"));
+    co_await store.commit(request_for("s", 1, "v2"));
+    const auto fresh = co_await store.put_blob("to be pinned");
+    const auto first = co_await store.gc();
+    CHECK(first.deleted_blob_count == 0);
+    // A reader that loaded revision 1 can still read all of it.
+    auto old_manifest = co_await store.get_checkpoint(old_checkpoint.checkpoint_ref);
+    REQUIRE(old_manifest.has_value());
+    auto old_state = co_await store.get_blob(old_manifest->parts.at("state"));
+    CHECK(old_state == "v1");
+    co_await store.pin(fresh);  // a gc between put_blob and pin took nothing
+
+    // Without a grace period the same file's garbage goes at once.
+    auto hasty = co_await SessionStore::open(store.database());
+    const auto second = co_await hasty.gc();
+    CHECK(second.deleted_blob_count == 2);  // the old manifest and "v1"
+    CHECK(second.retained_blob_count == 3);  // the head's manifest, "v2", the pinned blob
+    auto kept = co_await hasty.get_blob(fresh);
+    CHECK(kept.has_value());
+
+    StoreOptions wrong;
+    wrong.gc_grace = -1ms;
+    auto refused = co_await error_of([&] { return SessionStore::open(store.database(), wrong); });
+    REQUIRE(refused.has_value());
+    CHECK(refused->code() == errc::invalid_argument);
+    CHECK_THAT(refused->what(), Catch::Contains("gc_grace"));
+  });
+}
+
+TEST_CASE("gc works in short batches: a lock operation on another connection never waits for the whole collection",
+          "[store][gc]") {
+  TempDir dir;
+  const auto path = dir / "store.db";
+  constexpr int orphans = 20'000;
+  run([&]() -> asio::awaitable<void> {
+    auto store = co_await open_store(path);
+    co_await store.commit(request_for("s", 0, "live"));
+    // Orphans written in one statement (as put_blob leaves them: no
+    // reference, queued for collection), to keep the test quick.
+    auto make_orphans = [count = orphans](detail::SqliteConnection& connection) {
+      detail::Transaction transaction(connection);
+      connection.exec(fmt::format(
+          "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {0}) "
+          "INSERT INTO lockstore_blobs (hash, size, bytes) SELECT printf('%064x', i), 16, randomblob(16) FROM n; "
+          "INSERT INTO lockstore_gc_queue (hash, since_ms) SELECT hash, 0 FROM lockstore_blobs WHERE refs = 0; "
+          "UPDATE lockstore_counters SET value = value + {0} WHERE name = 'blobs';",
+          count));
+      transaction.commit();
+    };
+    auto making = store.database().run(std::move(make_orphans));
+    co_await std::move(making);
+  });
+  std::atomic<bool> collecting{true};
+  std::chrono::steady_clock::duration gc_took{};
+  std::size_t deleted = 0;
+  std::thread collector([&] {
+    run([&]() -> asio::awaitable<void> {
+      auto store = co_await open_store(path);
+      const auto started = std::chrono::steady_clock::now();
+      const auto report = co_await store.gc();
+      gc_took = std::chrono::steady_clock::now() - started;
+      deleted = report.deleted_blob_count;
+      collecting = false;
+    });
+  });
+  std::chrono::steady_clock::duration longest{};
+  int operations = 0;
+  run([&]() -> asio::awaitable<void> {
+    auto database = co_await SqliteDatabase::open(path);  // another connection, as another process
+    SqliteLock lock(database, "bystander");
+    while (collecting) {
+      const auto asked = std::chrono::steady_clock::now();
+      auto guard = co_await lock.try_acquire(AdvisoryKey("during-gc"), 30s);
+      REQUIRE(guard);
+      co_await lock.release(std::move(*guard));
+      longest = std::max(longest, std::chrono::steady_clock::now() - asked);
+      ++operations;
+    }
+  });
+  collector.join();
+  CHECK(deleted == static_cast<std::size_t>(orphans));
+  const auto ms = [](auto duration) { return std::chrono::duration_cast<std::chrono::milliseconds>(duration).count(); };
+  INFO("gc took " << ms(gc_took) << " ms; " << operations << " lock operations, the longest " << ms(longest) << " ms");
+  // One transaction for the whole collection would make some operation wait
+  // about as long as the collection itself.
+  CHECK(operations > 1);
+  CHECK(longest < gc_took / 2);
+}
+
+TEST_CASE("a version 3 store is migrated: reference counts are computed from heads, pins and manifests",
+          "[store][files][gc]") {
+  TempDir dir;
+  const auto path = dir / "v3.db";
+  {
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
+    for (const char* script : {detail::schema_v1, detail::schema_v2, detail::schema_v3})
+      REQUIRE(sqlite3_exec(db, script, nullptr, nullptr, nullptr) == SQLITE_OK);
+    // What lockstore 0.3 wrote for: a head whose manifest names one part, a
+    // pinned blob, and an orphan.
+    const char* data = R"sql(
+      INSERT INTO lockstore_blobs (hash, size, bytes) VALUES
+        ('aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', 1, X'01'),
+        ('bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb', 1, X'02'),
+        ('cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc', 1, X'03'),
+        ('dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd', 1, X'04');
+      INSERT INTO lockstore_blob_parts VALUES
+        ('aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa',
+         'bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb');
+      INSERT INTO lockstore_sessions VALUES ('s', 1, 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', 0);
+      INSERT INTO lockstore_pins VALUES ('cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc', 2);
+      PRAGMA user_version = 3;)sql";
+    REQUIRE(sqlite3_exec(db, data, nullptr, nullptr, nullptr) == SQLITE_OK);
+    sqlite3_close(db);
+  }
+  run([&]() -> asio::awaitable<void> {
+    auto store = co_await open_store(path);
+    const auto report = co_await store.gc();
+    CHECK(report.deleted_blob_count == 1);  // only the orphan
+    CHECK(report.retained_blob_count == 3);
+    CHECK(report.root_count == 2);
+    const BlobRef pinned{std::string(64, 'c')};
+    co_await store.unpin(pinned);
+    const auto still = co_await store.gc();
+    CHECK(still.deleted_blob_count == 0);  // pinned twice
+    co_await store.unpin(pinned);
+    const auto then = co_await store.gc();
+    CHECK(then.deleted_blob_count == 1);
   });
 }
 
@@ -359,6 +574,26 @@ TEST_CASE("a dedupe key makes a second enqueue return the pending item", "[store
   });
 }
 
+TEST_CASE("a dedupe key never folds new work into an item a claim holds", "[store][queue]") {
+  TempDir dir;
+  run([&]() -> asio::awaitable<void> {
+    auto store = co_await open_store(dir / "store.db");
+    const auto first = co_await store.enqueue("s", draft("one", "key-1"));
+    auto claim = co_await store.claim("s", "worker", 30s, 10);
+    REQUIRE(claim.has_value());
+    // Being processed: the worker may complete it without seeing "two".
+    const auto second = co_await store.enqueue("s", draft("two", "key-1"));
+    CHECK(second.id != first.id);
+    CHECK(second.payload == "two");
+    const auto third = co_await store.enqueue("s", draft("three", "key-1"));
+    CHECK(third.id == second.id);  // folds into the unclaimed one
+    co_await store.complete(*claim);
+    auto pending = co_await store.pending("s");
+    REQUIRE(pending.size() == 1);
+    CHECK(pending[0].payload == "two");
+  });
+}
+
 TEST_CASE("a commit completes a claim and enqueues work atomically", "[store][queue]") {
   TempDir dir;
   run([&]() -> asio::awaitable<void> {
@@ -455,10 +690,55 @@ TEST_CASE("the graph keeps insertion order, walks the active path and hides tomb
     auto walked = co_await store.active_path("s", "c");
     REQUIRE(walked.size() == 3);  // root, a, c
     CHECK(walked[1].node_id == "a");
+    // "b" is tombstoned but on live "c"'s path: it stays (walked through,
+    // never returned) until "c" goes too; "branch" has no live descendant.
     const auto removed = co_await store.vacuum();
-    CHECK(removed == 2);
+    CHECK(removed == 1);
+    auto after_vacuum = co_await store.active_path("s", "c");
+    CHECK(after_vacuum.size() == 3);
+    std::vector<std::string> hide_leaf{"c"};
+    co_await store.tombstone("s", hide_leaf);
+    const auto rest = co_await store.vacuum();
+    CHECK(rest == 2);  // "b" and "c"
     auto unknown = co_await store.active_path("s", "nope");
     CHECK(unknown.empty());
+  });
+}
+
+TEST_CASE("a graph id deleted with children cannot come back under them, and a parent cycle is reported, not walked "
+          "forever",
+          "[store][graph]") {
+  TempDir dir;
+  run([&]() -> asio::awaitable<void> {
+    auto store = co_await open_store(dir / "store.db");
+    std::vector<GraphNode> nodes{GraphNode{"root", std::nullopt, "r"}, GraphNode{"a", std::string("root"), "a"},
+                                 GraphNode{"b", std::string("a"), "b"}};
+    co_await store.append_nodes("s", nodes);
+    // What lockstore 0.3's vacuum left behind: "a" deleted, "b" still naming it.
+    auto delete_a = [](detail::SqliteConnection& connection) {
+      connection.exec("DELETE FROM lockstore_graph_nodes WHERE session_id = 's' AND node_id = 'a'");
+    };
+    auto deleting = store.database().run(std::move(delete_a));
+    co_await std::move(deleting);
+    std::vector<GraphNode> comeback{GraphNode{"a", std::string("b"), "again"}};
+    auto refused = co_await error_of([&] { return store.append_nodes("s", comeback); });
+    REQUIRE(refused.has_value());
+    CHECK(refused->code() == errc::invalid_argument);
+    CHECK_THAT(refused->what(), Catch::Contains("'a'") && Catch::Contains("parent"));
+
+    // A cycle written into the file by hand: the walk stops and says so.
+    auto make_cycle = [](detail::SqliteConnection& connection) {
+      connection.exec("INSERT INTO lockstore_graph_nodes (session_id, node_id, parent_id, payload) "
+                      "VALUES ('s', 'a', 'b', X'')");
+    };
+    auto cycling = store.database().run(std::move(make_cycle));
+    co_await std::move(cycling);
+    auto walk = co_await error_of([&] { return store.active_path("s", "b"); });
+    REQUIRE(walk.has_value());
+    CHECK(walk->code() == errc::corrupt_data);
+    CHECK_THAT(walk->what(), Catch::Contains("cycle"));
+    const auto vacuumed = co_await store.vacuum();  // terminates on the cycle too
+    CHECK(vacuumed == 0);
   });
 }
 

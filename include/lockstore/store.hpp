@@ -26,6 +26,9 @@ class SessionStore {
   static asio::awaitable<SessionStore> open(SqliteDatabase database, StoreOptions options = {}) {
     if (options.gc_every_commits && *options.gc_every_commits == 0)
       throw Error(errc::invalid_argument, "StoreOptions::gc_every_commits must be at least 1");
+    if (options.gc_grace < std::chrono::milliseconds::zero() || options.gc_grace > std::chrono::hours(24 * 366))
+      throw Error(errc::invalid_argument,
+                  fmt::format("StoreOptions::gc_grace of {} ms is out of range (0 to a year)", options.gc_grace.count()));
     co_await database.run([](detail::SqliteConnection&) {});  // the connection is open and migrated
     co_return SessionStore(std::move(database), options);
   }
@@ -39,16 +42,44 @@ class SessionStore {
   /// duplicate or orphan graph node, an empty part name or a bad id.
   asio::awaitable<CommitResult> commit(CommitRequest request) {
     database_.require_writable("SessionStore::commit");
+    const std::string session = request.session_id;
     auto job = [request = std::move(request)](detail::SqliteConnection& connection) {
       return detail::store::commit(connection, request);
     };
     auto committing = database_.run(std::move(job));
     auto result = co_await std::move(committing);
     if (options_.gc_every_commits && ++state_->commits % *options_.gc_every_commits == 0) {
-      auto collecting = gc();
-      co_await std::move(collecting);
+      // The commit is applied: nothing the collection meets (a busy file, a
+      // full disk, a damaged blob) may turn it into an error the caller
+      // would retry. The next collection tries again.
+      bool collected = true;
+      std::string failure;
+      try {
+        auto collecting = gc();
+        co_await std::move(collecting);
+      } catch (const std::exception& error) {
+        collected = false;
+        failure = error.what();
+      }
+      if (!collected)
+        detail::log(LogLevel::warning,
+                    fmt::format("SessionStore: automatic gc after a commit on session '{}' failed, the commit stands: {}",
+                                session, failure));
     }
     co_return result;
+  }
+
+  /// The session's head with its checkpoint's parts, all read from one
+  /// snapshot of the file (one read transaction), so another handle's
+  /// commit or gc meanwhile cannot make it inconsistent. std::nullopt for a
+  /// session never committed; errc::corrupt_data when the checkpoint or a
+  /// part is missing or damaged.
+  asio::awaitable<std::optional<SessionSnapshot>> load_snapshot(std::string session_id) {
+    auto job = [session_id = std::move(session_id)](detail::SqliteConnection& connection) {
+      return detail::store::load_snapshot(connection, session_id);
+    };
+    auto loading = database_.run(std::move(job));
+    co_return co_await std::move(loading);
   }
 
   /// The session's head, or std::nullopt for a session never committed.
@@ -124,6 +155,7 @@ class SessionStore {
       if (!detail::store::blob_exists(connection, ref.hash))
         throw Error(errc::invalid_argument, fmt::format("cannot pin {}: no such blob", ref.hash));
       connection.prepare(detail::store::sql::pin).bind(1, ref.hash).run();
+      detail::store::add_ref(connection, ref.hash);
       transaction.commit();
     };
     auto pinning = database_.run(std::move(job));
@@ -136,7 +168,8 @@ class SessionStore {
     detail::store::require_ref(ref);
     auto job = [ref = std::move(ref)](detail::SqliteConnection& connection) {
       detail::Transaction transaction(connection);
-      connection.prepare(detail::store::sql::unpin).bind(1, ref.hash).run();
+      if (connection.prepare(detail::store::sql::unpin).bind(1, ref.hash).run() == 1)
+        detail::store::drop_ref(connection, ref.hash, detail::wall_clock_ms());
       connection.prepare(detail::store::sql::drop_unpinned).bind(1, ref.hash).run();
       transaction.commit();
     };
@@ -144,13 +177,33 @@ class SessionStore {
     co_await std::move(unpinning);
   }
 
-  /// Deletes every blob not reachable from a session head's checkpoint
-  /// (manifest and parts) or a pin, in one transaction. A live manifest that
-  /// is present but undecodable aborts with errc::corrupt_data, deleting nothing.
+  /// Deletes every blob that no session head's checkpoint (manifest and
+  /// parts) and no pin has referenced for StoreOptions::gc_grace. Blobs
+  /// count their references as they are committed, pinned and superseded,
+  /// so gc() reads only the blobs that lost their last one: its cost follows
+  /// the garbage, not the store. It works in batches of one short write
+  /// transaction each (a few milliseconds), so locks and commits of every
+  /// process go on in between. Reads no blob's bytes: a damaged blob does
+  /// not stop it.
   asio::awaitable<GcReport> gc() {
     database_.require_writable("SessionStore::gc");
-    co_return co_await database_.run([](detail::SqliteConnection& connection) { return detail::store::gc(connection); });
+    const auto cutoff = detail::wall_clock_ms() - options_.gc_grace.count();
+    std::size_t deleted = 0;
+    for (;;) {
+      auto batching = database_.run([cutoff](detail::SqliteConnection& connection) {
+        return detail::store::gc_batch(connection, cutoff, gc_batch_blobs, gc_batch_budget);
+      });
+      const auto batch = co_await std::move(batching);
+      deleted += batch.deleted;
+      if (!batch.more) break;
+    }
+    co_return co_await database_.run(
+        [deleted](detail::SqliteConnection& connection) { return detail::store::gc_report(connection, deleted); });
   }
+
+  /// At most this many queued blobs, and this much time, per GC batch.
+  static constexpr std::size_t gc_batch_blobs = 512;
+  static constexpr std::chrono::microseconds gc_batch_budget{8000};
 
   /// Adds a work item; with a dedupe key already pending, returns that item.
   asio::awaitable<WorkItem> enqueue(std::string session_id, WorkDraft draft) {
@@ -265,9 +318,7 @@ class SessionStore {
   /// nodes; empty for an unknown leaf. One recursive query.
   asio::awaitable<std::vector<GraphNode>> active_path(std::string session_id, std::string leaf_id) {
     auto job = [session_id = std::move(session_id), leaf_id = std::move(leaf_id)](detail::SqliteConnection& connection) {
-      auto statement = connection.prepare(detail::store::sql::active_path);
-      statement.bind(1, session_id).bind(2, leaf_id);
-      return detail::store::read_nodes(statement);
+      return detail::store::active_path(connection, session_id, leaf_id);
     };
     auto walking = database_.run(std::move(job));
     co_return co_await std::move(walking);
@@ -290,7 +341,9 @@ class SessionStore {
     co_return co_await std::move(hiding);
   }
 
-  /// Deletes tombstoned nodes of every session; returns how many.
+  /// Deletes the tombstoned nodes of every session that no live node needs
+  /// on its path (whole tombstoned subtrees); returns how many. A
+  /// tombstoned node with a live descendant stays until that one goes too.
   asio::awaitable<std::size_t> vacuum() {
     database_.require_writable("SessionStore::vacuum");
     co_return co_await database_.run([](detail::SqliteConnection& connection) {

@@ -68,6 +68,13 @@ struct SessionHead {
   BlobRef checkpoint_ref;
 };
 
+/// A session's head and its checkpoint's parts (name -> bytes), read from
+/// one snapshot of the file.
+struct SessionSnapshot {
+  SessionHead head;
+  std::map<std::string, std::string> parts;
+};
+
 struct Checkpoint {
   std::map<std::string, BlobRef> parts;
   friend bool operator==(const Checkpoint&, const Checkpoint&) = default;
@@ -80,6 +87,12 @@ struct GcReport {
 struct StoreOptions {
   /// Run gc() after every N-th successful commit through this SessionStore.
   std::optional<std::uint64_t> gc_every_commits;
+  /// How long a blob stays after it lost its last reference (a superseded
+  /// checkpoint and its parts, an unpinned blob) or was stored without one
+  /// (put_blob before pin): a reader still holding an older revision, or a
+  /// writer between put_blob and pin, has this long. 0 (the default): gc()
+  /// deletes every unreferenced blob.
+  std::chrono::milliseconds gc_grace{0};
 };
 
 struct StoreStats {

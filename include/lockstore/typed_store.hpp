@@ -54,24 +54,16 @@ class TypedSessionStore {
   /// The head and its decoded state, or std::nullopt for an unknown session.
   /// errc::corrupt_data if the checkpoint has no "state" part or the codec
   /// refuses its bytes.
+  /// Head and state come from one snapshot of the file (load_snapshot).
   asio::awaitable<std::optional<TypedHead<T>>> load(std::string session_id) {
-    auto loading = store_.load(session_id);
-    auto head = co_await std::move(loading);
-    if (!head) co_return std::nullopt;
-    auto reading = store_.get_checkpoint(head->checkpoint_ref);
-    auto checkpoint = co_await std::move(reading);
-    const auto missing_state = [&] {
-      return Error(errc::corrupt_data, fmt::format("session '{}' revision {} has no '{}' part", session_id,
-                                                   head->head_revision, state_part));
-    };
-    if (!checkpoint) throw missing_state();
-    const auto part = checkpoint->parts.find(std::string(state_part));
-    if (part == checkpoint->parts.end()) throw missing_state();
-    auto fetching = store_.get_blob(part->second);
-    auto bytes = co_await std::move(fetching);
-    if (!bytes)
-      throw Error(errc::corrupt_data, fmt::format("session '{}': state blob {} is missing", session_id, part->second.hash));
-    co_return TypedHead<T>{std::move(*head), C::decode(*bytes)};
+    auto loading = store_.load_snapshot(session_id);
+    auto snapshot = co_await std::move(loading);
+    if (!snapshot) co_return std::nullopt;
+    const auto part = snapshot->parts.find(std::string(state_part));
+    if (part == snapshot->parts.end())
+      throw Error(errc::corrupt_data, fmt::format("session '{}' revision {} has no '{}' part", session_id,
+                                                  snapshot->head.head_revision, state_part));
+    co_return TypedHead<T>{std::move(snapshot->head), C::decode(part->second)};
   }
 
  private:

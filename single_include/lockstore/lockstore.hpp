@@ -596,6 +596,7 @@ inline std::int64_t wall_clock_ms() noexcept {
 // seat, an untaken grant) give back what they held.
 
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/detail/strand_executor_service.hpp>
 #include <boost/asio/execution/context.hpp>
 #include <boost/asio/execution_context.hpp>
 #include <boost/asio/query.hpp>
@@ -628,7 +629,13 @@ class ParkedCompletions final : public asio::execution_context::service {
  public:
   inline static asio::execution_context::id id;
 
-  explicit ParkedCompletions(asio::execution_context& context) : asio::execution_context::service(context) {}
+  explicit ParkedCompletions(asio::execution_context& context) : asio::execution_context::service(context) {
+    // Services shut down newest first. A strand's service, once shut down,
+    // destroys what is posted to it on the spot, in the poster's thread:
+    // abandoned frames would then be destroyed inside a notifier holding
+    // locks. Made first, it shuts down after this service and queues them.
+    asio::use_service<asio::detail::strand_executor_service>(context);
+  }
 
   static ParkedCompletions& of(const asio::any_io_executor& executor) {
     return asio::use_service<ParkedCompletions>(asio::query(executor, asio::execution::context));
@@ -762,10 +769,12 @@ class KeyedWaiters {
       auto completion = std::move(*handler);
       handler.reset();
       if (timer) timer->cancel();
-      std::exchange(parked_in, nullptr)->leave(this);
       asio::post(*executor, [completion = std::move(completion), result]() mutable {
         std::move(completion)(result);
       });
+      // Only now: until it has left, the context's shutdown waits for this
+      // mutex, so it cannot free the context under the post above.
+      std::exchange(parked_in, nullptr)->leave(this);
     }
 
     void abandon() override {
@@ -890,9 +899,12 @@ class KeyedWaiters {
   /// holding that ticket and the waiters holding none (the rest cannot be
   /// granted before the next in line, so waking them is wasted work).
   void notify(const std::string& key, std::int64_t next_ticket = 0) {
-    std::lock_guard lock(mutex_);
-    if (auto found = waiters_.find(key); found != waiters_.end())
-      for (auto& waiter : found->second) waiter->notify_if(next_ticket);
+    std::vector<std::shared_ptr<Waiter>> found;
+    {
+      std::lock_guard lock(mutex_);
+      if (auto listed = waiters_.find(key); listed != waiters_.end()) found = listed->second;
+    }
+    for (auto& waiter : found) waiter->notify_if(next_ticket);
   }
 
   /// As notify, for every key that `key_matches`, knowing only the low 32
@@ -900,20 +912,27 @@ class KeyedWaiters {
   /// us this way, as a key hash (SQLite's wake board).
   template <class Match>
   void notify_where(Match key_matches, std::uint32_t next_ticket_low) {
-    std::lock_guard lock(mutex_);
-    for (auto& [key, list] : waiters_)
-      if (key_matches(key))
-        for (auto& waiter : list) waiter->notify_if(next_ticket_low, 0xffff'ffffu);
+    for (auto& waiter : waiters_on(key_matches)) waiter->notify_if(next_ticket_low, 0xffff'ffffu);
   }
 
   /// Wakes every waiter on every key.
   void notify_all() {
-    std::lock_guard lock(mutex_);
-    for (auto& [key, list] : waiters_)
-      for (auto& waiter : list) waiter->notify();
+    for (auto& waiter : waiters_on([](const std::string&) { return true; })) waiter->notify();
   }
 
  private:
+  // The waiters of the matching keys, copied out: they are woken without
+  // the registry's mutex, since a wake-up may destroy a waiting coroutine
+  // (its context shutting down) whose subscription then takes that mutex.
+  template <class Match>
+  std::vector<std::shared_ptr<Waiter>> waiters_on(Match key_matches) {
+    std::vector<std::shared_ptr<Waiter>> found;
+    std::lock_guard lock(mutex_);
+    for (auto& [key, list] : waiters_)
+      if (key_matches(key)) found.insert(found.end(), list.begin(), list.end());
+    return found;
+  }
+
   std::mutex mutex_;
   std::unordered_map<std::string, std::vector<std::shared_ptr<Waiter>>> waiters_;
 };

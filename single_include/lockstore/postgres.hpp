@@ -1302,6 +1302,9 @@ class PostgresLock {
     } catch (const Error& error) {
       state->listener.close();
       detail::log(LogLevel::debug, fmt::format("PostgresLock could not listen for releases ({}); polling", error.what()));
+    } catch (...) {
+      state->listener.close();  // cancelled half-way: nothing may stay half set up
+      throw;
     }
   }
 

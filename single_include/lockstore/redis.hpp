@@ -1327,6 +1327,9 @@ class RedisLock {
     } catch (const Error& error) {
       state->subscriber.close();
       detail::log(LogLevel::debug, fmt::format("RedisLock could not subscribe to releases ({}); polling", error.what()));
+    } catch (...) {
+      state->subscriber.close();  // cancelled half-way: nothing may stay half set up
+      throw;
     }
   }
 

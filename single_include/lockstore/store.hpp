@@ -138,6 +138,13 @@ struct SessionHead {
   BlobRef checkpoint_ref;
 };
 
+/// A session's head and its checkpoint's parts (name -> bytes), read from
+/// one snapshot of the file.
+struct SessionSnapshot {
+  SessionHead head;
+  std::map<std::string, std::string> parts;
+};
+
 struct Checkpoint {
   std::map<std::string, BlobRef> parts;
   friend bool operator==(const Checkpoint&, const Checkpoint&) = default;
@@ -150,6 +157,12 @@ struct GcReport {
 struct StoreOptions {
   /// Run gc() after every N-th successful commit through this SessionStore.
   std::optional<std::uint64_t> gc_every_commits;
+  /// How long a blob stays after it lost its last reference (a superseded
+  /// checkpoint and its parts, an unpinned blob) or was stored without one
+  /// (put_blob before pin): a reader still holding an older revision, or a
+  /// writer between put_blob and pin, has this long. 0 (the default): gc()
+  /// deletes every unreferenced blob.
+  std::chrono::milliseconds gc_grace{0};
 };
 
 struct StoreStats {
@@ -235,34 +248,42 @@ inline constexpr const char* sessions = "SELECT session_id, head_revision, check
 
 inline constexpr const char* put_blob =
     "INSERT INTO lockstore_blobs (hash, size, bytes) VALUES (?1, ?2, ?3) ON CONFLICT (hash) DO NOTHING";
+inline constexpr const char* count_blobs = "UPDATE lockstore_counters SET value = value + ?1 WHERE name = 'blobs'";
+// An unreferenced blob waits in the GC queue from (again) now: stored again,
+// it is wanted again.
+inline constexpr const char* queue_if_unreferenced = R"sql(
+INSERT INTO lockstore_gc_queue (hash, since_ms) SELECT hash, ?2 FROM lockstore_blobs WHERE hash = ?1 AND refs <= 0
+ON CONFLICT (hash) DO UPDATE SET since_ms = excluded.since_ms)sql";
+inline constexpr const char* add_ref = "UPDATE lockstore_blobs SET refs = refs + 1 WHERE hash = ?1";
+inline constexpr const char* drop_ref = "UPDATE lockstore_blobs SET refs = refs - 1 WHERE hash = ?1 RETURNING refs";
+inline constexpr const char* queue_blob = R"sql(
+INSERT INTO lockstore_gc_queue (hash, since_ms) VALUES (?1, ?2)
+ON CONFLICT (hash) DO UPDATE SET since_ms = max(since_ms, excluded.since_ms))sql";
 inline constexpr const char* get_blob = "SELECT bytes FROM lockstore_blobs WHERE hash = ?1";
 inline constexpr const char* blob_exists = "SELECT 1 FROM lockstore_blobs WHERE hash = ?1";
 inline constexpr const char* add_part =
     "INSERT OR IGNORE INTO lockstore_blob_parts (manifest_hash, part_hash) VALUES (?1, ?2)";
 inline constexpr const char* pin = R"sql(
 INSERT INTO lockstore_pins (hash, count) VALUES (?1, 1) ON CONFLICT (hash) DO UPDATE SET count = count + 1)sql";
-inline constexpr const char* unpin = "UPDATE lockstore_pins SET count = count - 1 WHERE hash = ?1";
+inline constexpr const char* unpin = "UPDATE lockstore_pins SET count = count - 1 WHERE hash = ?1 AND count > 0";
 inline constexpr const char* drop_unpinned = "DELETE FROM lockstore_pins WHERE hash = ?1 AND count <= 0";
 
-inline constexpr const char* live_manifests = R"sql(
-SELECT s.session_id, b.hash, b.bytes FROM lockstore_sessions s JOIN lockstore_blobs b ON b.hash = s.checkpoint_hash)sql";
-inline constexpr const char* gc_prepare = R"sql(
-CREATE TEMP TABLE IF NOT EXISTS lockstore_gc_live (hash TEXT PRIMARY KEY NOT NULL) WITHOUT ROWID;
-DELETE FROM temp.lockstore_gc_live;
-INSERT OR IGNORE INTO temp.lockstore_gc_live SELECT checkpoint_hash FROM lockstore_sessions;
-INSERT OR IGNORE INTO temp.lockstore_gc_live SELECT hash FROM lockstore_pins;
-INSERT OR IGNORE INTO temp.lockstore_gc_live
-  SELECT p.part_hash FROM lockstore_blob_parts p JOIN temp.lockstore_gc_live l ON l.hash = p.manifest_hash;
-)sql";
-inline constexpr const char* gc_roots =
-    "SELECT (SELECT COUNT(*) FROM lockstore_sessions) + (SELECT COUNT(*) FROM lockstore_pins)";
-inline constexpr const char* gc_retained =
-    "SELECT COUNT(*) FROM lockstore_blobs WHERE hash IN (SELECT hash FROM temp.lockstore_gc_live)";
-inline constexpr const char* gc_delete =
-    "DELETE FROM lockstore_blobs WHERE hash NOT IN (SELECT hash FROM temp.lockstore_gc_live)";
+inline constexpr const char* gc_due =
+    "SELECT hash, since_ms FROM lockstore_gc_queue WHERE since_ms <= ?1 ORDER BY since_ms LIMIT ?2";
+inline constexpr const char* gc_unqueue = "DELETE FROM lockstore_gc_queue WHERE hash = ?1";
+inline constexpr const char* gc_refs = "SELECT refs FROM lockstore_blobs WHERE hash = ?1";
+inline constexpr const char* gc_parts = "SELECT part_hash FROM lockstore_blob_parts WHERE manifest_hash = ?1";
+inline constexpr const char* gc_drop_parts = "DELETE FROM lockstore_blob_parts WHERE manifest_hash = ?1";
+inline constexpr const char* gc_delete = "DELETE FROM lockstore_blobs WHERE hash = ?1";
+inline constexpr const char* gc_roots = R"sql(
+SELECT (SELECT COUNT(*) FROM lockstore_sessions) + (SELECT COUNT(*) FROM lockstore_pins WHERE count > 0),
+       (SELECT value FROM lockstore_counters WHERE name = 'blobs'))sql";
 
+// Only an item no claim holds absorbs new work: one being processed may
+// complete without seeing it.
 inline constexpr const char* find_dedupe = R"sql(
-SELECT id, payload, attempts FROM lockstore_work_items WHERE session_id = ?1 AND dedupe_key = ?2)sql";
+SELECT id, payload, attempts FROM lockstore_work_items
+WHERE session_id = ?1 AND dedupe_key = ?2 AND claim_token IS NULL ORDER BY id LIMIT 1)sql";
 inline constexpr const char* enqueue = R"sql(
 INSERT INTO lockstore_work_items (session_id, payload, dedupe_key, not_before_ms) VALUES (?1, ?2, ?3, ?4)
 RETURNING id)sql";
@@ -292,13 +313,17 @@ SELECT id, payload, dedupe_key, attempts FROM lockstore_work_items WHERE session
 
 inline constexpr const char* node_exists =
     "SELECT 1 FROM lockstore_graph_nodes WHERE session_id = ?1 AND node_id = ?2";
+inline constexpr const char* named_as_parent =
+    "SELECT 1 FROM lockstore_graph_nodes WHERE session_id = ?1 AND parent_id = ?2 LIMIT 1";
 inline constexpr const char* add_node =
     "INSERT INTO lockstore_graph_nodes (session_id, node_id, parent_id, payload) VALUES (?1, ?2, ?3, ?4)";
 inline constexpr const char* graph = R"sql(
 SELECT node_id, parent_id, payload FROM lockstore_graph_nodes
 WHERE session_id = ?1 AND tombstoned = 0 ORDER BY seq)sql";
 // Walks from the leaf to the root through the (session_id, node_id) unique
-// index; tombstoned nodes are walked through but not returned.
+// index; tombstoned nodes are walked through (the caller drops them). No
+// path is longer than the session has nodes, so the walk stops there even
+// in a file whose parent links form a cycle (the caller reports it).
 inline constexpr const char* active_path = R"sql(
 WITH RECURSIVE path (node_id, parent_id, payload, tombstoned, depth) AS (
   SELECT node_id, parent_id, payload, tombstoned, 0 FROM lockstore_graph_nodes
@@ -306,11 +331,25 @@ WITH RECURSIVE path (node_id, parent_id, payload, tombstoned, depth) AS (
   UNION ALL
   SELECT n.node_id, n.parent_id, n.payload, n.tombstoned, path.depth + 1
   FROM lockstore_graph_nodes n JOIN path ON n.session_id = ?1 AND n.node_id = path.parent_id
+  WHERE path.depth < (SELECT COUNT(*) FROM lockstore_graph_nodes WHERE session_id = ?1)
 )
-SELECT node_id, parent_id, payload FROM path WHERE tombstoned = 0 ORDER BY depth DESC)sql";
+SELECT node_id, parent_id, payload, tombstoned FROM path ORDER BY depth DESC)sql";
 inline constexpr const char* tombstone = R"sql(
 UPDATE lockstore_graph_nodes SET tombstoned = 1 WHERE session_id = ?1 AND node_id = ?2 AND tombstoned = 0)sql";
-inline constexpr const char* vacuum = "DELETE FROM lockstore_graph_nodes WHERE tombstoned = 1";
+// Deletes the tombstoned nodes that are no live node's ancestor: whole
+// tombstoned subtrees. A tombstoned node on a live node's path stays (walked
+// through, never returned), so no remaining node names a deleted parent.
+inline constexpr const char* vacuum = R"sql(
+WITH RECURSIVE needed (session_id, node_id) AS (
+  SELECT session_id, parent_id FROM lockstore_graph_nodes WHERE tombstoned = 0 AND parent_id IS NOT NULL
+  UNION
+  SELECT n.session_id, n.parent_id FROM lockstore_graph_nodes n
+  JOIN needed ON n.session_id = needed.session_id AND n.node_id = needed.node_id
+  WHERE n.parent_id IS NOT NULL
+)
+DELETE FROM lockstore_graph_nodes WHERE tombstoned = 1
+  AND NOT EXISTS (SELECT 1 FROM needed WHERE needed.session_id = lockstore_graph_nodes.session_id
+                                         AND needed.node_id = lockstore_graph_nodes.node_id))sql";
 
 inline constexpr const char* stats = R"sql(
 SELECT (SELECT COUNT(*) FROM lockstore_sessions), (SELECT COUNT(*) FROM lockstore_blobs),
@@ -336,11 +375,35 @@ inline std::int64_t epoch_ms(std::chrono::system_clock::time_point time) {
 
 // --- blobs ------------------------------------------------------------------
 
-inline BlobRef put_blob(SqliteConnection& connection, std::string_view bytes) {
+// Reference counting. A blob's `refs` counts the session heads naming it,
+// its pins and the manifests naming it as a part; at 0 it enters the GC
+// queue, and gc() deletes it once it has waited there the grace period.
+
+inline void add_ref(SqliteConnection& connection, const std::string& hash) {
+  connection.prepare(sql::add_ref).bind(1, hash).run();
+}
+
+inline void drop_ref(SqliteConnection& connection, const std::string& hash, std::int64_t since_ms) {
+  bool unreferenced = false;
+  {
+    auto statement = connection.prepare(sql::drop_ref);
+    statement.bind(1, hash);
+    unreferenced = statement.step() && statement.int64(0) <= 0;
+  }
+  if (unreferenced) connection.prepare(sql::queue_blob).bind(1, hash).bind(2, since_ms).run();
+}
+
+/// Stores the bytes unless present. `referenced`: the caller references the
+/// blob in the same transaction (a commit's parts and manifest); otherwise
+/// it waits in the GC queue, from now, until something references it.
+inline BlobRef put_blob(SqliteConnection& connection, std::string_view bytes, bool referenced = false) {
   BlobRef ref{sha256_hex(bytes)};
-  auto statement = connection.prepare(sql::put_blob);
-  statement.bind(1, ref.hash).bind(2, static_cast<std::int64_t>(bytes.size())).bind_blob(3, bytes);
-  statement.run();
+  {
+    auto statement = connection.prepare(sql::put_blob);
+    statement.bind(1, ref.hash).bind(2, static_cast<std::int64_t>(bytes.size())).bind_blob(3, bytes);
+    if (statement.run() == 1) connection.prepare(sql::count_blobs).bind(1, std::int64_t{1}).run();
+  }
+  if (!referenced) connection.prepare(sql::queue_if_unreferenced).bind(1, ref.hash).bind(2, wall_clock_ms()).run();
   return ref;
 }
 
@@ -368,68 +431,106 @@ inline BlobRef put_checkpoint(SqliteConnection& connection, const std::map<std::
   Checkpoint checkpoint;
   for (const auto& [name, bytes] : parts) {
     if (name.empty()) throw Error(errc::invalid_argument, "checkpoint part names must not be empty");
-    checkpoint.parts.emplace(name, put_blob(connection, bytes));
+    checkpoint.parts.emplace(name, put_blob(connection, bytes, true));
   }
-  const auto manifest = put_blob(connection, encode_manifest(checkpoint));
+  const auto manifest = put_blob(connection, encode_manifest(checkpoint), true);
+  // A manifest stored before already counts for its parts.
   for (const auto& [name, part] : checkpoint.parts)
-    connection.prepare(sql::add_part).bind(1, manifest.hash).bind(2, part.hash).run();
+    if (connection.prepare(sql::add_part).bind(1, manifest.hash).bind(2, part.hash).run() == 1)
+      add_ref(connection, part.hash);
   return manifest;
 }
 
-// GC deletes from the blob table and its hash index, which is in random
-// order: with SQLite's default 2 MB page cache, per-blob cost grew 2.5x from
-// 10k to 1M blobs. A 64 MB cache for the GC's transaction keeps the index
-// pages it revisits; the connection's own setting is restored afterwards.
-class ScopedCacheSize {
- public:
-  ScopedCacheSize(SqliteConnection& connection, std::int64_t kibibytes)
-      : connection_(connection), previous_(connection.pragma_int("cache_size")) {
-    connection_.exec(fmt::format("PRAGMA cache_size = -{}", kibibytes));
-  }
-  ScopedCacheSize(const ScopedCacheSize&) = delete;
-  ScopedCacheSize& operator=(const ScopedCacheSize&) = delete;
-  ~ScopedCacheSize() {
-    const auto restore = fmt::format("PRAGMA cache_size = {}", previous_);
-    sqlite3_exec(connection_.handle(), restore.c_str(), nullptr, nullptr, nullptr);
-  }
-
- private:
-  SqliteConnection& connection_;
-  std::int64_t previous_;
+/// What one gc_batch() did.
+struct GcBatch {
+  std::size_t deleted = 0;
+  bool more = false;  // due blobs are left: run another batch
 };
 
-inline GcReport gc(SqliteConnection& connection) {
-  ScopedCacheSize cache(connection, 64 * 1024);
+/// One batch of garbage collection, in one write transaction: takes due
+/// entries of the GC queue (unreferenced since `cutoff_ms` or earlier),
+/// oldest first, and deletes those still unreferenced; a deleted manifest's
+/// parts each lose a reference (and may become due themselves, in a later
+/// batch). Stops after `max_blobs` entries or `budget`, whichever comes
+/// first, so the write lock is held briefly. Reads no blob's bytes.
+inline GcBatch gc_batch(SqliteConnection& connection, std::int64_t cutoff_ms, std::size_t max_blobs,
+                        std::chrono::microseconds budget) {
+  const auto started = std::chrono::steady_clock::now();
   Transaction transaction(connection);
+  std::vector<std::pair<std::string, std::int64_t>> due;
   {
-    // A live manifest that cannot be decoded means the mark would be wrong:
-    // stop before deleting anything.
-    auto statement = connection.prepare(sql::live_manifests);
-    while (statement.step()) {
-      try {
-        decode_manifest(statement.blob(2));
-      } catch (const Error& error) {
-        throw Error(errc::corrupt_data, fmt::format("gc aborted, nothing deleted: the checkpoint {} of session '{}' "
-                                                    "cannot be decoded ({})",
-                                                    statement.text(1), statement.text(0), error.message()));
-      }
+    auto statement = connection.prepare(sql::gc_due);
+    statement.bind(1, cutoff_ms).bind(2, static_cast<std::int64_t>(max_blobs));
+    while (statement.step()) due.emplace_back(statement.text(0), statement.int64(1));
+  }
+  GcBatch batch;
+  std::size_t looked_at = 0;
+  for (const auto& [hash, since_ms] : due) {
+    ++looked_at;
+    connection.prepare(sql::gc_unqueue).bind(1, hash).run();
+    std::optional<std::int64_t> refs;
+    {
+      auto statement = connection.prepare(sql::gc_refs);
+      statement.bind(1, hash);
+      if (statement.step()) refs = statement.int64(0);
     }
+    if (!refs || *refs > 0) continue;  // gone already, or referenced again
+    std::vector<std::string> parts;
+    {
+      auto statement = connection.prepare(sql::gc_parts);
+      statement.bind(1, hash);
+      while (statement.step()) parts.push_back(statement.text(0));
+    }
+    connection.prepare(sql::gc_drop_parts).bind(1, hash).run();
+    // The parts were unreferenced (by this manifest) as long as it was; those
+    // that now have no reference left are due in the next batch.
+    for (const auto& part : parts) drop_ref(connection, part, since_ms);
+    batch.more = batch.more || !parts.empty();
+    batch.deleted += static_cast<std::size_t>(connection.prepare(sql::gc_delete).bind(1, hash).run());
+    if (std::chrono::steady_clock::now() - started >= budget) break;
   }
-  connection.exec(sql::gc_prepare);
-  GcReport report{};
-  {
-    auto roots = connection.prepare(sql::gc_roots);
-    roots.step();
-    report.root_count = static_cast<std::size_t>(roots.int64(0));
-  }
-  {
-    auto retained = connection.prepare(sql::gc_retained);
-    retained.step();
-    report.retained_blob_count = static_cast<std::size_t>(retained.int64(0));
-  }
-  report.deleted_blob_count = static_cast<std::size_t>(connection.prepare(sql::gc_delete).run());
+  if (batch.deleted > 0)
+    connection.prepare(sql::count_blobs).bind(1, -static_cast<std::int64_t>(batch.deleted)).run();
   transaction.commit();
-  return report;
+  batch.more = batch.more || looked_at == max_blobs || looked_at < due.size();
+  return batch;
+}
+
+/// The report's counts after a collection: heads + pins, and blobs left.
+inline GcReport gc_report(SqliteConnection& connection, std::size_t deleted) {
+  auto statement = connection.prepare(sql::gc_roots);
+  statement.step();
+  return GcReport{static_cast<std::size_t>(statement.int64(0)), static_cast<std::size_t>(statement.int64(1)), deleted};
+}
+
+/// The session's head and its checkpoint's parts, read in one read
+/// transaction, so all of it comes from one snapshot of the file whatever
+/// other connections commit or collect meanwhile. std::nullopt for an
+/// unknown session; errc::corrupt_data when the checkpoint or a part is
+/// missing or does not match its hash.
+inline std::optional<SessionSnapshot> load_snapshot(SqliteConnection& connection, const std::string& session_id) {
+  auto transaction = Transaction::read(connection);
+  SessionSnapshot snapshot;
+  {
+    auto head = connection.prepare(sql::head);
+    head.bind(1, session_id);
+    if (!head.step()) return std::nullopt;
+    snapshot.head = SessionHead{session_id, static_cast<std::uint64_t>(head.int64(0)), BlobRef{head.text(1)}};
+  }
+  const auto missing = [&](std::string_view what, const BlobRef& ref) {
+    return Error(errc::corrupt_data, fmt::format("session '{}' revision {} in '{}': {} {} is missing", session_id,
+                                                 snapshot.head.head_revision, connection.path().string(), what,
+                                                 ref.hash));
+  };
+  auto manifest = get_blob(connection, snapshot.head.checkpoint_ref);
+  if (!manifest) throw missing("its checkpoint", snapshot.head.checkpoint_ref);
+  for (auto& [name, ref] : decode_manifest(*manifest).parts) {
+    auto bytes = get_blob(connection, ref);
+    if (!bytes) throw missing(fmt::format("part '{}'", name), ref);
+    snapshot.parts.emplace(name, std::move(*bytes));
+  }
+  transaction.commit();
+  return snapshot;
 }
 
 // --- work queue ---------------------------------------------------------------
@@ -528,6 +629,17 @@ inline void append_nodes(SqliteConnection& connection, const std::string& sessio
     if (exists(node.node_id))
       throw Error(errc::invalid_argument,
                   fmt::format("graph node '{}' already exists in session '{}'", node.node_id, session_id));
+    {
+      // Only a file vacuumed by lockstore 0.3 or older has such nodes: the
+      // new node would adopt them, and could close a cycle.
+      auto orphans = connection.prepare(sql::named_as_parent);
+      orphans.bind(1, session_id).bind(2, node.node_id);
+      if (orphans.step())
+        throw Error(errc::invalid_argument,
+                    fmt::format("graph node id '{}' in session '{}' was deleted while nodes still name it as their "
+                                "parent; use another id",
+                                node.node_id, session_id));
+    }
     if (node.parent_id && !exists(*node.parent_id))
       throw Error(errc::invalid_argument, fmt::format("parent '{}' of graph node '{}' is not in session '{}'",
                                                       *node.parent_id, node.node_id, session_id));
@@ -540,6 +652,28 @@ inline void append_nodes(SqliteConnection& connection, const std::string& sessio
     }
     insert.run();
   }
+}
+
+/// The active path, root first, without tombstoned nodes; errc::corrupt_data
+/// when the parent links loop (only a damaged file has such links).
+inline std::vector<GraphNode> active_path(SqliteConnection& connection, const std::string& session_id,
+                                          const std::string& leaf_id) {
+  auto statement = connection.prepare(sql::active_path);
+  statement.bind(1, session_id).bind(2, leaf_id);
+  std::vector<GraphNode> path;
+  std::set<std::string> seen;
+  while (statement.step()) {
+    auto node_id = statement.text(0);
+    if (!seen.insert(node_id).second)
+      throw Error(errc::corrupt_data, fmt::format("the graph of session '{}' in '{}' has a parent cycle through node "
+                                                  "'{}'",
+                                                  session_id, connection.path().string(), node_id));
+    if (statement.int64(3) != 0) continue;  // tombstoned: walked through, not returned
+    path.push_back(GraphNode{std::move(node_id),
+                             statement.is_null(1) ? std::nullopt : std::optional<std::string>(statement.text(1)),
+                             statement.blob(2)});
+  }
+  return path;
 }
 
 inline std::vector<GraphNode> read_nodes(Statement& statement) {
@@ -561,10 +695,14 @@ inline CommitResult commit(SqliteConnection& connection, const CommitRequest& re
                             request.complete_claim->session_id));
   Transaction transaction(connection);
   std::uint64_t found = 0;
+  std::optional<std::string> previous;  // the checkpoint the head names now
   {
     auto head = connection.prepare(sql::head);
     head.bind(1, request.session_id);
-    if (head.step()) found = static_cast<std::uint64_t>(head.int64(0));
+    if (head.step()) {
+      found = static_cast<std::uint64_t>(head.int64(0));
+      previous = head.text(1);
+    }
   }
   if (found != request.expected_head_revision)
     throw Error(errc::head_revision_conflict,
@@ -575,8 +713,13 @@ inline CommitResult commit(SqliteConnection& connection, const CommitRequest& re
   if (request.complete_claim) complete_claim(connection, *request.complete_claim);
   for (const auto& draft : request.enqueue) enqueue(connection, request.session_id, draft);
   const auto revision = found + 1;
+  const auto now = wall_clock_ms();
   connection.prepare(sql::set_head).bind(1, request.session_id).bind(2, static_cast<std::int64_t>(revision))
-      .bind(3, checkpoint.hash).bind(4, wall_clock_ms()).run();
+      .bind(3, checkpoint.hash).bind(4, now).run();
+  if (previous != checkpoint.hash) {
+    add_ref(connection, checkpoint.hash);
+    if (previous) drop_ref(connection, *previous, now);  // superseded: collectable after the grace period
+  }
   transaction.commit();
   return CommitResult{revision, checkpoint};
 }
@@ -600,6 +743,9 @@ class SessionStore {
   static asio::awaitable<SessionStore> open(SqliteDatabase database, StoreOptions options = {}) {
     if (options.gc_every_commits && *options.gc_every_commits == 0)
       throw Error(errc::invalid_argument, "StoreOptions::gc_every_commits must be at least 1");
+    if (options.gc_grace < std::chrono::milliseconds::zero() || options.gc_grace > std::chrono::hours(24 * 366))
+      throw Error(errc::invalid_argument,
+                  fmt::format("StoreOptions::gc_grace of {} ms is out of range (0 to a year)", options.gc_grace.count()));
     co_await database.run([](detail::SqliteConnection&) {});  // the connection is open and migrated
     co_return SessionStore(std::move(database), options);
   }
@@ -613,16 +759,44 @@ class SessionStore {
   /// duplicate or orphan graph node, an empty part name or a bad id.
   asio::awaitable<CommitResult> commit(CommitRequest request) {
     database_.require_writable("SessionStore::commit");
+    const std::string session = request.session_id;
     auto job = [request = std::move(request)](detail::SqliteConnection& connection) {
       return detail::store::commit(connection, request);
     };
     auto committing = database_.run(std::move(job));
     auto result = co_await std::move(committing);
     if (options_.gc_every_commits && ++state_->commits % *options_.gc_every_commits == 0) {
-      auto collecting = gc();
-      co_await std::move(collecting);
+      // The commit is applied: nothing the collection meets (a busy file, a
+      // full disk, a damaged blob) may turn it into an error the caller
+      // would retry. The next collection tries again.
+      bool collected = true;
+      std::string failure;
+      try {
+        auto collecting = gc();
+        co_await std::move(collecting);
+      } catch (const std::exception& error) {
+        collected = false;
+        failure = error.what();
+      }
+      if (!collected)
+        detail::log(LogLevel::warning,
+                    fmt::format("SessionStore: automatic gc after a commit on session '{}' failed, the commit stands: {}",
+                                session, failure));
     }
     co_return result;
+  }
+
+  /// The session's head with its checkpoint's parts, all read from one
+  /// snapshot of the file (one read transaction), so another handle's
+  /// commit or gc meanwhile cannot make it inconsistent. std::nullopt for a
+  /// session never committed; errc::corrupt_data when the checkpoint or a
+  /// part is missing or damaged.
+  asio::awaitable<std::optional<SessionSnapshot>> load_snapshot(std::string session_id) {
+    auto job = [session_id = std::move(session_id)](detail::SqliteConnection& connection) {
+      return detail::store::load_snapshot(connection, session_id);
+    };
+    auto loading = database_.run(std::move(job));
+    co_return co_await std::move(loading);
   }
 
   /// The session's head, or std::nullopt for a session never committed.
@@ -698,6 +872,7 @@ class SessionStore {
       if (!detail::store::blob_exists(connection, ref.hash))
         throw Error(errc::invalid_argument, fmt::format("cannot pin {}: no such blob", ref.hash));
       connection.prepare(detail::store::sql::pin).bind(1, ref.hash).run();
+      detail::store::add_ref(connection, ref.hash);
       transaction.commit();
     };
     auto pinning = database_.run(std::move(job));
@@ -710,7 +885,8 @@ class SessionStore {
     detail::store::require_ref(ref);
     auto job = [ref = std::move(ref)](detail::SqliteConnection& connection) {
       detail::Transaction transaction(connection);
-      connection.prepare(detail::store::sql::unpin).bind(1, ref.hash).run();
+      if (connection.prepare(detail::store::sql::unpin).bind(1, ref.hash).run() == 1)
+        detail::store::drop_ref(connection, ref.hash, detail::wall_clock_ms());
       connection.prepare(detail::store::sql::drop_unpinned).bind(1, ref.hash).run();
       transaction.commit();
     };
@@ -718,13 +894,33 @@ class SessionStore {
     co_await std::move(unpinning);
   }
 
-  /// Deletes every blob not reachable from a session head's checkpoint
-  /// (manifest and parts) or a pin, in one transaction. A live manifest that
-  /// is present but undecodable aborts with errc::corrupt_data, deleting nothing.
+  /// Deletes every blob that no session head's checkpoint (manifest and
+  /// parts) and no pin has referenced for StoreOptions::gc_grace. Blobs
+  /// count their references as they are committed, pinned and superseded,
+  /// so gc() reads only the blobs that lost their last one: its cost follows
+  /// the garbage, not the store. It works in batches of one short write
+  /// transaction each (a few milliseconds), so locks and commits of every
+  /// process go on in between. Reads no blob's bytes: a damaged blob does
+  /// not stop it.
   asio::awaitable<GcReport> gc() {
     database_.require_writable("SessionStore::gc");
-    co_return co_await database_.run([](detail::SqliteConnection& connection) { return detail::store::gc(connection); });
+    const auto cutoff = detail::wall_clock_ms() - options_.gc_grace.count();
+    std::size_t deleted = 0;
+    for (;;) {
+      auto batching = database_.run([cutoff](detail::SqliteConnection& connection) {
+        return detail::store::gc_batch(connection, cutoff, gc_batch_blobs, gc_batch_budget);
+      });
+      const auto batch = co_await std::move(batching);
+      deleted += batch.deleted;
+      if (!batch.more) break;
+    }
+    co_return co_await database_.run(
+        [deleted](detail::SqliteConnection& connection) { return detail::store::gc_report(connection, deleted); });
   }
+
+  /// At most this many queued blobs, and this much time, per GC batch.
+  static constexpr std::size_t gc_batch_blobs = 512;
+  static constexpr std::chrono::microseconds gc_batch_budget{8000};
 
   /// Adds a work item; with a dedupe key already pending, returns that item.
   asio::awaitable<WorkItem> enqueue(std::string session_id, WorkDraft draft) {
@@ -839,9 +1035,7 @@ class SessionStore {
   /// nodes; empty for an unknown leaf. One recursive query.
   asio::awaitable<std::vector<GraphNode>> active_path(std::string session_id, std::string leaf_id) {
     auto job = [session_id = std::move(session_id), leaf_id = std::move(leaf_id)](detail::SqliteConnection& connection) {
-      auto statement = connection.prepare(detail::store::sql::active_path);
-      statement.bind(1, session_id).bind(2, leaf_id);
-      return detail::store::read_nodes(statement);
+      return detail::store::active_path(connection, session_id, leaf_id);
     };
     auto walking = database_.run(std::move(job));
     co_return co_await std::move(walking);
@@ -864,7 +1058,9 @@ class SessionStore {
     co_return co_await std::move(hiding);
   }
 
-  /// Deletes tombstoned nodes of every session; returns how many.
+  /// Deletes the tombstoned nodes of every session that no live node needs
+  /// on its path (whole tombstoned subtrees); returns how many. A
+  /// tombstoned node with a live descendant stays until that one goes too.
   asio::awaitable<std::size_t> vacuum() {
     database_.require_writable("SessionStore::vacuum");
     co_return co_await database_.run([](detail::SqliteConnection& connection) {

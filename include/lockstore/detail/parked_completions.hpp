@@ -13,6 +13,7 @@
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/detail/strand_executor_service.hpp>
 #include <boost/asio/execution/context.hpp>
 #include <boost/asio/execution_context.hpp>
 #include <boost/asio/query.hpp>
@@ -45,7 +46,13 @@ class ParkedCompletions final : public asio::execution_context::service {
  public:
   inline static asio::execution_context::id id;
 
-  explicit ParkedCompletions(asio::execution_context& context) : asio::execution_context::service(context) {}
+  explicit ParkedCompletions(asio::execution_context& context) : asio::execution_context::service(context) {
+    // Services shut down newest first. A strand's service, once shut down,
+    // destroys what is posted to it on the spot, in the poster's thread:
+    // abandoned frames would then be destroyed inside a notifier holding
+    // locks. Made first, it shuts down after this service and queues them.
+    asio::use_service<asio::detail::strand_executor_service>(context);
+  }
 
   static ParkedCompletions& of(const asio::any_io_executor& executor) {
     return asio::use_service<ParkedCompletions>(asio::query(executor, asio::execution::context));

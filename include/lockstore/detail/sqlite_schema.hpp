@@ -109,7 +109,32 @@ CREATE TABLE lockstore_waiters (
 CREATE INDEX lockstore_waiters_by_key ON lockstore_waiters (key, ticket);
 )sql";
 
-inline constexpr std::array<const char*, 3> migrations = {schema_v1, schema_v2, schema_v3};
+/// Version 4: garbage collection that follows the garbage. Each blob counts
+/// its references (session heads, pins, and the manifests that name it as a
+/// part); a blob whose count falls to 0, or that is stored unreferenced,
+/// enters lockstore_gc_queue with the time it did, and gc() reads only that
+/// queue, in short batches. A dedupe key is unique only among items no claim
+/// holds (new work never folds into an item being processed).
+inline constexpr const char* schema_v4 = R"sql(
+ALTER TABLE lockstore_blobs ADD COLUMN refs INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE lockstore_gc_queue (
+  hash     TEXT PRIMARY KEY NOT NULL,
+  since_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX lockstore_gc_queue_by_since ON lockstore_gc_queue (since_ms);
+CREATE INDEX lockstore_blob_parts_by_part ON lockstore_blob_parts (part_hash);
+UPDATE lockstore_blobs SET refs =
+    (SELECT COUNT(*) FROM lockstore_sessions s WHERE s.checkpoint_hash = lockstore_blobs.hash)
+  + COALESCE((SELECT p.count FROM lockstore_pins p WHERE p.hash = lockstore_blobs.hash AND p.count > 0), 0)
+  + (SELECT COUNT(*) FROM lockstore_blob_parts bp WHERE bp.part_hash = lockstore_blobs.hash);
+INSERT INTO lockstore_gc_queue (hash, since_ms) SELECT hash, 0 FROM lockstore_blobs WHERE refs <= 0;
+INSERT INTO lockstore_counters (name, value) SELECT 'blobs', COUNT(*) FROM lockstore_blobs;
+DROP INDEX lockstore_work_items_dedupe;
+CREATE INDEX lockstore_work_items_dedupe ON lockstore_work_items (session_id, dedupe_key)
+  WHERE dedupe_key IS NOT NULL;
+)sql";
+
+inline constexpr std::array<const char*, 4> migrations = {schema_v1, schema_v2, schema_v3, schema_v4};
 inline constexpr int schema_version = static_cast<int>(migrations.size());
 
 [[noreturn]] inline void throw_unsupported_schema(const SqliteConnection& connection, std::int64_t found) {

@@ -215,12 +215,16 @@ class SqliteWorker {
     void resume() {
       std::lock_guard lock(handover);
       if (!handler) return;  // abandoned
+      {
+        auto target = std::move(*executor);
+        auto completion_handler = std::move(*handler);
+        handler.reset();
+        executor.reset();
+        asio::post(target, std::move(completion_handler));
+      }  // the work-counting executor is gone before the context may go
+      // Only now: until it has left, the context's shutdown waits for this
+      // lock, so it cannot free the context under the post above.
       std::exchange(parked_in, nullptr)->leave(this);
-      auto target = std::move(*executor);
-      auto completion_handler = std::move(*handler);
-      handler.reset();
-      executor.reset();
-      asio::post(target, std::move(completion_handler));
     }
 
     void abandon() override {
