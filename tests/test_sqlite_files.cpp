@@ -61,6 +61,64 @@ TEST_CASE("a file from a newer schema version is refused naming both versions", 
   }
 }
 
+TEST_CASE("another application's database is refused and left exactly as it was", "[sqlite][files]") {
+  TempDir dir;
+  struct Foreign {
+    const char* name;
+    const char* setup;
+  };
+  const Foreign files[] = {
+      {"marked.db", "PRAGMA application_id = 1234; PRAGMA user_version = 2; CREATE TABLE app_state (x);"},
+      {"versioned.db", "PRAGMA user_version = 2; CREATE TABLE app_migrations (step INTEGER);"},
+      {"unversioned.db", "CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('keep me');"},
+  };
+  for (const auto& foreign : files) {
+    CAPTURE(foreign.name);
+    const auto path = dir / foreign.name;
+    {
+      sqlite3* db = nullptr;
+      REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
+      REQUIRE(sqlite3_exec(db, foreign.setup, nullptr, nullptr, nullptr) == SQLITE_OK);
+      sqlite3_close(db);
+    }
+    const auto before = [&] {
+      std::ifstream in(path, std::ios::binary);
+      return std::string(std::istreambuf_iterator<char>(in), {});
+    }();
+    for (const bool read_only : {false, true}) {
+      auto error = error_of([&]() -> asio::awaitable<void> {
+        if (read_only) {
+          co_await SqliteDatabase::open_readonly(path);
+        } else {
+          co_await SqliteDatabase::open(path);
+        }
+      });
+      REQUIRE(error.has_value());
+      CHECK(error->code() == errc::unsupported_schema);
+      CHECK_THAT(error->what(), Catch::Contains("not a lockstore database") && Catch::Contains(foreign.name) &&
+                                    Catch::Contains("user_version"));
+    }
+    std::ifstream in(path, std::ios::binary);
+    const std::string after(std::istreambuf_iterator<char>(in), {});
+    CHECK(after == before);  // not migrated, not switched to WAL
+    CHECK_FALSE(std::filesystem::exists(path.string() + "-wal"));
+  }
+}
+
+TEST_CASE("a lockstore file carries lockstore's application_id", "[sqlite][files]") {
+  TempDir dir;
+  const auto path = dir / "marked.db";
+  run([&]() -> asio::awaitable<void> { co_await SqliteDatabase::open(path); });
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
+  sqlite3_stmt* statement = nullptr;
+  REQUIRE(sqlite3_prepare_v2(db, "PRAGMA application_id", -1, &statement, nullptr) == SQLITE_OK);
+  REQUIRE(sqlite3_step(statement) == SQLITE_ROW);
+  CHECK(sqlite3_column_int64(statement, 0) == 0x4C4B5354);
+  sqlite3_finalize(statement);
+  sqlite3_close(db);
+}
+
 TEST_CASE("a file with an unknown (negative) schema version is refused", "[sqlite][files]") {
   TempDir dir;
   const auto path = dir / "odd.db";

@@ -219,6 +219,8 @@ TEST_CASE("gc keeps live checkpoints and pins and deletes orphans", "[store][gc]
     auto unknown_pin = co_await error_of([&] { return store.pin(orphan); });
     REQUIRE(unknown_pin.has_value());
     CHECK(unknown_pin->code() == errc::invalid_argument);
+    const auto bookkeeping = co_await gc_bookkeeping_errors(store);
+    CHECK(bookkeeping.empty());
   });
 }
 
@@ -354,6 +356,54 @@ TEST_CASE("with a grace period, a superseded checkpoint and a blob not yet pinne
     REQUIRE(refused.has_value());
     CHECK(refused->code() == errc::invalid_argument);
     CHECK_THAT(refused->what(), Catch::Contains("gc_grace"));
+  });
+}
+
+TEST_CASE("the grace period counts from a blob's own last use, and a drifted count never deletes a needed blob",
+          "[store][gc]") {
+  TempDir dir;
+  run([&]() -> asio::awaitable<void> {
+    StoreOptions patient;
+    patient.gc_grace = 60s;
+    auto store = co_await open_store(dir / "store.db", patient);
+    const auto first = co_await store.commit(request_for("s", 0, "X"));
+    co_await store.commit(request_for("s", 1, "Y"));
+    // Two minutes pass (written into the file): the first manifest and its
+    // part "X" are long past their grace period...
+    auto age = [](detail::SqliteConnection& connection) {
+      connection.exec("UPDATE lockstore_gc_queue SET since_ms = since_ms - 120000; "
+                      "UPDATE lockstore_blobs SET touched_ms = touched_ms - 120000");
+    };
+    auto aging = store.database().run(std::move(age));
+    co_await std::move(aging);
+    // ...when a writer stores "X" again, to pin it.
+    const auto again = co_await store.put_blob("X");
+    const auto report = co_await store.gc();
+    CHECK(report.deleted_blob_count == 1);  // the old manifest only
+    auto old_manifest = co_await store.get_blob(first.checkpoint_ref);
+    CHECK_FALSE(old_manifest.has_value());
+    co_await store.pin(again);  // "X" is still there
+    auto pinned = co_await store.get_blob(again);
+    CHECK(pinned == "X");
+
+    // A count that says 0 while a head still names the blob (as a file
+    // written meanwhile by a lockstore that did not count would have).
+    auto head = co_await store.load("s");
+    REQUIRE(head.has_value());
+    auto drift = [hash = head->checkpoint_ref.hash](detail::SqliteConnection& connection) {
+      connection.prepare("UPDATE lockstore_blobs SET refs = 0 WHERE hash = ?1").bind(1, hash).run();
+      connection.prepare("INSERT OR REPLACE INTO lockstore_gc_queue VALUES (?1, 0)").bind(1, hash).run();
+    };
+    auto drifting = store.database().run(std::move(drift));
+    co_await std::move(drifting);
+    auto hasty = co_await SessionStore::open(store.database());
+    const auto after_drift = co_await hasty.gc();
+    CHECK(after_drift.deleted_blob_count == 0);
+    auto snapshot = co_await hasty.load_snapshot("s");
+    REQUIRE(snapshot.has_value());
+    CHECK(snapshot->parts.at("state") == "Y");
+    const auto bookkeeping = co_await gc_bookkeeping_errors(store);
+    CHECK(bookkeeping.empty());  // the count was set right again
   });
 }
 
@@ -591,6 +641,16 @@ TEST_CASE("a dedupe key never folds new work into an item a claim holds", "[stor
     auto pending = co_await store.pending("s");
     REQUIRE(pending.size() == 1);
     CHECK(pending[0].payload == "two");
+
+    // An abandoned item folds into the newer one with its key.
+    auto retry = co_await store.claim("s", "worker", 30s, 10);
+    REQUIRE(retry.has_value());
+    const auto newer = co_await store.enqueue("s", draft("four", "key-1"));
+    CHECK(newer.id != second.id);
+    co_await store.abandon(*retry);
+    auto left = co_await store.pending("s");
+    REQUIRE(left.size() == 1);
+    CHECK(left[0].id == newer.id);
   });
 }
 

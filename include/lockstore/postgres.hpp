@@ -371,13 +371,27 @@ class PostgresLock {
           command(strand),
           listener(strand),
           pump(
-              strand, [this]() { return read_notifications(); }, [this]() { listener.close(); }) {}
+              strand, [this]() { return read_notifications(); }, [this]() { return quiet_listener(); }) {}
 
     // libpq may already hold notifications that came with an earlier reply.
     asio::awaitable<void> read_notifications() {
       deliver_notifications();
       co_await listener.wait_for_input();
       deliver_notifications();
+    }
+
+    // Stops listening once nobody waits; the connection stays for the next wait.
+    asio::awaitable<void> quiet_listener() {
+      auto turn = co_await listen_turn.lock();
+      if (pump.waiting() > 0 || !pump.listening()) co_return;
+      pump.set_listening(false);
+      try {
+        co_await listener.execute_script("UNLISTEN", "UNLISTEN *");
+        listener.drain_notifications([](const std::string&) {});
+      } catch (const std::exception& error) {
+        listener.close();  // the next wait connects again
+        detail::log(LogLevel::debug, fmt::format("PostgresLock could not stop listening ({}); closed", error.what()));
+      }
     }
 
     void deliver_notifications() {
@@ -542,7 +556,7 @@ class PostgresLock {
     auto turn = co_await state->listen_turn.lock();
     if (state->pump.listening()) co_return;  // another acquire set it up meanwhile
     try {
-      co_await state->listener.connect(state->conninfo, state->connect_timeout);
+      if (!state->listener.connected()) co_await state->listener.connect(state->conninfo, state->connect_timeout);
       co_await state->listener.execute_script(
           "LISTEN", fmt::format("LISTEN {}; LISTEN {}", detail::postgres_sql::channel, state->own_channel));
       state->pump.set_listening(true);

@@ -380,13 +380,37 @@ class RedisLock {
           command(strand),
           subscriber(strand),
           pump(
-              strand, [this]() { return read_message(); }, [this]() { subscriber.close(); }) {}
+              strand, [this]() { return read_message(); }, [this]() { return quiet_subscriber(); }) {}
 
     std::string lease_key(const AdvisoryKey& key) const { return options.key_prefix + "lease:" + key.str(); }
     std::string fence_key(const AdvisoryKey& key) const { return options.key_prefix + "fence:" + key.str(); }
     std::string queue_key(const AdvisoryKey& key) const { return options.key_prefix + "queue:" + key.str(); }
     std::string queue_expiry_key(const AdvisoryKey& key) const {
       return options.key_prefix + "queue-expiry:" + key.str();
+    }
+
+    // Unsubscribes once nobody waits; the connection stays for the next
+    // wait. Messages published before the server took the UNSUBSCRIBE may
+    // come first: they are read and dropped.
+    asio::awaitable<void> quiet_subscriber() {
+      auto turn = co_await listen_turn.lock();
+      if (pump.waiting() > 0 || !pump.listening()) co_return;
+      pump.set_listening(false);
+      try {
+        subscriber.arm_deadline(options.connect_timeout);
+        struct Disarm {
+          detail::RedisConnection& connection;
+          ~Disarm() { connection.disarm_deadline(); }
+        } disarm{subscriber};
+        std::vector<std::string_view> unsubscribe{"UNSUBSCRIBE"};
+        auto reply = co_await subscriber.command(unsubscribe);
+        while (reply.get() == nullptr || reply->type != REDIS_REPLY_ARRAY || reply->elements < 1 ||
+               detail::RedisReply::text_of(reply->element[0]) != "unsubscribe")
+          reply = co_await subscriber.next_message();
+      } catch (const std::exception& error) {
+        subscriber.close();  // the next wait connects again
+        detail::log(LogLevel::debug, fmt::format("RedisLock could not unsubscribe ({}); closed", error.what()));
+      }
     }
 
     asio::awaitable<void> read_message() {
@@ -645,7 +669,7 @@ class RedisLock {
     auto turn = co_await state->listen_turn.lock();
     if (state->pump.listening()) co_return;  // another acquire set it up meanwhile
     try {
-      co_await open(*state, state->subscriber);
+      if (!state->subscriber.connected()) co_await open(*state, state->subscriber);
       std::vector<std::string_view> subscribe{"SUBSCRIBE", state->channel};
       auto reply = co_await state->subscriber.command(subscribe);
       if (reply.error()) throw Error(errc::backend_failure, std::string(reply.text()));

@@ -62,7 +62,9 @@ class SqliteDatabase {
   /// Opens (creating if needed) a database file: WAL, busy timeout,
   /// synchronous as SqliteOptions::synchronous (NORMAL), foreign keys on, schema created or migrated.
   /// Throws errc::unsupported_schema for a file of a newer or unknown schema
-  /// version, errc::corrupt_data for a file that is not a database,
+  /// version or another application's database (left untouched: lockstore
+  /// marks its files with PRAGMA application_id), errc::corrupt_data for a
+  /// file that is not a database,
   /// errc::backend_failure for other SQLite failures (message names the file).
   static asio::awaitable<SqliteDatabase> open(std::filesystem::path path, SqliteOptions options = {}) {
     validate(options);
@@ -70,6 +72,7 @@ class SqliteDatabase {
       auto connection = std::make_unique<detail::SqliteConnection>(
           path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
       configure(*connection, options);
+      detail::require_lockstore_file(*connection);
       detail::enable_wal(*connection, options.busy_timeout);
       connection->exec(synchronous_pragma(options.synchronous));
       detail::migrate(*connection);
@@ -108,6 +111,7 @@ class SqliteDatabase {
     SqliteDatabase database(path, options, true, [path, options] {
       auto connection = std::make_unique<detail::SqliteConnection>(path, SQLITE_OPEN_READONLY);
       configure(*connection, options);
+      detail::require_lockstore_file(*connection);
       detail::check_schema(*connection, connection->pragma_int("user_version"));
       return connection;
     });

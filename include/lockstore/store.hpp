@@ -119,7 +119,10 @@ class SessionStore {
   asio::awaitable<BlobRef> put_blob(std::string bytes) {
     database_.require_writable("SessionStore::put_blob");
     auto job = [bytes = std::move(bytes)](detail::SqliteConnection& connection) {
-      return detail::store::put_blob(connection, bytes);
+      detail::Transaction transaction(connection);  // stored, counted and queued together, or not at all
+      auto ref = detail::store::put_blob(connection, bytes);
+      transaction.commit();
+      return ref;
     };
     auto putting = database_.run(std::move(job));
     co_return co_await std::move(putting);
@@ -271,6 +274,7 @@ class SessionStore {
     database_.require_writable("SessionStore::abandon");
     auto job = [token = claim.token](detail::SqliteConnection& connection) {
       detail::Transaction transaction(connection);
+      connection.prepare(detail::store::sql::abandon_duplicates).bind(1, token).run();
       connection.prepare(detail::store::sql::abandon_items).bind(1, token).run();
       connection.prepare(detail::store::sql::drop_claim).bind(1, token).run();
       transaction.commit();

@@ -497,13 +497,15 @@ class PgConnection {
 // (PostgreSQL LISTEN, Redis SUBSCRIBE) is read while any acquire() waits, so
 // a release anywhere wakes the waiters here.
 //
-// The listening connection is open only while someone waits: when the last
-// waiter leaves it is closed, not left unread. An unread LISTEN connection
+// The listening connection listens only while someone waits: when the last
+// waiter leaves it stops listening (UNLISTEN / UNSUBSCRIBE) and stays open,
+// unread but sent nothing. Left listening and unread, a LISTEN connection
 // pins PostgreSQL's cluster-wide notification queue, which every release
-// anywhere then grows; an unread Redis subscriber fills its output buffer
-// until the server drops it. An idle lock also leaves no operation
-// outstanding on its io_context, so io_context::run() returns when the
-// caller's own work is done. The next acquire that has to wait opens it again.
+// anywhere then grows, and a Redis subscriber fills its output buffer until
+// the server drops it. An idle lock also leaves no operation outstanding on
+// its io_context, so io_context::run() returns when the caller's own work is
+// done. The next acquire that has to wait listens again (one round trip; a
+// new connection only if the old one broke).
 
 
 #include <boost/asio/any_io_executor.hpp>
@@ -645,18 +647,19 @@ inline std::chrono::steady_clock::time_point remote_retry_time(std::chrono::mill
 }
 
 /// Reads the listening connection on the strand while at least one acquire
-/// waits, and closes it when none does. `read_once` waits for input (ending
-/// early on cancellation), hands notifications to the waiters, and throws
-/// when the connection broke. `close` closes the listening connection; it
-/// is called only while no set-up of that connection is under way (set-up
-/// happens only while listening() is false).
+/// waits, and has it stop listening when none does. `read_once` waits for
+/// input (ending early on cancellation), hands notifications to the
+/// waiters, and throws when the connection broke. `quiet` takes the
+/// connection's set-up turn and, if nobody waits by then, calls
+/// set_listening(false) and stops listening on the connection (or closes
+/// it); it never throws and is not cancelled.
 class WakeupPump {
  public:
   using ReadOnce = std::function<asio::awaitable<void>()>;
-  using Close = std::function<void()>;
+  using Quiet = std::function<asio::awaitable<void>()>;
 
-  WakeupPump(LockStrand strand, ReadOnce read_once, Close close)
-      : strand_(std::move(strand)), read_once_(std::move(read_once)), close_(std::move(close)) {}
+  WakeupPump(LockStrand strand, ReadOnce read_once, Quiet quiet)
+      : strand_(std::move(strand)), read_once_(std::move(read_once)), quiet_(std::move(quiet)) {}
 
   /// On the strand: an acquire starts waiting. `owner` (the lock's shared
   /// state) is kept alive by the reading loop until it ends.
@@ -671,12 +674,8 @@ class WakeupPump {
   }
 
   /// On the strand: the listening connection is (again) up; read it if
-  /// anyone waits, close it if nobody does any more.
+  /// anyone waits, quiet it if nobody does any more.
   void start_if_needed(const std::shared_ptr<void>& owner) {
-    if (waiting_ == 0) {
-      close_if_idle();
-      return;
-    }
     if (running_ || !listening_) return;
     running_ = true;
     asio::co_spawn(strand_, loop(owner), asio::bind_cancellation_slot(stop_.slot(), asio::detached));
@@ -684,35 +683,44 @@ class WakeupPump {
 
   void set_listening(bool listening) { listening_ = listening; }
   bool listening() const noexcept { return listening_; }
+  int waiting() const noexcept { return waiting_; }
 
  private:
+  // Started by the first waiter that finds the connection listening; runs
+  // until nobody waits and the connection is quiet (or broken).
   asio::awaitable<void> loop(std::shared_ptr<void> keep_alive) {
     co_await asio::this_coro::throw_if_cancelled(false);
-    while (waiting_ > 0 && listening_) {
-      try {
-        co_await read_once_();
-      } catch (const std::exception& error) {
-        listening_ = false;  // the next refused acquire reconnects it
-        log(LogLevel::debug, fmt::format("lock wake-up connection lost ({}); polling until it is back", error.what()));
+    for (;;) {
+      if (waiting_ > 0 && listening_) {
+        try {
+          co_await read_once_();
+        } catch (const std::exception& error) {
+          listening_ = false;  // the next refused acquire reconnects it
+          log(LogLevel::debug, fmt::format("lock wake-up connection lost ({}); polling until it is back", error.what()));
+        }
+        auto state = co_await asio::this_coro::cancellation_state;
+        if (state.cancelled() != asio::cancellation_type::none) co_await asio::this_coro::reset_cancellation_state();
+        continue;
       }
-      auto state = co_await asio::this_coro::cancellation_state;
-      if (state.cancelled() != asio::cancellation_type::none) co_await asio::this_coro::reset_cancellation_state();
+      if (waiting_ == 0 && listening_) {
+        // Nobody reads it any more: it must not go on receiving. A waiter
+        // that comes meanwhile waits for the set-up turn `quiet` holds, and
+        // the loop looks again afterwards.
+        co_await asio::this_coro::reset_cancellation_state(asio::disable_cancellation());
+        co_await quiet_();
+        co_await asio::this_coro::reset_cancellation_state();
+        continue;
+      }
+      break;
     }
     running_ = false;
-    close_if_idle();
     keep_alive.reset();
-  }
-
-  void close_if_idle() {
-    if (waiting_ != 0 || !listening_) return;
-    listening_ = false;
-    close_();
   }
 
   LockStrand strand_;
   ReadOnce read_once_;
   asio::cancellation_signal stop_;
-  Close close_;
+  Quiet quiet_;
   int waiting_ = 0;
   bool running_ = false;
   bool listening_ = false;
@@ -1123,13 +1131,27 @@ class PostgresLock {
           command(strand),
           listener(strand),
           pump(
-              strand, [this]() { return read_notifications(); }, [this]() { listener.close(); }) {}
+              strand, [this]() { return read_notifications(); }, [this]() { return quiet_listener(); }) {}
 
     // libpq may already hold notifications that came with an earlier reply.
     asio::awaitable<void> read_notifications() {
       deliver_notifications();
       co_await listener.wait_for_input();
       deliver_notifications();
+    }
+
+    // Stops listening once nobody waits; the connection stays for the next wait.
+    asio::awaitable<void> quiet_listener() {
+      auto turn = co_await listen_turn.lock();
+      if (pump.waiting() > 0 || !pump.listening()) co_return;
+      pump.set_listening(false);
+      try {
+        co_await listener.execute_script("UNLISTEN", "UNLISTEN *");
+        listener.drain_notifications([](const std::string&) {});
+      } catch (const std::exception& error) {
+        listener.close();  // the next wait connects again
+        detail::log(LogLevel::debug, fmt::format("PostgresLock could not stop listening ({}); closed", error.what()));
+      }
     }
 
     void deliver_notifications() {
@@ -1294,7 +1316,7 @@ class PostgresLock {
     auto turn = co_await state->listen_turn.lock();
     if (state->pump.listening()) co_return;  // another acquire set it up meanwhile
     try {
-      co_await state->listener.connect(state->conninfo, state->connect_timeout);
+      if (!state->listener.connected()) co_await state->listener.connect(state->conninfo, state->connect_timeout);
       co_await state->listener.execute_script(
           "LISTEN", fmt::format("LISTEN {}; LISTEN {}", detail::postgres_sql::channel, state->own_channel));
       state->pump.set_listening(true);

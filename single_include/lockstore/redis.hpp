@@ -349,13 +349,15 @@ class RedisConnection {
 // (PostgreSQL LISTEN, Redis SUBSCRIBE) is read while any acquire() waits, so
 // a release anywhere wakes the waiters here.
 //
-// The listening connection is open only while someone waits: when the last
-// waiter leaves it is closed, not left unread. An unread LISTEN connection
+// The listening connection listens only while someone waits: when the last
+// waiter leaves it stops listening (UNLISTEN / UNSUBSCRIBE) and stays open,
+// unread but sent nothing. Left listening and unread, a LISTEN connection
 // pins PostgreSQL's cluster-wide notification queue, which every release
-// anywhere then grows; an unread Redis subscriber fills its output buffer
-// until the server drops it. An idle lock also leaves no operation
-// outstanding on its io_context, so io_context::run() returns when the
-// caller's own work is done. The next acquire that has to wait opens it again.
+// anywhere then grows, and a Redis subscriber fills its output buffer until
+// the server drops it. An idle lock also leaves no operation outstanding on
+// its io_context, so io_context::run() returns when the caller's own work is
+// done. The next acquire that has to wait listens again (one round trip; a
+// new connection only if the old one broke).
 
 
 #include <boost/asio/any_io_executor.hpp>
@@ -497,18 +499,19 @@ inline std::chrono::steady_clock::time_point remote_retry_time(std::chrono::mill
 }
 
 /// Reads the listening connection on the strand while at least one acquire
-/// waits, and closes it when none does. `read_once` waits for input (ending
-/// early on cancellation), hands notifications to the waiters, and throws
-/// when the connection broke. `close` closes the listening connection; it
-/// is called only while no set-up of that connection is under way (set-up
-/// happens only while listening() is false).
+/// waits, and has it stop listening when none does. `read_once` waits for
+/// input (ending early on cancellation), hands notifications to the
+/// waiters, and throws when the connection broke. `quiet` takes the
+/// connection's set-up turn and, if nobody waits by then, calls
+/// set_listening(false) and stops listening on the connection (or closes
+/// it); it never throws and is not cancelled.
 class WakeupPump {
  public:
   using ReadOnce = std::function<asio::awaitable<void>()>;
-  using Close = std::function<void()>;
+  using Quiet = std::function<asio::awaitable<void>()>;
 
-  WakeupPump(LockStrand strand, ReadOnce read_once, Close close)
-      : strand_(std::move(strand)), read_once_(std::move(read_once)), close_(std::move(close)) {}
+  WakeupPump(LockStrand strand, ReadOnce read_once, Quiet quiet)
+      : strand_(std::move(strand)), read_once_(std::move(read_once)), quiet_(std::move(quiet)) {}
 
   /// On the strand: an acquire starts waiting. `owner` (the lock's shared
   /// state) is kept alive by the reading loop until it ends.
@@ -523,12 +526,8 @@ class WakeupPump {
   }
 
   /// On the strand: the listening connection is (again) up; read it if
-  /// anyone waits, close it if nobody does any more.
+  /// anyone waits, quiet it if nobody does any more.
   void start_if_needed(const std::shared_ptr<void>& owner) {
-    if (waiting_ == 0) {
-      close_if_idle();
-      return;
-    }
     if (running_ || !listening_) return;
     running_ = true;
     asio::co_spawn(strand_, loop(owner), asio::bind_cancellation_slot(stop_.slot(), asio::detached));
@@ -536,35 +535,44 @@ class WakeupPump {
 
   void set_listening(bool listening) { listening_ = listening; }
   bool listening() const noexcept { return listening_; }
+  int waiting() const noexcept { return waiting_; }
 
  private:
+  // Started by the first waiter that finds the connection listening; runs
+  // until nobody waits and the connection is quiet (or broken).
   asio::awaitable<void> loop(std::shared_ptr<void> keep_alive) {
     co_await asio::this_coro::throw_if_cancelled(false);
-    while (waiting_ > 0 && listening_) {
-      try {
-        co_await read_once_();
-      } catch (const std::exception& error) {
-        listening_ = false;  // the next refused acquire reconnects it
-        log(LogLevel::debug, fmt::format("lock wake-up connection lost ({}); polling until it is back", error.what()));
+    for (;;) {
+      if (waiting_ > 0 && listening_) {
+        try {
+          co_await read_once_();
+        } catch (const std::exception& error) {
+          listening_ = false;  // the next refused acquire reconnects it
+          log(LogLevel::debug, fmt::format("lock wake-up connection lost ({}); polling until it is back", error.what()));
+        }
+        auto state = co_await asio::this_coro::cancellation_state;
+        if (state.cancelled() != asio::cancellation_type::none) co_await asio::this_coro::reset_cancellation_state();
+        continue;
       }
-      auto state = co_await asio::this_coro::cancellation_state;
-      if (state.cancelled() != asio::cancellation_type::none) co_await asio::this_coro::reset_cancellation_state();
+      if (waiting_ == 0 && listening_) {
+        // Nobody reads it any more: it must not go on receiving. A waiter
+        // that comes meanwhile waits for the set-up turn `quiet` holds, and
+        // the loop looks again afterwards.
+        co_await asio::this_coro::reset_cancellation_state(asio::disable_cancellation());
+        co_await quiet_();
+        co_await asio::this_coro::reset_cancellation_state();
+        continue;
+      }
+      break;
     }
     running_ = false;
-    close_if_idle();
     keep_alive.reset();
-  }
-
-  void close_if_idle() {
-    if (waiting_ != 0 || !listening_) return;
-    listening_ = false;
-    close_();
   }
 
   LockStrand strand_;
   ReadOnce read_once_;
   asio::cancellation_signal stop_;
-  Close close_;
+  Quiet quiet_;
   int waiting_ = 0;
   bool running_ = false;
   bool listening_ = false;
@@ -1053,13 +1061,37 @@ class RedisLock {
           command(strand),
           subscriber(strand),
           pump(
-              strand, [this]() { return read_message(); }, [this]() { subscriber.close(); }) {}
+              strand, [this]() { return read_message(); }, [this]() { return quiet_subscriber(); }) {}
 
     std::string lease_key(const AdvisoryKey& key) const { return options.key_prefix + "lease:" + key.str(); }
     std::string fence_key(const AdvisoryKey& key) const { return options.key_prefix + "fence:" + key.str(); }
     std::string queue_key(const AdvisoryKey& key) const { return options.key_prefix + "queue:" + key.str(); }
     std::string queue_expiry_key(const AdvisoryKey& key) const {
       return options.key_prefix + "queue-expiry:" + key.str();
+    }
+
+    // Unsubscribes once nobody waits; the connection stays for the next
+    // wait. Messages published before the server took the UNSUBSCRIBE may
+    // come first: they are read and dropped.
+    asio::awaitable<void> quiet_subscriber() {
+      auto turn = co_await listen_turn.lock();
+      if (pump.waiting() > 0 || !pump.listening()) co_return;
+      pump.set_listening(false);
+      try {
+        subscriber.arm_deadline(options.connect_timeout);
+        struct Disarm {
+          detail::RedisConnection& connection;
+          ~Disarm() { connection.disarm_deadline(); }
+        } disarm{subscriber};
+        std::vector<std::string_view> unsubscribe{"UNSUBSCRIBE"};
+        auto reply = co_await subscriber.command(unsubscribe);
+        while (reply.get() == nullptr || reply->type != REDIS_REPLY_ARRAY || reply->elements < 1 ||
+               detail::RedisReply::text_of(reply->element[0]) != "unsubscribe")
+          reply = co_await subscriber.next_message();
+      } catch (const std::exception& error) {
+        subscriber.close();  // the next wait connects again
+        detail::log(LogLevel::debug, fmt::format("RedisLock could not unsubscribe ({}); closed", error.what()));
+      }
     }
 
     asio::awaitable<void> read_message() {
@@ -1318,7 +1350,7 @@ class RedisLock {
     auto turn = co_await state->listen_turn.lock();
     if (state->pump.listening()) co_return;  // another acquire set it up meanwhile
     try {
-      co_await open(*state, state->subscriber);
+      if (!state->subscriber.connected()) co_await open(*state, state->subscriber);
       std::vector<std::string_view> subscribe{"SUBSCRIBE", state->channel};
       auto reply = co_await state->subscriber.command(subscribe);
       if (reply.error()) throw Error(errc::backend_failure, std::string(reply.text()));

@@ -275,10 +275,16 @@ class Transaction {
 // know is refused rather than guessed at.
 
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
 #include <array>
 #include <chrono>
+#include <string>
 #include <string_view>
 #include <thread>
+#include <vector>
 
 namespace lockstore::detail {
 
@@ -378,18 +384,22 @@ CREATE INDEX lockstore_waiters_by_key ON lockstore_waiters (key, ticket);
 
 /// Version 4: garbage collection that follows the garbage. Each blob counts
 /// its references (session heads, pins, and the manifests that name it as a
-/// part); a blob whose count falls to 0, or that is stored unreferenced,
-/// enters lockstore_gc_queue with the time it did, and gc() reads only that
-/// queue, in short batches. A dedupe key is unique only among items no claim
+/// part) and remembers when it was last stored or lost a reference; a blob
+/// whose count falls to 0, or that is stored unreferenced, enters
+/// lockstore_gc_queue with the time it did, and gc() reads only that queue,
+/// in short batches. Processes of lockstore 0.3 must be stopped before a
+/// file is migrated: they keep writing without counting references. A dedupe key is unique only among items no claim
 /// holds (new work never folds into an item being processed).
 inline constexpr const char* schema_v4 = R"sql(
 ALTER TABLE lockstore_blobs ADD COLUMN refs INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE lockstore_blobs ADD COLUMN touched_ms INTEGER NOT NULL DEFAULT 0;
 CREATE TABLE lockstore_gc_queue (
   hash     TEXT PRIMARY KEY NOT NULL,
   since_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX lockstore_gc_queue_by_since ON lockstore_gc_queue (since_ms);
 CREATE INDEX lockstore_blob_parts_by_part ON lockstore_blob_parts (part_hash);
+CREATE INDEX lockstore_sessions_by_checkpoint ON lockstore_sessions (checkpoint_hash);
 UPDATE lockstore_blobs SET refs =
     (SELECT COUNT(*) FROM lockstore_sessions s WHERE s.checkpoint_hash = lockstore_blobs.hash)
   + COALESCE((SELECT p.count FROM lockstore_pins p WHERE p.hash = lockstore_blobs.hash AND p.count > 0), 0)
@@ -403,6 +413,34 @@ CREATE INDEX lockstore_work_items_dedupe ON lockstore_work_items (session_id, de
 
 inline constexpr std::array<const char*, 4> migrations = {schema_v1, schema_v2, schema_v3, schema_v4};
 inline constexpr int schema_version = static_cast<int>(migrations.size());
+
+/// PRAGMA application_id of a lockstore file ("LKST"), set by migrate().
+inline constexpr std::int64_t application_id = 0x4C4B5354;
+
+/// Refuses, before anything is written to it (not even the switch to WAL),
+/// a file that is not lockstore's: another application's mark, or a
+/// user_version or tables without lockstore's lease table. A new empty file
+/// and a file written by lockstore before the mark pass.
+inline void require_lockstore_file(SqliteConnection& connection) {
+  const auto mark = connection.pragma_int("application_id");
+  if (mark == application_id) return;
+  const auto version = connection.pragma_int("user_version");
+  std::vector<std::string> tables;
+  {
+    auto statement = connection.prepare(
+        "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name");
+    while (statement.step()) tables.push_back(statement.text(0));
+  }
+  const bool has_leases = std::find(tables.begin(), tables.end(), "lockstore_leases") != tables.end();
+  const bool empty = tables.empty() && version == 0;
+  if (mark == 0 && (empty || has_leases)) return;
+  const auto shown = tables.size() > 8 ? std::vector<std::string>(tables.begin(), tables.begin() + 8) : tables;
+  throw Error(errc::unsupported_schema,
+              fmt::format("'{}' is not a lockstore database, and was left untouched: application_id {:#x}, "
+                          "user_version {}, tables: {}{}",
+                          connection.path().string(), mark, version, tables.empty() ? "none" : fmt::format("{}", fmt::join(shown, ", ")),
+                          tables.size() > shown.size() ? ", ..." : ""));
+}
 
 [[noreturn]] inline void throw_unsupported_schema(const SqliteConnection& connection, std::int64_t found) {
   throw Error(errc::unsupported_schema,
@@ -423,6 +461,7 @@ inline void migrate(SqliteConnection& connection) {
   for (auto version = found; version < schema_version; ++version)
     connection.exec(migrations[static_cast<std::size_t>(version)]);
   connection.exec(fmt::format("PRAGMA user_version = {}", schema_version));
+  connection.exec(fmt::format("PRAGMA application_id = {}", application_id));
   transaction.commit();
 }
 
@@ -1282,7 +1321,9 @@ class SqliteDatabase {
   /// Opens (creating if needed) a database file: WAL, busy timeout,
   /// synchronous as SqliteOptions::synchronous (NORMAL), foreign keys on, schema created or migrated.
   /// Throws errc::unsupported_schema for a file of a newer or unknown schema
-  /// version, errc::corrupt_data for a file that is not a database,
+  /// version or another application's database (left untouched: lockstore
+  /// marks its files with PRAGMA application_id), errc::corrupt_data for a
+  /// file that is not a database,
   /// errc::backend_failure for other SQLite failures (message names the file).
   static asio::awaitable<SqliteDatabase> open(std::filesystem::path path, SqliteOptions options = {}) {
     validate(options);
@@ -1290,6 +1331,7 @@ class SqliteDatabase {
       auto connection = std::make_unique<detail::SqliteConnection>(
           path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
       configure(*connection, options);
+      detail::require_lockstore_file(*connection);
       detail::enable_wal(*connection, options.busy_timeout);
       connection->exec(synchronous_pragma(options.synchronous));
       detail::migrate(*connection);
@@ -1328,6 +1370,7 @@ class SqliteDatabase {
     SqliteDatabase database(path, options, true, [path, options] {
       auto connection = std::make_unique<detail::SqliteConnection>(path, SQLITE_OPEN_READONLY);
       configure(*connection, options);
+      detail::require_lockstore_file(*connection);
       detail::check_schema(*connection, connection->pragma_int("user_version"));
       return connection;
     });

@@ -255,7 +255,23 @@ inline constexpr const char* queue_if_unreferenced = R"sql(
 INSERT INTO lockstore_gc_queue (hash, since_ms) SELECT hash, ?2 FROM lockstore_blobs WHERE hash = ?1 AND refs <= 0
 ON CONFLICT (hash) DO UPDATE SET since_ms = excluded.since_ms)sql";
 inline constexpr const char* add_ref = "UPDATE lockstore_blobs SET refs = refs + 1 WHERE hash = ?1";
-inline constexpr const char* drop_ref = "UPDATE lockstore_blobs SET refs = refs - 1 WHERE hash = ?1 RETURNING refs";
+inline constexpr const char* drop_ref = R"sql(
+UPDATE lockstore_blobs SET refs = refs - 1, touched_ms = max(touched_ms, ?2) WHERE hash = ?1
+RETURNING refs, touched_ms)sql";
+inline constexpr const char* touch = "UPDATE lockstore_blobs SET touched_ms = max(touched_ms, ?2) WHERE hash = ?1";
+// What really references a blob, whatever its count says: checked before a
+// blob is deleted, so a count that drifted (a file written meanwhile by a
+// lockstore that did not count) never deletes a needed blob.
+inline constexpr const char* referenced = R"sql(
+SELECT EXISTS (SELECT 1 FROM lockstore_sessions WHERE checkpoint_hash = ?1)
+    OR EXISTS (SELECT 1 FROM lockstore_pins WHERE hash = ?1 AND count > 0)
+    OR EXISTS (SELECT 1 FROM lockstore_blob_parts WHERE part_hash = ?1))sql";
+inline constexpr const char* recount = R"sql(
+UPDATE lockstore_blobs SET refs =
+    (SELECT COUNT(*) FROM lockstore_sessions WHERE checkpoint_hash = ?1)
+  + COALESCE((SELECT count FROM lockstore_pins WHERE hash = ?1 AND count > 0), 0)
+  + (SELECT COUNT(*) FROM lockstore_blob_parts WHERE part_hash = ?1)
+WHERE hash = ?1)sql";
 inline constexpr const char* queue_blob = R"sql(
 INSERT INTO lockstore_gc_queue (hash, since_ms) VALUES (?1, ?2)
 ON CONFLICT (hash) DO UPDATE SET since_ms = max(since_ms, excluded.since_ms))sql";
@@ -305,6 +321,12 @@ inline constexpr const char* complete_items = "DELETE FROM lockstore_work_items 
 inline constexpr const char* abandon_items =
     "UPDATE lockstore_work_items SET claim_token = NULL, claim_expires_ms = 0 WHERE claim_token = ?1";
 inline constexpr const char* drop_claim = "DELETE FROM lockstore_claims WHERE token = ?1";
+// An abandoned item whose dedupe key was enqueued again while it was claimed
+// folds into that newer, unclaimed item instead of becoming a second one.
+inline constexpr const char* abandon_duplicates = R"sql(
+DELETE FROM lockstore_work_items WHERE claim_token = ?1 AND dedupe_key IS NOT NULL
+  AND EXISTS (SELECT 1 FROM lockstore_work_items o WHERE o.session_id = lockstore_work_items.session_id
+              AND o.dedupe_key = lockstore_work_items.dedupe_key AND o.claim_token IS NULL))sql";
 inline constexpr const char* drop_expired_claims = R"sql(
 DELETE FROM lockstore_claims WHERE expires_ms <= ?1
   AND NOT EXISTS (SELECT 1 FROM lockstore_work_items w WHERE w.claim_token = lockstore_claims.token))sql";
@@ -383,14 +405,19 @@ inline void add_ref(SqliteConnection& connection, const std::string& hash) {
   connection.prepare(sql::add_ref).bind(1, hash).run();
 }
 
+/// One reference fewer, as of `since_ms`. At none, the blob is queued from
+/// the latest of that time and the last time it was stored or lost a
+/// reference: its grace period counts from its own last use, not only from
+/// when what referenced it went (a manifest's part may have been put again,
+/// or unpinned, long after that manifest was superseded).
 inline void drop_ref(SqliteConnection& connection, const std::string& hash, std::int64_t since_ms) {
-  bool unreferenced = false;
+  std::optional<std::int64_t> queue_since;
   {
     auto statement = connection.prepare(sql::drop_ref);
-    statement.bind(1, hash);
-    unreferenced = statement.step() && statement.int64(0) <= 0;
+    statement.bind(1, hash).bind(2, since_ms);
+    if (statement.step() && statement.int64(0) <= 0) queue_since = statement.int64(1);
   }
-  if (unreferenced) connection.prepare(sql::queue_blob).bind(1, hash).bind(2, since_ms).run();
+  if (queue_since) connection.prepare(sql::queue_blob).bind(1, hash).bind(2, *queue_since).run();
 }
 
 /// Stores the bytes unless present. `referenced`: the caller references the
@@ -403,7 +430,11 @@ inline BlobRef put_blob(SqliteConnection& connection, std::string_view bytes, bo
     statement.bind(1, ref.hash).bind(2, static_cast<std::int64_t>(bytes.size())).bind_blob(3, bytes);
     if (statement.run() == 1) connection.prepare(sql::count_blobs).bind(1, std::int64_t{1}).run();
   }
-  if (!referenced) connection.prepare(sql::queue_if_unreferenced).bind(1, ref.hash).bind(2, wall_clock_ms()).run();
+  if (!referenced) {
+    const auto now = wall_clock_ms();
+    connection.prepare(sql::touch).bind(1, ref.hash).bind(2, now).run();
+    connection.prepare(sql::queue_if_unreferenced).bind(1, ref.hash).bind(2, now).run();
+  }
   return ref;
 }
 
@@ -475,6 +506,15 @@ inline GcBatch gc_batch(SqliteConnection& connection, std::int64_t cutoff_ms, st
       if (statement.step()) refs = statement.int64(0);
     }
     if (!refs || *refs > 0) continue;  // gone already, or referenced again
+    {
+      auto statement = connection.prepare(sql::referenced);
+      statement.bind(1, hash);
+      if (statement.step() && statement.int64(0) != 0) {
+        // The count drifted: trust what references it, and keep it.
+        connection.prepare(sql::recount).bind(1, hash).run();
+        continue;
+      }
+    }
     std::vector<std::string> parts;
     {
       auto statement = connection.prepare(sql::gc_parts);
@@ -836,7 +876,10 @@ class SessionStore {
   asio::awaitable<BlobRef> put_blob(std::string bytes) {
     database_.require_writable("SessionStore::put_blob");
     auto job = [bytes = std::move(bytes)](detail::SqliteConnection& connection) {
-      return detail::store::put_blob(connection, bytes);
+      detail::Transaction transaction(connection);  // stored, counted and queued together, or not at all
+      auto ref = detail::store::put_blob(connection, bytes);
+      transaction.commit();
+      return ref;
     };
     auto putting = database_.run(std::move(job));
     co_return co_await std::move(putting);
@@ -988,6 +1031,7 @@ class SessionStore {
     database_.require_writable("SessionStore::abandon");
     auto job = [token = claim.token](detail::SqliteConnection& connection) {
       detail::Transaction transaction(connection);
+      connection.prepare(detail::store::sql::abandon_duplicates).bind(1, token).run();
       connection.prepare(detail::store::sql::abandon_items).bind(1, token).run();
       connection.prepare(detail::store::sql::drop_claim).bind(1, token).run();
       transaction.commit();

@@ -4,6 +4,7 @@
 #include <lockstore/store.hpp>
 
 #include <boost/asio.hpp>
+#include <fmt/format.h>
 
 #include <filesystem>
 #include <string>
@@ -13,6 +14,36 @@ namespace lockstore::test {
 inline asio::awaitable<SessionStore> open_store(std::filesystem::path path, StoreOptions options = {}) {
   auto database = co_await SqliteDatabase::open(std::move(path));
   co_return co_await SessionStore::open(database, options);
+}
+
+/// What is wrong with the file's GC bookkeeping, "" when nothing: every
+/// blob's reference count equals the heads, pins and manifests naming it;
+/// every unreferenced blob waits in the GC queue (else it would never be
+/// collected); the blob counter equals the number of blobs.
+inline asio::awaitable<std::string> gc_bookkeeping_errors(SessionStore& store) {
+  auto checking = store.database().run([](detail::SqliteConnection& connection) {
+    auto count = [&](const char* sql) {
+      auto statement = connection.prepare(sql);
+      statement.step();
+      return statement.int64(0);
+    };
+    static constexpr const char* miscounted = R"sql(
+SELECT COUNT(*) FROM lockstore_blobs b WHERE b.refs !=
+    (SELECT COUNT(*) FROM lockstore_sessions s WHERE s.checkpoint_hash = b.hash)
+  + COALESCE((SELECT p.count FROM lockstore_pins p WHERE p.hash = b.hash AND p.count > 0), 0)
+  + (SELECT COUNT(*) FROM lockstore_blob_parts bp WHERE bp.part_hash = b.hash))sql";
+    static constexpr const char* unqueued = R"sql(
+SELECT COUNT(*) FROM lockstore_blobs b
+WHERE b.refs <= 0 AND NOT EXISTS (SELECT 1 FROM lockstore_gc_queue q WHERE q.hash = b.hash))sql";
+    static constexpr const char* counter_drift = R"sql(
+SELECT (SELECT value FROM lockstore_counters WHERE name = 'blobs') - (SELECT COUNT(*) FROM lockstore_blobs))sql";
+    std::string errors;
+    if (const auto n = count(miscounted)) errors += fmt::format("{} blobs with a wrong reference count; ", n);
+    if (const auto n = count(unqueued)) errors += fmt::format("{} unreferenced blobs not queued for collection; ", n);
+    if (const auto n = count(counter_drift)) errors += fmt::format("blob counter off by {}; ", n);
+    return errors;
+  });
+  co_return co_await std::move(checking);
 }
 
 /// A commit of one part named "state".

@@ -23,6 +23,7 @@
 // when one failed (the violations go to stderr), 2 on bad arguments.
 // PostgreSQL and Redis come from LOCKSTORE_TEST_POSTGRES / LOCKSTORE_TEST_REDIS.
 
+#include "support/store_helpers.hpp"
 #include "torture/ledger_check.hpp"
 
 #include <lockstore/lockstore.hpp>
@@ -530,7 +531,10 @@ int store_worker(const Options& options, const std::string& ledger_path, bool co
   std::mt19937_64 random(options.seed ^ static_cast<std::uint64_t>(::getpid()));
   run_coroutine([&]() -> asio::awaitable<void> {
     auto database = co_await SqliteDatabase::open(options.dir / "store.db");
-    auto store = co_await SessionStore::open(database);
+    // Committers collect as they go, so collections are killed too.
+    StoreOptions store_options;
+    if (committer) store_options.gc_every_commits = 5;
+    auto store = co_await SessionStore::open(database, store_options);
     if (committer) co_await commit_loop(store, ledger, random);
     else co_await claim_loop(store, ledger, random);
   });
@@ -713,6 +717,22 @@ int run_store(const Options& options) {
           if (!state || *state != nodes.back().payload)
             failures.push_back(fmt::format("{}: the head checkpoint does not hold the last commit's state", session));
         }
+      }
+      // The GC bookkeeping survived the kills, and after one more collection
+      // every head still loads whole.
+      const auto bookkeeping = co_await test::gc_bookkeeping_errors(store);
+      if (!bookkeeping.empty()) failures.push_back("GC bookkeeping: " + bookkeeping);
+      co_await store.gc();
+      for (int s = 0; s < store_sessions; ++s) {
+        const auto session = fmt::format("session-{}", s);
+        std::optional<std::string> unreadable;
+        try {
+          auto loading = store.load_snapshot(session);
+          co_await std::move(loading);
+        } catch (const Error& error) {
+          unreadable = error.what();
+        }
+        if (unreadable) failures.push_back(fmt::format("{}: not readable after gc: {}", session, *unreadable));
       }
       // Drain what the killed claimers left: their leases run out in 400 ms.
       const auto give_up = std::chrono::steady_clock::now() + 30s;
