@@ -101,7 +101,10 @@ class KeyedWaiters {
       if (!handler) return;
       auto completion = std::move(*handler);
       handler.reset();
-      if (timer) timer->cancel();
+      // Destroyed, not only cancelled: a notifier may hold the last
+      // reference to this waiter and destroy it after its context is gone,
+      // and a timer must not outlive its context.
+      timer.reset();
       asio::post(*executor, [completion = std::move(completion), result]() mutable {
         std::move(completion)(result);
       });
