@@ -1211,6 +1211,13 @@ class PostgresLock {
     co_await command.prepare(statements);
   }
 
+  // Not a local class of execute(): g++ 12 crashes mangling a local class
+  // of a coroutine when the header is precompiled.
+  struct DisarmDeadline {
+    detail::PgConnection& connection;
+    ~DisarmDeadline() { connection.disarm_deadline(); }
+  };
+
   // Runs one prepared statement on the command connection, reconnecting first
   // if an earlier operation found the connection broken.
   // `answer_by`: for a request that serves a lease, its assumed end
@@ -1225,10 +1232,7 @@ class PostgresLock {
     if (answer_by == LockGuard::TimePoint::max()) co_return co_await state->command.execute(statement.name, params);
     const auto left = std::chrono::ceil<std::chrono::milliseconds>(answer_by - std::chrono::steady_clock::now());
     state->command.arm_deadline(std::max(left, std::chrono::milliseconds(1)));
-    struct Disarm {
-      detail::PgConnection& connection;
-      ~Disarm() { connection.disarm_deadline(); }
-    } disarm{state->command};
+    DisarmDeadline disarm{state->command};
     co_return co_await state->command.execute(statement.name, params);
   }
 

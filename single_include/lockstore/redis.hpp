@@ -1053,6 +1053,15 @@ class RedisLock {
   }
 
  private:
+  // Not a local class of the coroutines that use it: g++ 12 crashes
+  // mangling a local class of a coroutine when the header is precompiled.
+  struct DisarmDeadline {
+    detail::RedisConnection* connection = nullptr;
+    ~DisarmDeadline() {
+      if (connection != nullptr) connection->disarm_deadline();
+    }
+  };
+
   struct State {
     State(detail::LockStrand executor, RedisOptions settings)
         : strand(std::move(executor)),
@@ -1079,10 +1088,7 @@ class RedisLock {
       pump.set_listening(false);
       try {
         subscriber.arm_deadline(options.connect_timeout);
-        struct Disarm {
-          detail::RedisConnection& connection;
-          ~Disarm() { connection.disarm_deadline(); }
-        } disarm{subscriber};
+        DisarmDeadline disarm{&subscriber};
         std::vector<std::string_view> unsubscribe{"UNSUBSCRIBE"};
         auto reply = co_await subscriber.command(unsubscribe);
         while (reply.get() == nullptr || reply->type != REDIS_REPLY_ARRAY || reply->elements < 1 ||
@@ -1142,10 +1148,7 @@ class RedisLock {
     // The login must answer within the connect timeout too: a server that
     // accepts and then says nothing must not hang connect().
     connection.arm_deadline(options.connect_timeout);
-    struct Disarm {
-      detail::RedisConnection& connection;
-      ~Disarm() { connection.disarm_deadline(); }
-    } disarm{connection};
+    DisarmDeadline disarm{&connection};
     if (options.password) {
       std::vector<std::string_view> auth{"AUTH"};
       if (options.username) auth.push_back(*options.username);
@@ -1234,12 +1237,7 @@ class RedisLock {
     for (const auto& argument : arguments) call.push_back(argument);
     // A request that serves a lease is cut off at the lease's assumed end
     // (errc::connection_lost, "no answer"): a later reply is worth nothing.
-    struct Disarm {
-      detail::RedisConnection* connection = nullptr;
-      ~Disarm() {
-        if (connection != nullptr) connection->disarm_deadline();
-      }
-    } disarm;
+    DisarmDeadline disarm;
     if (answer_by != LockGuard::TimePoint::max()) {
       const auto left = std::chrono::ceil<std::chrono::milliseconds>(answer_by - std::chrono::steady_clock::now());
       state->command.arm_deadline(std::max(left, std::chrono::milliseconds(1)));

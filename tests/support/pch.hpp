@@ -7,6 +7,8 @@
 #include <fmt/format.h>
 
 #include <lockstore/lockstore.hpp>
+#include <lockstore/postgres.hpp>
+#include <lockstore/redis.hpp>
 #include <lockstore/sqlite.hpp>
 #include <lockstore/store.hpp>
 #include <lockstore/typed_store.hpp>
