@@ -233,7 +233,8 @@ TEST_CASE("a damaged manifest of one session stops neither gc nor another sessio
     const auto damaged = co_await store.commit(request_for("broken", 0, "v1"));
     co_await store.commit(request_for("healthy", 0, "v1"));
     auto corrupt_manifest = [hash = damaged.checkpoint_ref.hash](detail::SqliteConnection& connection) {
-      static constexpr const char* corrupt = "UPDATE lockstore_blobs SET bytes = X'00FF00' WHERE hash = ?1";
+      static constexpr const char* corrupt =
+          "UPDATE lockstore_blob_bytes SET bytes = X'00FF00' WHERE id = (SELECT id FROM lockstore_blobs WHERE hash = ?1)";
       connection.prepare(corrupt).bind(1, hash).run();
     };
     auto corrupting = store.database().run(std::move(corrupt_manifest));

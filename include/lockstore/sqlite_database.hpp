@@ -11,6 +11,7 @@
 #include "lockstore/detail/sqlite_wake.hpp"
 #include "lockstore/detail/sqlite_worker.hpp"
 #include "lockstore/error.hpp"
+#include "lockstore/log.hpp"
 
 #include <boost/asio/awaitable.hpp>
 
@@ -61,6 +62,9 @@ class SqliteDatabase {
  public:
   /// Opens (creating if needed) a database file: WAL, busy timeout,
   /// synchronous as SqliteOptions::synchronous (NORMAL), foreign keys on, schema created or migrated.
+  /// A file this process may not write (permissions, a read-only file
+  /// system) is opened read-only instead, as open_readonly() does, with a
+  /// warning: read_only() is then true and every write is refused.
   /// Throws errc::unsupported_schema for a file of a newer or unknown schema
   /// version or another application's database (left untouched: lockstore
   /// marks its files with PRAGMA application_id), errc::corrupt_data for a
@@ -69,16 +73,26 @@ class SqliteDatabase {
   static asio::awaitable<SqliteDatabase> open(std::filesystem::path path, SqliteOptions options = {}) {
     validate(options);
     SqliteDatabase database(path, options, false, [path, options] {
-      auto connection = std::make_unique<detail::SqliteConnection>(
-          path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
-      configure(*connection, options);
+      auto connection = open_connection(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, options);
       detail::require_lockstore_file(*connection);
+      if (connection->read_only()) {
+        detail::check_schema(*connection, connection->pragma_int("user_version"));
+        return connection;
+      }
       detail::enable_wal(*connection, options.busy_timeout);
       connection->exec(synchronous_pragma(options.synchronous));
       detail::migrate(*connection);
       return connection;
     });
-    co_await database.run([](detail::SqliteConnection&) {});  // reports an open failure
+    // Reports an open failure, and whether SQLite could open the file for writing.
+    auto opening = database.run([](detail::SqliteConnection& connection) { return connection.read_only(); });
+    if (co_await std::move(opening)) {
+      database.shared_->read_only = true;
+      detail::log(LogLevel::warning,
+                  fmt::format("'{}' is not writable by this process: opened read-only, writes will be refused",
+                              path.string()));
+      co_return database;
+    }
     database.shared_->board = std::make_unique<detail::WakeBoard>(path);
     co_return database;
   }
@@ -105,12 +119,14 @@ class SqliteDatabase {
 
   /// Opens an existing file for reading only. Reads work; every write is
   /// refused with errc::backend_failure naming the file. The file must carry
-  /// this build's schema version (errc::unsupported_schema otherwise).
+  /// this build's schema version (errc::unsupported_schema otherwise). A
+  /// WAL file that cannot be read normally because its directory is not
+  /// writable (read-only media: SQLite cannot create the -shm file) is
+  /// opened immutable: read without locks, so it must not change while open.
   static asio::awaitable<SqliteDatabase> open_readonly(std::filesystem::path path, SqliteOptions options = {}) {
     validate(options);
     SqliteDatabase database(path, options, true, [path, options] {
-      auto connection = std::make_unique<detail::SqliteConnection>(path, SQLITE_OPEN_READONLY);
-      configure(*connection, options);
+      auto connection = open_connection(path, SQLITE_OPEN_READONLY, options);
       detail::require_lockstore_file(*connection);
       detail::check_schema(*connection, connection->pragma_int("user_version"));
       return connection;
@@ -242,6 +258,35 @@ class SqliteDatabase {
         options.poll_interval > std::chrono::minutes(1))
       throw Error(errc::invalid_argument, fmt::format("SqliteOptions::poll_interval of {} ms is out of range "
                                                       "(1 ms to 1 min)", options.poll_interval.count()));
+  }
+
+  /// Opens the file. A connection SQLite could open only read-only that
+  /// cannot open what a WAL reader needs (its -shm file, in a directory it
+  /// may not write) is opened again immutable, but only when no WAL content
+  /// is waiting: immutable reads ignore the WAL, and would miss it.
+  static std::unique_ptr<detail::SqliteConnection> open_connection(const std::filesystem::path& path, int flags,
+                                                                   const SqliteOptions& options) {
+    auto connection = std::make_unique<detail::SqliteConnection>(path, flags);
+    configure(*connection, options);
+    if (!connection->read_only()) return connection;
+    const int rc = sqlite3_exec(connection->handle(), "SELECT count(*) FROM sqlite_schema", nullptr, nullptr, nullptr);
+    // SQLite says CANTOPEN, READONLY_DIRECTORY or READONLY_CANTINIT for a
+    // -shm it cannot create; any other error is reported by the first read.
+    if (rc == SQLITE_OK || ((rc & 0xff) != SQLITE_CANTOPEN && rc != SQLITE_READONLY_DIRECTORY &&
+                            rc != SQLITE_READONLY_CANTINIT))
+      return connection;
+    std::error_code absent;
+    const auto wal = std::filesystem::file_size(path.string() + "-wal", absent);
+    if (!absent && wal > 0)
+      throw Error(errc::backend_failure,
+                  fmt::format("'{}' cannot be read: its -wal file holds changes not yet in the database, and its "
+                              "directory is not writable for the -shm file a reader needs; open it once where it can be "
+                              "written, or copy the database together with its -wal file to a writable place",
+                              path.string()));
+    connection = std::make_unique<detail::SqliteConnection>(path, SQLITE_OPEN_READONLY,
+                                                            detail::SqliteConnection::Mode::immutable);
+    configure(*connection, options);
+    return connection;
   }
 
   static void configure(detail::SqliteConnection& connection, const SqliteOptions& options) {

@@ -13,6 +13,7 @@
 #include <boost/asio/awaitable.hpp>
 
 #include <atomic>
+#include <filesystem>
 #include <memory>
 
 namespace lockstore {
@@ -29,22 +30,41 @@ class SessionStore {
     if (options.gc_grace < std::chrono::milliseconds::zero() || options.gc_grace > std::chrono::hours(24 * 366))
       throw Error(errc::invalid_argument,
                   fmt::format("StoreOptions::gc_grace of {} ms is out of range (0 to a year)", options.gc_grace.count()));
-    co_await database.run([](detail::SqliteConnection&) {});  // the connection is open and migrated
+    if (options.history == 0 || options.history > max_history)
+      throw Error(errc::invalid_argument,
+                  fmt::format("StoreOptions::history of {} is out of range (1 to {})", options.history, max_history));
+    if (options.retention && *options.retention <= std::chrono::milliseconds::zero())
+      throw Error(errc::invalid_argument,
+                  fmt::format("StoreOptions::retention of {} ms must be positive", options.retention->count()));
+    // The store's tables have their own schema version: a file whose locks
+    // this build can use may still hold a store it cannot.
+    co_await database.run([](detail::SqliteConnection& connection) { detail::check_store_schema(connection); });
     co_return SessionStore(std::move(database), options);
   }
 
   const SqliteDatabase& database() const noexcept { return database_; }
 
-  /// Applies the whole request in one transaction, or nothing. Throws
+  /// The most checkpoints StoreOptions::history may keep per session.
+  static constexpr std::size_t max_history = 1'000'000;
+
+  /// Applies the whole request in one transaction, or nothing, and adds
+  /// the new checkpoint (with request.metadata) to the session's history,
+  /// which keeps the last StoreOptions::history. Throws
   /// errc::head_revision_conflict (naming expected and found revisions) for
   /// a stale expected revision, errc::claim_superseded if the claim to
   /// complete no longer holds all its items, errc::invalid_argument for a
-  /// duplicate or orphan graph node, an empty part name or a bad id.
+  /// duplicate or orphan graph node, an empty part name or a bad id. Parts
+  /// are hashed here, on the caller's thread: not under the file's write
+  /// lock, and not on the connection thread, where it would hold up this
+  /// process's lease renewals. They are written into the file in pieces,
+  /// without another copy in memory.
   asio::awaitable<CommitResult> commit(CommitRequest request) {
     database_.require_writable("SessionStore::commit");
     const std::string session = request.session_id;
-    auto job = [request = std::move(request)](detail::SqliteConnection& connection) {
-      return detail::store::commit(connection, request);
+    auto hashed = detail::store::hash_checkpoint(request.parts);
+    auto job = [request = std::move(request), hashed = std::move(hashed),
+                keep = options_.history](detail::SqliteConnection& connection) {
+      return detail::store::commit(connection, request, hashed, keep);
     };
     auto committing = database_.run(std::move(job));
     auto result = co_await std::move(committing);
@@ -82,13 +102,96 @@ class SessionStore {
     co_return co_await std::move(loading);
   }
 
+  /// Revision `revision` of the session, from its history, read as
+  /// load_snapshot reads the head (head.updated_at is when that revision
+  /// was committed). std::nullopt when the history does not hold it
+  /// (StoreOptions::history keeps the last ones only).
+  asio::awaitable<std::optional<SessionSnapshot>> load_revision(std::string session_id, std::uint64_t revision) {
+    auto job = [session_id = std::move(session_id), revision](detail::SqliteConnection& connection) {
+      return detail::store::load_revision(connection, session_id, revision);
+    };
+    auto loading = database_.run(std::move(job));
+    co_return co_await std::move(loading);
+  }
+
+  /// The session's history, newest first, a page at a time: revision,
+  /// checkpoint, parent and metadata of each checkpoint it keeps.
+  asio::awaitable<Page<CheckpointInfo>> history(std::string session_id, PageRequest page) {
+    detail::store::require_page(page, "SessionStore::history");
+    auto job = [session_id = std::move(session_id), page = std::move(page)](detail::SqliteConnection& connection) {
+      return detail::store::history(connection, session_id, page);
+    };
+    auto listing = database_.run(std::move(job));
+    co_return co_await std::move(listing);
+  }
+
+  /// Starts session `new_session_id` at revision 1 on the checkpoint of
+  /// `session_id`'s revision `revision`, atomically; its history names that
+  /// revision as its parent. The checkpoint is shared, not copied; the
+  /// graph and the work queue are not forked. errc::invalid_argument when
+  /// the history does not hold the revision, errc::head_revision_conflict
+  /// when the new session exists.
+  asio::awaitable<CommitResult> fork(std::string session_id, std::uint64_t revision, std::string new_session_id,
+                                     std::optional<std::string> metadata) {
+    database_.require_writable("SessionStore::fork");
+    auto job = [session_id = std::move(session_id), revision, new_session_id = std::move(new_session_id),
+                metadata = std::move(metadata), keep = options_.history](detail::SqliteConnection& connection) {
+      return detail::store::fork(connection, session_id, revision, new_session_id, metadata, keep);
+    };
+    auto forking = database_.run(std::move(job));
+    co_return co_await std::move(forking);
+  }
+
+  /// Deletes the session: head, history, graph, work items and claims, in
+  /// one transaction. Its blobs are left to gc() (after the grace period).
+  /// False for a session that had none of these.
+  asio::awaitable<bool> delete_session(std::string session_id) {
+    database_.require_writable("SessionStore::delete_session");
+    detail::store::require_id("session id", session_id);
+    auto job = [session_id = std::move(session_id)](detail::SqliteConnection& connection) {
+      detail::Transaction transaction(connection);
+      const bool found = detail::store::delete_session(connection, session_id);
+      transaction.commit();
+      return found;
+    };
+    auto deleting = database_.run(std::move(job));
+    co_return co_await std::move(deleting);
+  }
+
+  /// Deletes, as delete_session does, every session whose head has not
+  /// moved for longer than `idle` and that no live claim is working on;
+  /// returns how many. Only commits (and fork) count as activity: a session
+  /// that only enqueues goes too, pending items included. A session with
+  /// no head (only a graph or a queue) is never idle: delete_session it.
+  /// Works in transactions of at most 64 sessions. StoreOptions::retention
+  /// makes gc() do this.
+  asio::awaitable<std::size_t> delete_idle_sessions(std::chrono::milliseconds idle) {
+    database_.require_writable("SessionStore::delete_idle_sessions");
+    if (idle <= std::chrono::milliseconds::zero())
+      throw Error(errc::invalid_argument,
+                  fmt::format("SessionStore::delete_idle_sessions: idle must be positive, got {} ms", idle.count()));
+    const auto cutoff = detail::wall_clock_ms() - idle.count();
+    std::size_t deleted = 0;
+    for (;;) {
+      auto batching = database_.run([cutoff](detail::SqliteConnection& connection) {
+        return detail::store::delete_idle_sessions(connection, cutoff, idle_batch_sessions);
+      });
+      const auto batch = co_await std::move(batching);
+      deleted += batch;
+      if (batch < idle_batch_sessions) break;
+    }
+    co_return deleted;
+  }
+
+  static constexpr std::size_t idle_batch_sessions = 64;
+
   /// The session's head, or std::nullopt for a session never committed.
   asio::awaitable<std::optional<SessionHead>> load(std::string session_id) {
     auto job = [session_id = std::move(session_id)](detail::SqliteConnection& connection) -> std::optional<SessionHead> {
       auto statement = connection.prepare(detail::store::sql::head);
       statement.bind(1, session_id);
       if (!statement.step()) return std::nullopt;
-      return SessionHead{session_id, static_cast<std::uint64_t>(statement.int64(0)), BlobRef{statement.text(1)}};
+      return detail::store::read_head(statement, session_id);
     };
     auto loading = database_.run(std::move(job));
     co_return co_await std::move(loading);
@@ -97,13 +200,20 @@ class SessionStore {
   /// Every session's head, ordered by session id.
   asio::awaitable<std::vector<SessionHead>> sessions() {
     co_return co_await database_.run([](detail::SqliteConnection& connection) {
-      auto statement = connection.prepare(detail::store::sql::sessions);
-      std::vector<SessionHead> heads;
-      while (statement.step())
-        heads.push_back(SessionHead{statement.text(0), static_cast<std::uint64_t>(statement.int64(1)),
-                                    BlobRef{statement.text(2)}});
-      return heads;
+      return detail::store::all_pages(connection, [&](const PageRequest& page) {
+        return detail::store::sessions(connection, page);
+      });
     });
+  }
+
+  /// A page of the sessions' heads, ordered by session id.
+  asio::awaitable<Page<SessionHead>> sessions(PageRequest page) {
+    detail::store::require_page(page, "SessionStore::sessions");
+    auto job = [page = std::move(page)](detail::SqliteConnection& connection) {
+      return detail::store::sessions(connection, page);
+    };
+    auto listing = database_.run(std::move(job));
+    co_return co_await std::move(listing);
   }
 
   asio::awaitable<StoreStats> stats() {
@@ -118,9 +228,10 @@ class SessionStore {
   /// Stores bytes under their SHA-256; the same bytes are stored once.
   asio::awaitable<BlobRef> put_blob(std::string bytes) {
     database_.require_writable("SessionStore::put_blob");
-    auto job = [bytes = std::move(bytes)](detail::SqliteConnection& connection) {
+    BlobRef hashed{detail::sha256_hex(bytes)};  // on the caller's thread, as commit() does
+    auto job = [bytes = std::move(bytes), hashed = std::move(hashed)](detail::SqliteConnection& connection) {
       detail::Transaction transaction(connection);  // stored, counted and queued together, or not at all
-      auto ref = detail::store::put_blob(connection, bytes);
+      auto ref = detail::store::put_blob(connection, hashed, bytes);
       transaction.commit();
       return ref;
     };
@@ -133,7 +244,12 @@ class SessionStore {
   asio::awaitable<std::optional<std::string>> get_blob(BlobRef ref) {
     detail::store::require_ref(ref);
     auto job = [ref = std::move(ref)](detail::SqliteConnection& connection) {
-      return detail::store::get_blob(connection, ref);
+      // The row is found, then read through a blob handle: one snapshot, so
+      // a gc on another connection cannot delete it (or reuse its rowid) in between.
+      auto transaction = detail::Transaction::read(connection);
+      auto bytes = detail::store::get_blob(connection, ref);
+      transaction.commit();
+      return bytes;
     };
     auto getting = database_.run(std::move(job));
     co_return co_await std::move(getting);
@@ -188,8 +304,19 @@ class SessionStore {
   /// transaction each (a few milliseconds), so locks and commits of every
   /// process go on in between. Reads no blob's bytes: a damaged blob does
   /// not stop it.
+  ///
+  /// With StoreOptions::retention it first deletes the sessions idle longer
+  /// than that. When the WAL has grown past truncate_wal_above (it grows by
+  /// what was deleted) it is truncated, if no other connection is using
+  /// the file then; the
+  /// database file itself keeps its size (SQLite reuses the free pages):
+  /// compact() gives the space back to the file system.
   asio::awaitable<GcReport> gc() {
     database_.require_writable("SessionStore::gc");
+    if (options_.retention) {
+      auto expiring = delete_idle_sessions(*options_.retention);
+      co_await std::move(expiring);
+    }
     const auto cutoff = detail::wall_clock_ms() - options_.gc_grace.count();
     // Each batch looks blobs up in random order in several indexes: a 64 MB
     // page cache for the collection keeps those pages between batches
@@ -218,8 +345,40 @@ class SessionStore {
       throw;
     }
     database_.post(restore_cache);
-    co_return co_await database_.run(
-        [deleted](detail::SqliteConnection& connection) { return detail::store::gc_report(connection, deleted); });
+    co_return co_await database_.run([deleted](detail::SqliteConnection& connection) {
+      std::error_code unknown;
+      const auto wal = std::filesystem::file_size(connection.path().string() + "-wal", unknown);
+      if (deleted > 0 && !unknown && wal > truncate_wal_above) connection.truncate_wal();
+      return detail::store::gc_report(connection, deleted);
+    });
+  }
+
+  /// gc() truncates a WAL larger than this.
+  static constexpr std::uintmax_t truncate_wal_above = 16u << 20;
+
+  /// Gives the free space of the file back to the file system: rewrites the
+  /// database (SQLite's VACUUM) and truncates the WAL. Returns the bytes the
+  /// database shrank by; the file itself shrinks once the WAL is checkpointed,
+  /// at once unless another connection is reading (a warning says so). It
+  /// holds the file's write lock for as long as rewriting
+  /// takes (about a second per few hundred MB): every lock and store
+  /// operation of every process on the file waits meanwhile, so run it as
+  /// maintenance, not on a schedule under load. Deleting nothing itself,
+  /// it reclaims what gc(), delete_session and vacuum() freed.
+  asio::awaitable<std::uint64_t> compact() {
+    database_.require_writable("SessionStore::compact");
+    co_return co_await database_.run([](detail::SqliteConnection& connection) {
+      const auto size = [&] { return connection.pragma_int("page_count") * connection.pragma_int("page_size"); };
+      const auto before = size();
+      connection.exec("VACUUM");
+      if (!connection.truncate_wal())
+        detail::log(LogLevel::warning,
+                    fmt::format("SessionStore::compact: '{}' was rewritten, but another connection is using it: the "
+                                "file shrinks at a later checkpoint",
+                                connection.path().string()));
+      const auto after = size();
+      return static_cast<std::uint64_t>(std::max<std::int64_t>(before - after, 0));
+    });
   }
 
   /// At most this many queued blobs, and this much time, per GC batch.
@@ -304,7 +463,19 @@ class SessionStore {
   /// Items of the session not yet completed (claimed or not), oldest first.
   asio::awaitable<std::vector<WorkItem>> pending(std::string session_id) {
     auto job = [session_id = std::move(session_id)](detail::SqliteConnection& connection) {
-      return detail::store::pending(connection, session_id);
+      return detail::store::all_pages(connection, [&](const PageRequest& page) {
+        return detail::store::pending(connection, session_id, page);
+      });
+    };
+    auto listing = database_.run(std::move(job));
+    co_return co_await std::move(listing);
+  }
+
+  /// A page of pending(session_id).
+  asio::awaitable<Page<WorkItem>> pending(std::string session_id, PageRequest page) {
+    detail::store::require_page(page, "SessionStore::pending");
+    auto job = [session_id = std::move(session_id), page = std::move(page)](detail::SqliteConnection& connection) {
+      return detail::store::pending(connection, session_id, page);
     };
     auto listing = database_.run(std::move(job));
     co_return co_await std::move(listing);
@@ -328,9 +499,19 @@ class SessionStore {
   /// The session's live (not tombstoned) nodes in insertion order.
   asio::awaitable<std::vector<GraphNode>> load_graph(std::string session_id) {
     auto job = [session_id = std::move(session_id)](detail::SqliteConnection& connection) {
-      auto statement = connection.prepare(detail::store::sql::graph);
-      statement.bind(1, session_id);
-      return detail::store::read_nodes(statement);
+      return detail::store::all_pages(connection, [&](const PageRequest& page) {
+        return detail::store::load_graph(connection, session_id, page);
+      });
+    };
+    auto loading = database_.run(std::move(job));
+    co_return co_await std::move(loading);
+  }
+
+  /// A page of load_graph(session_id).
+  asio::awaitable<Page<GraphNode>> load_graph(std::string session_id, PageRequest page) {
+    detail::store::require_page(page, "SessionStore::load_graph");
+    auto job = [session_id = std::move(session_id), page = std::move(page)](detail::SqliteConnection& connection) {
+      return detail::store::load_graph(connection, session_id, page);
     };
     auto loading = database_.run(std::move(job));
     co_return co_await std::move(loading);

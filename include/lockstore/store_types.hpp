@@ -55,6 +55,9 @@ struct CommitRequest {
   std::vector<GraphNode> append_nodes;
   std::optional<Claim> complete_claim;
   std::vector<WorkDraft> enqueue;
+  /// Kept with the new checkpoint in the session's history (any bytes, e.g.
+  /// JSON): what step or source produced it.
+  std::optional<std::string> metadata;
 };
 
 struct CommitResult {
@@ -66,6 +69,37 @@ struct SessionHead {
   std::string session_id;
   std::uint64_t head_revision;
   BlobRef checkpoint_ref;
+  std::chrono::system_clock::time_point updated_at{};  ///< when the head last moved (wall clock)
+};
+
+/// One checkpoint in a session's history (SessionStore::history).
+struct CheckpointInfo {
+  std::string session_id;
+  std::uint64_t revision;
+  BlobRef checkpoint_ref;
+  /// The checkpoint this one followed: the previous revision of the same
+  /// session, or, for the first revision of a fork, the revision it was
+  /// forked from. std::nullopt for a session's first commit, and for a head
+  /// that was already there when its file gained a history (store schema 2).
+  std::optional<std::uint64_t> parent_revision;
+  std::string parent_session_id;  ///< == session_id except for a fork's first revision
+  std::optional<std::string> metadata;
+  std::chrono::system_clock::time_point created_at;
+};
+
+/// A page of a listing: at most `limit` entries after the position
+/// `cursor` names (empty: from the start). Pass a Page's `next` as the
+/// cursor to go on; a cursor is opaque and stays valid while entries are
+/// added or removed (entries after it are never skipped).
+struct PageRequest {
+  std::size_t limit = 100;
+  std::string cursor;
+};
+
+template <class T>
+struct Page {
+  std::vector<T> items;
+  std::optional<std::string> next;  ///< std::nullopt on the last page
 };
 
 /// A session's head and its checkpoint's parts (name -> bytes), read from
@@ -93,6 +127,13 @@ struct StoreOptions {
   /// writer between put_blob and pin, has this long. 0 (the default): gc()
   /// deletes every unreferenced blob.
   std::chrono::milliseconds gc_grace{0};
+  /// How many checkpoints of each session a commit through this handle
+  /// keeps in the session's history, the head included (1, the default:
+  /// only the head; older ones become garbage at once). At least 1.
+  std::size_t history = 1;
+  /// When set, gc() first deletes every session idle (no commit) for longer
+  /// than this, as delete_idle_sessions() does.
+  std::optional<std::chrono::milliseconds> retention;
 };
 
 struct StoreStats {

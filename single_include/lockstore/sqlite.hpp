@@ -121,13 +121,37 @@ class Statement {
 
 class SqliteConnection {
  public:
-  SqliteConnection(const std::filesystem::path& path, int flags) : path_(path) {
+  /// How a file is opened. `immutable`: read-only, with no locks and no
+  /// -wal or -shm files (SQLite's immutable=1), for a file on read-only
+  /// media that nobody writes while it is open.
+  enum class Mode { normal, immutable };
+
+  SqliteConnection(const std::filesystem::path& path, int flags, Mode mode = Mode::normal) : path_(path) {
     sqlite3* raw = nullptr;
-    const int rc = sqlite3_open_v2(path.c_str(), &raw, flags | SQLITE_OPEN_NOMUTEX, nullptr);
+    const int rc = mode == Mode::immutable
+                       ? sqlite3_open_v2(immutable_uri(path).c_str(), &raw,
+                                         SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX, nullptr)
+                       : sqlite3_open_v2(path.c_str(), &raw, flags | SQLITE_OPEN_NOMUTEX, nullptr);
     db_.reset(raw);
     if (rc != SQLITE_OK) throw_sqlite(raw, rc, "opening the database", path_);
     sqlite3_extended_result_codes(raw, 1);
-    read_only_ = (flags & SQLITE_OPEN_READONLY) != 0;
+    // SQLite opens a file it may not write read-only even when asked for
+    // read-write: what it did, not what was asked, decides.
+    read_only_ = sqlite3_db_readonly(raw, "main") == 1;
+  }
+
+  /// "file:" URI of `path` with immutable=1; '%', '?' and '#' are escaped,
+  /// the only characters a URI path may not carry as they are.
+  static std::string immutable_uri(const std::filesystem::path& path) {
+    std::string uri = "file://";  // an empty authority: the path may start with "//"
+    for (const char c : std::filesystem::absolute(path).string()) {
+      if (c == '%' || c == '?' || c == '#') {
+        uri += fmt::format("%{:02X}", static_cast<unsigned char>(c));
+      } else {
+        uri += c;
+      }
+    }
+    return uri + "?immutable=1";
   }
 
   /// A prepared statement for `sql`, compiled once per connection. `sql`
@@ -192,6 +216,45 @@ class SqliteConnection {
     if (rc != SQLITE_OK) throw_sqlite(db_.get(), rc, "registering lockstore_now_ms()", path_);
   }
 
+  /// Writes `bytes` into the BLOB column `column` of row `rowid` of
+  /// `table`, which already holds a zeroblob of that size, in pieces:
+  /// SQLite never holds a second copy of a large value.
+  void write_blob(const char* table, const char* column, std::int64_t rowid, std::string_view bytes) {
+    auto blob = open_blob(table, column, rowid, true);
+    for (std::size_t offset = 0; offset < bytes.size(); offset += blob_chunk) {
+      const auto size = std::min(blob_chunk, bytes.size() - offset);
+      const int rc = sqlite3_blob_write(blob.get(), bytes.data() + offset, static_cast<int>(size),
+                                        static_cast<int>(offset));
+      if (rc != SQLITE_OK) throw_sqlite(db_.get(), rc, fmt::format("writing a blob into {}", table), path_);
+    }
+  }
+
+  /// Reads the BLOB column `column` of row `rowid` of `table` straight into
+  /// the string returned, in pieces.
+  std::string read_blob(const char* table, const char* column, std::int64_t rowid) {
+    auto blob = open_blob(table, column, rowid, false);
+    std::string bytes(static_cast<std::size_t>(sqlite3_blob_bytes(blob.get())), '\0');
+    for (std::size_t offset = 0; offset < bytes.size(); offset += blob_chunk) {
+      const auto size = std::min(blob_chunk, bytes.size() - offset);
+      const int rc = sqlite3_blob_read(blob.get(), bytes.data() + offset, static_cast<int>(size),
+                                       static_cast<int>(offset));
+      if (rc != SQLITE_OK) throw_sqlite(db_.get(), rc, fmt::format("reading a blob from {}", table), path_);
+    }
+    return bytes;
+  }
+
+  /// Copies the WAL into the database and truncates it to zero bytes, if
+  /// no other connection is reading or writing now; never waits for one
+  /// (true when it was done). After deleting much, the WAL has grown by
+  /// what was deleted and keeps that size until such a checkpoint.
+  bool truncate_wal() {
+    const auto timeout = busy_->timeout;
+    set_busy_timeout(std::chrono::milliseconds::zero());
+    const int rc = sqlite3_wal_checkpoint_v2(db_.get(), "main", SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
+    set_busy_timeout(timeout);
+    return rc == SQLITE_OK;
+  }
+
   sqlite3* handle() const noexcept { return db_.get(); }
   const std::filesystem::path& path() const noexcept { return path_; }
   bool read_only() const noexcept { return read_only_; }
@@ -203,6 +266,20 @@ class SqliteConnection {
   struct Finalizer {
     void operator()(sqlite3_stmt* statement) const noexcept { sqlite3_finalize(statement); }
   };
+  struct BlobCloser {
+    void operator()(sqlite3_blob* blob) const noexcept { sqlite3_blob_close(blob); }
+  };
+
+  static constexpr std::size_t blob_chunk = 1 << 20;
+
+  std::unique_ptr<sqlite3_blob, BlobCloser> open_blob(const char* table, const char* column, std::int64_t rowid,
+                                                      bool writing) {
+    sqlite3_blob* raw = nullptr;
+    const int rc = sqlite3_blob_open(db_.get(), "main", table, column, rowid, writing ? 1 : 0, &raw);
+    std::unique_ptr<sqlite3_blob, BlobCloser> blob(raw);
+    if (rc != SQLITE_OK) throw_sqlite(db_.get(), rc, fmt::format("opening a blob of {}", table), path_);
+    return blob;
+  }
 
   struct BusyWait {
     std::chrono::milliseconds timeout{0};
@@ -411,8 +488,74 @@ CREATE INDEX lockstore_work_items_dedupe ON lockstore_work_items (session_id, de
   WHERE dedupe_key IS NOT NULL;
 )sql";
 
-inline constexpr std::array<const char*, 4> migrations = {schema_v1, schema_v2, schema_v3, schema_v4};
+/// Version 5 gives the SessionStore's tables a schema version of their own,
+/// in lockstore_schema: from here on `user_version` changes only with the
+/// lock tables, so a store-only change never locks out a client that uses
+/// only locks (it refuses only a newer `user_version`). The store's tables
+/// as versions 2 to 4 left them are store version 1. This step itself bumps
+/// `user_version` once, so that no build from before the split runs its
+/// store code on a file whose store it cannot read.
+inline constexpr const char* schema_v5 = R"sql(
+CREATE TABLE lockstore_schema (
+  component TEXT PRIMARY KEY NOT NULL,
+  version   INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO lockstore_schema VALUES ('store', 1);
+)sql";
+
+inline constexpr std::array<const char*, 5> migrations = {schema_v1, schema_v2, schema_v3, schema_v4, schema_v5};
+/// The lock tables' version (PRAGMA user_version).
 inline constexpr int schema_version = static_cast<int>(migrations.size());
+
+/// Store version 2: checkpoint history. Every commit (and fork) adds a row
+/// naming its checkpoint, its parent and the caller's metadata; a row
+/// references its checkpoint like a head does, and commits keep the last
+/// StoreOptions::history rows of a session. The head of every session
+/// becomes its first history row. A blob's bytes move to a table of their
+/// own: SQLite rewrites a whole row, bytes included, for every update of
+/// its reference count, and incremental blob I/O needs the value alone.
+/// The migration copies every blob's bytes once.
+inline constexpr const char* store_v2 = R"sql(
+CREATE TABLE lockstore_blob_bytes (
+  id    INTEGER PRIMARY KEY,
+  bytes BLOB NOT NULL
+);
+INSERT INTO lockstore_blob_bytes (id, bytes) SELECT id, bytes FROM lockstore_blobs;
+UPDATE lockstore_blobs SET bytes = x'';
+CREATE TABLE lockstore_checkpoints (
+  session_id      TEXT NOT NULL,
+  revision        INTEGER NOT NULL,
+  checkpoint_hash TEXT NOT NULL,
+  parent_session  TEXT,
+  parent_revision INTEGER,
+  metadata        BLOB,
+  created_ms      INTEGER NOT NULL,
+  PRIMARY KEY (session_id, revision)
+) WITHOUT ROWID;
+CREATE INDEX lockstore_checkpoints_by_hash ON lockstore_checkpoints (checkpoint_hash);
+CREATE INDEX lockstore_sessions_by_update ON lockstore_sessions (updated_ms);
+CREATE INDEX lockstore_claims_by_session ON lockstore_claims (session_id);
+INSERT INTO lockstore_checkpoints (session_id, revision, checkpoint_hash, created_ms)
+  SELECT session_id, head_revision, checkpoint_hash, updated_ms FROM lockstore_sessions;
+UPDATE lockstore_blobs SET refs = refs + (SELECT COUNT(*) FROM lockstore_sessions s WHERE s.checkpoint_hash = lockstore_blobs.hash)
+  WHERE hash IN (SELECT checkpoint_hash FROM lockstore_sessions);
+)sql";
+
+/// store_migrations[i] upgrades the store's tables from version i + 1 to i + 2.
+inline constexpr std::array<const char*, 1> store_migrations = {store_v2};
+inline constexpr int store_schema_version = static_cast<int>(store_migrations.size()) + 1;
+
+/// The store tables' version: 1 in a file from before lockstore_schema.
+inline std::int64_t store_schema(SqliteConnection& connection) {
+  {
+    // Two statements: one naming a table that does not exist fails to prepare.
+    auto exists = connection.prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'lockstore_schema'");
+    if (!exists.step()) return 1;
+  }
+  auto statement = connection.prepare("SELECT version FROM lockstore_schema WHERE component = 'store'");
+  if (!statement.step()) return 1;
+  return statement.int64(0);
+}
 
 /// PRAGMA application_id of a lockstore file ("LKST"), set by migrate().
 inline constexpr std::int64_t application_id = 0x4C4B5354;
@@ -452,22 +595,52 @@ inline void require_lockstore_file(SqliteConnection& connection) {
 /// Brings a writable file to the current schema version, creating it in an
 /// empty file. Safe when many processes open the same new file at once: the
 /// check is repeated under BEGIN IMMEDIATE.
+/// The store's tables are brought up too; a file whose store is newer than
+/// this build's is left as it is (its locks still work; SessionStore::open
+/// refuses it).
 inline void migrate(SqliteConnection& connection) {
-  if (connection.pragma_int("user_version") == schema_version) return;
+  const auto current = [&] {
+    return connection.pragma_int("user_version") == schema_version &&
+           store_schema(connection) >= store_schema_version;
+  };
+  if (current()) return;
   Transaction transaction(connection);
+  if (current()) return;
   const auto found = connection.pragma_int("user_version");
-  if (found == schema_version) return;
   if (found < 0 || found > schema_version) throw_unsupported_schema(connection, found);
   for (auto version = found; version < schema_version; ++version)
     connection.exec(migrations[static_cast<std::size_t>(version)]);
+  const auto store = store_schema(connection);
+  if (store < 1) throw_unsupported_schema(connection, found);
+  for (auto version = store; version < store_schema_version; ++version)
+    connection.exec(store_migrations[static_cast<std::size_t>(version - 1)]);
+  if (store < store_schema_version)
+    connection.exec(fmt::format("UPDATE lockstore_schema SET version = {} WHERE component = 'store'",
+                                store_schema_version));
   connection.exec(fmt::format("PRAGMA user_version = {}", schema_version));
   connection.exec(fmt::format("PRAGMA application_id = {}", application_id));
   transaction.commit();
 }
 
-/// A read-only file must already carry this build's schema.
+/// A read-only file must carry lock tables this build can read.
+/// Version 4's lock tables are version 5's (5 only added lockstore_schema),
+/// so a version 4 file is read as it is; its store reports version 1, which
+/// SessionStore::open refuses until the file is opened read-write once.
 inline void check_schema(const SqliteConnection& connection, std::int64_t found) {
-  if (found != schema_version) throw_unsupported_schema(connection, found);
+  if (found != schema_version && found != 4) throw_unsupported_schema(connection, found);
+}
+
+/// SessionStore::open's check: the store's tables are at this build's version.
+inline void check_store_schema(SqliteConnection& connection) {
+  const auto found = store_schema(connection);
+  if (found == store_schema_version) return;
+  throw Error(errc::unsupported_schema,
+              fmt::format("'{}' has lockstore store schema version {}; this build's SessionStore supports version "
+                          "{}{}",
+                          connection.path().string(), found, store_schema_version,
+                          found > store_schema_version ? " (the file was written by a newer lockstore; its locks "
+                                                         "still work)"
+                                                       : " (open the file read-write once to migrate it)"));
 }
 
 /// Switches to WAL. The switch needs an exclusive lock and SQLite does not
@@ -1320,6 +1493,9 @@ class SqliteDatabase {
  public:
   /// Opens (creating if needed) a database file: WAL, busy timeout,
   /// synchronous as SqliteOptions::synchronous (NORMAL), foreign keys on, schema created or migrated.
+  /// A file this process may not write (permissions, a read-only file
+  /// system) is opened read-only instead, as open_readonly() does, with a
+  /// warning: read_only() is then true and every write is refused.
   /// Throws errc::unsupported_schema for a file of a newer or unknown schema
   /// version or another application's database (left untouched: lockstore
   /// marks its files with PRAGMA application_id), errc::corrupt_data for a
@@ -1328,16 +1504,26 @@ class SqliteDatabase {
   static asio::awaitable<SqliteDatabase> open(std::filesystem::path path, SqliteOptions options = {}) {
     validate(options);
     SqliteDatabase database(path, options, false, [path, options] {
-      auto connection = std::make_unique<detail::SqliteConnection>(
-          path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
-      configure(*connection, options);
+      auto connection = open_connection(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, options);
       detail::require_lockstore_file(*connection);
+      if (connection->read_only()) {
+        detail::check_schema(*connection, connection->pragma_int("user_version"));
+        return connection;
+      }
       detail::enable_wal(*connection, options.busy_timeout);
       connection->exec(synchronous_pragma(options.synchronous));
       detail::migrate(*connection);
       return connection;
     });
-    co_await database.run([](detail::SqliteConnection&) {});  // reports an open failure
+    // Reports an open failure, and whether SQLite could open the file for writing.
+    auto opening = database.run([](detail::SqliteConnection& connection) { return connection.read_only(); });
+    if (co_await std::move(opening)) {
+      database.shared_->read_only = true;
+      detail::log(LogLevel::warning,
+                  fmt::format("'{}' is not writable by this process: opened read-only, writes will be refused",
+                              path.string()));
+      co_return database;
+    }
     database.shared_->board = std::make_unique<detail::WakeBoard>(path);
     co_return database;
   }
@@ -1364,12 +1550,14 @@ class SqliteDatabase {
 
   /// Opens an existing file for reading only. Reads work; every write is
   /// refused with errc::backend_failure naming the file. The file must carry
-  /// this build's schema version (errc::unsupported_schema otherwise).
+  /// this build's schema version (errc::unsupported_schema otherwise). A
+  /// WAL file that cannot be read normally because its directory is not
+  /// writable (read-only media: SQLite cannot create the -shm file) is
+  /// opened immutable: read without locks, so it must not change while open.
   static asio::awaitable<SqliteDatabase> open_readonly(std::filesystem::path path, SqliteOptions options = {}) {
     validate(options);
     SqliteDatabase database(path, options, true, [path, options] {
-      auto connection = std::make_unique<detail::SqliteConnection>(path, SQLITE_OPEN_READONLY);
-      configure(*connection, options);
+      auto connection = open_connection(path, SQLITE_OPEN_READONLY, options);
       detail::require_lockstore_file(*connection);
       detail::check_schema(*connection, connection->pragma_int("user_version"));
       return connection;
@@ -1501,6 +1689,35 @@ class SqliteDatabase {
         options.poll_interval > std::chrono::minutes(1))
       throw Error(errc::invalid_argument, fmt::format("SqliteOptions::poll_interval of {} ms is out of range "
                                                       "(1 ms to 1 min)", options.poll_interval.count()));
+  }
+
+  /// Opens the file. A connection SQLite could open only read-only that
+  /// cannot open what a WAL reader needs (its -shm file, in a directory it
+  /// may not write) is opened again immutable, but only when no WAL content
+  /// is waiting: immutable reads ignore the WAL, and would miss it.
+  static std::unique_ptr<detail::SqliteConnection> open_connection(const std::filesystem::path& path, int flags,
+                                                                   const SqliteOptions& options) {
+    auto connection = std::make_unique<detail::SqliteConnection>(path, flags);
+    configure(*connection, options);
+    if (!connection->read_only()) return connection;
+    const int rc = sqlite3_exec(connection->handle(), "SELECT count(*) FROM sqlite_schema", nullptr, nullptr, nullptr);
+    // SQLite says CANTOPEN, READONLY_DIRECTORY or READONLY_CANTINIT for a
+    // -shm it cannot create; any other error is reported by the first read.
+    if (rc == SQLITE_OK || ((rc & 0xff) != SQLITE_CANTOPEN && rc != SQLITE_READONLY_DIRECTORY &&
+                            rc != SQLITE_READONLY_CANTINIT))
+      return connection;
+    std::error_code absent;
+    const auto wal = std::filesystem::file_size(path.string() + "-wal", absent);
+    if (!absent && wal > 0)
+      throw Error(errc::backend_failure,
+                  fmt::format("'{}' cannot be read: its -wal file holds changes not yet in the database, and its "
+                              "directory is not writable for the -shm file a reader needs; open it once where it can be "
+                              "written, or copy the database together with its -wal file to a writable place",
+                              path.string()));
+    connection = std::make_unique<detail::SqliteConnection>(path, SQLITE_OPEN_READONLY,
+                                                            detail::SqliteConnection::Mode::immutable);
+    configure(*connection, options);
+    return connection;
   }
 
   static void configure(detail::SqliteConnection& connection, const SqliteOptions& options) {

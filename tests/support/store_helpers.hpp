@@ -17,7 +17,8 @@ inline asio::awaitable<SessionStore> open_store(std::filesystem::path path, Stor
 }
 
 /// What is wrong with the file's GC bookkeeping, "" when nothing: every
-/// blob's reference count equals the heads, pins and manifests naming it;
+/// blob's reference count equals the heads, pins, manifests and history
+/// rows naming it;
 /// every unreferenced blob waits in the GC queue (else it would never be
 /// collected); the blob counter equals the number of blobs.
 inline asio::awaitable<std::string> gc_bookkeeping_errors(SessionStore& store) {
@@ -31,7 +32,8 @@ inline asio::awaitable<std::string> gc_bookkeeping_errors(SessionStore& store) {
 SELECT COUNT(*) FROM lockstore_blobs b WHERE b.refs !=
     (SELECT COUNT(*) FROM lockstore_sessions s WHERE s.checkpoint_hash = b.hash)
   + COALESCE((SELECT p.count FROM lockstore_pins p WHERE p.hash = b.hash AND p.count > 0), 0)
-  + (SELECT COUNT(*) FROM lockstore_blob_parts bp WHERE bp.part_hash = b.hash))sql";
+  + (SELECT COUNT(*) FROM lockstore_blob_parts bp WHERE bp.part_hash = b.hash)
+  + (SELECT COUNT(*) FROM lockstore_checkpoints c WHERE c.checkpoint_hash = b.hash))sql";
     static constexpr const char* unqueued = R"sql(
 SELECT COUNT(*) FROM lockstore_blobs b
 WHERE b.refs <= 0 AND NOT EXISTS (SELECT 1 FROM lockstore_gc_queue q WHERE q.hash = b.hash))sql";

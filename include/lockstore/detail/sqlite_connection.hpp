@@ -102,13 +102,37 @@ class Statement {
 
 class SqliteConnection {
  public:
-  SqliteConnection(const std::filesystem::path& path, int flags) : path_(path) {
+  /// How a file is opened. `immutable`: read-only, with no locks and no
+  /// -wal or -shm files (SQLite's immutable=1), for a file on read-only
+  /// media that nobody writes while it is open.
+  enum class Mode { normal, immutable };
+
+  SqliteConnection(const std::filesystem::path& path, int flags, Mode mode = Mode::normal) : path_(path) {
     sqlite3* raw = nullptr;
-    const int rc = sqlite3_open_v2(path.c_str(), &raw, flags | SQLITE_OPEN_NOMUTEX, nullptr);
+    const int rc = mode == Mode::immutable
+                       ? sqlite3_open_v2(immutable_uri(path).c_str(), &raw,
+                                         SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX, nullptr)
+                       : sqlite3_open_v2(path.c_str(), &raw, flags | SQLITE_OPEN_NOMUTEX, nullptr);
     db_.reset(raw);
     if (rc != SQLITE_OK) throw_sqlite(raw, rc, "opening the database", path_);
     sqlite3_extended_result_codes(raw, 1);
-    read_only_ = (flags & SQLITE_OPEN_READONLY) != 0;
+    // SQLite opens a file it may not write read-only even when asked for
+    // read-write: what it did, not what was asked, decides.
+    read_only_ = sqlite3_db_readonly(raw, "main") == 1;
+  }
+
+  /// "file:" URI of `path` with immutable=1; '%', '?' and '#' are escaped,
+  /// the only characters a URI path may not carry as they are.
+  static std::string immutable_uri(const std::filesystem::path& path) {
+    std::string uri = "file://";  // an empty authority: the path may start with "//"
+    for (const char c : std::filesystem::absolute(path).string()) {
+      if (c == '%' || c == '?' || c == '#') {
+        uri += fmt::format("%{:02X}", static_cast<unsigned char>(c));
+      } else {
+        uri += c;
+      }
+    }
+    return uri + "?immutable=1";
   }
 
   /// A prepared statement for `sql`, compiled once per connection. `sql`
@@ -173,6 +197,45 @@ class SqliteConnection {
     if (rc != SQLITE_OK) throw_sqlite(db_.get(), rc, "registering lockstore_now_ms()", path_);
   }
 
+  /// Writes `bytes` into the BLOB column `column` of row `rowid` of
+  /// `table`, which already holds a zeroblob of that size, in pieces:
+  /// SQLite never holds a second copy of a large value.
+  void write_blob(const char* table, const char* column, std::int64_t rowid, std::string_view bytes) {
+    auto blob = open_blob(table, column, rowid, true);
+    for (std::size_t offset = 0; offset < bytes.size(); offset += blob_chunk) {
+      const auto size = std::min(blob_chunk, bytes.size() - offset);
+      const int rc = sqlite3_blob_write(blob.get(), bytes.data() + offset, static_cast<int>(size),
+                                        static_cast<int>(offset));
+      if (rc != SQLITE_OK) throw_sqlite(db_.get(), rc, fmt::format("writing a blob into {}", table), path_);
+    }
+  }
+
+  /// Reads the BLOB column `column` of row `rowid` of `table` straight into
+  /// the string returned, in pieces.
+  std::string read_blob(const char* table, const char* column, std::int64_t rowid) {
+    auto blob = open_blob(table, column, rowid, false);
+    std::string bytes(static_cast<std::size_t>(sqlite3_blob_bytes(blob.get())), '\0');
+    for (std::size_t offset = 0; offset < bytes.size(); offset += blob_chunk) {
+      const auto size = std::min(blob_chunk, bytes.size() - offset);
+      const int rc = sqlite3_blob_read(blob.get(), bytes.data() + offset, static_cast<int>(size),
+                                       static_cast<int>(offset));
+      if (rc != SQLITE_OK) throw_sqlite(db_.get(), rc, fmt::format("reading a blob from {}", table), path_);
+    }
+    return bytes;
+  }
+
+  /// Copies the WAL into the database and truncates it to zero bytes, if
+  /// no other connection is reading or writing now; never waits for one
+  /// (true when it was done). After deleting much, the WAL has grown by
+  /// what was deleted and keeps that size until such a checkpoint.
+  bool truncate_wal() {
+    const auto timeout = busy_->timeout;
+    set_busy_timeout(std::chrono::milliseconds::zero());
+    const int rc = sqlite3_wal_checkpoint_v2(db_.get(), "main", SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
+    set_busy_timeout(timeout);
+    return rc == SQLITE_OK;
+  }
+
   sqlite3* handle() const noexcept { return db_.get(); }
   const std::filesystem::path& path() const noexcept { return path_; }
   bool read_only() const noexcept { return read_only_; }
@@ -184,6 +247,20 @@ class SqliteConnection {
   struct Finalizer {
     void operator()(sqlite3_stmt* statement) const noexcept { sqlite3_finalize(statement); }
   };
+  struct BlobCloser {
+    void operator()(sqlite3_blob* blob) const noexcept { sqlite3_blob_close(blob); }
+  };
+
+  static constexpr std::size_t blob_chunk = 1 << 20;
+
+  std::unique_ptr<sqlite3_blob, BlobCloser> open_blob(const char* table, const char* column, std::int64_t rowid,
+                                                      bool writing) {
+    sqlite3_blob* raw = nullptr;
+    const int rc = sqlite3_blob_open(db_.get(), "main", table, column, rowid, writing ? 1 : 0, &raw);
+    std::unique_ptr<sqlite3_blob, BlobCloser> blob(raw);
+    if (rc != SQLITE_OK) throw_sqlite(db_.get(), rc, fmt::format("opening a blob of {}", table), path_);
+    return blob;
+  }
 
   struct BusyWait {
     std::chrono::milliseconds timeout{0};

@@ -144,8 +144,74 @@ CREATE INDEX lockstore_work_items_dedupe ON lockstore_work_items (session_id, de
   WHERE dedupe_key IS NOT NULL;
 )sql";
 
-inline constexpr std::array<const char*, 4> migrations = {schema_v1, schema_v2, schema_v3, schema_v4};
+/// Version 5 gives the SessionStore's tables a schema version of their own,
+/// in lockstore_schema: from here on `user_version` changes only with the
+/// lock tables, so a store-only change never locks out a client that uses
+/// only locks (it refuses only a newer `user_version`). The store's tables
+/// as versions 2 to 4 left them are store version 1. This step itself bumps
+/// `user_version` once, so that no build from before the split runs its
+/// store code on a file whose store it cannot read.
+inline constexpr const char* schema_v5 = R"sql(
+CREATE TABLE lockstore_schema (
+  component TEXT PRIMARY KEY NOT NULL,
+  version   INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO lockstore_schema VALUES ('store', 1);
+)sql";
+
+inline constexpr std::array<const char*, 5> migrations = {schema_v1, schema_v2, schema_v3, schema_v4, schema_v5};
+/// The lock tables' version (PRAGMA user_version).
 inline constexpr int schema_version = static_cast<int>(migrations.size());
+
+/// Store version 2: checkpoint history. Every commit (and fork) adds a row
+/// naming its checkpoint, its parent and the caller's metadata; a row
+/// references its checkpoint like a head does, and commits keep the last
+/// StoreOptions::history rows of a session. The head of every session
+/// becomes its first history row. A blob's bytes move to a table of their
+/// own: SQLite rewrites a whole row, bytes included, for every update of
+/// its reference count, and incremental blob I/O needs the value alone.
+/// The migration copies every blob's bytes once.
+inline constexpr const char* store_v2 = R"sql(
+CREATE TABLE lockstore_blob_bytes (
+  id    INTEGER PRIMARY KEY,
+  bytes BLOB NOT NULL
+);
+INSERT INTO lockstore_blob_bytes (id, bytes) SELECT id, bytes FROM lockstore_blobs;
+UPDATE lockstore_blobs SET bytes = x'';
+CREATE TABLE lockstore_checkpoints (
+  session_id      TEXT NOT NULL,
+  revision        INTEGER NOT NULL,
+  checkpoint_hash TEXT NOT NULL,
+  parent_session  TEXT,
+  parent_revision INTEGER,
+  metadata        BLOB,
+  created_ms      INTEGER NOT NULL,
+  PRIMARY KEY (session_id, revision)
+) WITHOUT ROWID;
+CREATE INDEX lockstore_checkpoints_by_hash ON lockstore_checkpoints (checkpoint_hash);
+CREATE INDEX lockstore_sessions_by_update ON lockstore_sessions (updated_ms);
+CREATE INDEX lockstore_claims_by_session ON lockstore_claims (session_id);
+INSERT INTO lockstore_checkpoints (session_id, revision, checkpoint_hash, created_ms)
+  SELECT session_id, head_revision, checkpoint_hash, updated_ms FROM lockstore_sessions;
+UPDATE lockstore_blobs SET refs = refs + (SELECT COUNT(*) FROM lockstore_sessions s WHERE s.checkpoint_hash = lockstore_blobs.hash)
+  WHERE hash IN (SELECT checkpoint_hash FROM lockstore_sessions);
+)sql";
+
+/// store_migrations[i] upgrades the store's tables from version i + 1 to i + 2.
+inline constexpr std::array<const char*, 1> store_migrations = {store_v2};
+inline constexpr int store_schema_version = static_cast<int>(store_migrations.size()) + 1;
+
+/// The store tables' version: 1 in a file from before lockstore_schema.
+inline std::int64_t store_schema(SqliteConnection& connection) {
+  {
+    // Two statements: one naming a table that does not exist fails to prepare.
+    auto exists = connection.prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'lockstore_schema'");
+    if (!exists.step()) return 1;
+  }
+  auto statement = connection.prepare("SELECT version FROM lockstore_schema WHERE component = 'store'");
+  if (!statement.step()) return 1;
+  return statement.int64(0);
+}
 
 /// PRAGMA application_id of a lockstore file ("LKST"), set by migrate().
 inline constexpr std::int64_t application_id = 0x4C4B5354;
@@ -185,22 +251,52 @@ inline void require_lockstore_file(SqliteConnection& connection) {
 /// Brings a writable file to the current schema version, creating it in an
 /// empty file. Safe when many processes open the same new file at once: the
 /// check is repeated under BEGIN IMMEDIATE.
+/// The store's tables are brought up too; a file whose store is newer than
+/// this build's is left as it is (its locks still work; SessionStore::open
+/// refuses it).
 inline void migrate(SqliteConnection& connection) {
-  if (connection.pragma_int("user_version") == schema_version) return;
+  const auto current = [&] {
+    return connection.pragma_int("user_version") == schema_version &&
+           store_schema(connection) >= store_schema_version;
+  };
+  if (current()) return;
   Transaction transaction(connection);
+  if (current()) return;
   const auto found = connection.pragma_int("user_version");
-  if (found == schema_version) return;
   if (found < 0 || found > schema_version) throw_unsupported_schema(connection, found);
   for (auto version = found; version < schema_version; ++version)
     connection.exec(migrations[static_cast<std::size_t>(version)]);
+  const auto store = store_schema(connection);
+  if (store < 1) throw_unsupported_schema(connection, found);
+  for (auto version = store; version < store_schema_version; ++version)
+    connection.exec(store_migrations[static_cast<std::size_t>(version - 1)]);
+  if (store < store_schema_version)
+    connection.exec(fmt::format("UPDATE lockstore_schema SET version = {} WHERE component = 'store'",
+                                store_schema_version));
   connection.exec(fmt::format("PRAGMA user_version = {}", schema_version));
   connection.exec(fmt::format("PRAGMA application_id = {}", application_id));
   transaction.commit();
 }
 
-/// A read-only file must already carry this build's schema.
+/// A read-only file must carry lock tables this build can read.
+/// Version 4's lock tables are version 5's (5 only added lockstore_schema),
+/// so a version 4 file is read as it is; its store reports version 1, which
+/// SessionStore::open refuses until the file is opened read-write once.
 inline void check_schema(const SqliteConnection& connection, std::int64_t found) {
-  if (found != schema_version) throw_unsupported_schema(connection, found);
+  if (found != schema_version && found != 4) throw_unsupported_schema(connection, found);
+}
+
+/// SessionStore::open's check: the store's tables are at this build's version.
+inline void check_store_schema(SqliteConnection& connection) {
+  const auto found = store_schema(connection);
+  if (found == store_schema_version) return;
+  throw Error(errc::unsupported_schema,
+              fmt::format("'{}' has lockstore store schema version {}; this build's SessionStore supports version "
+                          "{}{}",
+                          connection.path().string(), found, store_schema_version,
+                          found > store_schema_version ? " (the file was written by a newer lockstore; its locks "
+                                                         "still work)"
+                                                       : " (open the file read-write once to migrate it)"));
 }
 
 /// Switches to WAL. The switch needs an exclusive lock and SQLite does not

@@ -11,6 +11,10 @@
 #include "lockstore/store_types.hpp"
 
 #include <algorithm>
+#include <limits>
+#include <charconv>
+#include <iterator>
+#include <map>
 #include <optional>
 #include <set>
 #include <string>
@@ -20,15 +24,44 @@ namespace lockstore::detail::store {
 
 namespace sql {
 
-inline constexpr const char* head = "SELECT head_revision, checkpoint_hash FROM lockstore_sessions WHERE session_id = ?1";
+inline constexpr const char* head =
+    "SELECT head_revision, checkpoint_hash, updated_ms FROM lockstore_sessions WHERE session_id = ?1";
 inline constexpr const char* set_head = R"sql(
 INSERT INTO lockstore_sessions (session_id, head_revision, checkpoint_hash, updated_ms) VALUES (?1, ?2, ?3, ?4)
 ON CONFLICT (session_id) DO UPDATE SET
   head_revision = excluded.head_revision, checkpoint_hash = excluded.checkpoint_hash, updated_ms = excluded.updated_ms)sql";
-inline constexpr const char* sessions = "SELECT session_id, head_revision, checkpoint_hash FROM lockstore_sessions ORDER BY session_id";
+inline constexpr const char* sessions = R"sql(
+SELECT session_id, head_revision, checkpoint_hash, updated_ms FROM lockstore_sessions
+WHERE session_id > ?1 ORDER BY session_id LIMIT ?2)sql";
+inline constexpr const char* add_history = R"sql(
+INSERT INTO lockstore_checkpoints (session_id, revision, checkpoint_hash, parent_session, parent_revision, metadata,
+                                   created_ms)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7))sql";
+inline constexpr const char* trim_history =
+    "DELETE FROM lockstore_checkpoints WHERE session_id = ?1 AND revision <= ?2 RETURNING checkpoint_hash";
+inline constexpr const char* history = R"sql(
+SELECT revision, checkpoint_hash, parent_session, parent_revision, metadata, created_ms FROM lockstore_checkpoints
+WHERE session_id = ?1 AND revision < ?2 ORDER BY revision DESC LIMIT ?3)sql";
+inline constexpr const char* revision =
+    "SELECT checkpoint_hash, created_ms FROM lockstore_checkpoints WHERE session_id = ?1 AND revision = ?2";
+inline constexpr const char* delete_head = "DELETE FROM lockstore_sessions WHERE session_id = ?1 RETURNING checkpoint_hash";
+inline constexpr const char* delete_history =
+    "DELETE FROM lockstore_checkpoints WHERE session_id = ?1 RETURNING checkpoint_hash";
+inline constexpr const char* delete_nodes = "DELETE FROM lockstore_graph_nodes WHERE session_id = ?1";
+inline constexpr const char* delete_items = "DELETE FROM lockstore_work_items WHERE session_id = ?1";
+inline constexpr const char* delete_claims = "DELETE FROM lockstore_claims WHERE session_id = ?1";
+// A session with a live claim is being worked on, whenever it last committed.
+inline constexpr const char* idle_sessions = R"sql(
+SELECT session_id FROM lockstore_sessions s WHERE updated_ms < ?1
+  AND NOT EXISTS (SELECT 1 FROM lockstore_claims c WHERE c.session_id = s.session_id AND c.expires_ms > ?3)
+ORDER BY updated_ms LIMIT ?2)sql";
 
-inline constexpr const char* put_blob =
-    "INSERT INTO lockstore_blobs (hash, size, bytes) VALUES (?1, ?2, ?3) ON CONFLICT (hash) DO NOTHING";
+// The bytes have a table of their own (an update of `refs` rewrites a whole
+// row) and go in afterwards through incremental blob I/O (write_blob).
+inline constexpr const char* put_blob = R"sql(
+INSERT INTO lockstore_blobs (hash, size, bytes) VALUES (?1, ?2, x'') ON CONFLICT (hash) DO NOTHING
+RETURNING id)sql";
+inline constexpr const char* put_bytes = "INSERT INTO lockstore_blob_bytes (id, bytes) VALUES (?1, zeroblob(?2))";
 inline constexpr const char* count_blobs = "UPDATE lockstore_counters SET value = value + ?1 WHERE name = 'blobs'";
 // An unreferenced blob waits in the GC queue from (again) now: stored again,
 // it is wanted again.
@@ -46,17 +79,19 @@ inline constexpr const char* touch = "UPDATE lockstore_blobs SET touched_ms = ma
 inline constexpr const char* referenced = R"sql(
 SELECT EXISTS (SELECT 1 FROM lockstore_sessions WHERE checkpoint_hash = ?1)
     OR EXISTS (SELECT 1 FROM lockstore_pins WHERE hash = ?1 AND count > 0)
-    OR EXISTS (SELECT 1 FROM lockstore_blob_parts WHERE part_hash = ?1))sql";
+    OR EXISTS (SELECT 1 FROM lockstore_blob_parts WHERE part_hash = ?1)
+    OR EXISTS (SELECT 1 FROM lockstore_checkpoints WHERE checkpoint_hash = ?1))sql";
 inline constexpr const char* recount = R"sql(
 UPDATE lockstore_blobs SET refs =
     (SELECT COUNT(*) FROM lockstore_sessions WHERE checkpoint_hash = ?1)
   + COALESCE((SELECT count FROM lockstore_pins WHERE hash = ?1 AND count > 0), 0)
   + (SELECT COUNT(*) FROM lockstore_blob_parts WHERE part_hash = ?1)
+  + (SELECT COUNT(*) FROM lockstore_checkpoints WHERE checkpoint_hash = ?1)
 WHERE hash = ?1)sql";
 inline constexpr const char* queue_blob = R"sql(
 INSERT INTO lockstore_gc_queue (hash, since_ms) VALUES (?1, ?2)
 ON CONFLICT (hash) DO UPDATE SET since_ms = max(since_ms, excluded.since_ms))sql";
-inline constexpr const char* get_blob = "SELECT bytes FROM lockstore_blobs WHERE hash = ?1";
+inline constexpr const char* get_blob = "SELECT id FROM lockstore_blobs WHERE hash = ?1";
 inline constexpr const char* blob_exists = "SELECT 1 FROM lockstore_blobs WHERE hash = ?1";
 inline constexpr const char* add_part =
     "INSERT OR IGNORE INTO lockstore_blob_parts (manifest_hash, part_hash) VALUES (?1, ?2)";
@@ -71,9 +106,12 @@ inline constexpr const char* gc_unqueue = "DELETE FROM lockstore_gc_queue WHERE 
 inline constexpr const char* gc_refs = "SELECT refs FROM lockstore_blobs WHERE hash = ?1";
 inline constexpr const char* gc_parts = "SELECT part_hash FROM lockstore_blob_parts WHERE manifest_hash = ?1";
 inline constexpr const char* gc_drop_parts = "DELETE FROM lockstore_blob_parts WHERE manifest_hash = ?1";
+inline constexpr const char* gc_delete_bytes =
+    "DELETE FROM lockstore_blob_bytes WHERE id = (SELECT id FROM lockstore_blobs WHERE hash = ?1)";
 inline constexpr const char* gc_delete = "DELETE FROM lockstore_blobs WHERE hash = ?1";
+// Every head has its row in the history: the history rows and the pins.
 inline constexpr const char* gc_roots = R"sql(
-SELECT (SELECT COUNT(*) FROM lockstore_sessions) + (SELECT COUNT(*) FROM lockstore_pins WHERE count > 0),
+SELECT (SELECT COUNT(*) FROM lockstore_checkpoints) + (SELECT COUNT(*) FROM lockstore_pins WHERE count > 0),
        (SELECT value FROM lockstore_counters WHERE name = 'blobs'))sql";
 
 // Only an item no claim holds absorbs new work: one being processed may
@@ -112,7 +150,8 @@ inline constexpr const char* drop_expired_claims = R"sql(
 DELETE FROM lockstore_claims WHERE expires_ms <= ?1
   AND NOT EXISTS (SELECT 1 FROM lockstore_work_items w WHERE w.claim_token = lockstore_claims.token))sql";
 inline constexpr const char* pending = R"sql(
-SELECT id, payload, dedupe_key, attempts FROM lockstore_work_items WHERE session_id = ?1 ORDER BY id)sql";
+SELECT id, payload, dedupe_key, attempts FROM lockstore_work_items WHERE session_id = ?1 AND id > ?2
+ORDER BY id LIMIT ?3)sql";
 
 inline constexpr const char* node_exists =
     "SELECT 1 FROM lockstore_graph_nodes WHERE session_id = ?1 AND node_id = ?2";
@@ -121,8 +160,8 @@ inline constexpr const char* named_as_parent =
 inline constexpr const char* add_node =
     "INSERT INTO lockstore_graph_nodes (session_id, node_id, parent_id, payload) VALUES (?1, ?2, ?3, ?4)";
 inline constexpr const char* graph = R"sql(
-SELECT node_id, parent_id, payload FROM lockstore_graph_nodes
-WHERE session_id = ?1 AND tombstoned = 0 ORDER BY seq)sql";
+SELECT node_id, parent_id, payload, seq FROM lockstore_graph_nodes
+WHERE session_id = ?1 AND tombstoned = 0 AND seq > ?2 ORDER BY seq LIMIT ?3)sql";
 // Walks from the leaf to the root through the (session_id, node_id) unique
 // index; tombstoned nodes are walked through (the caller drops them). No
 // path is longer than the session has nodes, so the walk stops there even
@@ -176,6 +215,52 @@ inline std::int64_t epoch_ms(std::chrono::system_clock::time_point time) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(time.time_since_epoch()).count();
 }
 
+inline std::chrono::system_clock::time_point from_epoch_ms(std::int64_t ms) {
+  return std::chrono::system_clock::time_point(std::chrono::milliseconds(ms));
+}
+
+/// Entries a listing returns at most per page.
+inline constexpr std::size_t max_page = 10'000;
+
+inline void require_page(const PageRequest& page, std::string_view operation) {
+  if (page.limit == 0 || page.limit > max_page)
+    throw Error(errc::invalid_argument,
+                fmt::format("{}: PageRequest::limit must be 1 to {}, got {}", operation, max_page, page.limit));
+}
+
+/// A numeric cursor (a position after which a listing goes on); `none` for
+/// an empty one.
+inline std::int64_t numeric_cursor(const PageRequest& page, std::string_view operation, std::int64_t none) {
+  if (page.cursor.empty()) return none;
+  std::int64_t value = 0;
+  const auto* end = page.cursor.data() + page.cursor.size();
+  const auto [stop, failure] = std::from_chars(page.cursor.data(), end, value);
+  if (failure != std::errc{} || stop != end || value < 0)
+    throw Error(errc::invalid_argument,
+                fmt::format("{}: '{:.40}' is not a cursor this listing returned", operation, page.cursor));
+  return value;
+}
+
+/// The SHA-256 of every part and of the manifest naming them: computed
+/// before the write transaction, so the file's write lock is not held while
+/// large parts are hashed.
+struct HashedCheckpoint {
+  Checkpoint checkpoint;
+  std::string manifest;
+  BlobRef manifest_ref;
+};
+
+inline HashedCheckpoint hash_checkpoint(const std::map<std::string, std::string>& parts) {
+  HashedCheckpoint hashed;
+  for (const auto& [name, bytes] : parts) {
+    if (name.empty()) throw Error(errc::invalid_argument, "checkpoint part names must not be empty");
+    hashed.checkpoint.parts.emplace(name, BlobRef{sha256_hex(bytes)});
+  }
+  hashed.manifest = encode_manifest(hashed.checkpoint);
+  hashed.manifest_ref = BlobRef{sha256_hex(hashed.manifest)};
+  return hashed;
+}
+
 // --- blobs ------------------------------------------------------------------
 
 // Reference counting. A blob's `refs` counts the session heads naming it,
@@ -201,15 +286,23 @@ inline void drop_ref(SqliteConnection& connection, const std::string& hash, std:
   if (queue_since) connection.prepare(sql::queue_blob).bind(1, hash).bind(2, *queue_since).run();
 }
 
-/// Stores the bytes unless present. `referenced`: the caller references the
-/// blob in the same transaction (a commit's parts and manifest); otherwise
-/// it waits in the GC queue, from now, until something references it.
-inline BlobRef put_blob(SqliteConnection& connection, std::string_view bytes, bool referenced = false) {
-  BlobRef ref{sha256_hex(bytes)};
+/// Stores the bytes, whose SHA-256 is `ref`, unless present; SQLite keeps
+/// no second copy of them (incremental blob I/O). `referenced`: the caller
+/// references the blob in the same transaction (a commit's parts and
+/// manifest); otherwise it waits in the GC queue, from now, until something
+/// references it.
+inline BlobRef put_blob(SqliteConnection& connection, const BlobRef& ref, std::string_view bytes,
+                        bool referenced = false) {
+  std::optional<std::int64_t> inserted;
   {
     auto statement = connection.prepare(sql::put_blob);
-    statement.bind(1, ref.hash).bind(2, static_cast<std::int64_t>(bytes.size())).bind_blob(3, bytes);
-    if (statement.run() == 1) connection.prepare(sql::count_blobs).bind(1, std::int64_t{1}).run();
+    statement.bind(1, ref.hash).bind(2, static_cast<std::int64_t>(bytes.size()));
+    if (statement.step()) inserted = statement.int64(0);
+  }
+  if (inserted) {
+    connection.prepare(sql::put_bytes).bind(1, *inserted).bind(2, static_cast<std::int64_t>(bytes.size())).run();
+    connection.write_blob("lockstore_blob_bytes", "bytes", *inserted, bytes);
+    connection.prepare(sql::count_blobs).bind(1, std::int64_t{1}).run();
   }
   if (!referenced) {
     const auto now = wall_clock_ms();
@@ -219,13 +312,24 @@ inline BlobRef put_blob(SqliteConnection& connection, std::string_view bytes, bo
   return ref;
 }
 
+/// As above, hashing the bytes here (inside the caller's transaction, if any).
+inline BlobRef put_blob(SqliteConnection& connection, std::string_view bytes, bool referenced = false) {
+  return put_blob(connection, BlobRef{sha256_hex(bytes)}, bytes, referenced);
+}
+
 /// The bytes of a blob, checked against its hash (errc::corrupt_data if they
-/// no longer match), or std::nullopt if there is no such blob.
+/// no longer match), or std::nullopt if there is no such blob. It finds the
+/// row, then reads its bytes through a blob handle: call it inside a
+/// transaction, so both see one snapshot.
 inline std::optional<std::string> get_blob(SqliteConnection& connection, const BlobRef& ref) {
-  auto statement = connection.prepare(sql::get_blob);
-  statement.bind(1, ref.hash);
-  if (!statement.step()) return std::nullopt;
-  auto bytes = statement.blob(0);
+  std::int64_t id = 0;
+  {
+    auto statement = connection.prepare(sql::get_blob);
+    statement.bind(1, ref.hash);
+    if (!statement.step()) return std::nullopt;
+    id = statement.int64(0);
+  }
+  auto bytes = connection.read_blob("lockstore_blob_bytes", "bytes", id);
   if (sha256_hex(bytes) != ref.hash)
     throw Error(errc::corrupt_data, fmt::format("blob {} in '{}' does not match its hash", ref.hash,
                                                 connection.path().string()));
@@ -239,15 +343,12 @@ inline bool blob_exists(SqliteConnection& connection, const std::string& hash) {
 }
 
 /// Stores the parts and the manifest naming them; returns the manifest's ref.
-inline BlobRef put_checkpoint(SqliteConnection& connection, const std::map<std::string, std::string>& parts) {
-  Checkpoint checkpoint;
-  for (const auto& [name, bytes] : parts) {
-    if (name.empty()) throw Error(errc::invalid_argument, "checkpoint part names must not be empty");
-    checkpoint.parts.emplace(name, put_blob(connection, bytes, true));
-  }
-  const auto manifest = put_blob(connection, encode_manifest(checkpoint), true);
+inline BlobRef put_checkpoint(SqliteConnection& connection, const std::map<std::string, std::string>& parts,
+                              const HashedCheckpoint& hashed) {
+  for (const auto& [name, bytes] : parts) put_blob(connection, hashed.checkpoint.parts.at(name), bytes, true);
+  const auto manifest = put_blob(connection, hashed.manifest_ref, hashed.manifest, true);
   // A manifest stored before already counts for its parts.
-  for (const auto& [name, part] : checkpoint.parts)
+  for (const auto& [name, part] : hashed.checkpoint.parts)
     if (connection.prepare(sql::add_part).bind(1, manifest.hash).bind(2, part.hash).run() == 1)
       add_ref(connection, part.hash);
   return manifest;
@@ -307,6 +408,7 @@ inline GcBatch gc_batch(SqliteConnection& connection, std::int64_t cutoff_ms, st
     // that now have no reference left are due in the next batch.
     for (const auto& part : parts) drop_ref(connection, part, since_ms);
     batch.more = batch.more || !parts.empty();
+    connection.prepare(sql::gc_delete_bytes).bind(1, hash).run();
     batch.deleted += static_cast<std::size_t>(connection.prepare(sql::gc_delete).bind(1, hash).run());
     if (std::chrono::steady_clock::now() - started >= budget) break;
   }
@@ -324,11 +426,35 @@ inline GcReport gc_report(SqliteConnection& connection, std::size_t deleted) {
   return GcReport{static_cast<std::size_t>(statement.int64(0)), static_cast<std::size_t>(statement.int64(1)), deleted};
 }
 
+/// The parts of checkpoint `ref` (revision `revision` of the session), read
+/// in the caller's read transaction; errc::corrupt_data when the checkpoint
+/// or a part is missing or does not match its hash.
+inline std::map<std::string, std::string> read_parts(SqliteConnection& connection, const std::string& session_id,
+                                                     std::uint64_t revision, const BlobRef& ref) {
+  const auto missing = [&](std::string_view what, const BlobRef& missing_ref) {
+    return Error(errc::corrupt_data, fmt::format("session '{}' revision {} in '{}': {} {} is missing", session_id,
+                                                 revision, connection.path().string(), what, missing_ref.hash));
+  };
+  auto manifest = get_blob(connection, ref);
+  if (!manifest) throw missing("its checkpoint", ref);
+  std::map<std::string, std::string> parts;
+  for (auto& [name, part] : decode_manifest(*manifest).parts) {
+    auto bytes = get_blob(connection, part);
+    if (!bytes) throw missing(fmt::format("part '{}'", name), part);
+    parts.emplace(name, std::move(*bytes));
+  }
+  return parts;
+}
+
+inline SessionHead read_head(const Statement& row, std::string session_id, int first_column = 0) {
+  return SessionHead{std::move(session_id), static_cast<std::uint64_t>(row.int64(first_column)),
+                     BlobRef{row.text(first_column + 1)}, from_epoch_ms(row.int64(first_column + 2))};
+}
+
 /// The session's head and its checkpoint's parts, read in one read
 /// transaction, so all of it comes from one snapshot of the file whatever
 /// other connections commit or collect meanwhile. std::nullopt for an
-/// unknown session; errc::corrupt_data when the checkpoint or a part is
-/// missing or does not match its hash.
+/// unknown session.
 inline std::optional<SessionSnapshot> load_snapshot(SqliteConnection& connection, const std::string& session_id) {
   auto transaction = Transaction::read(connection);
   SessionSnapshot snapshot;
@@ -336,22 +462,83 @@ inline std::optional<SessionSnapshot> load_snapshot(SqliteConnection& connection
     auto head = connection.prepare(sql::head);
     head.bind(1, session_id);
     if (!head.step()) return std::nullopt;
-    snapshot.head = SessionHead{session_id, static_cast<std::uint64_t>(head.int64(0)), BlobRef{head.text(1)}};
+    snapshot.head = read_head(head, session_id);
   }
-  const auto missing = [&](std::string_view what, const BlobRef& ref) {
-    return Error(errc::corrupt_data, fmt::format("session '{}' revision {} in '{}': {} {} is missing", session_id,
-                                                 snapshot.head.head_revision, connection.path().string(), what,
-                                                 ref.hash));
-  };
-  auto manifest = get_blob(connection, snapshot.head.checkpoint_ref);
-  if (!manifest) throw missing("its checkpoint", snapshot.head.checkpoint_ref);
-  for (auto& [name, ref] : decode_manifest(*manifest).parts) {
-    auto bytes = get_blob(connection, ref);
-    if (!bytes) throw missing(fmt::format("part '{}'", name), ref);
-    snapshot.parts.emplace(name, std::move(*bytes));
-  }
+  snapshot.parts = read_parts(connection, session_id, snapshot.head.head_revision, snapshot.head.checkpoint_ref);
   transaction.commit();
   return snapshot;
+}
+
+/// Revision `revision` of the session from its history, as load_snapshot
+/// reads the head (head.updated_at: when that revision was committed).
+/// std::nullopt when the history does not hold it.
+inline std::optional<SessionSnapshot> load_revision(SqliteConnection& connection, const std::string& session_id,
+                                                    std::uint64_t revision) {
+  auto transaction = Transaction::read(connection);
+  SessionSnapshot snapshot;
+  {
+    auto row = connection.prepare(sql::revision);
+    row.bind(1, session_id).bind(2, static_cast<std::int64_t>(revision));
+    if (!row.step()) return std::nullopt;
+    snapshot.head = SessionHead{session_id, revision, BlobRef{row.text(0)}, from_epoch_ms(row.int64(1))};
+  }
+  snapshot.parts = read_parts(connection, session_id, revision, snapshot.head.checkpoint_ref);
+  transaction.commit();
+  return snapshot;
+}
+
+/// A page of the session's history, newest first.
+inline Page<CheckpointInfo> history(SqliteConnection& connection, const std::string& session_id,
+                                    const PageRequest& page) {
+  const auto before = numeric_cursor(page, "SessionStore::history", std::numeric_limits<std::int64_t>::max());
+  auto statement = connection.prepare(sql::history);
+  statement.bind(1, session_id).bind(2, before).bind(3, static_cast<std::int64_t>(page.limit) + 1);
+  Page<CheckpointInfo> result;
+  while (statement.step()) {
+    if (result.items.size() == page.limit) {
+      result.next = std::to_string(result.items.back().revision);
+      break;
+    }
+    result.items.push_back(CheckpointInfo{
+        session_id, static_cast<std::uint64_t>(statement.int64(0)), BlobRef{statement.text(1)},
+        statement.is_null(3) ? std::nullopt : std::optional<std::uint64_t>(statement.int64(3)),
+        statement.is_null(2) ? session_id : statement.text(2),
+        statement.is_null(4) ? std::nullopt : std::optional<std::string>(statement.blob(4)),
+        from_epoch_ms(statement.int64(5))});
+  }
+  return result;
+}
+
+/// Every page of a listing, read in one read transaction.
+template <class ReadPage>
+auto all_pages(SqliteConnection& connection, ReadPage read_page) {
+  auto transaction = Transaction::read(connection);
+  PageRequest page{max_page, {}};
+  auto first = read_page(page);
+  auto result = std::move(first.items);
+  for (auto next = std::move(first.next); next;) {
+    page.cursor = *next;
+    auto more = read_page(page);
+    std::move(more.items.begin(), more.items.end(), std::back_inserter(result));
+    next = std::move(more.next);
+  }
+  transaction.commit();
+  return result;
+}
+
+/// A page of every session's head, by session id.
+inline Page<SessionHead> sessions(SqliteConnection& connection, const PageRequest& page) {
+  auto statement = connection.prepare(sql::sessions);
+  statement.bind(1, page.cursor).bind(2, static_cast<std::int64_t>(page.limit) + 1);
+  Page<SessionHead> result;
+  while (statement.step()) {
+    if (result.items.size() == page.limit) {
+      result.next = result.items.back().session_id;
+      break;
+    }
+    result.items.push_back(read_head(statement, statement.text(0), 1));
+  }
+  return result;
 }
 
 // --- work queue ---------------------------------------------------------------
@@ -428,12 +615,19 @@ inline void complete_claim(SqliteConnection& connection, const Claim& claim) {
   connection.prepare(sql::drop_claim).bind(1, claim.token).run();
 }
 
-inline std::vector<WorkItem> pending(SqliteConnection& connection, const std::string& session_id) {
+inline Page<WorkItem> pending(SqliteConnection& connection, const std::string& session_id, const PageRequest& page) {
   auto statement = connection.prepare(sql::pending);
-  statement.bind(1, session_id);
-  std::vector<WorkItem> items;
-  while (statement.step()) items.push_back(read_item(statement, session_id));
-  return items;
+  statement.bind(1, session_id).bind(2, numeric_cursor(page, "SessionStore::pending", 0))
+      .bind(3, static_cast<std::int64_t>(page.limit) + 1);
+  Page<WorkItem> result;
+  while (statement.step()) {
+    if (result.items.size() == page.limit) {
+      result.next = std::to_string(result.items.back().id);
+      break;
+    }
+    result.items.push_back(read_item(statement, session_id));
+  }
+  return result;
 }
 
 // --- graph --------------------------------------------------------------------
@@ -497,18 +691,67 @@ inline std::vector<GraphNode> active_path(SqliteConnection& connection, const st
   return path;
 }
 
-inline std::vector<GraphNode> read_nodes(Statement& statement) {
-  std::vector<GraphNode> nodes;
-  while (statement.step())
-    nodes.push_back(GraphNode{statement.text(0),
-                              statement.is_null(1) ? std::nullopt : std::optional<std::string>(statement.text(1)),
-                              statement.blob(2)});
-  return nodes;
+/// A page of the session's live nodes in insertion order (the cursor is
+/// the insertion position of the last node returned).
+inline Page<GraphNode> load_graph(SqliteConnection& connection, const std::string& session_id,
+                                  const PageRequest& page) {
+  auto statement = connection.prepare(sql::graph);
+  statement.bind(1, session_id).bind(2, numeric_cursor(page, "SessionStore::load_graph", 0))
+      .bind(3, static_cast<std::int64_t>(page.limit) + 1);
+  Page<GraphNode> result;
+  std::int64_t last_seq = 0;
+  while (statement.step()) {
+    if (result.items.size() == page.limit) {
+      result.next = std::to_string(last_seq);
+      break;
+    }
+    result.items.push_back(GraphNode{statement.text(0),
+                                     statement.is_null(1) ? std::nullopt
+                                                          : std::optional<std::string>(statement.text(1)),
+                                     statement.blob(2)});
+    last_seq = statement.int64(3);
+  }
+  return result;
 }
 
 // --- commit -------------------------------------------------------------------
 
-inline CommitResult commit(SqliteConnection& connection, const CommitRequest& request) {
+/// Adds the history row of a new head and keeps the session's last `keep`.
+inline void record_history(SqliteConnection& connection, const std::string& session_id, std::uint64_t revision,
+                           const BlobRef& checkpoint, const std::string* parent_session,
+                           std::optional<std::uint64_t> parent_revision, const std::optional<std::string>& metadata,
+                           std::int64_t now, std::size_t keep) {
+  auto insert = connection.prepare(sql::add_history);
+  insert.bind(1, session_id).bind(2, static_cast<std::int64_t>(revision)).bind(3, checkpoint.hash);
+  if (parent_session != nullptr) {
+    insert.bind(4, *parent_session);
+  } else {
+    insert.bind_null(4);
+  }
+  if (parent_revision) {
+    insert.bind(5, static_cast<std::int64_t>(*parent_revision));
+  } else {
+    insert.bind_null(5);
+  }
+  if (metadata) {
+    insert.bind_blob(6, *metadata);
+  } else {
+    insert.bind_null(6);
+  }
+  insert.bind(7, now).run();
+  add_ref(connection, checkpoint.hash);
+  if (revision <= keep) return;
+  std::vector<std::string> dropped;
+  {
+    auto trim = connection.prepare(sql::trim_history);
+    trim.bind(1, session_id).bind(2, static_cast<std::int64_t>(revision - keep));
+    while (trim.step()) dropped.push_back(trim.text(0));
+  }
+  for (const auto& hash : dropped) drop_ref(connection, hash, now);
+}
+
+inline CommitResult commit(SqliteConnection& connection, const CommitRequest& request, const HashedCheckpoint& hashed,
+                           std::size_t keep_history) {
   require_id("session id", request.session_id);
   if (request.complete_claim && request.complete_claim->session_id != request.session_id)
     throw Error(errc::invalid_argument,
@@ -529,7 +772,7 @@ inline CommitResult commit(SqliteConnection& connection, const CommitRequest& re
     throw Error(errc::head_revision_conflict,
                 fmt::format("session '{}': commit expected head revision {} but found {}", request.session_id,
                             request.expected_head_revision, found));
-  const auto checkpoint = put_checkpoint(connection, request.parts);
+  const auto checkpoint = put_checkpoint(connection, request.parts, hashed);
   append_nodes(connection, request.session_id, request.append_nodes);
   if (request.complete_claim) complete_claim(connection, *request.complete_claim);
   for (const auto& draft : request.enqueue) enqueue(connection, request.session_id, draft);
@@ -541,8 +784,86 @@ inline CommitResult commit(SqliteConnection& connection, const CommitRequest& re
     add_ref(connection, checkpoint.hash);
     if (previous) drop_ref(connection, *previous, now);  // superseded: collectable after the grace period
   }
+  record_history(connection, request.session_id, revision, checkpoint, nullptr,
+                 found == 0 ? std::nullopt : std::optional<std::uint64_t>(found), request.metadata, now, keep_history);
   transaction.commit();
   return CommitResult{revision, checkpoint};
+}
+
+/// Creates session `target` at revision 1 on the checkpoint of `source`'s
+/// revision `revision`, in one transaction. The checkpoint is shared, not
+/// copied; the graph and the queue are not forked.
+inline CommitResult fork(SqliteConnection& connection, const std::string& source, std::uint64_t revision,
+                         const std::string& target, const std::optional<std::string>& metadata,
+                         std::size_t keep_history) {
+  require_id("session id", source);
+  require_id("session id", target);
+  Transaction transaction(connection);
+  BlobRef checkpoint;
+  {
+    auto row = connection.prepare(sql::revision);
+    row.bind(1, source).bind(2, static_cast<std::int64_t>(revision));
+    if (!row.step())
+      throw Error(errc::invalid_argument,
+                  fmt::format("cannot fork session '{}' at revision {}: its history does not hold that revision "
+                              "(StoreOptions::history keeps the last ones only)",
+                              source, revision));
+    checkpoint = BlobRef{row.text(0)};
+  }
+  {
+    auto head = connection.prepare(sql::head);
+    head.bind(1, target);
+    if (head.step())
+      throw Error(errc::head_revision_conflict,
+                  fmt::format("cannot fork into session '{}': it exists (head revision {}); a fork starts a new "
+                              "session",
+                              target, head.int64(0)));
+  }
+  const auto now = wall_clock_ms();
+  connection.prepare(sql::set_head).bind(1, target).bind(2, std::int64_t{1}).bind(3, checkpoint.hash).bind(4, now)
+      .run();
+  add_ref(connection, checkpoint.hash);
+  record_history(connection, target, 1, checkpoint, &source, revision, metadata, now, keep_history);
+  transaction.commit();
+  return CommitResult{1, checkpoint};
+}
+
+/// Deletes the session's head, history, graph, queue items and claims in
+/// the caller's transaction; its blobs lose those references (and go to
+/// gc()). False if the session had none of these.
+inline bool delete_session(SqliteConnection& connection, const std::string& session_id) {
+  const auto now = wall_clock_ms();
+  bool found = false;
+  for (const char* statement_sql : {sql::delete_head, sql::delete_history}) {
+    std::vector<std::string> dropped;
+    {
+      auto statement = connection.prepare(statement_sql);
+      statement.bind(1, session_id);
+      while (statement.step()) dropped.push_back(statement.text(0));
+    }
+    found = found || !dropped.empty();
+    for (const auto& hash : dropped) drop_ref(connection, hash, now);
+  }
+  for (const char* statement_sql : {sql::delete_nodes, sql::delete_items, sql::delete_claims})
+    found = connection.prepare(statement_sql).bind(1, session_id).run() > 0 || found;
+  return found;
+}
+
+/// Deletes up to `max_sessions` sessions whose head last moved before
+/// `cutoff_ms` and that no live claim works on, in one transaction; returns
+/// how many.
+inline std::size_t delete_idle_sessions(SqliteConnection& connection, std::int64_t cutoff_ms,
+                                        std::size_t max_sessions) {
+  Transaction transaction(connection);
+  std::vector<std::string> idle;
+  {
+    auto statement = connection.prepare(sql::idle_sessions);
+    statement.bind(1, cutoff_ms).bind(2, static_cast<std::int64_t>(max_sessions)).bind(3, wall_clock_ms());
+    while (statement.step()) idle.push_back(statement.text(0));
+  }
+  for (const auto& session_id : idle) delete_session(connection, session_id);
+  transaction.commit();
+  return idle.size();
 }
 
 }  // namespace lockstore::detail::store
