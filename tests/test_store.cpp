@@ -14,17 +14,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-template <class F>
-asio::awaitable<std::optional<Error>> error_of(F make) {
-  try {
-    auto operation = make();
-    co_await std::move(operation);
-  } catch (const Error& error) {
-    co_return error;
-  }
-  co_return std::nullopt;
-}
-
 WorkDraft draft(std::string payload, std::optional<std::string> dedupe = std::nullopt) {
   WorkDraft result;
   result.payload = std::move(payload);

@@ -18,17 +18,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-template <class F>
-asio::awaitable<std::optional<Error>> error_of(F make) {
-  try {
-    auto operation = make();
-    co_await std::move(operation);
-  } catch (const Error& error) {
-    co_return error;
-  }
-  co_return std::nullopt;
-}
-
 PageRequest page_of(std::size_t limit, std::string cursor = {}) {
   PageRequest page;
   page.limit = limit;

@@ -81,6 +81,24 @@ TEST_CASE("torture checker: a killed holder ends its hold, and a slow recovery i
   CHECK(mentions(slow, "the next hold began only"));
 }
 
+TEST_CASE("torture checker: a holder that enters after its kill was sent, before it was reaped, was killed holding",
+          "[torture]") {
+  // Seen under load: the kill's t_sent was taken, then the holder took its
+  // t_held and wrote its enter line before the signal landed.
+  const auto raced = check(
+      "enter 10 1 0 2500\nkill 10 2000 3000\n"
+      "enter 11 2 100 400000000\nexit 11 2 400001000\n");
+  CHECK(raced.ok());
+  CHECK(raced.holder_kills == 1);
+  const auto after_reaped = check("enter 10 1 0 3500\nkill 10 2000 3000\n");
+  CHECK(mentions(after_reaped, "neither exited nor was killed"));
+  // The killed hold lasts until the reaping: a hold that began before it overlaps.
+  const auto overlap = check(
+      "enter 10 1 0 1000\nkill 10 2000 300000000\n"
+      "enter 11 2 100 250000000\nexit 11 2 250001000\n");
+  CHECK_FALSE(overlap.ok());
+}
+
 TEST_CASE("torture checker: a hold that neither exits nor is killed, and a stray exit, are violations", "[torture]") {
   const auto open = check("enter 10 1 0 1000\n");
   CHECK(mentions(open, "neither exited nor was killed"));

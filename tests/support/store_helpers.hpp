@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include <filesystem>
+#include <optional>
 #include <string>
 
 namespace lockstore::test {
@@ -46,6 +47,18 @@ SELECT (SELECT value FROM lockstore_counters WHERE name = 'blobs') - (SELECT COU
     return errors;
   });
   co_return co_await std::move(checking);
+}
+
+/// The lockstore::Error that awaiting `make()` throws, or std::nullopt.
+template <class F>
+asio::awaitable<std::optional<Error>> error_of(F make) {
+  try {
+    auto operation = make();
+    co_await std::move(operation);
+  } catch (const Error& error) {
+    co_return error;
+  }
+  co_return std::nullopt;
 }
 
 /// A commit of one part named "state".

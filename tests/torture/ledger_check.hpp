@@ -9,8 +9,10 @@
 //   exit  <pid> <fence> <t_exit>            still holding at t_exit, about to release
 //   kill  <pid> <t_sent> <t_dead>           SIGKILL sent at t_sent, reaped at t_dead
 //
-// A hold is the interval [t_held, t_exit], or [t_held, t_sent] for a holder
-// killed before its exit line. The checker proves:
+// A hold is the interval [t_held, t_exit], or [t_held, t_dead] for a holder
+// killed before its exit line. A holder runs on until the signal lands, after
+// t_sent: its enter line may carry a t_held later than t_sent, never one later
+// than t_dead. The checker proves:
 //   - no two holds overlap, except where the earlier holder outlived its own
 //     lease (the later hold began at or after the earlier t_call + TTL: the
 //     lease may have expired, which the contract allows; counted, reported);
@@ -152,14 +154,16 @@ inline LedgerReport check_lock_ledger(const std::string& path, std::int64_t ttl_
     }
   }
   report.kills = kills.size();
-  // A kill ends its process's open hold, if it had one.
+  // A kill ends its process's open hold, if it had one: one entered before
+  // the process was reaped (the signal lands some time after t_sent, and the
+  // holder may enter meanwhile), ending at the latest when it was reaped.
   for (const auto& kill : kills) {
     const auto it = by_pid.find(kill.pid);
     if (it == by_pid.end()) continue;
     for (const std::size_t index : it->second) {
       auto& hold = holds[index];
-      if (hold.t_end == 0 && hold.t_held <= kill.t_sent) {
-        hold.t_end = kill.t_sent;
+      if (hold.t_end == 0 && hold.t_held <= kill.t_dead) {
+        hold.t_end = kill.t_dead;
         hold.killed = true;
         hold.t_kill = kill.t_sent;
         ++report.holder_kills;
