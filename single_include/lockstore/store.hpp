@@ -747,26 +747,40 @@ inline std::optional<SessionSnapshot> load_revision(SqliteConnection& connection
   return snapshot;
 }
 
+/// Up to `limit` entries from a statement that asked for limit + 1 rows:
+/// `entry` makes one of the current row, `position` its cursor. A row past
+/// the limit means another page, which starts after the last entry returned.
+template <class T, class Entry, class Position>
+Page<T> read_page(Statement& statement, std::size_t limit, Entry entry, Position position) {
+  Page<T> result;
+  std::string last;
+  while (statement.step()) {
+    if (result.items.size() == limit) {
+      result.next = std::move(last);
+      break;
+    }
+    last = position(statement);
+    result.items.push_back(entry(statement));
+  }
+  return result;
+}
+
 /// A page of the session's history, newest first.
 inline Page<CheckpointInfo> history(SqliteConnection& connection, const std::string& session_id,
                                     const PageRequest& page) {
   const auto before = numeric_cursor(page, "SessionStore::history", std::numeric_limits<std::int64_t>::max());
   auto statement = connection.prepare(sql::history);
   statement.bind(1, session_id).bind(2, before).bind(3, static_cast<std::int64_t>(page.limit) + 1);
-  Page<CheckpointInfo> result;
-  while (statement.step()) {
-    if (result.items.size() == page.limit) {
-      result.next = std::to_string(result.items.back().revision);
-      break;
-    }
-    result.items.push_back(CheckpointInfo{
-        session_id, static_cast<std::uint64_t>(statement.int64(0)), BlobRef{statement.text(1)},
-        statement.is_null(3) ? std::nullopt : std::optional<std::uint64_t>(statement.int64(3)),
-        statement.is_null(2) ? session_id : statement.text(2),
-        statement.is_null(4) ? std::nullopt : std::optional<std::string>(statement.blob(4)),
-        from_epoch_ms(statement.int64(5))});
-  }
-  return result;
+  return read_page<CheckpointInfo>(
+      statement, page.limit,
+      [&](const Statement& row) {
+        return CheckpointInfo{session_id, static_cast<std::uint64_t>(row.int64(0)), BlobRef{row.text(1)},
+                              row.is_null(3) ? std::nullopt : std::optional<std::uint64_t>(row.int64(3)),
+                              row.is_null(2) ? session_id : row.text(2),
+                              row.is_null(4) ? std::nullopt : std::optional<std::string>(row.blob(4)),
+                              from_epoch_ms(row.int64(5))};
+      },
+      [](const Statement& row) { return std::to_string(row.int64(0)); });
 }
 
 /// Every page of a listing, read in one read transaction.
@@ -790,15 +804,9 @@ auto all_pages(SqliteConnection& connection, ReadPage read_page) {
 inline Page<SessionHead> sessions(SqliteConnection& connection, const PageRequest& page) {
   auto statement = connection.prepare(sql::sessions);
   statement.bind(1, page.cursor).bind(2, static_cast<std::int64_t>(page.limit) + 1);
-  Page<SessionHead> result;
-  while (statement.step()) {
-    if (result.items.size() == page.limit) {
-      result.next = result.items.back().session_id;
-      break;
-    }
-    result.items.push_back(read_head(statement, statement.text(0), 1));
-  }
-  return result;
+  return read_page<SessionHead>(
+      statement, page.limit, [](const Statement& row) { return read_head(row, row.text(0), 1); },
+      [](const Statement& row) { return row.text(0); });
 }
 
 // --- work queue ---------------------------------------------------------------
@@ -879,15 +887,9 @@ inline Page<WorkItem> pending(SqliteConnection& connection, const std::string& s
   auto statement = connection.prepare(sql::pending);
   statement.bind(1, session_id).bind(2, numeric_cursor(page, "SessionStore::pending", 0))
       .bind(3, static_cast<std::int64_t>(page.limit) + 1);
-  Page<WorkItem> result;
-  while (statement.step()) {
-    if (result.items.size() == page.limit) {
-      result.next = std::to_string(result.items.back().id);
-      break;
-    }
-    result.items.push_back(read_item(statement, session_id));
-  }
-  return result;
+  return read_page<WorkItem>(
+      statement, page.limit, [&](const Statement& row) { return read_item(row, session_id); },
+      [](const Statement& row) { return std::to_string(row.int64(0)); });
 }
 
 // --- graph --------------------------------------------------------------------
@@ -958,20 +960,13 @@ inline Page<GraphNode> load_graph(SqliteConnection& connection, const std::strin
   auto statement = connection.prepare(sql::graph);
   statement.bind(1, session_id).bind(2, numeric_cursor(page, "SessionStore::load_graph", 0))
       .bind(3, static_cast<std::int64_t>(page.limit) + 1);
-  Page<GraphNode> result;
-  std::int64_t last_seq = 0;
-  while (statement.step()) {
-    if (result.items.size() == page.limit) {
-      result.next = std::to_string(last_seq);
-      break;
-    }
-    result.items.push_back(GraphNode{statement.text(0),
-                                     statement.is_null(1) ? std::nullopt
-                                                          : std::optional<std::string>(statement.text(1)),
-                                     statement.blob(2)});
-    last_seq = statement.int64(3);
-  }
-  return result;
+  return read_page<GraphNode>(
+      statement, page.limit,
+      [](const Statement& row) {
+        return GraphNode{row.text(0), row.is_null(1) ? std::nullopt : std::optional<std::string>(row.text(1)),
+                         row.blob(2)};
+      },
+      [](const Statement& row) { return std::to_string(row.int64(3)); });
 }
 
 // --- commit -------------------------------------------------------------------
