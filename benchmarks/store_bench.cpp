@@ -308,6 +308,13 @@ int main(int argc, char** argv) {
   const int items = smoke ? 100 : 4000;
   const std::vector<int> gc_sizes = smoke ? std::vector<int>{1000, 2000} : std::vector<int>{10'000, 100'000, 1'000'000};
 
+  if (argc > 1 && std::string_view(argv[1]) == "--gc-wait") {  // the lock wait alone, at 10^6 orphans
+    const auto [during, alone] = lock_wait_during_gc_ms(1'000'000);
+    fmt::print("{{\"benchmark\":\"lock_wait_during_gc\",\"orphans\":{},\"longest_ms\":{:.1f},"
+               "\"baseline\":\"same_operation_without_gc\",\"baseline_longest_ms\":{:.1f}}}\n",
+               1'000'000, during, alone);
+    return 0;
+  }
   if (argc > 1 && std::string_view(argv[1]) == "--gc-only") {
     const std::vector<int> sizes{10'000, 100'000, 1'000'000};
     for (const int blobs : sizes) {

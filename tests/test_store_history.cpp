@@ -382,6 +382,212 @@ TEST_CASE("gc truncates the WAL after deleting much, and compact gives the space
   });
 }
 
+TEST_CASE("blobs take ids in hash order, a taken id falls back to SQLite's, and one gc() collects every level",
+          "[store][gc]") {
+  TempDir dir;
+  const auto path = dir / "store.db";
+  run([&]() -> asio::awaitable<void> {
+    auto store = co_await open_store(path);
+    const auto id_of = [&](const std::string& hash) {
+      return store.database().run([hash](detail::SqliteConnection& connection) {
+        auto statement = connection.prepare("SELECT id FROM lockstore_blobs WHERE hash = ?1");
+        statement.bind(1, hash);
+        return statement.step() ? statement.int64(0) : std::int64_t{-1};
+      });
+    };
+    // Twenty sessions of three parts each; a manifest whose parts sort
+    // before it leaves them behind the cursor of the pass that deletes it.
+    std::vector<std::string> hashes;
+    bool part_before_its_manifest = false;
+    for (int s = 0; s < 20; ++s) {
+      CommitRequest request;
+      request.session_id = fmt::format("s{}", s);
+      for (const char* name : {"a", "b", "c"}) request.parts.emplace(name, fmt::format("{} of {}", name, s));
+      auto committed = co_await store.commit(std::move(request));
+      hashes.push_back(committed.checkpoint_ref.hash);
+      for (const char* name : {"a", "b", "c"}) {
+        const auto part = detail::sha256_hex(fmt::format("{} of {}", name, s));
+        part_before_its_manifest = part_before_its_manifest || part < committed.checkpoint_ref.hash;
+        hashes.push_back(part);
+      }
+    }
+    REQUIRE(part_before_its_manifest);
+    for (const auto& hash : hashes) {
+      auto id = co_await id_of(hash);
+      CHECK(id == detail::store::hash_ordered_id(hash));
+    }
+    // Another blob already holds the id "next" asks for.
+    const auto next = detail::sha256_hex("next");
+    const auto taken = detail::store::hash_ordered_id(next);
+    co_await store.database().run([&](detail::SqliteConnection& connection) {
+      connection.prepare("INSERT INTO lockstore_blobs (id, hash, size, bytes, refs) VALUES (?1, ?2, 0, x'', 1)")
+          .bind(1, taken)
+          .bind(2, std::string(64, 'f'))
+          .run();
+    });
+    const std::string next_bytes = "next";
+    const auto stored = co_await store.put_blob(next_bytes);
+    auto next_id = co_await id_of(next);
+    CHECK(next_id != taken);
+    auto read = co_await store.get_blob(stored);
+    CHECK(read == "next");
+    for (int s = 0; s < 20; ++s) {
+      auto deleted = co_await store.delete_session(fmt::format("s{}", s));
+      CHECK(deleted);
+    }
+    const auto report = co_await store.gc();
+    CHECK(report.deleted_blob_count == 81);  // 20 manifests, 60 parts and "next", in one call
+    auto left = co_await store.database().run([](detail::SqliteConnection& connection) {
+      auto statement = connection.prepare("SELECT group_concat(hash) FROM lockstore_blobs");
+      statement.step();
+      return statement.text(0);
+    });
+    CHECK(left == std::string(64, 'f'));
+  });
+}
+
+TEST_CASE("gc with nothing due reads only the queue's bound, which a pass raises only past what it saw or was written",
+          "[store][gc]") {
+  TempDir dir;
+  const auto path = dir / "store.db";
+  constexpr auto none_due = std::numeric_limits<std::int64_t>::max();
+  run([&]() -> asio::awaitable<void> {
+    StoreOptions options;
+    options.gc_grace = std::chrono::hours(1);
+    auto store = co_await open_store(path, options);
+    const auto bound = [&] {
+      return store.database().run([](detail::SqliteConnection& c) { return detail::store::gc_next_due(c); });
+    };
+    const auto begin_pass = [&] {
+      return store.database().run([](detail::SqliteConnection& c) { return detail::store::gc_begin_pass(c); });
+    };
+    const auto pass_done = [&](std::int64_t epoch, std::int64_t next_due) {
+      return store.database().run(
+          [epoch, next_due](detail::SqliteConnection& c) { detail::store::gc_pass_done(c, epoch, next_due); });
+    };
+    auto empty = co_await bound();
+    CHECK(empty == none_due);
+    const auto before = detail::wall_clock_ms();
+    const std::string waits = "waits an hour";
+    co_await store.put_blob(waits);
+    auto queued = co_await bound();
+    CHECK(queued >= before);  // lowered by the trigger to the entry's time
+    CHECK(queued <= detail::wall_clock_ms());
+    auto report = co_await store.gc();
+    CHECK(report.deleted_blob_count == 0);
+    auto after_gc = co_await bound();
+    CHECK(after_gc == queued);  // not due: no pass ran
+    // A pass nobody wrote during raises the bound to the earliest entry it left...
+    auto epoch = co_await begin_pass();
+    co_await pass_done(epoch, queued + 5000);
+    auto raised = co_await bound();
+    CHECK(raised == queued + 5000);
+    // ...but not past an entry written while it ran...
+    epoch = co_await begin_pass();
+    const auto written_at = detail::wall_clock_ms();
+    const std::string during = "written during a pass";
+    co_await store.put_blob(during);
+    co_await pass_done(epoch, written_at + 60'000);
+    auto kept = co_await bound();
+    CHECK(kept >= written_at);
+    CHECK(kept <= detail::wall_clock_ms());
+    // ...and a pass that another pass began after only lowers it.
+    const auto first = co_await begin_pass();
+    const auto second = co_await begin_pass();
+    CHECK(second == first + 1);
+    co_await pass_done(first, kept + 60'000);
+    auto unchanged = co_await bound();
+    CHECK(unchanged == kept);
+    // (The raise above was past the first entry, which a real pass would
+    // have seen: put the true bound back.)
+    co_await pass_done(second, queued);
+    auto restored = co_await bound();
+    CHECK(restored == queued);
+    auto errors = co_await gc_bookkeeping_errors(store);
+    CHECK(errors == "");
+  });
+  // With no grace, the pass that deletes everything raises the bound past an
+  // empty queue, and a superseded checkpoint lowers it again.
+  run([&]() -> asio::awaitable<void> {
+    auto store = co_await open_store(path);
+    const auto bound = [&] {
+      return store.database().run([](detail::SqliteConnection& c) { return detail::store::gc_next_due(c); });
+    };
+    co_await store.commit(request_for("s", 0, "first"));
+    auto report = co_await store.gc();
+    CHECK(report.deleted_blob_count == 2);  // the two put_blob blobs above
+    auto drained = co_await bound();
+    CHECK(drained == none_due);
+    co_await store.commit(request_for("s", 1, "second"));
+    auto superseded = co_await bound();
+    CHECK(superseded <= detail::wall_clock_ms());
+    report = co_await store.gc();
+    CHECK(report.deleted_blob_count == 2);  // the first checkpoint's manifest and part, in one pass
+    // The part's entry, written and deleted by that pass, kept the bound
+    // down; the next pass, which writes nothing, raises it.
+    report = co_await store.gc();
+    CHECK(report.deleted_blob_count == 0);
+    auto again = co_await bound();
+    CHECK(again == none_due);
+    auto errors = co_await gc_bookkeeping_errors(store);
+    CHECK(errors == "");
+  });
+}
+
+TEST_CASE("an entry another connection queues behind a pass's cursor keeps the bound down and is collected later",
+          "[store][gc]") {
+  TempDir dir;
+  const auto path = dir / "store.db";
+  run([&]() -> asio::awaitable<void> {
+    auto store = co_await open_store(path);
+    auto other = co_await open_store(path);  // a second connection to the file
+    std::vector<std::string> orphans;
+    for (int i = 0; i < 12; ++i) orphans.push_back(fmt::format("orphan {}", i));
+    for (const auto& bytes : orphans) co_await store.put_blob(bytes);
+    std::vector<std::string> hashes;
+    for (const auto& bytes : orphans) hashes.push_back(detail::sha256_hex(bytes));
+    std::sort(hashes.begin(), hashes.end());
+    // Blobs whose hashes sort before every orphan's: behind the cursor
+    // once the pass has dealt with one.
+    std::vector<std::string> behind;
+    for (int i = 0; behind.size() < 2; ++i) {
+      auto bytes = fmt::format("late {}", i);
+      if (detail::sha256_hex(bytes) < hashes[0]) behind.push_back(std::move(bytes));
+    }
+    const auto cutoff = detail::wall_clock_ms();
+    auto beginning = store.database().run([](detail::SqliteConnection& c) { return detail::store::gc_begin_pass(c); });
+    const auto epoch = co_await std::move(beginning);
+    std::string cursor;
+    std::int64_t next_due = std::numeric_limits<std::int64_t>::max();
+    std::size_t deleted = 0;
+    int batches = 0;
+    for (bool more = true; more; ++batches) {
+      // Two entries a batch and no time budget: every batch stops after its
+      // first deletion (the budget break).
+      auto batching = store.database().run([&](detail::SqliteConnection& c) {
+        return detail::store::gc_batch(c, cutoff, cursor, 2, std::chrono::microseconds(0));
+      });
+      const auto batch = co_await std::move(batching);
+      deleted += batch.deleted;
+      next_due = std::min(next_due, batch.next_due_ms);
+      cursor = batch.last;
+      more = batch.more;
+      if (batches == 2)  // the cursor is at hashes[2] or past it: these land behind it
+        for (const auto& bytes : behind) co_await other.put_blob(bytes);
+    }
+    CHECK(batches > 6);
+    CHECK(deleted == orphans.size());
+    co_await store.database().run(
+        [&](detail::SqliteConnection& c) { detail::store::gc_pass_done(c, epoch, next_due); });
+    auto errors = co_await gc_bookkeeping_errors(store);
+    CHECK(errors == "");  // the late entries are not below the bound
+    auto report = co_await store.gc();
+    CHECK(report.deleted_blob_count == behind.size());
+    auto stats = co_await store.stats();
+    CHECK(stats.blobs == 0);
+  });
+}
+
 TEST_CASE("the store has its own schema version: a newer store keeps the locks usable and refuses the store",
           "[store][files]") {
   TempDir dir;
@@ -447,6 +653,12 @@ TEST_CASE("a version 4 file gains the store's schema version and a history row p
       return statement.text(0);
     });
     CHECK(refs == "6,1");  // three heads and their three history rows; one pin
+    auto time_index = co_await store.database().run([](detail::SqliteConnection& c) {
+      auto statement = c.prepare("SELECT COUNT(*) FROM sqlite_schema WHERE name = 'lockstore_gc_queue_by_since'");
+      statement.step();
+      return statement.int64(0);
+    });
+    CHECK(time_index == 0);  // store version 3: gc walks the queue by hash
     const BlobRef pinned_ref{bytes};  // a named local: g++ 12 breaks a braced temporary in a co_await statement
     auto pinned = co_await store.get_blob(pinned_ref);
     CHECK(pinned == std::string("\x01\x02", 2));  // moved to the table of bytes

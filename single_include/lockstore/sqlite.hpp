@@ -187,6 +187,10 @@ class SqliteConnection {
     return sqlite3_column_int64(raw, 0);
   }
 
+  /// The longest a connection waiting for the write lock sleeps between two
+  /// tries (its busy handler).
+  static constexpr std::chrono::microseconds longest_busy_sleep{1500};
+
   /// How long a statement retries while another connection holds the write
   /// lock, before it fails with SQLITE_BUSY. Replaces sqlite3_busy_timeout,
   /// whose sleeps grow to 100 ms: a sleeper does not notice the lock come
@@ -255,6 +259,10 @@ class SqliteConnection {
     return rc == SQLITE_OK;
   }
 
+  /// Copies what it can of the WAL into the database without taking any
+  /// lock another connection waits for (SQLite's PASSIVE checkpoint).
+  void checkpoint_wal() { sqlite3_wal_checkpoint_v2(db_.get(), "main", SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr); }
+
   sqlite3* handle() const noexcept { return db_.get(); }
   const std::filesystem::path& path() const noexcept { return path_; }
   bool read_only() const noexcept { return read_only_; }
@@ -292,7 +300,9 @@ class SqliteConnection {
       if (attempts == 0) self.started = now;
       const auto left = self.started + self.timeout - now;
       if (left <= std::chrono::steady_clock::duration::zero()) return 0;
-      const auto base = std::chrono::microseconds(std::min(1000, 20 << std::min(attempts, 6)));
+      // Between 10 us and longest_busy_sleep, jittered, growing with the attempts.
+      const auto base = std::chrono::microseconds(
+          std::min<std::int64_t>(longest_busy_sleep.count() * 2 / 3, 20 << std::min(attempts, 6)));
       const auto pause = std::chrono::microseconds(ThreadRandom::between(base.count() / 2, base.count() * 3 / 2));
       std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(pause, left));
       return 1;
@@ -541,8 +551,34 @@ UPDATE lockstore_blobs SET refs = refs + (SELECT COUNT(*) FROM lockstore_session
   WHERE hash IN (SELECT checkpoint_hash FROM lockstore_sessions);
 )sql";
 
+/// Store version 3: gc() walks its queue in hash order, the order in which
+/// this version stores new blobs (their ids come from their hashes; blobs
+/// stored before keep theirs). The queue's index by time goes: keeping it
+/// up cost a page write in random order per blob collected. In its place,
+/// `gc_next_due_ms` bounds the entries' times from below, so a gc() with
+/// nothing due reads one row: the triggers lower it (and
+/// `gc_written_min`, the earliest time written during the current pass) for
+/// every entry written, whoever writes it, and a pass of gc() that read the
+/// whole queue raises it (store_ops.hpp, gc_pass_done). The UPDATE trigger
+/// must fire for every update of since_ms: a WHEN clause on it would hide
+/// entries from the bound. Processes of an older build must be stopped
+/// first: they would go on collecting with a scan of the whole queue per
+/// batch.
+inline constexpr const char* store_v3 = R"sql(
+DROP INDEX IF EXISTS lockstore_gc_queue_by_since;
+INSERT INTO lockstore_counters (name, value)
+  SELECT 'gc_next_due_ms', COALESCE(MIN(since_ms), 9223372036854775807) FROM lockstore_gc_queue;
+INSERT INTO lockstore_counters (name, value) VALUES ('gc_written_min', 9223372036854775807), ('gc_epoch', 0);
+CREATE TRIGGER lockstore_gc_queue_inserted AFTER INSERT ON lockstore_gc_queue BEGIN
+  UPDATE lockstore_counters SET value = min(value, NEW.since_ms) WHERE name IN ('gc_next_due_ms', 'gc_written_min');
+END;
+CREATE TRIGGER lockstore_gc_queue_updated AFTER UPDATE OF since_ms ON lockstore_gc_queue BEGIN
+  UPDATE lockstore_counters SET value = min(value, NEW.since_ms) WHERE name IN ('gc_next_due_ms', 'gc_written_min');
+END;
+)sql";
+
 /// store_migrations[i] upgrades the store's tables from version i + 1 to i + 2.
-inline constexpr std::array<const char*, 1> store_migrations = {store_v2};
+inline constexpr std::array<const char*, 2> store_migrations = {store_v2, store_v3};
 inline constexpr int store_schema_version = static_cast<int>(store_migrations.size()) + 1;
 
 /// The store tables' version: 1 in a file from before lockstore_schema.

@@ -21,7 +21,8 @@ inline asio::awaitable<SessionStore> open_store(std::filesystem::path path, Stor
 /// blob's reference count equals the heads, pins, manifests and history
 /// rows naming it;
 /// every unreferenced blob waits in the GC queue (else it would never be
-/// collected); the blob counter equals the number of blobs.
+/// collected), none of them since before the queue's bound; the blob
+/// counter equals the number of blobs.
 inline asio::awaitable<std::string> gc_bookkeeping_errors(SessionStore& store) {
   auto checking = store.database().run([](detail::SqliteConnection& connection) {
     auto count = [&](const char* sql) {
@@ -38,12 +39,19 @@ SELECT COUNT(*) FROM lockstore_blobs b WHERE b.refs !=
     static constexpr const char* unqueued = R"sql(
 SELECT COUNT(*) FROM lockstore_blobs b
 WHERE b.refs <= 0 AND NOT EXISTS (SELECT 1 FROM lockstore_gc_queue q WHERE q.hash = b.hash))sql";
+    // An entry due before the bound would never be collected: gc() skips
+    // the queue until the bound is due.
+    static constexpr const char* below_bound = R"sql(
+SELECT COUNT(*) FROM lockstore_gc_queue
+WHERE since_ms < (SELECT value FROM lockstore_counters WHERE name = 'gc_next_due_ms'))sql";
     static constexpr const char* counter_drift = R"sql(
 SELECT (SELECT value FROM lockstore_counters WHERE name = 'blobs') - (SELECT COUNT(*) FROM lockstore_blobs))sql";
     std::string errors;
     if (const auto n = count(miscounted)) errors += fmt::format("{} blobs with a wrong reference count; ", n);
     if (const auto n = count(unqueued)) errors += fmt::format("{} unreferenced blobs not queued for collection; ", n);
     if (const auto n = count(counter_drift)) errors += fmt::format("blob counter off by {}; ", n);
+    if (const auto n = count(below_bound))
+      errors += fmt::format("{} queued blobs due before gc_next_due_ms (never collected); ", n);
     return errors;
   });
   co_return co_await std::move(checking);

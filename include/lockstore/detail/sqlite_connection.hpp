@@ -168,6 +168,10 @@ class SqliteConnection {
     return sqlite3_column_int64(raw, 0);
   }
 
+  /// The longest a connection waiting for the write lock sleeps between two
+  /// tries (its busy handler).
+  static constexpr std::chrono::microseconds longest_busy_sleep{1500};
+
   /// How long a statement retries while another connection holds the write
   /// lock, before it fails with SQLITE_BUSY. Replaces sqlite3_busy_timeout,
   /// whose sleeps grow to 100 ms: a sleeper does not notice the lock come
@@ -236,6 +240,10 @@ class SqliteConnection {
     return rc == SQLITE_OK;
   }
 
+  /// Copies what it can of the WAL into the database without taking any
+  /// lock another connection waits for (SQLite's PASSIVE checkpoint).
+  void checkpoint_wal() { sqlite3_wal_checkpoint_v2(db_.get(), "main", SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr); }
+
   sqlite3* handle() const noexcept { return db_.get(); }
   const std::filesystem::path& path() const noexcept { return path_; }
   bool read_only() const noexcept { return read_only_; }
@@ -273,7 +281,9 @@ class SqliteConnection {
       if (attempts == 0) self.started = now;
       const auto left = self.started + self.timeout - now;
       if (left <= std::chrono::steady_clock::duration::zero()) return 0;
-      const auto base = std::chrono::microseconds(std::min(1000, 20 << std::min(attempts, 6)));
+      // Between 10 us and longest_busy_sleep, jittered, growing with the attempts.
+      const auto base = std::chrono::microseconds(
+          std::min<std::int64_t>(longest_busy_sleep.count() * 2 / 3, 20 << std::min(attempts, 6)));
       const auto pause = std::chrono::microseconds(ThreadRandom::between(base.count() / 2, base.count() * 3 / 2));
       std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(pause, left));
       return 1;

@@ -197,8 +197,34 @@ UPDATE lockstore_blobs SET refs = refs + (SELECT COUNT(*) FROM lockstore_session
   WHERE hash IN (SELECT checkpoint_hash FROM lockstore_sessions);
 )sql";
 
+/// Store version 3: gc() walks its queue in hash order, the order in which
+/// this version stores new blobs (their ids come from their hashes; blobs
+/// stored before keep theirs). The queue's index by time goes: keeping it
+/// up cost a page write in random order per blob collected. In its place,
+/// `gc_next_due_ms` bounds the entries' times from below, so a gc() with
+/// nothing due reads one row: the triggers lower it (and
+/// `gc_written_min`, the earliest time written during the current pass) for
+/// every entry written, whoever writes it, and a pass of gc() that read the
+/// whole queue raises it (store_ops.hpp, gc_pass_done). The UPDATE trigger
+/// must fire for every update of since_ms: a WHEN clause on it would hide
+/// entries from the bound. Processes of an older build must be stopped
+/// first: they would go on collecting with a scan of the whole queue per
+/// batch.
+inline constexpr const char* store_v3 = R"sql(
+DROP INDEX IF EXISTS lockstore_gc_queue_by_since;
+INSERT INTO lockstore_counters (name, value)
+  SELECT 'gc_next_due_ms', COALESCE(MIN(since_ms), 9223372036854775807) FROM lockstore_gc_queue;
+INSERT INTO lockstore_counters (name, value) VALUES ('gc_written_min', 9223372036854775807), ('gc_epoch', 0);
+CREATE TRIGGER lockstore_gc_queue_inserted AFTER INSERT ON lockstore_gc_queue BEGIN
+  UPDATE lockstore_counters SET value = min(value, NEW.since_ms) WHERE name IN ('gc_next_due_ms', 'gc_written_min');
+END;
+CREATE TRIGGER lockstore_gc_queue_updated AFTER UPDATE OF since_ms ON lockstore_gc_queue BEGIN
+  UPDATE lockstore_counters SET value = min(value, NEW.since_ms) WHERE name IN ('gc_next_due_ms', 'gc_written_min');
+END;
+)sql";
+
 /// store_migrations[i] upgrades the store's tables from version i + 1 to i + 2.
-inline constexpr std::array<const char*, 1> store_migrations = {store_v2};
+inline constexpr std::array<const char*, 2> store_migrations = {store_v2, store_v3};
 inline constexpr int store_schema_version = static_cast<int>(store_migrations.size()) + 1;
 
 /// The store tables' version: 1 in a file from before lockstore_schema.
