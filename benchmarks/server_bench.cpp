@@ -52,16 +52,19 @@ double raw_libpq_pairs(const std::string& conninfo, int pairs) {
   expect_ok(PQprepare(connection, sql::acquire.name, sql::acquire.sql, 0, nullptr));
   expect_ok(PQprepare(connection, sql::release.name, sql::release.sql, 0, nullptr));
   const std::string key = "raw-bench", owner = "raw", ttl = "30000";
+  const std::string ticket_lifetime = std::to_string(lockstore::detail::ticket_lifetime.count());
   const auto start = Clock::now();
   for (int i = 0; i < pairs; ++i) {
     const std::string token = lockstore::random_token();
-    // The last three parameters (queue ticket ceiling, ticket, channel) are
-    // NULL, as for try_acquire.
-    const char* acquire_values[] = {key.data(), owner.data(), token.data(), ttl.data(), nullptr, nullptr, nullptr};
+    // The queue ticket ceiling, ticket and channel are NULL, as for
+    // try_acquire; the ticket lifetime is unused then.
+    const char* acquire_values[] = {key.data(), owner.data(), token.data(), ttl.data(),
+                                    nullptr,    nullptr,      nullptr,      ticket_lifetime.data()};
     const int acquire_lengths[] = {static_cast<int>(key.size()), static_cast<int>(owner.size()),
-                                   static_cast<int>(token.size()), static_cast<int>(ttl.size()), 0, 0, 0};
-    const int acquire_formats[] = {1, 1, 0, 0, 0, 0, 0};
-    expect_ok(PQexecPrepared(connection, sql::acquire.name, 7, acquire_values, acquire_lengths, acquire_formats, 0));
+                                   static_cast<int>(token.size()), static_cast<int>(ttl.size()), 0, 0, 0,
+                                   static_cast<int>(ticket_lifetime.size())};
+    const int acquire_formats[] = {1, 1, 0, 0, 0, 0, 0, 0};
+    expect_ok(PQexecPrepared(connection, sql::acquire.name, 8, acquire_values, acquire_lengths, acquire_formats, 0));
     const char* release_values[] = {key.data(), token.data()};
     const int release_lengths[] = {static_cast<int>(key.size()), static_cast<int>(token.size())};
     const int release_formats[] = {1, 0};

@@ -2,6 +2,7 @@
 #include "support/helpers.hpp"
 
 #include <catch2/catch.hpp>
+#include <lockstore/detail/acquire_machine.hpp>
 #include <lockstore/detail/remote_lock.hpp>
 #include <lockstore/lockstore.hpp>
 
@@ -192,6 +193,123 @@ TEST_CASE("a cancellation that reaches a strand operation as it finishes is drop
   strand_thread.join();
   CHECK(finished == 100);  // a cancellation after the operation finished changes nothing
   CHECK(cancelled == 20);
+}
+
+// The waiting protocol alone: no I/O, no timers, times made up.
+TEST_CASE("the acquire machine: a grant in time is taken, a refusal waits for the earliest of its times",
+          "[core][acquire]") {
+  using detail::AcquireMachine;
+  using detail::AcquireStep;
+  using detail::AttemptReport;
+  using Kind = AcquireStep::Kind;
+  using namespace std::chrono_literals;
+  const auto t0 = std::chrono::steady_clock::time_point{} + std::chrono::hours(1);
+
+  AcquireMachine granted(t0, 5s);
+  CHECK(granted.start().kind == Kind::attempt);
+  AttemptReport grant;
+  grant.granted = true;
+  grant.valid_until = t0 + 10s;
+  CHECK(granted.attempted(grant, t0 + 1ms, false).kind == Kind::done);
+  CHECK(granted.finished());
+
+  AcquireMachine waiting(t0, 5s);
+  waiting.start();
+  AttemptReport refused;
+  refused.retry_at = t0 + 3s;  // the holder's expiry
+  auto step = waiting.attempted(refused, t0, false);
+  CHECK(step.kind == Kind::wait);
+  CHECK(step.until == t0 + 3s);
+  CHECK(step.ticket == 0);
+  CHECK(waiting.woken().kind == Kind::attempt);
+  refused.retry_at = t0 + 60s;  // later than the deadline
+  step = waiting.attempted(refused, t0 + 3s, false);
+  CHECK(step.kind == Kind::wait);
+  CHECK(step.until == t0 + 5s);
+  waiting.woken();
+  CHECK(waiting.attempted(refused, t0 + 5s, false).kind == Kind::timed_out);
+
+  // A waiter with a ticket looks again in time to refresh it.
+  AcquireMachine queued(t0, 60s);
+  queued.start();
+  refused.retry_at = t0 + 30s;
+  refused.ticket = 17;
+  step = queued.attempted(refused, t0, false);
+  CHECK(step.kind == Kind::wait);
+  CHECK(step.ticket == 17);
+  CHECK(step.until == t0 + detail::ticket_refresh);
+  queued.woken();
+  AcquireMachine soon(t0, 200ms);  // a deadline before the refresh comes first
+  soon.start();
+  step = soon.attempted(refused, t0, false);
+  CHECK(step.until == t0 + 200ms);
+  AcquireMachine in_process(t0, 60s);  // a ticket that cannot lapse is not refreshed
+  in_process.start();
+  refused.ticket_expires = false;
+  step = in_process.attempted(refused, t0, false);
+  CHECK(step.ticket == 17);
+  CHECK(step.until == t0 + 30s);
+  refused.ticket_expires = true;
+
+  // A deadline of 0 still attempts once; a huge one does not overflow.
+  AcquireMachine at_once(t0, 0ms);
+  CHECK(at_once.start().kind == Kind::attempt);
+  refused.ticket = 0;
+  CHECK(at_once.attempted(refused, t0, false).kind == Kind::timed_out);
+  AcquireMachine forever(t0, std::chrono::milliseconds::max());
+  CHECK(forever.give_up_at() == std::chrono::steady_clock::time_point::max());
+}
+
+TEST_CASE("the acquire machine gives back a late grant and a grant to a cancelled caller", "[core][acquire]") {
+  using detail::AcquireMachine;
+  using detail::AcquireStep;
+  using detail::AttemptReport;
+  using Kind = AcquireStep::Kind;
+  using namespace std::chrono_literals;
+  const auto t0 = std::chrono::steady_clock::time_point{} + std::chrono::hours(1);
+  AttemptReport grant;
+  grant.granted = true;
+  grant.valid_until = t0 + 1s;
+
+  // The answer came after the lease's assumed end: give it back, try again at once.
+  AcquireMachine late(t0, 5s);
+  late.start();
+  auto step = late.attempted(grant, t0 + 2s, false);
+  CHECK(step.kind == Kind::give_back);
+  CHECK_FALSE(step.cancelled);
+  step = late.given_back(t0 + 2s);
+  CHECK(step.kind == Kind::wait);
+  CHECK(step.until == t0 + 2s);
+  CHECK(step.ticket == 0);
+  CHECK(late.woken().kind == Kind::attempt);
+  // ...unless the deadline has passed meanwhile.
+  step = late.attempted(grant, t0 + 6s, false);
+  CHECK(step.kind == Kind::give_back);
+  CHECK(late.given_back(t0 + 6s).kind == Kind::timed_out);
+
+  // Cancelled while the attempt ran: a grant is given back, then aborted.
+  AcquireMachine cancelled(t0, 5s);
+  cancelled.start();
+  step = cancelled.attempted(grant, t0, true);
+  CHECK(step.kind == Kind::give_back);
+  CHECK(step.cancelled);
+  CHECK(cancelled.given_back(t0).kind == Kind::aborted);
+  AcquireMachine cancelled_late(t0, 5s);  // cancellation comes before lateness
+  cancelled_late.start();
+  step = cancelled_late.attempted(grant, t0 + 2s, true);
+  CHECK(step.kind == Kind::give_back);
+  CHECK(step.cancelled);
+  CHECK(cancelled_late.given_back(t0 + 2s).kind == Kind::aborted);
+  AcquireMachine cancelled_refused(t0, 5s);
+  cancelled_refused.start();
+  CHECK(cancelled_refused.attempted(AttemptReport{}, t0, true).kind == Kind::aborted);
+
+  // Steps out of turn are a bug of the driver, not a state to continue from.
+  AcquireMachine misused(t0, 5s);
+  CHECK_THROWS_AS(misused.woken(), std::logic_error);
+  misused.start();
+  CHECK_THROWS_AS(misused.start(), std::logic_error);
+  CHECK_THROWS_AS(misused.given_back(t0), std::logic_error);
 }
 
 }  // namespace lockstore::test

@@ -164,13 +164,15 @@ class MemoryLock {
     auto held = state_->leases.find(key.str());
     if (held != state_->leases.end() && held->second.expires_at > now) {
       take_ticket();
-      return {.guard = std::nullopt, .retry_at = held->second.expires_at, .ticket = my_ticket()};
+      return {.guard = std::nullopt, .retry_at = held->second.expires_at, .ticket = my_ticket(), .ticket_expires = false};
     }
     if (seat != nullptr) {
       auto queue = state_->queues.find(key.str());
       if (queue != state_->queues.end() && (!seat->ticket || queue->second.front() != *seat->ticket)) {
         take_ticket();
-        return {.guard = std::nullopt, .ticket = my_ticket()};  // the head goes first; its grant or leaving wakes us
+        // The head goes first; its grant or leaving wakes us (the ticket
+        // lives as long as this waiter: no refreshing).
+        return {.guard = std::nullopt, .ticket = my_ticket(), .ticket_expires = false};
       }
       if (seat->ticket) {
         queue->second.pop_front();

@@ -92,7 +92,8 @@ SELECT max(version) FROM lockstore_schema;)sql";
 // when no live ticket of the key is older than its own. A refused acquire()
 // takes a ticket (or refreshes its own) in the same statement; a granted one
 // drops its ticket. $7 is the channel its listening connection LISTENs on
-// (NULL while it has none).
+// (NULL while it has none); $8 how long a ticket lives without a refresh
+// (detail::ticket_lifetime), in milliseconds.
 inline constexpr detail::PgStatement acquire{"lockstore_acquire", R"sql(
 WITH now AS (SELECT clock_timestamp() AS t),
 granted AS (
@@ -115,7 +116,7 @@ swept AS (
   WHERE $5::bigint IS NOT NULL AND $6::bigint IS NULL AND w.key = $1::bytea AND w.expires_at <= now.t),
 queued AS (
   INSERT INTO lockstore_waiters (ticket, key, expires_at, channel)
-  SELECT coalesce($6::bigint, nextval('lockstore_waiters_ticket_seq')), $1::bytea, t + interval '1500 milliseconds', $7::text
+  SELECT coalesce($6::bigint, nextval('lockstore_waiters_ticket_seq')), $1::bytea, t + $8::bigint * interval '1 millisecond', $7::text
   FROM now WHERE $5::bigint IS NOT NULL AND NOT EXISTS (SELECT FROM granted)
   ON CONFLICT (ticket) DO UPDATE SET expires_at = excluded.expires_at, channel = excluded.channel
   RETURNING ticket),
@@ -534,6 +535,7 @@ class PostgresLock {
     params.push_back({ticketed ? std::to_string(*seat->ticket) : "", false, !ticketed});
     const bool listening = queued && state->pump.listening();
     params.push_back({listening ? state->own_channel : "", false, !listening});
+    params.push_back({std::to_string(detail::ticket_lifetime.count()), false});
     const auto sent = std::chrono::steady_clock::now();
     auto result = co_await execute(state, detail::postgres_sql::acquire, std::move(params));
     detail::Attempt attempt;
@@ -551,8 +553,6 @@ class PostgresLock {
     if (seat != nullptr) attempt.ticket = seat->ticket.value_or(0);
     auto retrying = detail::retry_after_refusal(state->pump, remaining, [&] { return start_listening(state); });
     attempt.retry_at = co_await std::move(retrying);
-    // A waiter refreshes its ticket at every look; it lives 1.5 s.
-    if (seat != nullptr) attempt.retry_at = std::min(attempt.retry_at, std::chrono::steady_clock::now() + std::chrono::milliseconds(500));
     co_return attempt;
   }
 

@@ -597,11 +597,6 @@ class RedisLock {
     return std::stoull(std::string(detail::RedisReply::text_of(reply)));
   }
 
-  /// How long a waiter's ticket stays live without a refresh; a waiter
-  /// refreshes it at every look, at least every third of this. A waiter that
-  /// vanished holds the queue up for at most this long.
-  static constexpr std::chrono::milliseconds ticket_ttl{1500};
-
   // An acquire() caller's place in the key's queue (as PostgresLock's): taken
   // at the first refusal, dropped by the granting script. A caller that gives
   // up leaves without waiting (the script is spawned on the strand); were
@@ -638,7 +633,7 @@ class RedisLock {
     std::string ticket;
     if (seat != nullptr) ticket = std::to_string(seat->ticket.value_or(0));
     std::vector<std::string> arguments{proposed, std::move(owner), std::to_string(ttl.count()), std::move(ticket),
-                                       std::to_string(ticket_ttl.count())};
+                                       std::to_string(detail::ticket_lifetime.count())};
     const auto sent = std::chrono::steady_clock::now();
     auto reply = co_await run_script(state, detail::redis_scripts::acquire_script, std::move(keys), std::move(arguments));
     detail::Attempt attempt;
@@ -659,7 +654,6 @@ class RedisLock {
     if (seat != nullptr) attempt.ticket = seat->ticket.value_or(0);
     auto retrying = detail::retry_after_refusal(state->pump, remaining, [&] { return start_listening(state); });
     attempt.retry_at = co_await std::move(retrying);
-    if (seat != nullptr) attempt.retry_at = std::min(attempt.retry_at, std::chrono::steady_clock::now() + ticket_ttl / 3);
     co_return attempt;
   }
 

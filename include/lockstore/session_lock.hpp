@@ -1,6 +1,7 @@
-// with_session_lock: the safe way to run an agent turn under a session's
-// lease. It acquires AdvisoryKey::for_session(tenant, thread), runs the body,
-// renews the lease every ttl/3 while the body runs, and always releases.
+// with_lock and with_session_lock: the safe way to run work under a lease
+// (with_session_lock: an agent turn, on AdvisoryKey::for_session(tenant,
+// thread)). They acquire the key, run the body,
+// renew the lease every ttl/3 while the body runs, and always release.
 // If a renewal finds the lease gone, or no renewal has been confirmed by the
 // lease's assumed end (LockGuard::valid_until) less a safety margin, the body
 // is cancelled (Asio terminal cancellation) and the call throws
@@ -200,22 +201,19 @@ inline Error lease_lost_error(const AdvisoryKey& key, std::chrono::milliseconds 
 
 }  // namespace detail
 
-/// Acquires the session's lease (waiting up to options.deadline; throws
-/// errc::timeout), runs `body()` (which returns asio::awaitable<R>), then
-/// releases the lease whether the body returned or threw. The body's
-/// exception propagates; a failed release is logged, never thrown over the
-/// body's outcome. With auto_renew, a lost lease cancels the body and the
-/// call throws errc::lock_lost; so does a lease whose renewals stopped being
-/// confirmed (the server unreachable): the body is cancelled at
+/// Acquires `key` (waiting up to options.deadline; throws errc::timeout),
+/// runs `body()` (which returns asio::awaitable<R>), then releases the lease
+/// whether the body returned or threw. The body's exception propagates; a
+/// failed release is logged, never thrown over the body's outcome. With
+/// auto_renew, a lost lease cancels the body and the call throws
+/// errc::lock_lost; so does a lease whose renewals stopped being confirmed
+/// (the server unreachable): the body is cancelled at
 /// valid_until() - safety_margin(ttl), before another holder can get in.
 /// Renewal always stops before the release.
 /// Cancelling the call cancels the body and still releases the lease.
 template <DistributedLock L, class F>
-asio::awaitable<detail::body_result_t<F>> with_session_lock(L& lock, const TenantId& tenant,
-                                                            std::string_view thread_id, F body,
-                                                            LockOptions options = {}) {
+asio::awaitable<detail::body_result_t<F>> with_lock(L& lock, AdvisoryKey key, F body, LockOptions options = {}) {
   using Result = detail::body_result_t<F>;
-  const auto key = AdvisoryKey::for_session(tenant, thread_id);
   // Calls with by-value arguments are made in their own statements, then
   // awaited: g++ 12 corrupts such arguments inside a co_await expression.
   auto acquiring = lock.acquire(key, options.ttl, options.deadline);
@@ -242,6 +240,16 @@ asio::awaitable<detail::body_result_t<F>> with_session_lock(L& lock, const Tenan
   if (run.lost) throw detail::lease_lost_error(key, options.ttl);
   if (run.failure) std::rethrow_exception(run.failure);
   if constexpr (!std::is_void_v<Result>) co_return std::move(*run.result);
+}
+
+/// with_lock on the session's key, AdvisoryKey::for_session(tenant, thread_id).
+template <DistributedLock L, class F>
+asio::awaitable<detail::body_result_t<F>> with_session_lock(L& lock, const TenantId& tenant,
+                                                            std::string_view thread_id, F body,
+                                                            LockOptions options = {}) {
+  auto key = AdvisoryKey::for_session(tenant, thread_id);
+  auto running = with_lock(lock, std::move(key), std::move(body), options);
+  co_return co_await std::move(running);
 }
 
 /// Runs `body()` while `guard`'s lease is held: the lease is extended every

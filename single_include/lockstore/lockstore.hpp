@@ -514,10 +514,29 @@ concept DistributedLock = requires(L& lock, const AdvisoryKey& key, std::chrono:
 // ---- lockstore/detail/acquire_loop.hpp
 #ifndef LOCKSTORE_SINGLE_DETAIL_ACQUIRE_LOOP_HPP
 #define LOCKSTORE_SINGLE_DETAIL_ACQUIRE_LOOP_HPP
-// The one waiting strategy every backend's acquire() shares: subscribe to
-// wake-ups for the key, try once, and if refused wait until notified, until
-// the holder's lease expires, or until the backend's poll time (whichever is
-// first), bounded by the caller's deadline.
+// The one driver of every backend's acquire(): it runs the waiting protocol
+// of acquire_machine.hpp with the backend's primitives (one attempt, the
+// undo of a grant) and the in-process wake-ups of keyed_waiters.hpp.
+
+// ---- lockstore/detail/acquire_machine.hpp
+#ifndef LOCKSTORE_SINGLE_DETAIL_ACQUIRE_MACHINE_HPP
+#define LOCKSTORE_SINGLE_DETAIL_ACQUIRE_MACHINE_HPP
+// The waiting protocol of acquire(), as a state machine that does no I/O and
+// reads no clock: the driver (acquire_loop.hpp) performs each step it asks
+// for with the backend's primitives and reports back what happened and
+// when. Every backend's acquire() runs this one machine, and its rules are
+// tested without servers or timers (tests/test_core.cpp):
+//
+//   attempt ──granted in time──────────────────────────▶ done
+//      │  ──granted after the lease's assumed end──▶ give back (late) ──▶ wait (until now)
+//      │  ──refused──▶ wait until min(holder's expiry or poll, deadline,
+//      │               next ticket refresh) ──woken──▶ attempt
+//      │  ──refused at or past the deadline──────────────▶ timed out
+//      └─ cancelled: granted ──▶ give back (cancelled) ──▶ aborted; else ──▶ aborted
+//
+// A waiter's ticket in its backend's queue of waiters lives
+// ticket_lifetime unless refreshed; every attempt refreshes it, so a waiter
+// holding a ticket that can lapse attempts at least every ticket_refresh.
 
 // ---- lockstore/detail/durations.hpp
 #ifndef LOCKSTORE_SINGLE_DETAIL_DURATIONS_HPP
@@ -564,6 +583,141 @@ inline std::int64_t wall_clock_ms() noexcept {
 
 }  // namespace lockstore::detail
 #endif  // LOCKSTORE_SINGLE_DETAIL_DURATIONS_HPP
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+namespace lockstore::detail {
+
+/// How long a waiter's ticket stays live in its backend's queue without a
+/// refresh: a waiter that vanished (killed, partitioned) holds the queue up
+/// for at most this long. Passed to every backend's queue (SQL, Lua) from
+/// here.
+inline constexpr std::chrono::milliseconds ticket_lifetime{1500};
+/// A waiter with a ticket attempts again, refreshing it, at least this often.
+inline constexpr std::chrono::milliseconds ticket_refresh = ticket_lifetime / 3;
+
+/// What the driver does next.
+struct AcquireStep {
+  enum class Kind {
+    attempt,    // try once (a queued attempt: it takes or refreshes the ticket)
+    wait,       // wait for a wake-up for the key, at most until `until`
+    give_back,  // undo the lease the last attempt was granted
+    done,       // return the last attempt's guard
+    timed_out,  // throw errc::timeout
+    aborted,    // throw operation_aborted (cancelled)
+  };
+  Kind kind = Kind::attempt;
+  std::chrono::steady_clock::time_point until{};  // wait
+  std::int64_t ticket = 0;                         // wait: the waiter's ticket, 0 for none
+  bool cancelled = false;                          // give_back: because the caller cancelled
+};
+
+/// What an attempt came back with.
+struct AttemptReport {
+  bool granted = false;
+  /// granted: the lease's assumed end (its request's send time + TTL).
+  std::chrono::steady_clock::time_point valid_until{};
+  /// refused: when to look again on its own (the holder's expiry, a poll).
+  std::chrono::steady_clock::time_point retry_at = std::chrono::steady_clock::time_point::max();
+  /// The waiter's ticket after the attempt; 0 for none.
+  std::int64_t ticket = 0;
+  /// The ticket lapses after ticket_lifetime unless refreshed (every
+  /// backend's but MemoryLock's, whose queue lives in this process).
+  bool ticket_expires = true;
+};
+
+class AcquireMachine {
+ public:
+  using TimePoint = std::chrono::steady_clock::time_point;
+
+  /// An acquire that began at `now` and gives up `deadline` later.
+  AcquireMachine(TimePoint now, std::chrono::milliseconds deadline)
+      : give_up_at_(saturating_deadline<std::chrono::steady_clock>(now, deadline)) {}
+
+  /// The first step: an attempt, whatever the deadline.
+  AcquireStep start() {
+    expect(State::created, "start");
+    return attempt();
+  }
+
+  /// After an attempt, at `now`; `cancelled`: the caller's cancellation
+  /// arrived while it ran (the grant, if any, must be given back).
+  AcquireStep attempted(const AttemptReport& report, TimePoint now, bool cancelled) {
+    expect(State::attempting, "attempted");
+    ticket_ = report.ticket;
+    ticket_expires_ = report.ticket_expires;
+    if (cancelled) {
+      if (!report.granted) return finish(AcquireStep::Kind::aborted);
+      state_ = State::giving_back;
+      give_back_cancelled_ = true;
+      return AcquireStep{AcquireStep::Kind::give_back, {}, 0, true};
+    }
+    if (report.granted && now < report.valid_until) return finish(AcquireStep::Kind::done);
+    if (report.granted) {
+      // The answer came after the lease's assumed end (its request waited
+      // that long): worth nothing to the caller. Give it back, try again.
+      state_ = State::giving_back;
+      give_back_cancelled_ = false;
+      return AcquireStep{AcquireStep::Kind::give_back, {}, 0, false};
+    }
+    return refused(now, report.retry_at);
+  }
+
+  /// After a give_back, at `now` (which never fails: a failed undo is
+  /// logged and the lease expires by its TTL).
+  AcquireStep given_back(TimePoint now) {
+    expect(State::giving_back, "given_back");
+    if (give_back_cancelled_) return finish(AcquireStep::Kind::aborted);
+    return refused(now, now);
+  }
+
+  /// After a wait ended (woken, or its time came).
+  AcquireStep woken() {
+    expect(State::waiting, "woken");
+    return attempt();
+  }
+
+  TimePoint give_up_at() const noexcept { return give_up_at_; }
+  bool finished() const noexcept { return state_ == State::finished; }
+
+ private:
+  enum class State { created, attempting, giving_back, waiting, finished };
+
+  AcquireStep attempt() {
+    state_ = State::attempting;
+    return AcquireStep{AcquireStep::Kind::attempt, {}, 0, false};
+  }
+
+  AcquireStep refused(TimePoint now, TimePoint retry_at) {
+    if (now >= give_up_at_) return finish(AcquireStep::Kind::timed_out);
+    auto until = std::min(retry_at, give_up_at_);
+    if (ticket_ != 0 && ticket_expires_) until = std::min(until, now + ticket_refresh);
+    state_ = State::waiting;
+    return AcquireStep{AcquireStep::Kind::wait, until, ticket_, false};
+  }
+
+  AcquireStep finish(AcquireStep::Kind kind) {
+    state_ = State::finished;
+    return AcquireStep{kind, {}, 0, false};
+  }
+
+  void expect(State state, const char* call) const {
+    if (state_ != state) throw std::logic_error(std::string("AcquireMachine::") + call + " called out of turn");
+  }
+
+  TimePoint give_up_at_;
+  State state_ = State::created;
+  std::int64_t ticket_ = 0;
+  bool ticket_expires_ = true;
+  bool give_back_cancelled_ = false;
+};
+
+}  // namespace lockstore::detail
+#endif  // LOCKSTORE_SINGLE_DETAIL_ACQUIRE_MACHINE_HPP
 // ---- lockstore/detail/keyed_waiters.hpp
 #ifndef LOCKSTORE_SINGLE_DETAIL_KEYED_WAITERS_HPP
 #define LOCKSTORE_SINGLE_DETAIL_KEYED_WAITERS_HPP
@@ -966,6 +1120,8 @@ struct Attempt {
   std::chrono::steady_clock::time_point retry_at = std::chrono::steady_clock::time_point::max();
   /// The caller's ticket in the backend's queue of waiters (0: none).
   std::int64_t ticket = 0;
+  /// See AttemptReport::ticket_expires.
+  bool ticket_expires = true;
 };
 
 /// Gives back a lease the caller will not get: undone when the attempt made
@@ -989,51 +1145,67 @@ asio::awaitable<void> give_back(Attempt& attempt, Undo& undo, const AdvisoryKey&
   }
 }
 
-/// try_once: () -> awaitable<Attempt>; undo: (LockGuard) -> awaitable<void>.
-/// on_wake (optional): see KeyedWaiters::Subscription::on_wake.
+/// Drives an AcquireMachine with a backend's primitives. try_once: () ->
+/// awaitable<Attempt>; undo: (LockGuard) -> awaitable<void>. on_wake
+/// (optional): see KeyedWaiters::Subscription::on_wake.
 template <class TryOnce, class Undo>
 asio::awaitable<LockGuard> acquire_loop(KeyedWaiters& waiters, const AdvisoryKey& key,
                                         std::chrono::milliseconds deadline, TryOnce try_once,
                                         Undo undo, std::function<void()> on_wake = {}) {
-  const auto give_up_at =
-      saturating_deadline<std::chrono::steady_clock>(std::chrono::steady_clock::now(), deadline);
+  AcquireMachine machine(std::chrono::steady_clock::now(), deadline);
+  // Subscribed before the first attempt: a release between a refusal and
+  // the wait marks the subscription, and the wait returns at once.
   auto subscription = waiters.subscribe(key.str());
   if (on_wake) subscription.on_wake(std::move(on_wake));
-  for (;;) {
-    subscription.rearm();
-    Attempt attempt = co_await try_once();
-
-    // A cancellation that arrived while the attempt ran may have raced with
-    // a grant: give the lease back before reporting the cancellation.
-    const auto state = co_await asio::this_coro::cancellation_state;
-    if (state.cancelled() != asio::cancellation_type::none) {
-      if (attempt.guard) {
-        // Asio throws at any co_await of a cancelled coroutine, in this very
-        // frame, so the switch is flipped here, around the undo.
-        const bool throw_if_cancelled = co_await asio::this_coro::throw_if_cancelled();
-        co_await asio::this_coro::throw_if_cancelled(false);
-        auto giving_back = give_back(attempt, undo, key, "after a cancelled acquire");
-        co_await std::move(giving_back);
-        co_await asio::this_coro::throw_if_cancelled(throw_if_cancelled);
+  Attempt attempt;
+  for (auto step = machine.start();;) {
+    switch (step.kind) {
+      case AcquireStep::Kind::attempt: {
+        subscription.rearm();
+        attempt = co_await try_once();
+        // A cancellation that arrived while the attempt ran may have raced
+        // with a grant: the machine has it given back before reporting it.
+        const auto state = co_await asio::this_coro::cancellation_state;
+        AttemptReport report;
+        report.granted = attempt.guard.has_value();
+        if (attempt.guard) report.valid_until = attempt.guard->valid_until();
+        report.retry_at = attempt.retry_at;
+        report.ticket = attempt.ticket;
+        report.ticket_expires = attempt.ticket_expires;
+        step = machine.attempted(report, std::chrono::steady_clock::now(),
+                                 state.cancelled() != asio::cancellation_type::none);
+        break;
       }
-      throw boost::system::system_error(asio::error::operation_aborted);
+      case AcquireStep::Kind::give_back: {
+        if (step.cancelled) {
+          // Asio throws at any co_await once the caller is cancelled (the
+          // switch is one for the whole chain of coroutines): it is turned
+          // off around the undo, and back as it was after it.
+          const bool throw_if_cancelled = co_await asio::this_coro::throw_if_cancelled();
+          co_await asio::this_coro::throw_if_cancelled(false);
+          auto giving_back = give_back(attempt, undo, key, "after a cancelled acquire");
+          co_await std::move(giving_back);
+          co_await asio::this_coro::throw_if_cancelled(throw_if_cancelled);
+        } else {
+          auto giving_back = give_back(attempt, undo, key, "granted too late");
+          co_await std::move(giving_back);
+        }
+        step = machine.given_back(std::chrono::steady_clock::now());
+        break;
+      }
+      case AcquireStep::Kind::wait:
+        subscription.set_ticket(step.ticket);
+        co_await subscription.wait_until(step.until);
+        step = machine.woken();
+        break;
+      case AcquireStep::Kind::done:
+        co_return std::move(*attempt.guard);
+      case AcquireStep::Kind::timed_out:
+        throw Error(errc::timeout, fmt::format("could not acquire lock '{}' within {} ms", key.str(),
+                                               deadline.count()));
+      case AcquireStep::Kind::aborted:
+        throw boost::system::system_error(asio::error::operation_aborted);
     }
-    if (attempt.guard && std::chrono::steady_clock::now() < attempt.guard->valid_until())
-      co_return std::move(*attempt.guard);
-    if (attempt.guard) {
-      // The grant's answer came after the lease's assumed end (its request
-      // waited that long): it is worth nothing to the caller. Give it back
-      // and try again.
-      auto giving_back = give_back(attempt, undo, key, "granted too late");
-      co_await std::move(giving_back);
-      attempt.retry_at = std::chrono::steady_clock::now();
-    }
-
-    if (std::chrono::steady_clock::now() >= give_up_at)
-      throw Error(errc::timeout, fmt::format("could not acquire lock '{}' within {} ms", key.str(),
-                                             deadline.count()));
-    subscription.set_ticket(attempt.ticket);
-    co_await subscription.wait_until(std::min(attempt.retry_at, give_up_at));
   }
 }
 
@@ -1194,13 +1366,15 @@ class MemoryLock {
     auto held = state_->leases.find(key.str());
     if (held != state_->leases.end() && held->second.expires_at > now) {
       take_ticket();
-      return {.guard = std::nullopt, .retry_at = held->second.expires_at, .ticket = my_ticket()};
+      return {.guard = std::nullopt, .retry_at = held->second.expires_at, .ticket = my_ticket(), .ticket_expires = false};
     }
     if (seat != nullptr) {
       auto queue = state_->queues.find(key.str());
       if (queue != state_->queues.end() && (!seat->ticket || queue->second.front() != *seat->ticket)) {
         take_ticket();
-        return {.guard = std::nullopt, .ticket = my_ticket()};  // the head goes first; its grant or leaving wakes us
+        // The head goes first; its grant or leaving wakes us (the ticket
+        // lives as long as this waiter: no refreshing).
+        return {.guard = std::nullopt, .ticket = my_ticket(), .ticket_expires = false};
       }
       if (seat->ticket) {
         queue->second.pop_front();
@@ -1224,9 +1398,10 @@ static_assert(DistributedLock<MemoryLock>);
 // ---- lockstore/session_lock.hpp
 #ifndef LOCKSTORE_SINGLE_SESSION_LOCK_HPP
 #define LOCKSTORE_SINGLE_SESSION_LOCK_HPP
-// with_session_lock: the safe way to run an agent turn under a session's
-// lease. It acquires AdvisoryKey::for_session(tenant, thread), runs the body,
-// renews the lease every ttl/3 while the body runs, and always releases.
+// with_lock and with_session_lock: the safe way to run work under a lease
+// (with_session_lock: an agent turn, on AdvisoryKey::for_session(tenant,
+// thread)). They acquire the key, run the body,
+// renew the lease every ttl/3 while the body runs, and always release.
 // If a renewal finds the lease gone, or no renewal has been confirmed by the
 // lease's assumed end (LockGuard::valid_until) less a safety margin, the body
 // is cancelled (Asio terminal cancellation) and the call throws
@@ -1423,22 +1598,19 @@ inline Error lease_lost_error(const AdvisoryKey& key, std::chrono::milliseconds 
 
 }  // namespace detail
 
-/// Acquires the session's lease (waiting up to options.deadline; throws
-/// errc::timeout), runs `body()` (which returns asio::awaitable<R>), then
-/// releases the lease whether the body returned or threw. The body's
-/// exception propagates; a failed release is logged, never thrown over the
-/// body's outcome. With auto_renew, a lost lease cancels the body and the
-/// call throws errc::lock_lost; so does a lease whose renewals stopped being
-/// confirmed (the server unreachable): the body is cancelled at
+/// Acquires `key` (waiting up to options.deadline; throws errc::timeout),
+/// runs `body()` (which returns asio::awaitable<R>), then releases the lease
+/// whether the body returned or threw. The body's exception propagates; a
+/// failed release is logged, never thrown over the body's outcome. With
+/// auto_renew, a lost lease cancels the body and the call throws
+/// errc::lock_lost; so does a lease whose renewals stopped being confirmed
+/// (the server unreachable): the body is cancelled at
 /// valid_until() - safety_margin(ttl), before another holder can get in.
 /// Renewal always stops before the release.
 /// Cancelling the call cancels the body and still releases the lease.
 template <DistributedLock L, class F>
-asio::awaitable<detail::body_result_t<F>> with_session_lock(L& lock, const TenantId& tenant,
-                                                            std::string_view thread_id, F body,
-                                                            LockOptions options = {}) {
+asio::awaitable<detail::body_result_t<F>> with_lock(L& lock, AdvisoryKey key, F body, LockOptions options = {}) {
   using Result = detail::body_result_t<F>;
-  const auto key = AdvisoryKey::for_session(tenant, thread_id);
   // Calls with by-value arguments are made in their own statements, then
   // awaited: g++ 12 corrupts such arguments inside a co_await expression.
   auto acquiring = lock.acquire(key, options.ttl, options.deadline);
@@ -1465,6 +1637,16 @@ asio::awaitable<detail::body_result_t<F>> with_session_lock(L& lock, const Tenan
   if (run.lost) throw detail::lease_lost_error(key, options.ttl);
   if (run.failure) std::rethrow_exception(run.failure);
   if constexpr (!std::is_void_v<Result>) co_return std::move(*run.result);
+}
+
+/// with_lock on the session's key, AdvisoryKey::for_session(tenant, thread_id).
+template <DistributedLock L, class F>
+asio::awaitable<detail::body_result_t<F>> with_session_lock(L& lock, const TenantId& tenant,
+                                                            std::string_view thread_id, F body,
+                                                            LockOptions options = {}) {
+  auto key = AdvisoryKey::for_session(tenant, thread_id);
+  auto running = with_lock(lock, std::move(key), std::move(body), options);
+  co_return co_await std::move(running);
 }
 
 /// Runs `body()` while `guard`'s lease is held: the lease is extended every

@@ -1965,11 +1965,6 @@ class SqliteLock {
     co_return co_await std::move(acquiring);
   }
 
-  /// How long a waiter's ticket stays live without a refresh; a waiter
-  /// refreshes it at every look, at least every third of this. A killed
-  /// waiter holds the queue up for at most this long.
-  static constexpr std::chrono::milliseconds ticket_ttl{1500};
-
   /// New expiry = now + ttl while the guard's token holds a live lease
   /// ("now" read once the statement holds the write lock). On true, the
   /// guard's valid_until() becomes the time this call was made + ttl. False
@@ -2263,7 +2258,7 @@ class SqliteLock {
             if (!ticket) connection.prepare(detail::sqlite_lock_sql::drop_expired_tickets).bind(1, key).bind(2, now).run();
             auto statement = connection.prepare(detail::sqlite_lock_sql::take_ticket);
             if (ticket) statement.bind(1, *ticket);  // unbound: NULL, a new ticket
-            statement.bind(2, key).bind(3, now + ticket_ttl.count());
+            statement.bind(2, key).bind(3, now + detail::ticket_lifetime.count());
             if (statement.step()) result.ticket = statement.int64(0);
             // Filed before the commit: a release that names this ticket
             // can only follow it, and then rings this process alone.
@@ -2314,8 +2309,6 @@ class SqliteLock {
       return attempt;
     }
     attempt.retry_at = retry_time(outcome);
-    if (outcome.ticket)
-      attempt.retry_at = std::min(attempt.retry_at, std::chrono::steady_clock::now() + ticket_ttl / 3);
     return attempt;
   }
 

@@ -667,6 +667,44 @@ LOCKSTORE_CT("with_session_lock returns the body's value and releases the lease"
   });
 }
 
+LOCKSTORE_CT("with_lock holds a plain key for its body, returns its value and releases, also when it throws") {
+  TestType fixture;
+  run([&]() -> asio::awaitable<void> {
+    auto alice = co_await fixture.make_lock("alice");
+    auto bob = co_await fixture.make_lock("bob");
+    const AdvisoryKey key("reports/nightly");
+    bool held_inside = false;
+    auto body = [&]() -> asio::awaitable<std::string> {
+      auto probe = co_await bob.try_acquire(key, 1s);
+      held_inside = !probe.has_value();
+      if (probe) co_await bob.release(std::move(*probe));
+      co_return "done";
+    };
+    auto running = with_lock(alice, key, body);  // by-value arguments: called in a statement of its own
+    const auto value = co_await std::move(running);
+    CHECK(value == "done");
+    CHECK(held_inside);
+    auto after = co_await bob.try_acquire(key, 1s);
+    CHECK(after.has_value());
+    if (after) co_await bob.release(std::move(*after));
+
+    std::string caught;
+    try {
+      auto throwing = with_lock(alice, key, []() -> asio::awaitable<void> {
+        throw std::runtime_error("body failed");
+        co_return;
+      });
+      co_await std::move(throwing);
+    } catch (const std::runtime_error& error) {
+      caught = error.what();
+    }
+    CHECK(caught == "body failed");
+    auto after_throw = co_await bob.try_acquire(key, 1s);
+    CHECK(after_throw.has_value());
+    if (after_throw) co_await bob.release(std::move(*after_throw));
+  });
+}
+
 LOCKSTORE_CT("with_session_lock releases when the body throws and propagates the exception") {
   TestType fixture;
   run([&]() -> asio::awaitable<void> {

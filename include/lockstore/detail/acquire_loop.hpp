@@ -1,9 +1,9 @@
-// The one waiting strategy every backend's acquire() shares: subscribe to
-// wake-ups for the key, try once, and if refused wait until notified, until
-// the holder's lease expires, or until the backend's poll time (whichever is
-// first), bounded by the caller's deadline.
+// The one driver of every backend's acquire(): it runs the waiting protocol
+// of acquire_machine.hpp with the backend's primitives (one attempt, the
+// undo of a grant) and the in-process wake-ups of keyed_waiters.hpp.
 #pragma once
 
+#include "lockstore/detail/acquire_machine.hpp"
 #include "lockstore/detail/durations.hpp"
 #include "lockstore/detail/keyed_waiters.hpp"
 #include "lockstore/lock_guard.hpp"
@@ -31,6 +31,8 @@ struct Attempt {
   std::chrono::steady_clock::time_point retry_at = std::chrono::steady_clock::time_point::max();
   /// The caller's ticket in the backend's queue of waiters (0: none).
   std::int64_t ticket = 0;
+  /// See AttemptReport::ticket_expires.
+  bool ticket_expires = true;
 };
 
 /// Gives back a lease the caller will not get: undone when the attempt made
@@ -54,51 +56,67 @@ asio::awaitable<void> give_back(Attempt& attempt, Undo& undo, const AdvisoryKey&
   }
 }
 
-/// try_once: () -> awaitable<Attempt>; undo: (LockGuard) -> awaitable<void>.
-/// on_wake (optional): see KeyedWaiters::Subscription::on_wake.
+/// Drives an AcquireMachine with a backend's primitives. try_once: () ->
+/// awaitable<Attempt>; undo: (LockGuard) -> awaitable<void>. on_wake
+/// (optional): see KeyedWaiters::Subscription::on_wake.
 template <class TryOnce, class Undo>
 asio::awaitable<LockGuard> acquire_loop(KeyedWaiters& waiters, const AdvisoryKey& key,
                                         std::chrono::milliseconds deadline, TryOnce try_once,
                                         Undo undo, std::function<void()> on_wake = {}) {
-  const auto give_up_at =
-      saturating_deadline<std::chrono::steady_clock>(std::chrono::steady_clock::now(), deadline);
+  AcquireMachine machine(std::chrono::steady_clock::now(), deadline);
+  // Subscribed before the first attempt: a release between a refusal and
+  // the wait marks the subscription, and the wait returns at once.
   auto subscription = waiters.subscribe(key.str());
   if (on_wake) subscription.on_wake(std::move(on_wake));
-  for (;;) {
-    subscription.rearm();
-    Attempt attempt = co_await try_once();
-
-    // A cancellation that arrived while the attempt ran may have raced with
-    // a grant: give the lease back before reporting the cancellation.
-    const auto state = co_await asio::this_coro::cancellation_state;
-    if (state.cancelled() != asio::cancellation_type::none) {
-      if (attempt.guard) {
-        // Asio throws at any co_await of a cancelled coroutine, in this very
-        // frame, so the switch is flipped here, around the undo.
-        const bool throw_if_cancelled = co_await asio::this_coro::throw_if_cancelled();
-        co_await asio::this_coro::throw_if_cancelled(false);
-        auto giving_back = give_back(attempt, undo, key, "after a cancelled acquire");
-        co_await std::move(giving_back);
-        co_await asio::this_coro::throw_if_cancelled(throw_if_cancelled);
+  Attempt attempt;
+  for (auto step = machine.start();;) {
+    switch (step.kind) {
+      case AcquireStep::Kind::attempt: {
+        subscription.rearm();
+        attempt = co_await try_once();
+        // A cancellation that arrived while the attempt ran may have raced
+        // with a grant: the machine has it given back before reporting it.
+        const auto state = co_await asio::this_coro::cancellation_state;
+        AttemptReport report;
+        report.granted = attempt.guard.has_value();
+        if (attempt.guard) report.valid_until = attempt.guard->valid_until();
+        report.retry_at = attempt.retry_at;
+        report.ticket = attempt.ticket;
+        report.ticket_expires = attempt.ticket_expires;
+        step = machine.attempted(report, std::chrono::steady_clock::now(),
+                                 state.cancelled() != asio::cancellation_type::none);
+        break;
       }
-      throw boost::system::system_error(asio::error::operation_aborted);
+      case AcquireStep::Kind::give_back: {
+        if (step.cancelled) {
+          // Asio throws at any co_await once the caller is cancelled (the
+          // switch is one for the whole chain of coroutines): it is turned
+          // off around the undo, and back as it was after it.
+          const bool throw_if_cancelled = co_await asio::this_coro::throw_if_cancelled();
+          co_await asio::this_coro::throw_if_cancelled(false);
+          auto giving_back = give_back(attempt, undo, key, "after a cancelled acquire");
+          co_await std::move(giving_back);
+          co_await asio::this_coro::throw_if_cancelled(throw_if_cancelled);
+        } else {
+          auto giving_back = give_back(attempt, undo, key, "granted too late");
+          co_await std::move(giving_back);
+        }
+        step = machine.given_back(std::chrono::steady_clock::now());
+        break;
+      }
+      case AcquireStep::Kind::wait:
+        subscription.set_ticket(step.ticket);
+        co_await subscription.wait_until(step.until);
+        step = machine.woken();
+        break;
+      case AcquireStep::Kind::done:
+        co_return std::move(*attempt.guard);
+      case AcquireStep::Kind::timed_out:
+        throw Error(errc::timeout, fmt::format("could not acquire lock '{}' within {} ms", key.str(),
+                                               deadline.count()));
+      case AcquireStep::Kind::aborted:
+        throw boost::system::system_error(asio::error::operation_aborted);
     }
-    if (attempt.guard && std::chrono::steady_clock::now() < attempt.guard->valid_until())
-      co_return std::move(*attempt.guard);
-    if (attempt.guard) {
-      // The grant's answer came after the lease's assumed end (its request
-      // waited that long): it is worth nothing to the caller. Give it back
-      // and try again.
-      auto giving_back = give_back(attempt, undo, key, "granted too late");
-      co_await std::move(giving_back);
-      attempt.retry_at = std::chrono::steady_clock::now();
-    }
-
-    if (std::chrono::steady_clock::now() >= give_up_at)
-      throw Error(errc::timeout, fmt::format("could not acquire lock '{}' within {} ms", key.str(),
-                                             deadline.count()));
-    subscription.set_ticket(attempt.ticket);
-    co_await subscription.wait_until(std::min(attempt.retry_at, give_up_at));
   }
 }
 
