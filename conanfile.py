@@ -18,7 +18,7 @@ required_conan_version = ">=2.0"
 class LockstoreConan(ConanFile):
     name = "lockstore"
     description = "Distributed locks (leases) with fencing tokens and a durable session store for Boost.Asio C++20 coroutines"
-    license = "proprietary"
+    license = "BSL-1.0"
     topics = ("lock", "lease", "fencing", "asio", "coroutines", "sqlite", "postgresql", "redis", "header-only")
     package_type = "header-library"
     settings = "os", "arch", "compiler", "build_type"
@@ -58,6 +58,7 @@ class LockstoreConan(ConanFile):
         check_min_cppstd(self, 20)
 
     def package(self):
+        copy(self, "LICENSE_1_0.txt", src=self.source_folder, dst=os.path.join(self.package_folder, "licenses"))
         copy(self, "*.hpp", src=os.path.join(self.source_folder, "include"), dst=os.path.join(self.package_folder, "include"))
 
     def package_info(self):

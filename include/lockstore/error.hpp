@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: BSL-1.0
+// Copyright 2026 the lockstore authors. See LICENSE_1_0.txt or https://www.boost.org/LICENSE_1_0.txt
 // Errors of lockstore: an error-code enum in its own category, and the one
 // exception type every operation throws. "Not acquired" is never an error:
 // it is a value (std::nullopt or false); only real failures are thrown.

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: BSL-1.0
+// Copyright 2026 the lockstore authors. See LICENSE_1_0.txt or https://www.boost.org/LICENSE_1_0.txt
 // Keys: what a lock is taken on. An AdvisoryKey is a validated name; a
 // TenantId names the tenant an agent session belongs to, and
 // AdvisoryKey::for_session is the one canonical (tenant, thread) -> key map.

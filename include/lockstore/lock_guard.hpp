@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: BSL-1.0
+// Copyright 2026 the lockstore authors. See LICENSE_1_0.txt or https://www.boost.org/LICENSE_1_0.txt
 // LockGuard: the proof that its holder has exclusive access to a key. It
 // carries the key, the per-acquire ownership token and the fencing token.
 // Releasing goes through the lock (`co_await lock.release(std::move(g))`);

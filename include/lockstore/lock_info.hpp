@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: BSL-1.0
+// Copyright 2026 the lockstore authors. See LICENSE_1_0.txt or https://www.boost.org/LICENSE_1_0.txt
 // LockInfo: one live lease as an operator sees it (`list()`,
 // `force_release()` of the SQLite, PostgreSQL and Redis backends).
 #pragma once

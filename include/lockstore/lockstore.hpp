@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: BSL-1.0
+// Copyright 2026 the lockstore authors. See LICENSE_1_0.txt or https://www.boost.org/LICENSE_1_0.txt
 // lockstore: distributed locks (leases) for Boost.Asio C++20 coroutines.
 // This header gives the core and the in-memory backend; the SQLite,
 // PostgreSQL and Redis backends and the SessionStore have their own headers.

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: BSL-1.0
+// Copyright 2026 the lockstore authors. See LICENSE_1_0.txt or https://www.boost.org/LICENSE_1_0.txt
 // The library's one log sink. lockstore logs rarely: a guard dropped without
 // release, a renewal that failed, a release that failed after the body ran.
 // The handler is process-wide and may be replaced from any thread.

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: BSL-1.0
+// Copyright 2026 the lockstore authors. See LICENSE_1_0.txt or https://www.boost.org/LICENSE_1_0.txt
 // MemoryLock: leases in this process's memory. Every acquisition is its own
 // holder (there are no owners), so a second try_acquire of a held key is
 // refused even through the same MemoryLock. Copies share one lease table.

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: BSL-1.0
+// Copyright 2026 the lockstore authors. See LICENSE_1_0.txt or https://www.boost.org/LICENSE_1_0.txt
 // PostgresLock: leases in a PostgreSQL table, for processes on several
 // machines. Times come from the server's clock (clock_timestamp()), so the
 // clients' clocks do not matter. A release sends NOTIFY, and every

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: BSL-1.0
+// Copyright 2026 the lockstore authors. See LICENSE_1_0.txt or https://www.boost.org/LICENSE_1_0.txt
 // RedisLock: leases in Redis. A lease is a string "<token> <fence>
 // <acquired ms> <owner>" under `<prefix>lease:<key>` with a PEXPIRE TTL,
 // taken only when absent (SET NX PX) by a Lua script that also takes the

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: BSL-1.0
+// Copyright 2026 the lockstore authors. See LICENSE_1_0.txt or https://www.boost.org/LICENSE_1_0.txt
 // with_lock and with_session_lock: the safe way to run work under a lease
 // (with_session_lock: an agent turn, on AdvisoryKey::for_session(tenant,
 // thread)). They acquire the key, run the body,

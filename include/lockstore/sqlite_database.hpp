@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: BSL-1.0
+// Copyright 2026 the lockstore authors. See LICENSE_1_0.txt or https://www.boost.org/LICENSE_1_0.txt
 // SqliteDatabase: a cheap-to-copy shared handle to one SQLite file and the
 // thread that owns its connection. Every statement runs on that thread, never
 // on the caller's executor; coroutines resume on the caller's executor.

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: BSL-1.0
+// Copyright 2026 the lockstore authors. See LICENSE_1_0.txt or https://www.boost.org/LICENSE_1_0.txt
 // SqliteLock: leases in a SQLite file, safe across threads and processes.
 // Each lock has an owner name; several SqliteLocks (owners) may share one
 // SqliteDatabase. Waiters in this process are woken by release at once;

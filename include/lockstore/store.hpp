@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: BSL-1.0
+// Copyright 2026 the lockstore authors. See LICENSE_1_0.txt or https://www.boost.org/LICENSE_1_0.txt
 // SessionStore: the durable state of agent sessions, in the same SQLite file
 // (same SqliteDatabase, connection thread and schema version) as the locks.
 // Head-revision compare-and-set commits; content-addressed checkpoint blobs

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: BSL-1.0
+// Copyright 2026 the lockstore authors. See LICENSE_1_0.txt or https://www.boost.org/LICENSE_1_0.txt
 // The value types of the SessionStore: references to blobs, checkpoints,
 // graph nodes, work items and claims, commit requests and reports.
 #pragma once

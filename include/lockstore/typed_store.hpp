@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: BSL-1.0
+// Copyright 2026 the lockstore authors. See LICENSE_1_0.txt or https://www.boost.org/LICENSE_1_0.txt
 // Typed use of the SessionStore: a Codec turns a user's state type into
 // bytes and back, and TypedSessionStore commits and loads that state as the
 // checkpoint part named "state", so the user never handles bytes.

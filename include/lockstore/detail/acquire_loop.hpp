@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: BSL-1.0
+// Copyright 2026 the lockstore authors. See LICENSE_1_0.txt or https://www.boost.org/LICENSE_1_0.txt
 // The one driver of every backend's acquire(): it runs the waiting protocol
 // of acquire_machine.hpp with the backend's primitives (one attempt, the
 // undo of a grant) and the in-process wake-ups of keyed_waiters.hpp.

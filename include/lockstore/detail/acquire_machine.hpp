@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: BSL-1.0
+// Copyright 2026 the lockstore authors. See LICENSE_1_0.txt or https://www.boost.org/LICENSE_1_0.txt
 // The waiting protocol of acquire(), as a state machine that does no I/O and
 // reads no clock: the driver (acquire_loop.hpp) performs each step it asks
 // for with the backend's primitives and reports back what happened and

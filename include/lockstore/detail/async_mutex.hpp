@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: BSL-1.0
+// Copyright 2026 the lockstore authors. See LICENSE_1_0.txt or https://www.boost.org/LICENSE_1_0.txt
 // A FIFO mutex for coroutines that all run on one strand: it serialises the
 // use of one server connection (one request at a time on the wire) among the
 // operations of a PostgresLock or RedisLock. Not thread-safe by itself; the

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: BSL-1.0
+// Copyright 2026 the lockstore authors. See LICENSE_1_0.txt or https://www.boost.org/LICENSE_1_0.txt
 // Checks and arithmetic on the durations callers pass in, shared by every
 // backend so that a bad TTL gets the same error everywhere.
 #pragma once

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: BSL-1.0
+// Copyright 2026 the lockstore authors. See LICENSE_1_0.txt or https://www.boost.org/LICENSE_1_0.txt
 // In-process wake-ups for lock waiters, keyed by lock name. A waiter
 // subscribes *before* it tries to acquire, so a release that happens between
 // its failed attempt and its wait is never missed: the subscription is

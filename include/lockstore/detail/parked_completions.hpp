@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: BSL-1.0
+// Copyright 2026 the lockstore authors. See LICENSE_1_0.txt or https://www.boost.org/LICENSE_1_0.txt
 // Completion handlers parked outside their execution context (a lock
 // waiter's handler kept in a registry that other threads notify, a
 // statement's handler kept by the SQLite thread) must not outlive that

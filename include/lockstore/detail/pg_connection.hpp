@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: BSL-1.0
+// Copyright 2026 the lockstore authors. See LICENSE_1_0.txt or https://www.boost.org/LICENSE_1_0.txt
 // One libpq connection driven without blocking: libpq's non-blocking calls
 // (PQconnectPoll, PQsendQueryParams, PQflush, PQconsumeInput, PQisBusy,
 // PQgetResult) with the connection's socket watched by Asio on the caller's

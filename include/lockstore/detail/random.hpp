@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: BSL-1.0
+// Copyright 2026 the lockstore authors. See LICENSE_1_0.txt or https://www.boost.org/LICENSE_1_0.txt
 // Randomness for tokens, owner names and jitter. Each thread keeps a 64-bit
 // generator seeded from std::random_device; it reseeds after fork() (the pid
 // changed), so a parent and its child never hand out the same tokens.

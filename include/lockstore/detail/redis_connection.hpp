@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: BSL-1.0
+// Copyright 2026 the lockstore authors. See LICENSE_1_0.txt or https://www.boost.org/LICENSE_1_0.txt
 // One Redis connection: commands are written in RESP here, hiredis parses
 // the replies (its reply reader), Asio does the I/O on the caller's
 // executor. A command and its reply are never cancelled half-way; only

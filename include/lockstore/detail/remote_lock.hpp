@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: BSL-1.0
+// Copyright 2026 the lockstore authors. See LICENSE_1_0.txt or https://www.boost.org/LICENSE_1_0.txt
 // What the server-backed locks (PostgresLock, RedisLock) share: every
 // operation runs on the lock's strand, and a second, listening connection
 // (PostgreSQL LISTEN, Redis SUBSCRIBE) is read while any acquire() waits, so

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: BSL-1.0
+// Copyright 2026 the lockstore authors. See LICENSE_1_0.txt or https://www.boost.org/LICENSE_1_0.txt
 // SHA-256 through OpenSSL's libcrypto, as lower-case hex: the content
 // address of every blob in the SessionStore.
 #pragma once

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: BSL-1.0
+// Copyright 2026 the lockstore authors. See LICENSE_1_0.txt or https://www.boost.org/LICENSE_1_0.txt
 // One SQLite connection and its cached prepared statements. It lives on
 // (and is only touched by) its SqliteWorker's thread. Errors become
 // lockstore::Error carrying the file, SQLite's message and extended code.

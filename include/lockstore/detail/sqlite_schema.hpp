@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: BSL-1.0
+// Copyright 2026 the lockstore authors. See LICENSE_1_0.txt or https://www.boost.org/LICENSE_1_0.txt
 // The schema of a lockstore SQLite file, in one place. `PRAGMA user_version`
 // holds its version; migrations[i] upgrades a file from version i to i + 1,
 // so every version ever released has a path to the current one. lockstore

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: BSL-1.0
+// Copyright 2026 the lockstore authors. See LICENSE_1_0.txt or https://www.boost.org/LICENSE_1_0.txt
 // Cross-process wake-ups for SQLite waiters. Every process that opens a
 // database file for writing maps a small shared file next to it,
 // `<database>-lockstore-wake`, and announces there each release of a lease

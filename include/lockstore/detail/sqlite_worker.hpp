@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: BSL-1.0
+// Copyright 2026 the lockstore authors. See LICENSE_1_0.txt or https://www.boost.org/LICENSE_1_0.txt
 // The thread that owns one SQLite connection. Callers hand it jobs; each job
 // runs on this thread and its result is posted back to the caller's
 // executor, so no statement ever runs on an executor thread. Jobs queued

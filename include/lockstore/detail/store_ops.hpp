@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: BSL-1.0
+// Copyright 2026 the lockstore authors. See LICENSE_1_0.txt or https://www.boost.org/LICENSE_1_0.txt
 // The SessionStore's operations as plain functions on a SqliteConnection.
 // They run on the connection's thread (SessionStore wraps each in one job),
 // and each write runs in one BEGIN IMMEDIATE transaction: all or nothing.

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: BSL-1.0
+// Copyright 2026 the lockstore authors. See LICENSE_1_0.txt or https://www.boost.org/LICENSE_1_0.txt
 // Decoders of the text the servers hand back: PostgreSQL's hex bytea output
 // and the release notifications of both server backends. Anything on the
 // wire may be another program's (a channel is just a name), so these never
