@@ -48,11 +48,29 @@ if cmake -S "$work/too_new" -B "$work/too_new/build" -DCMAKE_PREFIX_PATH="$work/
 fi
 grep -q "compatible with requested version" "$work/too_new.log" || { cat "$work/too_new.log"; echo "FAIL: no version message"; exit 1; }
 echo "ok: find_package(lockstore 99) is refused"
+IFS=. read -r major minor _ <<< "$expected"
+if [ "$major" = 0 ] && [ "$minor" -gt 0 ]; then  # before 1.0, only the same minor version is compatible
+  older="0.$((minor - 1))"
+  mkdir -p "$work/older"
+  printf 'cmake_minimum_required(VERSION 3.21)\nproject(p LANGUAGES CXX)\nfind_package(lockstore %s REQUIRED)\n' "$older" \
+    > "$work/older/CMakeLists.txt"
+  if cmake -S "$work/older" -B "$work/older/build" -DCMAKE_PREFIX_PATH="$work/prefix" > "$work/older.log" 2>&1; then
+    echo "FAIL: find_package(lockstore $older) accepted $expected"; exit 1
+  fi
+  echo "ok: find_package(lockstore $older) is refused by $expected"
+fi
+[ -e "$work/prefix/share/doc/lockstore/LICENSE_1_0.txt" ] || { echo "FAIL: install did not put the licence"; exit 1; }
 step "Conan test_package (CMake half) against the installed prefix"
 build_and_run test_package "$source_dir/test_package" -DCMAKE_PREFIX_PATH="$work/prefix"
 
 step "add_subdirectory"
 build_and_run add_subdirectory "$consumers/add_subdirectory" -DLOCKSTORE_SOURCE_DIR="$source_dir"
+cmake --install "$work/add_subdirectory" --prefix "$work/consumer_prefix" > "$work/consumer_install.log" 2>&1 \
+  || { cat "$work/consumer_install.log"; echo "FAIL: the consumer's install failed"; exit 1; }
+if [ -e "$work/consumer_prefix/include/lockstore" ] || [ -e "$work/consumer_prefix/bin/lockstore" ]; then
+  echo "FAIL: a consumer's install put lockstore's files into its prefix"; exit 1
+fi
+echo "ok: as a subproject lockstore installs nothing (LOCKSTORE_INSTALL is off)"
 step "FetchContent from an archive of the source tree"
 tar -C "$source_dir" --exclude='./build*' --exclude='./.git' -czf "$work/lockstore.tar.gz" .
 build_and_run fetchcontent "$consumers/fetchcontent" -DLOCKSTORE_ARCHIVE="$work/lockstore.tar.gz"
