@@ -65,7 +65,10 @@ class LockstoreConan(ConanFile):
         self.cpp_info.bindirs = []
         self.cpp_info.libdirs = []
         self.cpp_info.set_property("cmake_file_name", "lockstore")
-        self.cpp_info.set_property("cmake_target_name", "lockstore::lockstore")
+        # The aggregate of every component has a name of its own: under the
+        # name of the core it would pull SQLite and OpenSSL into programs
+        # that link only the core, unlike the CMake package.
+        self.cpp_info.set_property("cmake_target_name", "lockstore::all")
 
         core = self.cpp_info.components["core"]
         core.set_property("cmake_target_name", "lockstore::lockstore")
