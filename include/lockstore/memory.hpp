@@ -8,6 +8,7 @@
 #pragma once
 
 #include "lockstore/detail/acquire_loop.hpp"
+#include "lockstore/detail/queue_seat.hpp"
 #include "lockstore/detail/durations.hpp"
 #include "lockstore/detail/keyed_waiters.hpp"
 #include "lockstore/distributed_lock.hpp"
@@ -49,30 +50,23 @@ class MemoryLock {
 
   // An acquire() caller's place in its key's queue; leaving it (given up,
   // cancelled, or granted) lets the next one in.
-  class QueueSeat {
-   public:
-    QueueSeat(std::shared_ptr<State> state, std::string key) : state_(std::move(state)), key_(std::move(key)) {}
-    QueueSeat(const QueueSeat&) = delete;
-    QueueSeat& operator=(const QueueSeat&) = delete;
-    ~QueueSeat() {
-      if (!ticket) return;
+  // Leaving the queue: drop the ticket and wake the next in line.
+  struct LeaveQueue {
+    std::shared_ptr<State> state;
+    std::string key;
+    void operator()(std::uint64_t ticket) const {
       {
-        std::lock_guard lock(state_->mutex);
-        if (auto found = state_->queues.find(key_); found != state_->queues.end()) {
+        std::lock_guard lock(state->mutex);
+        if (auto found = state->queues.find(key); found != state->queues.end()) {
           auto& queue = found->second;
-          queue.erase(std::remove(queue.begin(), queue.end(), *ticket), queue.end());
-          if (queue.empty()) state_->queues.erase(found);
+          queue.erase(std::remove(queue.begin(), queue.end(), ticket), queue.end());
+          if (queue.empty()) state->queues.erase(found);
         }
       }
-      state_->waiters.notify(key_);  // the next in line may go now
+      state->waiters.notify(key);  // the next in line may go now
     }
-
-    std::optional<std::uint64_t> ticket;  // touched only by its own acquire()
-
-   private:
-    std::shared_ptr<State> state_;
-    std::string key_;
   };
+  using QueueSeat = detail::QueueSeat<std::uint64_t, LeaveQueue>;
 
  public:
   MemoryLock() = default;
@@ -90,7 +84,8 @@ class MemoryLock {
                                      std::chrono::milliseconds deadline) {
     detail::validate_ttl(ttl, "MemoryLock::acquire");
     // Made in its own statement, then awaited: see sqlite_lock.hpp on g++ 12.
-    QueueSeat seat(state_, key.str());
+    LeaveQueue leave{state_, key.str()};
+    QueueSeat seat(std::move(leave));
     auto acquiring = detail::acquire_loop(
         state_->waiters, key, deadline,
         [&]() -> asio::awaitable<detail::Attempt> { co_return grant(key, ttl, &seat); },

@@ -21,6 +21,7 @@
 #pragma once
 
 #include "lockstore/detail/acquire_loop.hpp"
+#include "lockstore/detail/queue_seat.hpp"
 #include "lockstore/detail/durations.hpp"
 #include "lockstore/detail/redis_connection.hpp"
 #include "lockstore/detail/remote_lock.hpp"
@@ -599,21 +600,15 @@ class RedisLock {
     return std::stoull(std::string(detail::RedisReply::text_of(reply)));
   }
 
-  // An acquire() caller's place in the key's queue (as PostgresLock's): taken
-  // at the first refusal, dropped by the granting script. A caller that gives
+  // An acquire() caller's place in the key's queue (detail::QueueSeat, as
+  // PostgresLock's): taken at the first refusal, dropped by the granting script. A caller that gives
   // up leaves without waiting (the script is spawned on the strand); were
   // that lost, the ticket expires.
-  struct QueueSeat {
+  struct LeaveQueue {
     std::shared_ptr<State> state;
     AdvisoryKey key;
-    std::optional<std::int64_t> ticket;
-
-    QueueSeat(std::shared_ptr<State> s, AdvisoryKey k) : state(std::move(s)), key(std::move(k)) {}
-    QueueSeat(const QueueSeat&) = delete;
-    QueueSeat& operator=(const QueueSeat&) = delete;
-    ~QueueSeat() {
-      if (!ticket) return;
-      asio::co_spawn(state->strand, leave(state, key, *ticket), asio::detached);
+    void operator()(std::int64_t ticket) const {
+      asio::co_spawn(state->strand, leave(state, key, ticket), asio::detached);
     }
 
     static asio::awaitable<void> leave(std::shared_ptr<State> state, AdvisoryKey key, std::int64_t ticket) {
@@ -625,6 +620,7 @@ class RedisLock {
       }
     }
   };
+  using QueueSeat = detail::QueueSeat<std::int64_t, LeaveQueue>;
 
   // `seat` is null for try_acquire, which ignores the queue.
   static asio::awaitable<detail::Attempt> attempt_once(std::shared_ptr<State> state, std::string owner, AdvisoryKey key,
@@ -681,7 +677,8 @@ class RedisLock {
   static asio::awaitable<LockGuard> acquire_on_strand(std::shared_ptr<State> state, std::string owner, AdvisoryKey key,
                                                       std::chrono::milliseconds ttl, std::chrono::milliseconds deadline) {
     detail::WaitingScope waiting(state->pump, state);
-    QueueSeat seat(state, key);
+    LeaveQueue leave{state, key};
+    QueueSeat seat(std::move(leave));
     auto acquiring = detail::acquire_loop(
         state->waiters, key, deadline, [&] { return attempt_once(state, owner, key, ttl, &seat); },
         [&](LockGuard guard) { return give_back(state, std::move(guard)); });

@@ -1213,6 +1213,45 @@ asio::awaitable<LockGuard> acquire_loop(KeyedWaiters& waiters, const AdvisoryKey
 
 }  // namespace lockstore::detail
 #endif  // LOCKSTORE_SINGLE_DETAIL_ACQUIRE_LOOP_HPP
+// ---- lockstore/detail/queue_seat.hpp
+#ifndef LOCKSTORE_SINGLE_DETAIL_QUEUE_SEAT_HPP
+#define LOCKSTORE_SINGLE_DETAIL_QUEUE_SEAT_HPP
+// An acquire() caller's place in its backend's queue of waiters: the ticket
+// it was given at its first refusal (kept by the backend's attempts), and
+// the backend's one primitive for giving it up. However the acquire ends
+// (granted: the granting statement already dropped the ticket; timed out,
+// cancelled, or its frame destroyed with its io_context), a seat that still
+// holds a ticket leaves the queue, so the next in line need not wait for
+// the ticket to lapse (detail::ticket_lifetime).
+
+#include <optional>
+#include <utility>
+
+namespace lockstore::detail {
+
+/// `Leave`: a callable `void(Ticket) noexcept`-in-effect that gives the
+/// ticket up without waiting for an answer (it queues the statement or
+/// script, or edits an in-process queue); a failure is the backend's to
+/// swallow: the ticket then lapses by itself.
+template <class Ticket, class Leave>
+class QueueSeat {
+ public:
+  explicit QueueSeat(Leave leave) : leave_(std::move(leave)) {}
+  QueueSeat(const QueueSeat&) = delete;
+  QueueSeat& operator=(const QueueSeat&) = delete;
+  ~QueueSeat() {
+    if (ticket) leave_(*ticket);
+  }
+
+  /// Set and cleared by the backend's attempts, on the acquire's own turn.
+  std::optional<Ticket> ticket;
+
+ private:
+  Leave leave_;
+};
+
+}  // namespace lockstore::detail
+#endif  // LOCKSTORE_SINGLE_DETAIL_QUEUE_SEAT_HPP
 
 #include <boost/asio/awaitable.hpp>
 
@@ -1251,30 +1290,23 @@ class MemoryLock {
 
   // An acquire() caller's place in its key's queue; leaving it (given up,
   // cancelled, or granted) lets the next one in.
-  class QueueSeat {
-   public:
-    QueueSeat(std::shared_ptr<State> state, std::string key) : state_(std::move(state)), key_(std::move(key)) {}
-    QueueSeat(const QueueSeat&) = delete;
-    QueueSeat& operator=(const QueueSeat&) = delete;
-    ~QueueSeat() {
-      if (!ticket) return;
+  // Leaving the queue: drop the ticket and wake the next in line.
+  struct LeaveQueue {
+    std::shared_ptr<State> state;
+    std::string key;
+    void operator()(std::uint64_t ticket) const {
       {
-        std::lock_guard lock(state_->mutex);
-        if (auto found = state_->queues.find(key_); found != state_->queues.end()) {
+        std::lock_guard lock(state->mutex);
+        if (auto found = state->queues.find(key); found != state->queues.end()) {
           auto& queue = found->second;
-          queue.erase(std::remove(queue.begin(), queue.end(), *ticket), queue.end());
-          if (queue.empty()) state_->queues.erase(found);
+          queue.erase(std::remove(queue.begin(), queue.end(), ticket), queue.end());
+          if (queue.empty()) state->queues.erase(found);
         }
       }
-      state_->waiters.notify(key_);  // the next in line may go now
+      state->waiters.notify(key);  // the next in line may go now
     }
-
-    std::optional<std::uint64_t> ticket;  // touched only by its own acquire()
-
-   private:
-    std::shared_ptr<State> state_;
-    std::string key_;
   };
+  using QueueSeat = detail::QueueSeat<std::uint64_t, LeaveQueue>;
 
  public:
   MemoryLock() = default;
@@ -1292,7 +1324,8 @@ class MemoryLock {
                                      std::chrono::milliseconds deadline) {
     detail::validate_ttl(ttl, "MemoryLock::acquire");
     // Made in its own statement, then awaited: see sqlite_lock.hpp on g++ 12.
-    QueueSeat seat(state_, key.str());
+    LeaveQueue leave{state_, key.str()};
+    QueueSeat seat(std::move(leave));
     auto acquiring = detail::acquire_loop(
         state_->waiters, key, deadline,
         [&]() -> asio::awaitable<detail::Attempt> { co_return grant(key, ttl, &seat); },

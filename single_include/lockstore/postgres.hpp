@@ -1254,21 +1254,14 @@ class PostgresLock {
     guard.mark_released();
   }
 
-  // An acquire() caller's place in its key's queue: the ticket is taken by
-  // the first refused attempt and dropped by the granting one. A caller that
-  // gives up (or whose frame is destroyed) leaves without waiting: the
-  // statement is spawned on the strand. Were it lost, the ticket expires.
-  struct QueueSeat {
+  // An acquire() caller's place in its key's queue (detail::QueueSeat): the
+  // ticket is taken by the first refused attempt and dropped by the
+  // granting one. Leaving is spawned on the strand, not awaited (a caller
+  // that gives up, or whose frame is destroyed, does not wait for it); a
+  // failure leaves the ticket to lapse.
+  struct LeaveQueue {
     std::shared_ptr<State> state;
-    std::optional<std::int64_t> ticket;
-
-    explicit QueueSeat(std::shared_ptr<State> s) : state(std::move(s)) {}
-    QueueSeat(const QueueSeat&) = delete;
-    QueueSeat& operator=(const QueueSeat&) = delete;
-    ~QueueSeat() {
-      if (!ticket) return;
-      asio::co_spawn(state->strand, leave(state, *ticket), asio::detached);
-    }
+    void operator()(std::int64_t ticket) const { asio::co_spawn(state->strand, leave(state, ticket), asio::detached); }
 
     static asio::awaitable<void> leave(std::shared_ptr<State> state, std::int64_t ticket) {
       try {
@@ -1279,6 +1272,7 @@ class PostgresLock {
       }
     }
   };
+  using QueueSeat = detail::QueueSeat<std::int64_t, LeaveQueue>;
 
   // `seat` is null for try_acquire, which ignores the queue.
   static asio::awaitable<detail::Attempt> attempt_once(std::shared_ptr<State> state, std::string owner,
@@ -1339,7 +1333,8 @@ class PostgresLock {
   static asio::awaitable<LockGuard> acquire_on_strand(std::shared_ptr<State> state, std::string owner, AdvisoryKey key,
                                                       std::chrono::milliseconds ttl, std::chrono::milliseconds deadline) {
     detail::WaitingScope waiting(state->pump, state);
-    QueueSeat seat(state);
+    LeaveQueue leave{state};
+    QueueSeat seat(std::move(leave));
     auto acquiring = detail::acquire_loop(
         state->waiters, key, deadline, [&] { return attempt_once(state, owner, key, ttl, &seat); },
         [&](LockGuard guard) { return give_back(state, std::move(guard)); });

@@ -1950,7 +1950,8 @@ class SqliteLock {
                                      std::chrono::milliseconds deadline) {
     detail::validate_ttl(ttl, "SqliteLock::acquire");
     database_.require_writable("SqliteLock::acquire");
-    QueueSeat seat(database_, key.str());
+    LeaveQueue leave{database_, key.str()};
+    QueueSeat seat(std::move(leave));
     PendingAttempt pending(database_, key.str());
     // When a release wakes this waiter, its next attempt is queued on the
     // connection thread at once, by the thread that woke it, so the statement
@@ -2105,27 +2106,22 @@ class SqliteLock {
   // if the caller gives up (deadline, cancellation, error, or its frame is
   // destroyed) the destructor drops it without waiting, and wakes the
   // waiters behind it.
-  class QueueSeat {
-   public:
-    QueueSeat(SqliteDatabase database, std::string key) : database_(std::move(database)), key_(std::move(key)) {}
-    QueueSeat(const QueueSeat&) = delete;
-    QueueSeat& operator=(const QueueSeat&) = delete;
-    ~QueueSeat() {
-      if (!ticket) return;
-      database_.post([ticket = *ticket, key = key_, waiters = &database_.waiters(),
-                      board = database_.wake_board()](detail::SqliteConnection& connection) {
+  // Leaving the queue: the ticket is dropped on the connection thread
+  // (queued, not awaited), and the next in line is woken, here and in other
+  // processes.
+  struct LeaveQueue {
+    SqliteDatabase database;
+    std::string key;
+    void operator()(std::int64_t ticket) const {
+      database.post([ticket, key = key, waiters = &database.waiters(),
+                     board = database.wake_board()](detail::SqliteConnection& connection) {
         connection.prepare(detail::sqlite_lock_sql::drop_ticket).bind(1, ticket).run();
         waiters->notify(key);
         announce_release(connection, board, key);
       });
     }
-
-    std::optional<std::int64_t> ticket;
-
-   private:
-    SqliteDatabase database_;
-    std::string key_;
   };
+  using QueueSeat = detail::QueueSeat<std::int64_t, LeaveQueue>;
 
   // What a job may keep of the handle: the parts that live as long as the
   // connection thread (a job must not hold a SqliteDatabase, nor point into
