@@ -196,14 +196,18 @@ TEST_CASE("a cancellation that reaches a strand operation as it finishes is drop
 }
 
 // The waiting protocol alone: no I/O, no timers, times made up.
+namespace {
+using detail::AcquireMachine;
+using detail::AcquireStep;
+using detail::AttemptReport;
+using Kind = AcquireStep::Kind;
+const auto machine_epoch = std::chrono::steady_clock::time_point{} + std::chrono::hours(1);
+}  // namespace
+
 TEST_CASE("the acquire machine: a grant in time is taken, a refusal waits for the earliest of its times",
           "[core][acquire]") {
-  using detail::AcquireMachine;
-  using detail::AcquireStep;
-  using detail::AttemptReport;
-  using Kind = AcquireStep::Kind;
   using namespace std::chrono_literals;
-  const auto t0 = std::chrono::steady_clock::time_point{} + std::chrono::hours(1);
+  const auto t0 = machine_epoch;
 
   AcquireMachine granted(t0, 5s);
   CHECK(granted.start().kind == Kind::attempt);
@@ -261,12 +265,8 @@ TEST_CASE("the acquire machine: a grant in time is taken, a refusal waits for th
 }
 
 TEST_CASE("the acquire machine gives back a late grant and a grant to a cancelled caller", "[core][acquire]") {
-  using detail::AcquireMachine;
-  using detail::AcquireStep;
-  using detail::AttemptReport;
-  using Kind = AcquireStep::Kind;
   using namespace std::chrono_literals;
-  const auto t0 = std::chrono::steady_clock::time_point{} + std::chrono::hours(1);
+  const auto t0 = machine_epoch;
   AttemptReport grant;
   grant.granted = true;
   grant.valid_until = t0 + 1s;
