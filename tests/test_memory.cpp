@@ -71,4 +71,55 @@ TEST_CASE("MemoryLock wakes many waiters on one key without losing any", "[memor
   for (std::size_t i = 1; i < fences.size(); ++i) CHECK(fences[i] > fences[i - 1]);
 }
 
+TEST_CASE("MemoryLock lists its live leases, force-releases one, and releases all", "[memory]") {
+  run([&]() -> asio::awaitable<void> {
+    MemoryLock lock;
+    MemoryLock copy = lock;
+    auto b = co_await lock.acquire(AdvisoryKey("b"), 30s, 1s);
+    auto a = co_await copy.acquire(AdvisoryKey("a"), 30s, 1s);
+    auto short_lived = co_await lock.acquire(AdvisoryKey("c"), 1ms, 1s);
+    co_await sleep_for(5ms);  // "c" has expired: not listed, not counted
+    const auto before = std::chrono::system_clock::now();
+    auto leases = co_await lock.list();
+    REQUIRE(leases.size() == 2);
+    CHECK(leases[0].key.str() == "a");
+    CHECK(leases[0].fence == a.fence());
+    CHECK(leases[0].owner.empty());
+    CHECK(leases[1].key.str() == "b");
+    CHECK(leases[1].expires_at > before + 25s);
+    CHECK(leases[1].acquired_at <= before);
+
+    // A waiter for "a" is let in by force_release, and the old guard is fenced out.
+    auto executor = co_await asio::this_coro::executor;
+    std::optional<std::uint64_t> waiter_fence;
+    asio::co_spawn(executor, [&]() -> asio::awaitable<void> {
+      auto guard = co_await lock.acquire(AdvisoryKey("a"), 30s, 10s);
+      waiter_fence = guard.fence();
+      co_await lock.release(std::move(guard));
+    }, asio::detached);
+    co_await sleep_for(10ms);
+    const auto cleared = co_await lock.force_release(AdvisoryKey("a"));
+    REQUIRE(cleared.has_value());
+    CHECK(cleared->fence == a.fence());
+    for (const auto give_up = std::chrono::steady_clock::now() + 5s;
+         !waiter_fence && std::chrono::steady_clock::now() < give_up;)
+      co_await sleep_for(1ms);
+    REQUIRE(waiter_fence.has_value());
+    CHECK(*waiter_fence > a.fence());
+    const bool old_extended = co_await copy.extend(a, 30s);
+    CHECK_FALSE(old_extended);
+    a.mark_released();
+    const auto none = co_await lock.force_release(AdvisoryKey("a"));
+    CHECK_FALSE(none.has_value());
+
+    const auto live = co_await copy.release_all();
+    CHECK(live == 1);  // "b"; "c" had expired
+    CHECK(lock.held_count() == 0);
+    const bool b_extended = co_await lock.extend(b, 30s);
+    CHECK_FALSE(b_extended);
+    b.mark_released();
+    short_lived.mark_released();
+  });
+}
+
 }  // namespace lockstore::test

@@ -6,12 +6,15 @@
 #pragma once
 
 #include "lockstore/lock_guard.hpp"
+#include "lockstore/lock_info.hpp"
 
 #include <boost/asio/awaitable.hpp>
 
 #include <chrono>
 #include <concepts>
+#include <cstddef>
 #include <optional>
+#include <vector>
 
 namespace lockstore {
 
@@ -32,6 +35,16 @@ concept DistributedLock = requires(L& lock, const AdvisoryKey& key, std::chrono:
   { lock.acquire(key, ttl, deadline) } -> std::same_as<asio::awaitable<LockGuard>>;
   { lock.extend(guard, ttl) } -> std::same_as<asio::awaitable<bool>>;
   { lock.release(std::move(guard)) } -> std::same_as<asio::awaitable<void>>;
+};
+
+/// What an operator needs on top (all four backends have it): list the live
+/// leases, clear one whoever holds it, and clear every lease of this lock's
+/// owner (for MemoryLock, every lease it and its copies hold).
+template <class L>
+concept AdministrableLock = DistributedLock<L> && requires(L& lock, const AdvisoryKey& key) {
+  { lock.list() } -> std::same_as<asio::awaitable<std::vector<LockInfo>>>;
+  { lock.force_release(key) } -> std::same_as<asio::awaitable<std::optional<LockInfo>>>;
+  { lock.release_all() } -> std::same_as<asio::awaitable<std::size_t>>;
 };
 
 }  // namespace lockstore

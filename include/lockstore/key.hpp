@@ -69,6 +69,14 @@ class AdvisoryKey {
 
   const std::string& str() const noexcept { return name_; }
 
+ private:
+  friend class LockGuard;
+  // Only for an empty LockGuard (a failed operation's value): the one
+  // AdvisoryKey with an empty name, as a moved-from key also is.
+  AdvisoryKey() = default;
+
+ public:
+
   /// 64-bit FNV-1a of the key's bytes (offset basis 0xcbf29ce484222325,
   /// prime 0x100000001b3). Stable across platforms, compilers and releases,
   /// so it may be stored or used as a server-side integer lock id.

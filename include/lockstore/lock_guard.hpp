@@ -12,9 +12,7 @@
 #include "lockstore/log.hpp"
 
 #include <fmt/format.h>
-#include <unistd.h>
 
-#include <array>
 #include <chrono>
 #include <cstdint>
 #include <string>
@@ -25,15 +23,6 @@ namespace lockstore {
 /// A fresh ownership token: 128 random bits as 32 lower-case hex digits.
 inline std::string random_token() {
   return fmt::format("{:016x}{:016x}", detail::ThreadRandom::next(), detail::ThreadRandom::next());
-}
-
-/// A fresh owner name for lock backends with owners: "<host>:<pid>:<random>",
-/// readable in `list()` output and unique per call.
-inline std::string random_owner() {
-  std::array<char, 256> host{};
-  if (::gethostname(host.data(), host.size() - 1) != 0) host[0] = '\0';
-  return fmt::format("{}:{}:{:08x}", host.data(), ::getpid(),
-                     static_cast<std::uint32_t>(detail::ThreadRandom::next()));
 }
 
 class LockGuard {
@@ -47,6 +36,11 @@ class LockGuard {
   LockGuard(AdvisoryKey key, std::string token, std::uint64_t fence, TimePoint valid_until = TimePoint::max())
       : key_(std::move(key)), token_(std::move(token)), fence_(fence),
         acquired_at_(std::chrono::steady_clock::now()), valid_until_(valid_until) {}
+
+  /// An empty guard: it holds nothing (released() is true, the key and token
+  /// are empty, the fence is 0). It is what an operation completed through
+  /// a non-throwing completion token gives with an error code.
+  LockGuard() noexcept : fence_(0), acquired_at_(), valid_until_(), released_(true) {}
 
   LockGuard(LockGuard&& other) noexcept
       : key_(std::move(other.key_)), token_(std::move(other.token_)), fence_(other.fence_),

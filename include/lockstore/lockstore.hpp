@@ -11,4 +11,5 @@
 #include "lockstore/lock_guard.hpp"
 #include "lockstore/log.hpp"
 #include "lockstore/memory.hpp"
+#include "lockstore/owner.hpp"
 #include "lockstore/session_lock.hpp"

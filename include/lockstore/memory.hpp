@@ -7,11 +7,13 @@
 // release at once and by a timer at the holder's expiry, never by polling.
 #pragma once
 
+#include "lockstore/detail/completion.hpp"
 #include "lockstore/detail/acquire_loop.hpp"
 #include "lockstore/detail/queue_seat.hpp"
 #include "lockstore/detail/durations.hpp"
 #include "lockstore/detail/keyed_waiters.hpp"
 #include "lockstore/distributed_lock.hpp"
+#include "lockstore/lock_info.hpp"
 
 #include <boost/asio/awaitable.hpp>
 
@@ -24,16 +26,18 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 namespace lockstore {
 
-class MemoryLock {
+class MemoryLock : public detail::CompletionTokenOverloads<MemoryLock> {
   using Clock = std::chrono::steady_clock;
 
   struct Lease {
     std::string token;
     std::uint64_t fence;
     Clock::time_point expires_at;
+    std::chrono::system_clock::time_point acquired_at;  // for list()
   };
 
   struct State {
@@ -69,6 +73,17 @@ class MemoryLock {
   using QueueSeat = detail::QueueSeat<std::uint64_t, LeaveQueue>;
 
  public:
+  // Each operation below also takes a completion token as its last argument
+  // (detail/completion.hpp): `void(error_code, T)`, `void(error_code)` for
+  // release; without one it is the coroutine, as documented here.
+  using detail::CompletionTokenOverloads<MemoryLock>::try_acquire;
+  using detail::CompletionTokenOverloads<MemoryLock>::acquire;
+  using detail::CompletionTokenOverloads<MemoryLock>::extend;
+  using detail::CompletionTokenOverloads<MemoryLock>::release;
+  using detail::CompletionTokenOverloads<MemoryLock>::list;
+  using detail::CompletionTokenOverloads<MemoryLock>::force_release;
+  using detail::CompletionTokenOverloads<MemoryLock>::release_all;
+
   MemoryLock() = default;
 
   /// One attempt; std::nullopt while a live lease holds the key.
@@ -122,6 +137,64 @@ class MemoryLock {
     guard.mark_released();
     if (removed) state_->waiters.notify(guard.key().str());
     co_return;
+  }
+
+  /// The live leases, ordered by key. The owner is empty: a MemoryLock has
+  /// none. Times are on the system clock.
+  asio::awaitable<std::vector<LockInfo>> list() {
+    std::vector<LockInfo> leases;
+    {
+      std::lock_guard lock(state_->mutex);
+      const auto now = Clock::now();
+      const auto wall_now = std::chrono::system_clock::now();
+      for (const auto& [key, lease] : state_->leases)
+        if (lease.expires_at > now)
+          leases.push_back(LockInfo{AdvisoryKey(key), std::string(), lease.fence, lease.acquired_at,
+                                    wall_now + std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                                                   lease.expires_at - now)});
+    }
+    std::sort(leases.begin(), leases.end(),
+              [](const LockInfo& a, const LockInfo& b) { return a.key.str() < b.key.str(); });
+    co_return leases;
+  }
+
+  /// For operators: clears whatever lease holds `key` and wakes its waiters.
+  /// Returns the lease it cleared, std::nullopt when none was live. The old
+  /// holder's extend and release then fail or do nothing; a later holder
+  /// gets a larger fence.
+  asio::awaitable<std::optional<LockInfo>> force_release(AdvisoryKey key) {
+    std::optional<LockInfo> cleared;
+    {
+      std::lock_guard lock(state_->mutex);
+      const auto now = Clock::now();
+      auto found = state_->leases.find(key.str());
+      if (found == state_->leases.end()) co_return std::nullopt;
+      if (found->second.expires_at > now)
+        cleared = LockInfo{key, std::string(), found->second.fence, found->second.acquired_at,
+                           std::chrono::system_clock::now() + std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                                                                  found->second.expires_at - now)};
+      state_->leases.erase(found);
+    }
+    state_->waiters.notify(key.str());
+    co_return cleared;
+  }
+
+  /// Removes every lease of this MemoryLock and its copies (they are its
+  /// only holders); returns how many were still live.
+  asio::awaitable<std::size_t> release_all() {
+    std::vector<std::string> keys;
+    std::size_t live = 0;
+    {
+      std::lock_guard lock(state_->mutex);
+      const auto now = Clock::now();
+      for (const auto& [key, lease] : state_->leases) {
+        keys.push_back(key);
+        live += lease.expires_at > now ? 1 : 0;
+      }
+      state_->leases.clear();
+    }
+    for (const auto& key : keys) state_->waiters.notify(key);
+    co_return live;
   }
 
   /// Number of keys with a live lease (expired entries are not counted).
@@ -179,13 +252,13 @@ class MemoryLock {
       }
     }
     auto& lease = state_->leases[key.str()];
-    lease = Lease{random_token(), ++state_->last_fence, now + ttl};
+    lease = Lease{random_token(), ++state_->last_fence, now + ttl, std::chrono::system_clock::now()};
     return {.guard = LockGuard(key, lease.token, lease.fence, lease.expires_at)};
   }
 
   std::shared_ptr<State> state_ = std::make_shared<State>();
 };
 
-static_assert(DistributedLock<MemoryLock>);
+static_assert(AdministrableLock<MemoryLock>);
 
 }  // namespace lockstore

@@ -15,6 +15,8 @@
 // acquire has had to wait, one listening connection.
 #pragma once
 
+#include "lockstore/detail/completion.hpp"
+#include "lockstore/owner.hpp"
 #include "lockstore/detail/acquire_loop.hpp"
 #include "lockstore/detail/queue_seat.hpp"
 #include "lockstore/detail/durations.hpp"
@@ -214,8 +216,20 @@ FROM lockstore_leases WHERE token <> '' AND expires_at > clock_timestamp() ORDER
 
 }  // namespace detail::postgres_sql
 
-class PostgresLock {
+class PostgresLock : public detail::CompletionTokenOverloads<PostgresLock> {
  public:
+  // Each operation below also takes a completion token as its last argument
+  // (detail/completion.hpp): `void(error_code, T)`, `void(error_code)` for
+  // release; without one it is the coroutine, as documented here.
+  using detail::CompletionTokenOverloads<PostgresLock>::try_acquire;
+  using detail::CompletionTokenOverloads<PostgresLock>::acquire;
+  using detail::CompletionTokenOverloads<PostgresLock>::extend;
+  using detail::CompletionTokenOverloads<PostgresLock>::release;
+  using detail::CompletionTokenOverloads<PostgresLock>::take_over;
+  using detail::CompletionTokenOverloads<PostgresLock>::list;
+  using detail::CompletionTokenOverloads<PostgresLock>::force_release;
+  using detail::CompletionTokenOverloads<PostgresLock>::release_all;
+
   /// Connects (within the conninfo's connect_timeout, default 10 s), creates
   /// the lease table on first use, and checks its schema version. Throws
   /// errc::invalid_argument for a malformed conninfo or owner,
@@ -225,7 +239,7 @@ class PostgresLock {
   /// give an address (host=127.0.0.1 or hostaddr=) to avoid that.
   static asio::awaitable<PostgresLock> connect(std::string conninfo, std::string owner = random_owner()) {
     detail::PgConnection::validate(conninfo);
-    validate_owner(owner);
+    detail::validate_owner(owner, "PostgresLock");
     auto executor = co_await asio::this_coro::executor;
     auto state = std::make_shared<State>(detail::LockStrand(executor), std::move(conninfo));
     auto connecting = detail::on_strand(state->strand, connect_command(state));
@@ -237,7 +251,7 @@ class PostgresLock {
   /// operations take turns with this lock's on the same connection, and
   /// releases by either wake the other's waiters at once).
   PostgresLock with_owner(std::string owner) const {
-    validate_owner(owner);
+    detail::validate_owner(owner, "PostgresLock");
     return PostgresLock(state_, std::move(owner));
   }
 
@@ -424,12 +438,6 @@ class PostgresLock {
 
   PostgresLock(std::shared_ptr<State> state, std::string owner) : state_(std::move(state)), owner_(std::move(owner)) {}
 
-  static void validate_owner(const std::string& owner) {
-    if (owner.empty() || owner.size() > AdvisoryKey::max_size)
-      throw Error(errc::invalid_argument, fmt::format("PostgresLock owner must be 1 to {} bytes, got {} bytes",
-                                                      AdvisoryKey::max_size, owner.size()));
-  }
-
   static std::chrono::system_clock::time_point from_epoch_ms(const char* text) {
     return std::chrono::system_clock::time_point(std::chrono::milliseconds(std::stoll(text)));
   }
@@ -586,6 +594,6 @@ class PostgresLock {
   std::string owner_;
 };
 
-static_assert(DistributedLock<PostgresLock>);
+static_assert(AdministrableLock<PostgresLock>);
 
 }  // namespace lockstore

@@ -20,6 +20,8 @@
 // strand, as for PostgresLock.
 #pragma once
 
+#include "lockstore/detail/completion.hpp"
+#include "lockstore/owner.hpp"
 #include "lockstore/detail/acquire_loop.hpp"
 #include "lockstore/detail/queue_seat.hpp"
 #include "lockstore/detail/durations.hpp"
@@ -243,8 +245,20 @@ enum Script { acquire_script, extend_script, release_script, inspect_script, lea
 
 }  // namespace detail::redis_scripts
 
-class RedisLock {
+class RedisLock : public detail::CompletionTokenOverloads<RedisLock> {
  public:
+  // Each operation below also takes a completion token as its last argument
+  // (detail/completion.hpp): `void(error_code, T)`, `void(error_code)` for
+  // release; without one it is the coroutine, as documented here.
+  using detail::CompletionTokenOverloads<RedisLock>::try_acquire;
+  using detail::CompletionTokenOverloads<RedisLock>::acquire;
+  using detail::CompletionTokenOverloads<RedisLock>::extend;
+  using detail::CompletionTokenOverloads<RedisLock>::release;
+  using detail::CompletionTokenOverloads<RedisLock>::take_over;
+  using detail::CompletionTokenOverloads<RedisLock>::list;
+  using detail::CompletionTokenOverloads<RedisLock>::force_release;
+  using detail::CompletionTokenOverloads<RedisLock>::release_all;
+
   /// Connects, logs in (AUTH), selects the database and loads the scripts.
   /// Throws errc::invalid_argument for bad options or a database index the
   /// server does not have, errc::backend_failure naming host and port when
@@ -451,9 +465,7 @@ class RedisLock {
   RedisLock(std::shared_ptr<State> state, std::string owner) : state_(std::move(state)), owner_(std::move(owner)) {}
 
   static void validate(const RedisOptions& options, const std::string& owner) {
-    if (owner.empty() || owner.size() > AdvisoryKey::max_size)
-      throw Error(errc::invalid_argument,
-                  fmt::format("RedisLock owner must be 1 to {} bytes, got {} bytes", AdvisoryKey::max_size, owner.size()));
+    detail::validate_owner(owner, "RedisLock");
     if (options.host.empty()) throw Error(errc::invalid_argument, "RedisOptions::host is empty");
     if (options.port == 0) throw Error(errc::invalid_argument, "RedisOptions::port is 0");
     if (options.database < 0)
@@ -748,6 +760,6 @@ class RedisLock {
   std::string owner_;
 };
 
-static_assert(DistributedLock<RedisLock>);
+static_assert(AdministrableLock<RedisLock>);
 
 }  // namespace lockstore

@@ -9,6 +9,8 @@
 // the holder's expiry.
 #pragma once
 
+#include "lockstore/detail/completion.hpp"
+#include "lockstore/owner.hpp"
 #include "lockstore/detail/acquire_loop.hpp"
 #include "lockstore/detail/queue_seat.hpp"
 #include "lockstore/detail/durations.hpp"
@@ -127,15 +129,25 @@ WHERE expires_ms > ?1 ORDER BY key)sql";
 
 }  // namespace detail::sqlite_lock_sql
 
-class SqliteLock {
+class SqliteLock : public detail::CompletionTokenOverloads<SqliteLock> {
  public:
-  /// Throws errc::invalid_argument for an empty owner or one over 512 bytes.
+  // Each operation below also takes a completion token as its last argument
+  // (detail/completion.hpp): `void(error_code, T)`, `void(error_code)` for
+  // release; without one it is the coroutine, as documented here.
+  using detail::CompletionTokenOverloads<SqliteLock>::try_acquire;
+  using detail::CompletionTokenOverloads<SqliteLock>::acquire;
+  using detail::CompletionTokenOverloads<SqliteLock>::extend;
+  using detail::CompletionTokenOverloads<SqliteLock>::release;
+  using detail::CompletionTokenOverloads<SqliteLock>::take_over;
+  using detail::CompletionTokenOverloads<SqliteLock>::list;
+  using detail::CompletionTokenOverloads<SqliteLock>::force_release;
+  using detail::CompletionTokenOverloads<SqliteLock>::release_all;
+
+  /// Throws errc::invalid_argument for an empty owner, one over 512 bytes or
+  /// one with a NUL byte.
   explicit SqliteLock(SqliteDatabase database, std::string owner = random_owner())
       : database_(std::move(database)), owner_(std::move(owner)) {
-    if (owner_.empty() || owner_.size() > AdvisoryKey::max_size || owner_.find('\0') != std::string::npos)
-      throw Error(errc::invalid_argument,
-                  fmt::format("SqliteLock owner must be 1 to {} bytes without NUL, got {} bytes",
-                              AdvisoryKey::max_size, owner_.size()));
+    detail::validate_owner(owner_, "SqliteLock");
   }
 
   const std::string& owner() const noexcept { return owner_; }
@@ -551,6 +563,6 @@ class SqliteLock {
   std::string owner_;
 };
 
-static_assert(DistributedLock<SqliteLock>);
+static_assert(AdministrableLock<SqliteLock>);
 
 }  // namespace lockstore

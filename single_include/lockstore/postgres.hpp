@@ -537,37 +537,6 @@ namespace asio = boost::asio;
 
 using LockStrand = asio::strand<asio::any_io_executor>;
 
-/// Carries a caller's cancellation over to an operation running on a strand.
-/// Asio 1.81's own forwarding (co_spawn with the caller's slot) posts a
-/// lambda that points into the caller's cancellation slot; when the operation
-/// finishes before that lambda runs, the caller's next operation reuses the
-/// slot and the lambda reads freed memory (chriskohlhoff/asio#1332). The relay
-/// is owned by everyone who may still touch it, and emits only on the strand
-/// and only while the operation has not finished.
-struct StrandCancelRelay {
-  asio::cancellation_signal signal;
-  bool finished = false;  // read and written on the strand only
-};
-
-template <class T>
-using StrandResult = std::conditional_t<std::is_void_v<T>, bool, std::optional<T>>;
-
-/// On the strand: runs `operation`, then marks the relay finished, so a
-/// cancellation still on its way is dropped instead of delivered late.
-template <class T>
-asio::awaitable<StrandResult<T>> run_relayed(std::shared_ptr<StrandCancelRelay> relay, asio::awaitable<T> operation) {
-  struct MarkFinished {
-    StrandCancelRelay& relay;
-    ~MarkFinished() { relay.finished = true; }
-  } mark{*relay};
-  if constexpr (std::is_void_v<T>) {
-    co_await std::move(operation);
-    co_return true;
-  } else {
-    co_return co_await std::move(operation);
-  }
-}
-
 /// Runs `operation` on `strand` and resumes the caller on its own executor.
 /// The caller's per-operation cancellation reaches the operation.
 template <class T>
@@ -575,13 +544,7 @@ asio::awaitable<T> on_strand(const LockStrand& strand, asio::awaitable<T> operat
   auto relay = std::make_shared<StrandCancelRelay>();
   asio::cancellation_state caller_state = co_await asio::this_coro::cancellation_state;
   auto caller_slot = caller_state.slot();
-  if (caller_slot.is_connected()) {
-    caller_slot.assign([relay, strand](asio::cancellation_type type) {
-      asio::post(strand, [relay, type] {
-        if (!relay->finished) relay->signal.emit(type);
-      });
-    });
-  }
+  relay_cancellation(caller_slot, relay, strand);
   auto spawned = asio::co_spawn(strand, run_relayed(relay, std::move(operation)),
                                 asio::bind_cancellation_slot(relay->signal.slot(), asio::use_awaitable));
   std::exception_ptr failure;
@@ -757,31 +720,6 @@ class WaitingScope {
 
 }  // namespace lockstore::detail
 #endif  // LOCKSTORE_SINGLE_DETAIL_REMOTE_LOCK_HPP
-// ---- lockstore/lock_info.hpp
-#ifndef LOCKSTORE_SINGLE_LOCK_INFO_HPP
-#define LOCKSTORE_SINGLE_LOCK_INFO_HPP
-// LockInfo: one live lease as an operator sees it (`list()`,
-// `force_release()` of the SQLite, PostgreSQL and Redis backends).
-
-
-#include <chrono>
-#include <cstdint>
-#include <string>
-
-namespace lockstore {
-
-/// One live lease as `list()` reports it. Times are on the system clock (on
-/// PostgreSQL and Redis, the server's clock).
-struct LockInfo {
-  AdvisoryKey key;
-  std::string owner;
-  std::uint64_t fence;
-  std::chrono::system_clock::time_point acquired_at;
-  std::chrono::system_clock::time_point expires_at;
-};
-
-}  // namespace lockstore
-#endif  // LOCKSTORE_SINGLE_LOCK_INFO_HPP
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -973,8 +911,20 @@ FROM lockstore_leases WHERE token <> '' AND expires_at > clock_timestamp() ORDER
 
 }  // namespace detail::postgres_sql
 
-class PostgresLock {
+class PostgresLock : public detail::CompletionTokenOverloads<PostgresLock> {
  public:
+  // Each operation below also takes a completion token as its last argument
+  // (detail/completion.hpp): `void(error_code, T)`, `void(error_code)` for
+  // release; without one it is the coroutine, as documented here.
+  using detail::CompletionTokenOverloads<PostgresLock>::try_acquire;
+  using detail::CompletionTokenOverloads<PostgresLock>::acquire;
+  using detail::CompletionTokenOverloads<PostgresLock>::extend;
+  using detail::CompletionTokenOverloads<PostgresLock>::release;
+  using detail::CompletionTokenOverloads<PostgresLock>::take_over;
+  using detail::CompletionTokenOverloads<PostgresLock>::list;
+  using detail::CompletionTokenOverloads<PostgresLock>::force_release;
+  using detail::CompletionTokenOverloads<PostgresLock>::release_all;
+
   /// Connects (within the conninfo's connect_timeout, default 10 s), creates
   /// the lease table on first use, and checks its schema version. Throws
   /// errc::invalid_argument for a malformed conninfo or owner,
@@ -984,7 +934,7 @@ class PostgresLock {
   /// give an address (host=127.0.0.1 or hostaddr=) to avoid that.
   static asio::awaitable<PostgresLock> connect(std::string conninfo, std::string owner = random_owner()) {
     detail::PgConnection::validate(conninfo);
-    validate_owner(owner);
+    detail::validate_owner(owner, "PostgresLock");
     auto executor = co_await asio::this_coro::executor;
     auto state = std::make_shared<State>(detail::LockStrand(executor), std::move(conninfo));
     auto connecting = detail::on_strand(state->strand, connect_command(state));
@@ -996,7 +946,7 @@ class PostgresLock {
   /// operations take turns with this lock's on the same connection, and
   /// releases by either wake the other's waiters at once).
   PostgresLock with_owner(std::string owner) const {
-    validate_owner(owner);
+    detail::validate_owner(owner, "PostgresLock");
     return PostgresLock(state_, std::move(owner));
   }
 
@@ -1183,12 +1133,6 @@ class PostgresLock {
 
   PostgresLock(std::shared_ptr<State> state, std::string owner) : state_(std::move(state)), owner_(std::move(owner)) {}
 
-  static void validate_owner(const std::string& owner) {
-    if (owner.empty() || owner.size() > AdvisoryKey::max_size)
-      throw Error(errc::invalid_argument, fmt::format("PostgresLock owner must be 1 to {} bytes, got {} bytes",
-                                                      AdvisoryKey::max_size, owner.size()));
-  }
-
   static std::chrono::system_clock::time_point from_epoch_ms(const char* text) {
     return std::chrono::system_clock::time_point(std::chrono::milliseconds(std::stoll(text)));
   }
@@ -1345,7 +1289,7 @@ class PostgresLock {
   std::string owner_;
 };
 
-static_assert(DistributedLock<PostgresLock>);
+static_assert(AdministrableLock<PostgresLock>);
 
 }  // namespace lockstore
 #endif  // LOCKSTORE_SINGLE_POSTGRES_HPP

@@ -389,37 +389,6 @@ namespace asio = boost::asio;
 
 using LockStrand = asio::strand<asio::any_io_executor>;
 
-/// Carries a caller's cancellation over to an operation running on a strand.
-/// Asio 1.81's own forwarding (co_spawn with the caller's slot) posts a
-/// lambda that points into the caller's cancellation slot; when the operation
-/// finishes before that lambda runs, the caller's next operation reuses the
-/// slot and the lambda reads freed memory (chriskohlhoff/asio#1332). The relay
-/// is owned by everyone who may still touch it, and emits only on the strand
-/// and only while the operation has not finished.
-struct StrandCancelRelay {
-  asio::cancellation_signal signal;
-  bool finished = false;  // read and written on the strand only
-};
-
-template <class T>
-using StrandResult = std::conditional_t<std::is_void_v<T>, bool, std::optional<T>>;
-
-/// On the strand: runs `operation`, then marks the relay finished, so a
-/// cancellation still on its way is dropped instead of delivered late.
-template <class T>
-asio::awaitable<StrandResult<T>> run_relayed(std::shared_ptr<StrandCancelRelay> relay, asio::awaitable<T> operation) {
-  struct MarkFinished {
-    StrandCancelRelay& relay;
-    ~MarkFinished() { relay.finished = true; }
-  } mark{*relay};
-  if constexpr (std::is_void_v<T>) {
-    co_await std::move(operation);
-    co_return true;
-  } else {
-    co_return co_await std::move(operation);
-  }
-}
-
 /// Runs `operation` on `strand` and resumes the caller on its own executor.
 /// The caller's per-operation cancellation reaches the operation.
 template <class T>
@@ -427,13 +396,7 @@ asio::awaitable<T> on_strand(const LockStrand& strand, asio::awaitable<T> operat
   auto relay = std::make_shared<StrandCancelRelay>();
   asio::cancellation_state caller_state = co_await asio::this_coro::cancellation_state;
   auto caller_slot = caller_state.slot();
-  if (caller_slot.is_connected()) {
-    caller_slot.assign([relay, strand](asio::cancellation_type type) {
-      asio::post(strand, [relay, type] {
-        if (!relay->finished) relay->signal.emit(type);
-      });
-    });
-  }
+  relay_cancellation(caller_slot, relay, strand);
   auto spawned = asio::co_spawn(strand, run_relayed(relay, std::move(operation)),
                                 asio::bind_cancellation_slot(relay->signal.slot(), asio::use_awaitable));
   std::exception_ptr failure;
@@ -683,31 +646,6 @@ inline std::optional<Wakeup> parse_postgres_wakeup(std::string_view payload) {
 
 }  // namespace lockstore::detail
 #endif  // LOCKSTORE_SINGLE_DETAIL_WIRE_TEXT_HPP
-// ---- lockstore/lock_info.hpp
-#ifndef LOCKSTORE_SINGLE_LOCK_INFO_HPP
-#define LOCKSTORE_SINGLE_LOCK_INFO_HPP
-// LockInfo: one live lease as an operator sees it (`list()`,
-// `force_release()` of the SQLite, PostgreSQL and Redis backends).
-
-
-#include <chrono>
-#include <cstdint>
-#include <string>
-
-namespace lockstore {
-
-/// One live lease as `list()` reports it. Times are on the system clock (on
-/// PostgreSQL and Redis, the server's clock).
-struct LockInfo {
-  AdvisoryKey key;
-  std::string owner;
-  std::uint64_t fence;
-  std::chrono::system_clock::time_point acquired_at;
-  std::chrono::system_clock::time_point expires_at;
-};
-
-}  // namespace lockstore
-#endif  // LOCKSTORE_SINGLE_LOCK_INFO_HPP
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -923,8 +861,20 @@ enum Script { acquire_script, extend_script, release_script, inspect_script, lea
 
 }  // namespace detail::redis_scripts
 
-class RedisLock {
+class RedisLock : public detail::CompletionTokenOverloads<RedisLock> {
  public:
+  // Each operation below also takes a completion token as its last argument
+  // (detail/completion.hpp): `void(error_code, T)`, `void(error_code)` for
+  // release; without one it is the coroutine, as documented here.
+  using detail::CompletionTokenOverloads<RedisLock>::try_acquire;
+  using detail::CompletionTokenOverloads<RedisLock>::acquire;
+  using detail::CompletionTokenOverloads<RedisLock>::extend;
+  using detail::CompletionTokenOverloads<RedisLock>::release;
+  using detail::CompletionTokenOverloads<RedisLock>::take_over;
+  using detail::CompletionTokenOverloads<RedisLock>::list;
+  using detail::CompletionTokenOverloads<RedisLock>::force_release;
+  using detail::CompletionTokenOverloads<RedisLock>::release_all;
+
   /// Connects, logs in (AUTH), selects the database and loads the scripts.
   /// Throws errc::invalid_argument for bad options or a database index the
   /// server does not have, errc::backend_failure naming host and port when
@@ -1131,9 +1081,7 @@ class RedisLock {
   RedisLock(std::shared_ptr<State> state, std::string owner) : state_(std::move(state)), owner_(std::move(owner)) {}
 
   static void validate(const RedisOptions& options, const std::string& owner) {
-    if (owner.empty() || owner.size() > AdvisoryKey::max_size)
-      throw Error(errc::invalid_argument,
-                  fmt::format("RedisLock owner must be 1 to {} bytes, got {} bytes", AdvisoryKey::max_size, owner.size()));
+    detail::validate_owner(owner, "RedisLock");
     if (options.host.empty()) throw Error(errc::invalid_argument, "RedisOptions::host is empty");
     if (options.port == 0) throw Error(errc::invalid_argument, "RedisOptions::port is 0");
     if (options.database < 0)
@@ -1428,7 +1376,7 @@ class RedisLock {
   std::string owner_;
 };
 
-static_assert(DistributedLock<RedisLock>);
+static_assert(AdministrableLock<RedisLock>);
 
 }  // namespace lockstore
 #endif  // LOCKSTORE_SINGLE_REDIS_HPP

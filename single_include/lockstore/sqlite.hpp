@@ -1780,31 +1780,6 @@ class SqliteDatabase {
 // SqliteOptions::poll_interval (jittered). Every waiter also looks again at
 // the holder's expiry.
 
-// ---- lockstore/lock_info.hpp
-#ifndef LOCKSTORE_SINGLE_LOCK_INFO_HPP
-#define LOCKSTORE_SINGLE_LOCK_INFO_HPP
-// LockInfo: one live lease as an operator sees it (`list()`,
-// `force_release()` of the SQLite, PostgreSQL and Redis backends).
-
-
-#include <chrono>
-#include <cstdint>
-#include <string>
-
-namespace lockstore {
-
-/// One live lease as `list()` reports it. Times are on the system clock (on
-/// PostgreSQL and Redis, the server's clock).
-struct LockInfo {
-  AdvisoryKey key;
-  std::string owner;
-  std::uint64_t fence;
-  std::chrono::system_clock::time_point acquired_at;
-  std::chrono::system_clock::time_point expires_at;
-};
-
-}  // namespace lockstore
-#endif  // LOCKSTORE_SINGLE_LOCK_INFO_HPP
 
 #include <boost/asio/awaitable.hpp>
 
@@ -1916,15 +1891,25 @@ WHERE expires_ms > ?1 ORDER BY key)sql";
 
 }  // namespace detail::sqlite_lock_sql
 
-class SqliteLock {
+class SqliteLock : public detail::CompletionTokenOverloads<SqliteLock> {
  public:
-  /// Throws errc::invalid_argument for an empty owner or one over 512 bytes.
+  // Each operation below also takes a completion token as its last argument
+  // (detail/completion.hpp): `void(error_code, T)`, `void(error_code)` for
+  // release; without one it is the coroutine, as documented here.
+  using detail::CompletionTokenOverloads<SqliteLock>::try_acquire;
+  using detail::CompletionTokenOverloads<SqliteLock>::acquire;
+  using detail::CompletionTokenOverloads<SqliteLock>::extend;
+  using detail::CompletionTokenOverloads<SqliteLock>::release;
+  using detail::CompletionTokenOverloads<SqliteLock>::take_over;
+  using detail::CompletionTokenOverloads<SqliteLock>::list;
+  using detail::CompletionTokenOverloads<SqliteLock>::force_release;
+  using detail::CompletionTokenOverloads<SqliteLock>::release_all;
+
+  /// Throws errc::invalid_argument for an empty owner, one over 512 bytes or
+  /// one with a NUL byte.
   explicit SqliteLock(SqliteDatabase database, std::string owner = random_owner())
       : database_(std::move(database)), owner_(std::move(owner)) {
-    if (owner_.empty() || owner_.size() > AdvisoryKey::max_size || owner_.find('\0') != std::string::npos)
-      throw Error(errc::invalid_argument,
-                  fmt::format("SqliteLock owner must be 1 to {} bytes without NUL, got {} bytes",
-                              AdvisoryKey::max_size, owner_.size()));
+    detail::validate_owner(owner_, "SqliteLock");
   }
 
   const std::string& owner() const noexcept { return owner_; }
@@ -2340,7 +2325,7 @@ class SqliteLock {
   std::string owner_;
 };
 
-static_assert(DistributedLock<SqliteLock>);
+static_assert(AdministrableLock<SqliteLock>);
 
 }  // namespace lockstore
 #endif  // LOCKSTORE_SINGLE_SQLITE_LOCK_HPP

@@ -14,7 +14,10 @@
 
 #include "support/helpers.hpp"
 
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/deferred.hpp>
 #include <boost/asio/experimental/parallel_group.hpp>
+#include <boost/asio/use_future.hpp>
 #include <catch2/catch.hpp>
 #include <lockstore/lockstore.hpp>
 
@@ -835,6 +838,114 @@ LOCKSTORE_CT("with_session_lock cancels the body before the lease ends when no r
     auto after = co_await bob.try_acquire(AdvisoryKey::for_session(tenant, "partitioned"), 5s);
     CHECK(after.has_value());
     if (after) co_await bob.release(std::move(*after));
+  });
+}
+
+LOCKSTORE_CT("the backend has the operator API") {
+  STATIC_REQUIRE(AdministrableLock<typename TestType::Lock>);
+}
+
+LOCKSTORE_CT("every lock operation completes through use_future, from a thread that runs no io_context") {
+  TestType fixture;
+  asio::io_context context;  // only for making the locks (server backends connect on it)
+  auto work = asio::make_work_guard(context);
+  std::thread runner([&] { context.run(); });
+  using Lock = typename TestType::Lock;
+  std::optional<Lock> alice;
+  std::optional<Lock> bob;
+  std::optional<bool> refused_while_held;
+  std::optional<bool> extended;
+  std::optional<bool> granted_after_release;
+  std::optional<boost::system::error_code> timeout_code;
+  std::exception_ptr failure;
+  try {
+    auto make = [&]() -> asio::awaitable<void> {
+      alice.emplace(co_await fixture.make_lock("alice"));
+      bob.emplace(co_await fixture.make_lock("bob"));
+    };
+    asio::co_spawn(context, make(), asio::use_future).get();
+    const AdvisoryKey key("through a future");
+    auto guard = alice->acquire(key, 5s, 5s, asio::use_future).get();
+    refused_while_held = !bob->try_acquire(key, 5s, asio::use_future).get().has_value();
+    extended = alice->extend(guard, 5s, asio::use_future).get();
+    auto waiting = bob->acquire(key, 5s, 50ms, asio::use_future);
+    try {
+      auto never = waiting.get();
+      bob->release(std::move(never), asio::use_future).get();
+    } catch (const boost::system::system_error& error) {
+      timeout_code = error.code();
+    }
+    alice->release(std::move(guard), asio::use_future).get();
+    auto after = bob->try_acquire(key, 5s, asio::use_future).get();
+    granted_after_release = after.has_value();
+    if (after) bob->release(std::move(*after), asio::use_future).get();
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  alice.reset();
+  bob.reset();
+  work.reset();
+  runner.join();
+  if (failure) std::rethrow_exception(failure);
+  CHECK(refused_while_held == true);
+  CHECK(extended == true);
+  REQUIRE(timeout_code.has_value());
+  CHECK(*timeout_code == errc::timeout);
+  CHECK(granted_after_release == true);
+}
+
+LOCKSTORE_CT("a non-throwing token gets the error code and an empty value and a callback's cancellation slot aborts a "
+             "waiting acquire and leaves nothing held") {
+  TestType fixture;
+  run([&]() -> asio::awaitable<void> {
+    auto alice = co_await fixture.make_lock("alice");
+    auto bob = co_await fixture.make_lock("bob");
+    const AdvisoryKey key("tokens");
+    auto held = co_await bob.acquire(key, 30s, 5s);
+
+    auto [timeout_code, empty] = co_await alice.acquire(key, 5s, 50ms, asio::as_tuple(asio::use_awaitable));
+    CHECK(timeout_code == errc::timeout);
+    CHECK(empty.released());
+    CHECK(empty.fence() == 0);
+    CHECK(empty.token().empty());
+
+    // deferred: nothing runs until the operation is started.
+    auto deferred_try = alice.try_acquire(key, 5s, asio::deferred);
+    auto refused = co_await std::move(deferred_try)(asio::use_awaitable);
+    CHECK_FALSE(refused.has_value());
+
+    // A callback on this io_context, cancelled through its slot while it waits.
+    auto executor = co_await asio::this_coro::executor;
+    asio::cancellation_signal cancel;
+    std::optional<boost::system::error_code> callback_code;
+    LockGuard callback_guard;
+    auto on_done = [&](boost::system::error_code code, LockGuard guard) {
+      callback_code = code;
+      callback_guard = std::move(guard);
+    };
+    alice.acquire(key, 5s, 30s, asio::bind_cancellation_slot(cancel.slot(), asio::bind_executor(executor, on_done)));
+    co_await until_waiting(fixture, key, 1);
+    CHECK_FALSE(callback_code.has_value());
+    cancel.emit(asio::cancellation_type::terminal);
+    for (const auto give_up = Clock::now() + 10s; !callback_code && Clock::now() < give_up;) co_await sleep_for(2ms);
+    REQUIRE(callback_code.has_value());
+    CHECK(*callback_code == asio::error::operation_aborted);
+    CHECK(callback_guard.released());
+
+    // The cancelled waiter holds nothing and left the queue: once bob
+    // releases, a queued acquire gets the key well within a waiter ticket's
+    // lifetime (a ticket left behind would make it wait that long).
+    std::optional<boost::system::error_code> release_code;
+    bob.release(std::move(held), asio::bind_executor(executor, [&](boost::system::error_code code) {
+      release_code = code;
+    }));
+    for (const auto give_up = Clock::now() + 10s; !release_code && Clock::now() < give_up;) co_await sleep_for(2ms);
+    REQUIRE(release_code.has_value());
+    CHECK_FALSE(*release_code);
+    const auto asked = Clock::now();
+    auto after = co_await alice.acquire(key, 5s, 500ms);
+    CHECK(ms_since(asked) < 500);
+    co_await alice.release(std::move(after));
   });
 }
 

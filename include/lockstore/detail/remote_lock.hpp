@@ -16,6 +16,7 @@
 // new connection only if the old one broke).
 #pragma once
 
+#include "lockstore/detail/completion.hpp"
 #include "lockstore/detail/keyed_waiters.hpp"
 #include "lockstore/detail/random.hpp"
 #include "lockstore/lock_guard.hpp"
@@ -48,37 +49,6 @@ namespace asio = boost::asio;
 
 using LockStrand = asio::strand<asio::any_io_executor>;
 
-/// Carries a caller's cancellation over to an operation running on a strand.
-/// Asio 1.81's own forwarding (co_spawn with the caller's slot) posts a
-/// lambda that points into the caller's cancellation slot; when the operation
-/// finishes before that lambda runs, the caller's next operation reuses the
-/// slot and the lambda reads freed memory (chriskohlhoff/asio#1332). The relay
-/// is owned by everyone who may still touch it, and emits only on the strand
-/// and only while the operation has not finished.
-struct StrandCancelRelay {
-  asio::cancellation_signal signal;
-  bool finished = false;  // read and written on the strand only
-};
-
-template <class T>
-using StrandResult = std::conditional_t<std::is_void_v<T>, bool, std::optional<T>>;
-
-/// On the strand: runs `operation`, then marks the relay finished, so a
-/// cancellation still on its way is dropped instead of delivered late.
-template <class T>
-asio::awaitable<StrandResult<T>> run_relayed(std::shared_ptr<StrandCancelRelay> relay, asio::awaitable<T> operation) {
-  struct MarkFinished {
-    StrandCancelRelay& relay;
-    ~MarkFinished() { relay.finished = true; }
-  } mark{*relay};
-  if constexpr (std::is_void_v<T>) {
-    co_await std::move(operation);
-    co_return true;
-  } else {
-    co_return co_await std::move(operation);
-  }
-}
-
 /// Runs `operation` on `strand` and resumes the caller on its own executor.
 /// The caller's per-operation cancellation reaches the operation.
 template <class T>
@@ -86,13 +56,7 @@ asio::awaitable<T> on_strand(const LockStrand& strand, asio::awaitable<T> operat
   auto relay = std::make_shared<StrandCancelRelay>();
   asio::cancellation_state caller_state = co_await asio::this_coro::cancellation_state;
   auto caller_slot = caller_state.slot();
-  if (caller_slot.is_connected()) {
-    caller_slot.assign([relay, strand](asio::cancellation_type type) {
-      asio::post(strand, [relay, type] {
-        if (!relay->finished) relay->signal.emit(type);
-      });
-    });
-  }
+  relay_cancellation(caller_slot, relay, strand);
   auto spawned = asio::co_spawn(strand, run_relayed(relay, std::move(operation)),
                                 asio::bind_cancellation_slot(relay->signal.slot(), asio::use_awaitable));
   std::exception_ptr failure;
