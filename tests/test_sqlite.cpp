@@ -402,7 +402,7 @@ TEST_CASE("SQLite: a release in another process wakes the next waiter through th
       [&](std::string owner) -> asio::awaitable<SqliteLock> {
         auto opening = SqliteDatabase::open(database_path, options);
         auto database = co_await std::move(opening);
-        if (database.wake_board() == nullptr || !database.wake_board()->active())
+        if (database.wakeups().board() == nullptr || !database.wakeups().board()->active())
           throw std::runtime_error("the wake file is not active");
         co_return SqliteLock(std::move(database), std::move(owner));
       },
@@ -451,7 +451,7 @@ TEST_CASE("SQLite: two handles on one file in one process wake each other's wait
     REQUIRE_FALSE(holder.database() == waiter.database());
     // The waiter's watcher runs from the start: its first refusal would
     // otherwise start it and look again at once, which a release could race.
-    REQUIRE(waiter.database().watch_releases());
+    REQUIRE(waiter.database().wakeups().watch());
     auto executor = co_await asio::this_coro::executor;
     // Without the announcement the waiter would look again only when its
     // ticket needs refreshing, 500 ms after its first look, which follows
@@ -789,14 +789,81 @@ TEST_CASE("SQLite: a lease granted early to a waiter that was cancelled meanwhil
   CHECK(granted_while_blocked);
 }
 
+namespace {
+
+// When the waiters' tickets on `key` expire, at the latest (ms since the
+// epoch); 0 if there are none.
+std::int64_t ticket_expiry(const SqliteDatabase& database, const AdvisoryKey& key) {
+  return run([&]() -> asio::awaitable<std::int64_t> {
+    auto reading = database.run([name = key.str()](detail::SqliteConnection& connection) -> std::int64_t {
+      auto statement = connection.prepare("SELECT coalesce(max(expires_ms), 0) FROM lockstore_waiters WHERE key = ?1");
+      statement.bind(1, name);
+      return statement.step() ? statement.int64(0) : 0;
+    });
+    co_return co_await std::move(reading);
+  });
+}
+
+}  // namespace
+
+TEST_CASE("SQLite: a release after a waiter's early attempt was refused still wakes that waiter", "[sqlite]") {
+  // The holder's release starts the blocked waiter's next attempt early, but
+  // a try_acquire queued right behind the release takes the key first, so
+  // that attempt is refused; then the barger releases, still before the
+  // waiter's executor runs again. The waiter must not forget that second
+  // release, which its early attempt never saw: forgotten, it would sleep
+  // until its next ticket refresh, about 500 ms later (one private in-memory
+  // database with polls a minute apart: no other look comes sooner).
+  SqliteOptions options;
+  options.poll_interval = std::chrono::minutes(1);
+  std::optional<SqliteDatabase> opened;
+  run([&]() -> asio::awaitable<void> {
+    auto opening = SqliteDatabase::open_memory(options);
+    opened.emplace(co_await std::move(opening));
+  });
+  const auto database = std::move(*opened);
+  SqliteLock holder(database, "holder");
+  SqliteLock waiting(database, "waiter");
+  SqliteLock barger(database, "barger");
+  std::vector<std::chrono::steady_clock::duration> granted_after;  // rounds where the early attempt was refused
+  for (int round = 0; round < 8 && granted_after.size() < 3; ++round) {
+    const AdvisoryKey key(fmt::format("k{}", round));
+    auto guard = acquire_now(holder, key);
+    BlockableWaiter waiter(waiting, key);
+    REQUIRE(eventually([&] { return tickets_of(database, key) == 1; }));
+    waiter.block();
+    const auto ticket_before = ticket_expiry(database, key);
+    // The connection thread is kept busy until both jobs are queued, the
+    // release first: an early attempt of the waiter is queued behind both.
+    database.post([](detail::SqliteConnection&) { std::this_thread::sleep_for(200ms); });
+    asio::io_context io;
+    auto released = asio::co_spawn(io, holder.release(std::move(guard)), asio::use_future);
+    auto barging = asio::co_spawn(io, barger.try_acquire(key, 30s), asio::use_future);
+    io.run();
+    released.get();
+    auto barged = barging.get();
+    if (barged) run([&] { return barger.release(std::move(*barged)); });
+    // The early attempt, refused, refreshed the waiter's ticket.
+    const bool early_refused = barged && ticket_expiry(database, key) > ticket_before;
+    const auto unblocked = std::chrono::steady_clock::now();
+    waiter.finish();
+    CHECK_FALSE(waiter.failure);
+    if (early_refused) granted_after.push_back(std::chrono::steady_clock::now() - unblocked);
+  }
+  REQUIRE_FALSE(granted_after.empty());
+  // The fastest round, so that one slow round on a loaded machine does not
+  // decide; a forgotten release costs every round about 500 ms.
+  CHECK(*std::min_element(granted_after.begin(), granted_after.end()) < 250ms);
+}
+
 TEST_CASE("SQLite: a foreign file where the wake file goes is left alone, and waiters poll instead", "[sqlite]") {
   TempDir dir;
   const std::string foreign = "not a lockstore wake file";
   std::ofstream(dir / "locks.db-lockstore-wake") << foreign;
   run([&]() -> asio::awaitable<void> {
     auto database = co_await SqliteDatabase::open(dir / "locks.db");
-    REQUIRE(database.wake_board() != nullptr);
-    CHECK_FALSE(database.wake_board()->active());
+    REQUIRE(database.wakeups().board() != nullptr);
+    CHECK_FALSE(database.wakeups().board()->active());
     SqliteLock first(database, "first");
     SqliteLock second(co_await SqliteDatabase::open(dir / "locks.db"), "second");
     const AdvisoryKey key("k");

@@ -657,7 +657,7 @@ TEST_CASE("a wake file that cannot get its pages on a full disk leaves waiters p
         }
       }
       auto second = co_await SqliteDatabase::open(path);
-      active = second.wake_board() != nullptr && second.wake_board()->active();
+      active = second.wakeups().board() != nullptr && second.wakeups().board()->active();
       SqliteLock lock(second, "full");
       auto listing = lock.list();
       co_await std::move(listing);  // reads still work
@@ -679,8 +679,8 @@ TEST_CASE("the wake file follows the database's resolved path and its permission
   run([&]() -> asio::awaitable<void> {
     auto through_link = co_await SqliteDatabase::open(link);
     auto direct = co_await SqliteDatabase::open(real);
-    CHECK(through_link.wake_board()->active());
-    CHECK(direct.wake_board()->active());
+    CHECK(through_link.wakeups().board()->active());
+    CHECK(direct.wakeups().board()->active());
   });
   CHECK_FALSE(std::filesystem::exists(link.string() + "-lockstore-wake"));
   struct stat status {};

@@ -7,10 +7,10 @@
 // connection and joins the thread.
 #pragma once
 
-#include "lockstore/detail/keyed_waiters.hpp"
 #include "lockstore/detail/sqlite_connection.hpp"
 #include "lockstore/detail/sqlite_schema.hpp"
 #include "lockstore/detail/sqlite_wake.hpp"
+#include "lockstore/detail/sqlite_wakeups.hpp"
 #include "lockstore/detail/sqlite_worker.hpp"
 #include "lockstore/error.hpp"
 #include "lockstore/log.hpp"
@@ -44,14 +44,11 @@ struct SqliteOptions {
   /// their own only every SqliteDatabase::watched_poll_interval.
   std::chrono::milliseconds poll_interval{2};
   /// How long a caller waits on its own thread for a statement's result
-  /// before it suspends. Handing a result back through a parked executor
-  /// costs a thread wake-up of 50 us or more here, as much as a lease
-  /// statement (~20 us) or a third of a commit (~180 us). Measured (README):
-  /// lease pairs reach 0.25 of raw sqlite3 with no spin and 1.0 with 100 us;
-  /// commits 0.73 with 100 us and 0.89 with 300 us. The spin ends as soon as
-  /// the result is there, so fast statements never spin this long. 0 disables it.
-  /// The spin adapts: after spins that miss, the next few statements suspend
-  /// at once (README, "The hop to the connection thread").
+  /// before it suspends: handing a result back through a parked executor
+  /// costs a thread wake-up, as much as a lease statement itself. The spin
+  /// ends as soon as the result is there, and adapts: after spins that miss,
+  /// the next few statements suspend at once. 0 disables it. Figures: README,
+  /// "The hop to the connection thread".
   std::chrono::microseconds completion_spin{300};
   /// SQLite's `synchronous` setting for a file opened read-write. NORMAL
   /// (the default) may lose the last commits, never consistency, when the
@@ -95,7 +92,7 @@ class SqliteDatabase {
                               path.string()));
       co_return database;
     }
-    database.shared_->board = std::make_unique<detail::WakeBoard>(path);
+    database.shared_->wakeups.attach(std::make_unique<detail::WakeBoard>(path));
     co_return database;
   }
 
@@ -175,19 +172,9 @@ class SqliteDatabase {
                   fmt::format("{}: '{}' was opened read-only; writes are refused", operation, path().string()));
   }
 
-  /// In-process wake-ups shared by every lock on this handle.
-  detail::KeyedWaiters& waiters() const noexcept { return shared_->waiters; }
-
-  /// The wake file, or null (in-memory and read-only databases). Lives as
-  /// long as the connection thread: jobs may keep the pointer.
-  detail::WakeBoard* wake_board() const noexcept { return shared_->board.get(); }
-
-  /// Starts (once) the thread that turns other processes' announcements
-  /// into wake-ups of this handle's waiters. False without a wake file:
-  /// waiters must then poll. Sets `*started` when this call started it.
-  bool watch_releases(bool* started = nullptr) const {
-    return shared_->board && shared_->board->watch(shared_->waiters, started);
-  }
+  /// Internal: how waiters on this handle are woken (in-process wake-ups,
+  /// the wake file, early attempts). Lives as long as the connection thread.
+  detail::SqliteWakeups& wakeups() const noexcept { return shared_->wakeups; }
 
   /// Tokens of leases granted through this handle and not yet released:
   /// a waiter whose holder is local needs no polling, release wakes it.
@@ -224,9 +211,8 @@ class SqliteDatabase {
     std::filesystem::path path;
     SqliteOptions options;
     bool read_only;
-    mutable detail::KeyedWaiters waiters;
+    mutable detail::SqliteWakeups wakeups;  // its wake file: file databases opened for writing; set once by open()
     mutable LocalTokens local_tokens;
-    std::unique_ptr<detail::WakeBoard> board;  // file databases opened for writing; set once by open()
     detail::SqliteWorker worker;  // last: destroyed first, while the rest still exists
   };
 

@@ -161,7 +161,7 @@ class SqliteLock : public detail::CompletionTokenOverloads<SqliteLock> {
     // If this frame is destroyed before it takes the outcome (its
     // io_context shut down), `pending` gives back what was granted.
     PendingAttempt pending(database_, key.str());
-    start_attempt(pending, key, ttl, nullptr);
+    start_attempt(pending, key, ttl, false, 0);
     auto taking = take_attempt(pending, std::move(key), ttl, nullptr);
     auto attempt = co_await std::move(taking);
     co_return std::move(attempt.guard);
@@ -175,19 +175,30 @@ class SqliteLock : public detail::CompletionTokenOverloads<SqliteLock> {
     database_.require_writable("SqliteLock::acquire");
     LeaveQueue leave{database_, key.str()};
     QueueSeat seat(std::move(leave));
+    auto subscription = database_.wakeups().waiters().subscribe(key.str());
     PendingAttempt pending(database_, key.str());
-    // When a release wakes this waiter, its next attempt is queued on the
-    // connection thread at once, by the thread that woke it, so the statement
-    // runs while this coroutine's executor wakes up instead of after it.
-    auto start_early = [this, &pending, &seat, &key, ttl] { start_attempt(pending, key, ttl, &seat); };
+    const auto executor = co_await asio::this_coro::executor;
+    // A release that wakes this caller queues its next attempt on the
+    // connection thread at once (detail/sqlite_wakeups.hpp). Declared after
+    // what its callback uses: it is unregistered before they are destroyed.
+    detail::SqliteWakeups::EarlyStart early(database_.wakeups(), key.str(), subscription,
+                                            detail::io_context_of(executor),
+                                            [this, &pending, &key, ttl](std::int64_t ticket) {
+                                              start_attempt(pending, key, ttl, true, ticket);
+                                            });
     auto acquiring = detail::acquire_loop(
-        database_.waiters(), key, deadline,
+        subscription, key, deadline,
         [&]() -> asio::awaitable<detail::Attempt> {
-          if (!pending.peek()) start_attempt(pending, key, ttl, &seat);  // none started early
+          const auto seen = subscription.notifications();
+          const auto started_early = early.take();
+          if (!started_early) start_attempt(pending, key, ttl, true, seat.ticket.value_or(0));
           auto taking = take_attempt(pending, key, ttl, &seat);
-          co_return co_await std::move(taking);
+          auto attempt = co_await std::move(taking);
+          attempt.notifications_seen = started_early;
+          if (!attempt.guard) early.arm(attempt.ticket, started_early.value_or(seen));
+          co_return attempt;
         },
-        [this](LockGuard guard) { return release(std::move(guard)); }, std::move(start_early));
+        [this](LockGuard guard) { return release(std::move(guard)); });
     co_return co_await std::move(acquiring);
   }
 
@@ -258,7 +269,7 @@ class SqliteLock : public detail::CompletionTokenOverloads<SqliteLock> {
   /// Removes every lease of this owner; returns how many were still live.
   asio::awaitable<std::size_t> release_all() {
     database_.require_writable("SqliteLock::release_all");
-    auto job = [owner = owner_, database = &database_](detail::SqliteConnection& connection) {
+    auto job = [owner = owner_, shared = Shared(database_)](detail::SqliteConnection& connection) {
       detail::Transaction transaction(connection);
       std::vector<std::pair<std::string, std::string>> cleared;  // key, token
       std::size_t live = 0;
@@ -273,9 +284,9 @@ class SqliteLock : public detail::CompletionTokenOverloads<SqliteLock> {
       connection.prepare(detail::sqlite_lock_sql::release_owned).bind(1, owner).run();
       transaction.commit();
       for (const auto& [key, token] : cleared) {
-        database->local_tokens().erase(token);
-        database->waiters().notify(key);
-        announce_release(connection, database->wake_board(), key);
+        shared.tokens->erase(token);
+        shared.wakeups->notify(key);
+        announce_release(connection, shared.board, key);
       }
       return live;
     };
@@ -301,7 +312,7 @@ class SqliteLock : public detail::CompletionTokenOverloads<SqliteLock> {
   /// release then fail or do nothing; its fence stays used.
   asio::awaitable<std::optional<LockInfo>> force_release(AdvisoryKey key) {
     database_.require_writable("SqliteLock::force_release");
-    auto job = [key, database = &database_](detail::SqliteConnection& connection) -> std::optional<LockInfo> {
+    auto job = [key, shared = Shared(database_)](detail::SqliteConnection& connection) -> std::optional<LockInfo> {
       detail::Transaction transaction(connection);
       std::optional<LockInfo> info;
       std::string token;
@@ -315,9 +326,9 @@ class SqliteLock : public detail::CompletionTokenOverloads<SqliteLock> {
       }
       connection.prepare(detail::sqlite_lock_sql::clear).bind(1, key.str()).run();
       transaction.commit();
-      database->local_tokens().erase(token);
-      database->waiters().notify(key.str());
-      announce_release(connection, database->wake_board(), key.str());
+      shared.tokens->erase(token);
+      shared.wakeups->notify(key.str());
+      announce_release(connection, shared.board, key.str());
       return info;
     };
     co_return co_await database_.run(std::move(job));
@@ -336,11 +347,10 @@ class SqliteLock : public detail::CompletionTokenOverloads<SqliteLock> {
     SqliteDatabase database;
     std::string key;
     void operator()(std::int64_t ticket) const {
-      database.post([ticket, key = key, waiters = &database.waiters(),
-                     board = database.wake_board()](detail::SqliteConnection& connection) {
+      database.post([ticket, key = key, wakeups = &database.wakeups()](detail::SqliteConnection& connection) {
         connection.prepare(detail::sqlite_lock_sql::drop_ticket).bind(1, ticket).run();
-        waiters->notify(key);
-        announce_release(connection, board, key);
+        wakeups->notify(key);
+        announce_release(connection, wakeups->board(), key);
       });
     }
   };
@@ -351,9 +361,9 @@ class SqliteLock : public detail::CompletionTokenOverloads<SqliteLock> {
   // a SqliteLock that may be gone by the time it runs).
   struct Shared {
     explicit Shared(const SqliteDatabase& database)
-        : tokens(&database.local_tokens()), waiters(&database.waiters()), board(database.wake_board()) {}
+        : tokens(&database.local_tokens()), wakeups(&database.wakeups()), board(database.wakeups().board()) {}
     SqliteDatabase::LocalTokens* tokens;
-    detail::KeyedWaiters* waiters;
+    detail::SqliteWakeups* wakeups;
     detail::WakeBoard* board;
   };
 
@@ -366,7 +376,7 @@ class SqliteLock : public detail::CompletionTokenOverloads<SqliteLock> {
     const bool removed = statement.run() == 1;
     shared.tokens->erase(token);
     if (removed) {
-      shared.waiters->notify(key);  // at once, before the releaser resumes
+      shared.wakeups->notify(key);  // at once, before the releaser resumes
       announce_release(connection, shared.board, key);
     }
   }
@@ -496,14 +506,12 @@ class SqliteLock : public detail::CompletionTokenOverloads<SqliteLock> {
     };
   }
 
-  // Queues an attempt in `pending`. `seat` is null for try_acquire. When
-  // called by the thread that woke the waiter, the waiter has not resumed,
-  // so the seat's ticket cannot change meanwhile.
-  void start_attempt(PendingAttempt& pending, const AdvisoryKey& key, std::chrono::milliseconds ttl,
-                     const QueueSeat* seat) {
+  // Queues an attempt in `pending`: for acquire() (`queued`) with the
+  // caller's queue ticket (0: none yet), for try_acquire() outside the queue.
+  void start_attempt(PendingAttempt& pending, const AdvisoryKey& key, std::chrono::milliseconds ttl, bool queued,
+                     std::int64_t ticket) {
     auto proposed = random_token();
-    auto job = attempt_job(key.str(), ttl, proposed, seat != nullptr,
-                           seat != nullptr ? seat->ticket : std::nullopt);  // copies it before it is moved
+    auto job = attempt_job(key.str(), ttl, proposed, queued, ticket != 0 ? std::optional(ticket) : std::nullopt);
     pending.start(std::move(job), std::move(proposed));
   }
 
@@ -520,7 +528,7 @@ class SqliteLock : public detail::CompletionTokenOverloads<SqliteLock> {
   }
 
   detail::Attempt settle(AdvisoryKey key, const std::string& proposed, Outcome outcome, QueueSeat* seat,
-                         std::chrono::steady_clock::time_point valid_until) const {
+                         std::chrono::steady_clock::time_point valid_until) {
     if (seat != nullptr) seat->ticket = outcome.ticket;
     detail::Attempt attempt;
     attempt.ticket = outcome.ticket.value_or(0);
@@ -541,13 +549,13 @@ class SqliteLock : public detail::CompletionTokenOverloads<SqliteLock> {
   // a release announced before it started is not delivered, so that waiter
   // looks again at once instead of sleeping to the backstop (and files its
   // ticket under the watcher's new doorbell).
-  std::chrono::steady_clock::time_point retry_time(const Outcome& outcome) const {
+  std::chrono::steady_clock::time_point retry_time(const Outcome& outcome) {
     const auto now = std::chrono::steady_clock::now();
     const auto until_expiry = std::chrono::milliseconds(
         std::max<std::int64_t>(0, outcome.holder_expires_ms - detail::wall_clock_ms()) + 1);
     if (database_.local_tokens().contains(outcome.holder_token)) return now + until_expiry;
     bool watcher_started = false;
-    const bool watched = database_.watch_releases(&watcher_started);
+    const bool watched = database_.wakeups().watch(&watcher_started);
     if (watcher_started) return now;
     const auto poll = watched ? std::max(SqliteDatabase::watched_poll_interval, database_.options().poll_interval).count()
                               : database_.options().poll_interval.count();

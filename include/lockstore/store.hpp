@@ -431,8 +431,8 @@ class SessionStore {
   // waiting when a batch ends usually gets the lock before the next batch.
   static constexpr std::chrono::microseconds gc_batch_pause{2000};
   static_assert(gc_batch_pause > detail::SqliteConnection::longest_busy_sleep);
-  // Measured: the longest lock operation behind GC of 10^6 blobs went from
-  // 17-45 ms (no checkpoints of its own) to 15-20 ms (benchmarks/README).
+  // GC checkpoints the WAL itself every few batches: a WAL grown by a long
+  // GC makes every lock operation behind it slower (benchmarks/README.md).
   static constexpr std::size_t gc_checkpoint_every = 8;
 
   /// Adds a work item; with a dedupe key already pending, returns that item.

@@ -896,7 +896,10 @@ class WakeBoard {
   /// board is active; sets `*started` when this call started the thread, so
   /// that the caller can look again for a release announced before the
   /// watcher existed (and file its ticket under the new doorbell).
-  bool watch(KeyedWaiters& waiters, bool* started = nullptr) {
+  /// `listener` (SqliteWakeups) gets notify_where(key_matches, ticket_low)
+  /// and notify_all() from the watcher thread; it must outlive this board.
+  template <class Listener>
+  bool watch(Listener& listener, bool* started = nullptr) {
     if (layout_ == nullptr) return false;
     std::lock_guard lock(mutex_);
     if (!watcher_.joinable()) {
@@ -909,7 +912,7 @@ class WakeBoard {
       if (bell == no_doorbell) layout_->broadcast_listeners.fetch_add(1);
       const auto rung = word(bell).load();
       const auto cursor = layout_->cursor.load();
-      watcher_ = std::thread([this, &waiters, rung, cursor] { run(waiters, rung, cursor); });
+      watcher_ = std::thread([this, &listener, rung, cursor] { run(listener, rung, cursor); });
     }
     return true;
   }
@@ -1008,7 +1011,8 @@ class WakeBoard {
   }
 #endif
 
-  void run(KeyedWaiters& waiters, std::uint32_t seen_rung, std::uint64_t seen_cursor) {
+  template <class Listener>
+  void run(Listener& waiters, std::uint32_t seen_rung, std::uint64_t seen_cursor) {
 #ifdef __linux__
     int bell = doorbell_.load();
     while (!stopping_.load()) {
@@ -1046,7 +1050,8 @@ class WakeBoard {
 #endif
   }
 
-  void deliver(KeyedWaiters& waiters, std::uint64_t index) {
+  template <class Listener>
+  void deliver(Listener& waiters, std::uint64_t index) {
     auto& slot = layout_->ring[index % slots];
     const auto before = slot.stamp.load();
     const auto origin = slot.origin.load();
@@ -1088,6 +1093,192 @@ class WakeBoard {
 
 }  // namespace lockstore::detail
 #endif  // LOCKSTORE_SINGLE_DETAIL_SQLITE_WAKE_HPP
+// ---- lockstore/detail/sqlite_wakeups.hpp
+#ifndef LOCKSTORE_SINGLE_DETAIL_SQLITE_WAKEUPS_HPP
+#define LOCKSTORE_SINGLE_DETAIL_SQLITE_WAKEUPS_HPP
+// How SQLite waiters learn of a release: the SQLite backend's wake-up
+// strategy. A release in this process (on the connection thread) or one
+// announced by another process (the wake file's watcher thread) wakes the
+// key's waiters (KeyedWaiters, the plain in-process wake-ups every backend
+// uses) and then queues, on the connection thread, the next attempt of each
+// woken acquire() caller that is between a refusal and its next attempt.
+// The statement then runs while the caller's executor wakes up, instead of
+// after that wake-up (a thread wake-up costs as much as the statement).
+
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/strand.hpp>
+
+#include <algorithm>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace lockstore::detail {
+
+/// The io_context behind `executor`, when it is one (directly or through a
+/// strand); null otherwise.
+inline const asio::io_context* io_context_of(const asio::any_io_executor& executor) {
+  if (const auto* plain = executor.target<asio::io_context::executor_type>()) return &plain->context();
+  if (const auto* stranded = executor.target<asio::strand<asio::io_context::executor_type>>())
+    return &stranded->get_inner_executor().context();
+  // The strand the completion-token overloads run an operation on.
+  if (const auto* wrapped = executor.target<asio::strand<asio::any_io_executor>>())
+    return io_context_of(wrapped->get_inner_executor());
+  return nullptr;
+}
+
+class SqliteWakeups {
+ public:
+  /// One acquire() caller's request to have its next attempt started by the
+  /// release that wakes it. A notifier uses it only while it is registered
+  /// and only under the registry's mutex, which its destructor takes to
+  /// unregister it: once it is destroyed, no notifier runs `start` or reads
+  /// anything `start` refers to. Declare it after what `start` uses.
+  class EarlyStart {
+   public:
+    /// `start(ticket)` queues the caller's next attempt (ticket 0: none yet);
+    /// it runs on a notifier's thread and must not block. `subscription`
+    /// (the caller's) must outlive this object. `context`: the caller's
+    /// io_context, when it is one. A caller whose io_context is stopped, or
+    /// whose wait was cancelled or abandoned at shutdown, gets no early
+    /// attempt: it may never run again to take what the attempt is granted.
+    EarlyStart(SqliteWakeups& wakeups, std::string key, const KeyedWaiters::Subscription& subscription,
+               const asio::io_context* context, std::function<void(std::int64_t)> start)
+        : wakeups_(wakeups), key_(std::move(key)), subscription_(subscription), context_(context),
+          start_(std::move(start)) {
+      std::lock_guard lock(wakeups_.mutex_);
+      wakeups_.early_[key_].push_back(this);
+    }
+    EarlyStart(const EarlyStart&) = delete;
+    EarlyStart& operator=(const EarlyStart&) = delete;
+
+    ~EarlyStart() {
+      std::lock_guard lock(wakeups_.mutex_);
+      auto found = wakeups_.early_.find(key_);
+      if (found == wakeups_.early_.end()) return;
+      auto& list = found->second;
+      list.erase(std::remove(list.begin(), list.end(), this), list.end());
+      if (list.empty()) wakeups_.early_.erase(found);
+    }
+
+    /// After a refusal: the next release that wakes this caller starts its
+    /// next attempt, with `ticket` (0: none). `accounted`: the caller's
+    /// notification count that the refused attempt already saw; only a
+    /// later notification starts an attempt (one counted before, whose
+    /// notifier was slow to get here, would only repeat the refusal).
+    void arm(std::int64_t ticket, std::uint64_t accounted) {
+      std::lock_guard lock(wakeups_.mutex_);
+      armed_ = true;
+      ticket_ = ticket;
+      accounted_ = accounted;
+      started_at_.reset();
+    }
+
+    /// Before an attempt of the caller's own: disarms. Returns the caller's
+    /// notification count at the moment a release started the attempt (the
+    /// notifications that attempt already saw), or std::nullopt when none
+    /// did and the caller starts it itself.
+    std::optional<std::uint64_t> take() {
+      std::lock_guard lock(wakeups_.mutex_);
+      armed_ = false;
+      return std::exchange(started_at_, std::nullopt);
+    }
+
+   private:
+    friend class SqliteWakeups;
+
+    // Under the registry's mutex.
+    void fire(std::int64_t next_ticket, std::uint64_t mask) {
+      if (!armed_ || !KeyedWaiters::wakes(ticket_, next_ticket, mask)) return;
+      if (context_ != nullptr && context_->stopped()) return;
+      // Read after the notification that woke the caller was counted: that
+      // one is accounted for by this attempt, later ones are not.
+      const auto seen = subscription_.notifications();
+      if (seen <= accounted_ || subscription_.leaving()) return;
+      armed_ = false;
+      try {
+        start_(ticket_);
+        started_at_ = seen;
+      } catch (...) {
+        // Nothing was queued: the caller starts its attempt when it resumes.
+      }
+    }
+
+    SqliteWakeups& wakeups_;
+    std::string key_;
+    const KeyedWaiters::Subscription& subscription_;
+    const asio::io_context* context_;
+    std::function<void(std::int64_t)> start_;
+    bool armed_ = false;
+    std::int64_t ticket_ = 0;
+    std::uint64_t accounted_ = 0;
+    std::optional<std::uint64_t> started_at_;
+  };
+
+  SqliteWakeups() = default;
+  SqliteWakeups(const SqliteWakeups&) = delete;
+  SqliteWakeups& operator=(const SqliteWakeups&) = delete;
+
+  KeyedWaiters& waiters() noexcept { return waiters_; }
+
+  /// Sets the wake file (once, before any waiter; file databases opened
+  /// for writing only).
+  void attach(std::unique_ptr<WakeBoard> board) { board_ = std::move(board); }
+
+  /// The wake file, or null. Lives as long as the connection thread: jobs
+  /// may keep the pointer.
+  WakeBoard* board() const noexcept { return board_.get(); }
+
+  /// Starts (once) the thread that turns other processes' announcements
+  /// into wake-ups here. False without a wake file: waiters must then poll.
+  /// Sets `*started` when this call started it.
+  bool watch(bool* started = nullptr) { return board_ && board_->watch(*this, started); }
+
+  /// A release of `key`: wakes its waiters (with `next_ticket`, only that
+  /// ticket's and those without one) and starts their early attempts.
+  void notify(const std::string& key, std::int64_t next_ticket = 0) {
+    waiters_.notify(key, next_ticket);
+    std::lock_guard lock(mutex_);
+    if (auto found = early_.find(key); found != early_.end())
+      for (auto* early : found->second) early->fire(next_ticket, ~std::uint64_t{0});
+  }
+
+  /// Another process's release, known by key hash and the low 32 bits of
+  /// the next ticket (0: unknown).
+  template <class Match>
+  void notify_where(Match key_matches, std::uint32_t next_ticket_low) {
+    waiters_.notify_where(key_matches, next_ticket_low);
+    std::lock_guard lock(mutex_);
+    for (auto& [key, list] : early_)
+      if (key_matches(key))
+        for (auto* early : list) early->fire(next_ticket_low, 0xffff'ffffu);
+  }
+
+  /// Wakes every waiter on every key (announcements were lost).
+  void notify_all() {
+    waiters_.notify_all();
+    std::lock_guard lock(mutex_);
+    for (auto& [key, list] : early_)
+      for (auto* early : list) early->fire(0, ~std::uint64_t{0});
+  }
+
+ private:
+  KeyedWaiters waiters_;
+  std::mutex mutex_;
+  std::unordered_map<std::string, std::vector<EarlyStart*>> early_;
+  std::unique_ptr<WakeBoard> board_;  // last: its watcher thread, which notifies through this object, stops first
+};
+
+}  // namespace lockstore::detail
+#endif  // LOCKSTORE_SINGLE_DETAIL_SQLITE_WAKEUPS_HPP
 // ---- lockstore/detail/sqlite_worker.hpp
 #ifndef LOCKSTORE_SINGLE_DETAIL_SQLITE_WORKER_HPP
 #define LOCKSTORE_SINGLE_DETAIL_SQLITE_WORKER_HPP
@@ -1511,14 +1702,11 @@ struct SqliteOptions {
   /// their own only every SqliteDatabase::watched_poll_interval.
   std::chrono::milliseconds poll_interval{2};
   /// How long a caller waits on its own thread for a statement's result
-  /// before it suspends. Handing a result back through a parked executor
-  /// costs a thread wake-up of 50 us or more here, as much as a lease
-  /// statement (~20 us) or a third of a commit (~180 us). Measured (README):
-  /// lease pairs reach 0.25 of raw sqlite3 with no spin and 1.0 with 100 us;
-  /// commits 0.73 with 100 us and 0.89 with 300 us. The spin ends as soon as
-  /// the result is there, so fast statements never spin this long. 0 disables it.
-  /// The spin adapts: after spins that miss, the next few statements suspend
-  /// at once (README, "The hop to the connection thread").
+  /// before it suspends: handing a result back through a parked executor
+  /// costs a thread wake-up, as much as a lease statement itself. The spin
+  /// ends as soon as the result is there, and adapts: after spins that miss,
+  /// the next few statements suspend at once. 0 disables it. Figures: README,
+  /// "The hop to the connection thread".
   std::chrono::microseconds completion_spin{300};
   /// SQLite's `synchronous` setting for a file opened read-write. NORMAL
   /// (the default) may lose the last commits, never consistency, when the
@@ -1562,7 +1750,7 @@ class SqliteDatabase {
                               path.string()));
       co_return database;
     }
-    database.shared_->board = std::make_unique<detail::WakeBoard>(path);
+    database.shared_->wakeups.attach(std::make_unique<detail::WakeBoard>(path));
     co_return database;
   }
 
@@ -1642,19 +1830,9 @@ class SqliteDatabase {
                   fmt::format("{}: '{}' was opened read-only; writes are refused", operation, path().string()));
   }
 
-  /// In-process wake-ups shared by every lock on this handle.
-  detail::KeyedWaiters& waiters() const noexcept { return shared_->waiters; }
-
-  /// The wake file, or null (in-memory and read-only databases). Lives as
-  /// long as the connection thread: jobs may keep the pointer.
-  detail::WakeBoard* wake_board() const noexcept { return shared_->board.get(); }
-
-  /// Starts (once) the thread that turns other processes' announcements
-  /// into wake-ups of this handle's waiters. False without a wake file:
-  /// waiters must then poll. Sets `*started` when this call started it.
-  bool watch_releases(bool* started = nullptr) const {
-    return shared_->board && shared_->board->watch(shared_->waiters, started);
-  }
+  /// Internal: how waiters on this handle are woken (in-process wake-ups,
+  /// the wake file, early attempts). Lives as long as the connection thread.
+  detail::SqliteWakeups& wakeups() const noexcept { return shared_->wakeups; }
 
   /// Tokens of leases granted through this handle and not yet released:
   /// a waiter whose holder is local needs no polling, release wakes it.
@@ -1691,9 +1869,8 @@ class SqliteDatabase {
     std::filesystem::path path;
     SqliteOptions options;
     bool read_only;
-    mutable detail::KeyedWaiters waiters;
+    mutable detail::SqliteWakeups wakeups;  // its wake file: file databases opened for writing; set once by open()
     mutable LocalTokens local_tokens;
-    std::unique_ptr<detail::WakeBoard> board;  // file databases opened for writing; set once by open()
     detail::SqliteWorker worker;  // last: destroyed first, while the rest still exists
   };
 
@@ -1923,7 +2100,7 @@ class SqliteLock : public detail::CompletionTokenOverloads<SqliteLock> {
     // If this frame is destroyed before it takes the outcome (its
     // io_context shut down), `pending` gives back what was granted.
     PendingAttempt pending(database_, key.str());
-    start_attempt(pending, key, ttl, nullptr);
+    start_attempt(pending, key, ttl, false, 0);
     auto taking = take_attempt(pending, std::move(key), ttl, nullptr);
     auto attempt = co_await std::move(taking);
     co_return std::move(attempt.guard);
@@ -1937,19 +2114,30 @@ class SqliteLock : public detail::CompletionTokenOverloads<SqliteLock> {
     database_.require_writable("SqliteLock::acquire");
     LeaveQueue leave{database_, key.str()};
     QueueSeat seat(std::move(leave));
+    auto subscription = database_.wakeups().waiters().subscribe(key.str());
     PendingAttempt pending(database_, key.str());
-    // When a release wakes this waiter, its next attempt is queued on the
-    // connection thread at once, by the thread that woke it, so the statement
-    // runs while this coroutine's executor wakes up instead of after it.
-    auto start_early = [this, &pending, &seat, &key, ttl] { start_attempt(pending, key, ttl, &seat); };
+    const auto executor = co_await asio::this_coro::executor;
+    // A release that wakes this caller queues its next attempt on the
+    // connection thread at once (detail/sqlite_wakeups.hpp). Declared after
+    // what its callback uses: it is unregistered before they are destroyed.
+    detail::SqliteWakeups::EarlyStart early(database_.wakeups(), key.str(), subscription,
+                                            detail::io_context_of(executor),
+                                            [this, &pending, &key, ttl](std::int64_t ticket) {
+                                              start_attempt(pending, key, ttl, true, ticket);
+                                            });
     auto acquiring = detail::acquire_loop(
-        database_.waiters(), key, deadline,
+        subscription, key, deadline,
         [&]() -> asio::awaitable<detail::Attempt> {
-          if (!pending.peek()) start_attempt(pending, key, ttl, &seat);  // none started early
+          const auto seen = subscription.notifications();
+          const auto started_early = early.take();
+          if (!started_early) start_attempt(pending, key, ttl, true, seat.ticket.value_or(0));
           auto taking = take_attempt(pending, key, ttl, &seat);
-          co_return co_await std::move(taking);
+          auto attempt = co_await std::move(taking);
+          attempt.notifications_seen = started_early;
+          if (!attempt.guard) early.arm(attempt.ticket, started_early.value_or(seen));
+          co_return attempt;
         },
-        [this](LockGuard guard) { return release(std::move(guard)); }, std::move(start_early));
+        [this](LockGuard guard) { return release(std::move(guard)); });
     co_return co_await std::move(acquiring);
   }
 
@@ -2020,7 +2208,7 @@ class SqliteLock : public detail::CompletionTokenOverloads<SqliteLock> {
   /// Removes every lease of this owner; returns how many were still live.
   asio::awaitable<std::size_t> release_all() {
     database_.require_writable("SqliteLock::release_all");
-    auto job = [owner = owner_, database = &database_](detail::SqliteConnection& connection) {
+    auto job = [owner = owner_, shared = Shared(database_)](detail::SqliteConnection& connection) {
       detail::Transaction transaction(connection);
       std::vector<std::pair<std::string, std::string>> cleared;  // key, token
       std::size_t live = 0;
@@ -2035,9 +2223,9 @@ class SqliteLock : public detail::CompletionTokenOverloads<SqliteLock> {
       connection.prepare(detail::sqlite_lock_sql::release_owned).bind(1, owner).run();
       transaction.commit();
       for (const auto& [key, token] : cleared) {
-        database->local_tokens().erase(token);
-        database->waiters().notify(key);
-        announce_release(connection, database->wake_board(), key);
+        shared.tokens->erase(token);
+        shared.wakeups->notify(key);
+        announce_release(connection, shared.board, key);
       }
       return live;
     };
@@ -2063,7 +2251,7 @@ class SqliteLock : public detail::CompletionTokenOverloads<SqliteLock> {
   /// release then fail or do nothing; its fence stays used.
   asio::awaitable<std::optional<LockInfo>> force_release(AdvisoryKey key) {
     database_.require_writable("SqliteLock::force_release");
-    auto job = [key, database = &database_](detail::SqliteConnection& connection) -> std::optional<LockInfo> {
+    auto job = [key, shared = Shared(database_)](detail::SqliteConnection& connection) -> std::optional<LockInfo> {
       detail::Transaction transaction(connection);
       std::optional<LockInfo> info;
       std::string token;
@@ -2077,9 +2265,9 @@ class SqliteLock : public detail::CompletionTokenOverloads<SqliteLock> {
       }
       connection.prepare(detail::sqlite_lock_sql::clear).bind(1, key.str()).run();
       transaction.commit();
-      database->local_tokens().erase(token);
-      database->waiters().notify(key.str());
-      announce_release(connection, database->wake_board(), key.str());
+      shared.tokens->erase(token);
+      shared.wakeups->notify(key.str());
+      announce_release(connection, shared.board, key.str());
       return info;
     };
     co_return co_await database_.run(std::move(job));
@@ -2098,11 +2286,10 @@ class SqliteLock : public detail::CompletionTokenOverloads<SqliteLock> {
     SqliteDatabase database;
     std::string key;
     void operator()(std::int64_t ticket) const {
-      database.post([ticket, key = key, waiters = &database.waiters(),
-                     board = database.wake_board()](detail::SqliteConnection& connection) {
+      database.post([ticket, key = key, wakeups = &database.wakeups()](detail::SqliteConnection& connection) {
         connection.prepare(detail::sqlite_lock_sql::drop_ticket).bind(1, ticket).run();
-        waiters->notify(key);
-        announce_release(connection, board, key);
+        wakeups->notify(key);
+        announce_release(connection, wakeups->board(), key);
       });
     }
   };
@@ -2113,9 +2300,9 @@ class SqliteLock : public detail::CompletionTokenOverloads<SqliteLock> {
   // a SqliteLock that may be gone by the time it runs).
   struct Shared {
     explicit Shared(const SqliteDatabase& database)
-        : tokens(&database.local_tokens()), waiters(&database.waiters()), board(database.wake_board()) {}
+        : tokens(&database.local_tokens()), wakeups(&database.wakeups()), board(database.wakeups().board()) {}
     SqliteDatabase::LocalTokens* tokens;
-    detail::KeyedWaiters* waiters;
+    detail::SqliteWakeups* wakeups;
     detail::WakeBoard* board;
   };
 
@@ -2128,7 +2315,7 @@ class SqliteLock : public detail::CompletionTokenOverloads<SqliteLock> {
     const bool removed = statement.run() == 1;
     shared.tokens->erase(token);
     if (removed) {
-      shared.waiters->notify(key);  // at once, before the releaser resumes
+      shared.wakeups->notify(key);  // at once, before the releaser resumes
       announce_release(connection, shared.board, key);
     }
   }
@@ -2258,14 +2445,12 @@ class SqliteLock : public detail::CompletionTokenOverloads<SqliteLock> {
     };
   }
 
-  // Queues an attempt in `pending`. `seat` is null for try_acquire. When
-  // called by the thread that woke the waiter, the waiter has not resumed,
-  // so the seat's ticket cannot change meanwhile.
-  void start_attempt(PendingAttempt& pending, const AdvisoryKey& key, std::chrono::milliseconds ttl,
-                     const QueueSeat* seat) {
+  // Queues an attempt in `pending`: for acquire() (`queued`) with the
+  // caller's queue ticket (0: none yet), for try_acquire() outside the queue.
+  void start_attempt(PendingAttempt& pending, const AdvisoryKey& key, std::chrono::milliseconds ttl, bool queued,
+                     std::int64_t ticket) {
     auto proposed = random_token();
-    auto job = attempt_job(key.str(), ttl, proposed, seat != nullptr,
-                           seat != nullptr ? seat->ticket : std::nullopt);  // copies it before it is moved
+    auto job = attempt_job(key.str(), ttl, proposed, queued, ticket != 0 ? std::optional(ticket) : std::nullopt);
     pending.start(std::move(job), std::move(proposed));
   }
 
@@ -2282,7 +2467,7 @@ class SqliteLock : public detail::CompletionTokenOverloads<SqliteLock> {
   }
 
   detail::Attempt settle(AdvisoryKey key, const std::string& proposed, Outcome outcome, QueueSeat* seat,
-                         std::chrono::steady_clock::time_point valid_until) const {
+                         std::chrono::steady_clock::time_point valid_until) {
     if (seat != nullptr) seat->ticket = outcome.ticket;
     detail::Attempt attempt;
     attempt.ticket = outcome.ticket.value_or(0);
@@ -2303,13 +2488,13 @@ class SqliteLock : public detail::CompletionTokenOverloads<SqliteLock> {
   // a release announced before it started is not delivered, so that waiter
   // looks again at once instead of sleeping to the backstop (and files its
   // ticket under the watcher's new doorbell).
-  std::chrono::steady_clock::time_point retry_time(const Outcome& outcome) const {
+  std::chrono::steady_clock::time_point retry_time(const Outcome& outcome) {
     const auto now = std::chrono::steady_clock::now();
     const auto until_expiry = std::chrono::milliseconds(
         std::max<std::int64_t>(0, outcome.holder_expires_ms - detail::wall_clock_ms()) + 1);
     if (database_.local_tokens().contains(outcome.holder_token)) return now + until_expiry;
     bool watcher_started = false;
-    const bool watched = database_.watch_releases(&watcher_started);
+    const bool watched = database_.wakeups().watch(&watcher_started);
     if (watcher_started) return now;
     const auto poll = watched ? std::max(SqliteDatabase::watched_poll_interval, database_.options().poll_interval).count()
                               : database_.options().poll_interval.count();

@@ -17,7 +17,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
-#include <functional>
 #include <optional>
 #include <string_view>
 
@@ -35,6 +34,11 @@ struct Attempt {
   std::int64_t ticket = 0;
   /// See AttemptReport::ticket_expires.
   bool ticket_expires = true;
+  /// For an attempt that a release started before its caller resumed (the
+  /// SQLite backend's early attempts): the caller's notification count then.
+  /// Notifications after it were not seen by the attempt and still end the
+  /// next wait.
+  std::optional<std::uint64_t> notifications_seen{};
 };
 
 /// Gives back a lease the caller will not get: undone when the attempt made
@@ -59,23 +63,21 @@ asio::awaitable<void> give_back(Attempt& attempt, Undo& undo, const AdvisoryKey&
 }
 
 /// Drives an AcquireMachine with a backend's primitives. try_once: () ->
-/// awaitable<Attempt>; undo: (LockGuard) -> awaitable<void>. on_wake
-/// (optional): see KeyedWaiters::Subscription::on_wake.
+/// awaitable<Attempt>; undo: (LockGuard) -> awaitable<void>. `subscription`
+/// is the caller's interest in the key, taken before the first attempt: a
+/// release between a refusal and the wait marks it, and the wait returns at
+/// once.
 template <class TryOnce, class Undo>
-asio::awaitable<LockGuard> acquire_loop(KeyedWaiters& waiters, const AdvisoryKey& key,
-                                        std::chrono::milliseconds deadline, TryOnce try_once,
-                                        Undo undo, std::function<void()> on_wake = {}) {
+asio::awaitable<LockGuard> acquire_loop(KeyedWaiters::Subscription& subscription, const AdvisoryKey& key,
+                                        std::chrono::milliseconds deadline, TryOnce try_once, Undo undo) {
   AcquireMachine machine(std::chrono::steady_clock::now(), deadline);
-  // Subscribed before the first attempt: a release between a refusal and
-  // the wait marks the subscription, and the wait returns at once.
-  auto subscription = waiters.subscribe(key.str());
-  if (on_wake) subscription.on_wake(std::move(on_wake));
   Attempt attempt;
   for (auto step = machine.start();;) {
     switch (step.kind) {
       case AcquireStep::Kind::attempt: {
-        subscription.rearm();
+        const auto seen = subscription.notifications();
         attempt = co_await try_once();
+        subscription.rearm(attempt.notifications_seen.value_or(seen));
         // A cancellation that arrived while the attempt ran may have raced
         // with a grant: the machine has it given back before reporting it.
         const auto state = co_await asio::this_coro::cancellation_state;
@@ -120,6 +122,15 @@ asio::awaitable<LockGuard> acquire_loop(KeyedWaiters& waiters, const AdvisoryKey
         throw boost::system::system_error(asio::error::operation_aborted);
     }
   }
+}
+
+/// As above, subscribing to `key` in `waiters` itself.
+template <class TryOnce, class Undo>
+asio::awaitable<LockGuard> acquire_loop(KeyedWaiters& waiters, const AdvisoryKey& key,
+                                        std::chrono::milliseconds deadline, TryOnce try_once, Undo undo) {
+  auto subscription = waiters.subscribe(key.str());
+  auto acquiring = acquire_loop(subscription, key, deadline, std::move(try_once), std::move(undo));
+  co_return co_await std::move(acquiring);
 }
 
 }  // namespace lockstore::detail

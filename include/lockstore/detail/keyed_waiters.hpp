@@ -22,17 +22,14 @@
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/error.hpp>
-#include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/strand.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -45,15 +42,6 @@ namespace lockstore::detail {
 
 namespace asio = boost::asio;
 
-/// The io_context behind `executor`, when it is one (directly or through a
-/// strand); null otherwise.
-inline const asio::io_context* io_context_of(const asio::any_io_executor& executor) {
-  if (const auto* plain = executor.target<asio::io_context::executor_type>()) return &plain->context();
-  if (const auto* stranded = executor.target<asio::strand<asio::io_context::executor_type>>())
-    return &stranded->get_inner_executor().context();
-  return nullptr;
-}
-
 class KeyedWaiters {
   using Handler = asio::any_completion_handler<void(boost::system::error_code)>;
 
@@ -62,38 +50,21 @@ class KeyedWaiters {
   // handler first completes (or, at shutdown, drops) it.
   struct Waiter final : Parked, std::enable_shared_from_this<Waiter> {
     std::mutex mutex;
-    bool notified = false;
+    std::uint64_t notifications = 0;  // notifications received, ever
+    std::uint64_t seen = 0;           // those the owner has accounted for (rearm)
+    bool leaving = false;             // a wait ended by cancellation or its context's shutdown
     std::int64_t ticket = 0;  // the waiter's place in a backend's queue; 0: none
     std::optional<Handler> handler;
     std::optional<asio::any_io_executor> executor;
     std::optional<asio::steady_timer> timer;
     ParkedCompletions* parked_in = nullptr;  // while handler is set
-    const asio::io_context* context = nullptr;  // the handler's, when it is an io_context
-    std::function<void()> on_wake;  // run by the notifier when it ends a wait
-    bool woken_early = false;       // on_wake ran for the wait that just ended
 
     void notify() { notify_if(0); }
 
-    // Wakes this waiter unless both it and the release name a ticket and
-    // the tickets differ in the bits of `mask` (another process's release
-    // reaches us with only the low 32 bits).
     void notify_if(std::int64_t next_ticket, std::uint64_t mask = ~std::uint64_t{0}) {
       std::unique_lock lock(mutex);
-      if (next_ticket != 0 && ticket != 0 &&
-          (static_cast<std::uint64_t>(ticket) & mask) != (static_cast<std::uint64_t>(next_ticket) & mask))
-        return;
-      notified = true;
-      // Before the wait completes, under the mutex: the waiter cannot resume,
-      // and change what the hook reads, until the hook has run. The attempt
-      // the hook starts looks after this notification, so only a later one
-      // may end the next wait: the next rearm() must not forget that one.
-      // Not for a waiter whose io_context is stopped: it may never run again
-      // to take what the attempt is granted.
-      if (handler && on_wake && (context == nullptr || !context->stopped())) {
-        on_wake();
-        notified = false;
-        woken_early = true;
-      }
+      if (!wakes(ticket, next_ticket, mask)) return;
+      ++notifications;
       complete(lock, {});
     }
 
@@ -119,12 +90,12 @@ class KeyedWaiters {
       std::optional<Handler> dropped;
       {
         std::lock_guard lock(mutex);
+        leaving = true;
         parked_in = nullptr;
         dropped = std::move(handler);
         handler.reset();
         timer.reset();  // the timer belongs to the context that is going away
         executor.reset();
-        context = nullptr;
       }
       // `dropped` is destroyed here, outside the mutex: it hands the waiting
       // coroutine's frames to the context's queue.
@@ -135,7 +106,7 @@ class KeyedWaiters {
       auto slot = asio::get_associated_cancellation_slot(completion);
       auto& parking = ParkedCompletions::of(target);
       std::unique_lock lock(mutex);
-      if (notified) {
+      if (notifications > seen) {
         lock.unlock();
         asio::post(target, [completion = std::move(completion)]() mutable {
           std::move(completion)(boost::system::error_code{});
@@ -147,13 +118,13 @@ class KeyedWaiters {
         slot.assign([weak = weak_from_this()](asio::cancellation_type) {
           if (auto self = weak.lock()) {
             std::unique_lock guard(self->mutex);
+            self->leaving = true;
             self->complete(guard, asio::error::operation_aborted);
           }
         });
       }
       handler.emplace(std::move(completion));
       parked_in = &parking;
-      context = io_context_of(target);
       executor = target;
       timer.emplace(target, wake_at);
       timer->async_wait([self = shared_from_this()](boost::system::error_code error) {
@@ -193,25 +164,29 @@ class KeyedWaiters {
       waiter_->ticket = ticket;
     }
 
-    /// `hook` runs on the notifier's thread each time a notification ends a
-    /// wait (not a timeout or cancellation), before the waiter resumes: a
-    /// backend can start the waiter's next attempt from there. It must not
-    /// block or touch this subscription.
-    void on_wake(std::function<void()> hook) {
+    /// How many notifications this subscription has received.
+    std::uint64_t notifications() const {
       std::lock_guard lock(waiter_->mutex);
-      waiter_->on_wake = std::move(hook);
+      return waiter_->notifications;
     }
 
-    /// Forgets earlier notifications; call before each attempt. After a
-    /// wait that on_wake ended, the attempt already started then, and only
-    /// notifications since it count: those are kept.
-    void rearm() {
+    /// Whether a wait of this subscription ended by cancellation or by its
+    /// execution context's shutdown: its owner is giving up.
+    bool leaving() const {
       std::lock_guard lock(waiter_->mutex);
-      if (std::exchange(waiter_->woken_early, false)) return;
-      waiter_->notified = false;
+      return waiter_->leaving;
     }
 
-    /// Returns when notified since the last rearm(), or at `wake_at`. Throws
+    /// Forgets the first `count` notifications (see notifications()): a
+    /// wait returns at once only for a later one. Take the count before an
+    /// attempt, and rearm with it after: a release during the attempt then
+    /// still ends the next wait.
+    void rearm(std::uint64_t count) {
+      std::lock_guard lock(waiter_->mutex);
+      waiter_->seen = std::max(waiter_->seen, count);
+    }
+
+    /// Returns when notified beyond what rearm() forgot, or at `wake_at`. Throws
     /// operation_aborted on per-operation cancellation.
     asio::awaitable<void> wait_until(std::chrono::steady_clock::time_point wake_at) {
       auto executor = co_await asio::this_coro::executor;
@@ -232,6 +207,14 @@ class KeyedWaiters {
   };
 
   Subscription subscribe(std::string key) { return Subscription(*this, std::move(key)); }
+
+  /// Whether a release naming `next_ticket` wakes a waiter holding `ticket`:
+  /// yes unless both name one and they differ in the bits of `mask` (another
+  /// process's release reaches us with only the low 32 bits).
+  static bool wakes(std::int64_t ticket, std::int64_t next_ticket, std::uint64_t mask) noexcept {
+    return next_ticket == 0 || ticket == 0 ||
+           (static_cast<std::uint64_t>(ticket) & mask) == (static_cast<std::uint64_t>(next_ticket) & mask);
+  }
 
   /// Wakes every waiter on `key`; with `next_ticket`, only the waiter
   /// holding that ticket and the waiters holding none (the rest cannot be

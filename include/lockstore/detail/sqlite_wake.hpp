@@ -31,7 +31,6 @@
 // SqliteOptions::poll_interval.
 #pragma once
 
-#include "lockstore/detail/keyed_waiters.hpp"
 #include "lockstore/detail/random.hpp"
 
 #include <atomic>
@@ -187,7 +186,10 @@ class WakeBoard {
   /// board is active; sets `*started` when this call started the thread, so
   /// that the caller can look again for a release announced before the
   /// watcher existed (and file its ticket under the new doorbell).
-  bool watch(KeyedWaiters& waiters, bool* started = nullptr) {
+  /// `listener` (SqliteWakeups) gets notify_where(key_matches, ticket_low)
+  /// and notify_all() from the watcher thread; it must outlive this board.
+  template <class Listener>
+  bool watch(Listener& listener, bool* started = nullptr) {
     if (layout_ == nullptr) return false;
     std::lock_guard lock(mutex_);
     if (!watcher_.joinable()) {
@@ -200,7 +202,7 @@ class WakeBoard {
       if (bell == no_doorbell) layout_->broadcast_listeners.fetch_add(1);
       const auto rung = word(bell).load();
       const auto cursor = layout_->cursor.load();
-      watcher_ = std::thread([this, &waiters, rung, cursor] { run(waiters, rung, cursor); });
+      watcher_ = std::thread([this, &listener, rung, cursor] { run(listener, rung, cursor); });
     }
     return true;
   }
@@ -299,7 +301,8 @@ class WakeBoard {
   }
 #endif
 
-  void run(KeyedWaiters& waiters, std::uint32_t seen_rung, std::uint64_t seen_cursor) {
+  template <class Listener>
+  void run(Listener& waiters, std::uint32_t seen_rung, std::uint64_t seen_cursor) {
 #ifdef __linux__
     int bell = doorbell_.load();
     while (!stopping_.load()) {
@@ -337,7 +340,8 @@ class WakeBoard {
 #endif
   }
 
-  void deliver(KeyedWaiters& waiters, std::uint64_t index) {
+  template <class Listener>
+  void deliver(Listener& waiters, std::uint64_t index) {
     auto& slot = layout_->ring[index % slots];
     const auto before = slot.stamp.load();
     const auto origin = slot.origin.load();
