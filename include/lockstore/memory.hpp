@@ -8,68 +8,37 @@
 #pragma once
 
 #include "lockstore/detail/completion.hpp"
-#include "lockstore/detail/acquire_loop.hpp"
+#include "lockstore/detail/config.hpp"
 #include "lockstore/detail/queue_seat.hpp"
-#include "lockstore/detail/durations.hpp"
-#include "lockstore/detail/keyed_waiters.hpp"
 #include "lockstore/distributed_lock.hpp"
 #include "lockstore/lock_info.hpp"
 
 #include <boost/asio/awaitable.hpp>
 
 #include <chrono>
-#include <algorithm>
 #include <cstdint>
-#include <deque>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 namespace lockstore {
 
+namespace detail {
+struct Attempt;
+}  // namespace detail
+
 class MemoryLock : public detail::CompletionTokenOverloads<MemoryLock> {
   using Clock = std::chrono::steady_clock;
 
-  struct Lease {
-    std::string token;
-    std::uint64_t fence;
-    Clock::time_point expires_at;
-    std::chrono::system_clock::time_point acquired_at;  // for list()
-  };
+  struct Lease;
 
-  struct State {
-    std::mutex mutex;
-    std::unordered_map<std::string, Lease> leases;
-    // One counter for all keys: per key the fences then strictly increase
-    // too, and no per-key history has to be kept after release.
-    std::uint64_t last_fence = 0;
-    // acquire() callers refused so far, per key, first come first served.
-    std::unordered_map<std::string, std::deque<std::uint64_t>> queues;
-    std::uint64_t last_ticket = 0;
-    detail::KeyedWaiters waiters;
-  };
+  struct State;
 
   // An acquire() caller's place in its key's queue; leaving it (given up,
   // cancelled, or granted) lets the next one in.
   // Leaving the queue: drop the ticket and wake the next in line.
-  struct LeaveQueue {
-    std::shared_ptr<State> state;
-    std::string key;
-    void operator()(std::uint64_t ticket) const {
-      {
-        std::lock_guard lock(state->mutex);
-        if (auto found = state->queues.find(key); found != state->queues.end()) {
-          auto& queue = found->second;
-          queue.erase(std::remove(queue.begin(), queue.end(), ticket), queue.end());
-          if (queue.empty()) state->queues.erase(found);
-        }
-      }
-      state->waiters.notify(key);  // the next in line may go now
-    }
-  };
+  struct LeaveQueue;
   using QueueSeat = detail::QueueSeat<std::uint64_t, LeaveQueue>;
 
  public:
@@ -84,127 +53,40 @@ class MemoryLock : public detail::CompletionTokenOverloads<MemoryLock> {
   using detail::CompletionTokenOverloads<MemoryLock>::force_release;
   using detail::CompletionTokenOverloads<MemoryLock>::release_all;
 
-  MemoryLock() = default;
+  MemoryLock();
 
   /// One attempt; std::nullopt while a live lease holds the key.
   /// Throws errc::invalid_argument for a non-positive or absurd ttl.
-  asio::awaitable<std::optional<LockGuard>> try_acquire(AdvisoryKey key, std::chrono::milliseconds ttl) {
-    detail::validate_ttl(ttl, "MemoryLock::try_acquire");
-    co_return grant(key, ttl).guard;
-  }
+  asio::awaitable<std::optional<LockGuard>> try_acquire(AdvisoryKey key, std::chrono::milliseconds ttl);
 
   /// Waits until acquired. Throws errc::timeout once `deadline` elapses and
   /// operation_aborted on per-operation cancellation (holding nothing then).
   asio::awaitable<LockGuard> acquire(AdvisoryKey key, std::chrono::milliseconds ttl,
-                                     std::chrono::milliseconds deadline) {
-    detail::validate_ttl(ttl, "MemoryLock::acquire");
-    // Made in its own statement, then awaited: see sqlite_lock.hpp on g++ 12.
-    LeaveQueue leave{state_, key.str()};
-    QueueSeat seat(std::move(leave));
-    auto acquiring = detail::acquire_loop(
-        state_->waiters, key, deadline,
-        [&]() -> asio::awaitable<detail::Attempt> { co_return grant(key, ttl, &seat); },
-        [this](LockGuard guard) { return release(std::move(guard)); });
-    co_return co_await std::move(acquiring);
-  }
+                                     std::chrono::milliseconds deadline);
 
   /// New expiry = now + ttl while the guard's lease is live (and the guard's
   /// valid_until() with it); false otherwise.
-  asio::awaitable<bool> extend(LockGuard& guard, std::chrono::milliseconds ttl) {
-    detail::validate_ttl(ttl, "MemoryLock::extend");
-    std::lock_guard lock(state_->mutex);
-    const auto now = Clock::now();
-    auto found = state_->leases.find(guard.key().str());
-    if (found == state_->leases.end() || found->second.token != guard.token() ||
-        found->second.expires_at <= now)
-      co_return false;
-    found->second.expires_at = now + ttl;
-    guard.confirm_until(found->second.expires_at);
-    co_return true;
-  }
+  asio::awaitable<bool> extend(LockGuard& guard, std::chrono::milliseconds ttl);
 
   /// Removes the lease if the guard's token still holds it and wakes waiters.
-  asio::awaitable<void> release(LockGuard guard) {
-    bool removed = false;
-    {
-      std::lock_guard lock(state_->mutex);
-      auto found = state_->leases.find(guard.key().str());
-      if (found != state_->leases.end() && found->second.token == guard.token()) {
-        state_->leases.erase(found);
-        removed = true;
-      }
-    }
-    guard.mark_released();
-    if (removed) state_->waiters.notify(guard.key().str());
-    co_return;
-  }
+  asio::awaitable<void> release(LockGuard guard);
 
   /// The live leases, ordered by key. The owner is empty: a MemoryLock has
   /// none. Times are on the system clock.
-  asio::awaitable<std::vector<LockInfo>> list() {
-    std::vector<LockInfo> leases;
-    {
-      std::lock_guard lock(state_->mutex);
-      const auto now = Clock::now();
-      const auto wall_now = std::chrono::system_clock::now();
-      for (const auto& [key, lease] : state_->leases)
-        if (lease.expires_at > now)
-          leases.push_back(LockInfo{AdvisoryKey(key), std::string(), lease.fence, lease.acquired_at,
-                                    wall_now + std::chrono::duration_cast<std::chrono::system_clock::duration>(
-                                                   lease.expires_at - now)});
-    }
-    std::sort(leases.begin(), leases.end(),
-              [](const LockInfo& a, const LockInfo& b) { return a.key.str() < b.key.str(); });
-    co_return leases;
-  }
+  asio::awaitable<std::vector<LockInfo>> list();
 
   /// For operators: clears whatever lease holds `key` and wakes its waiters.
   /// Returns the lease it cleared, std::nullopt when none was live. The old
   /// holder's extend and release then fail or do nothing; a later holder
   /// gets a larger fence.
-  asio::awaitable<std::optional<LockInfo>> force_release(AdvisoryKey key) {
-    std::optional<LockInfo> cleared;
-    {
-      std::lock_guard lock(state_->mutex);
-      const auto now = Clock::now();
-      auto found = state_->leases.find(key.str());
-      if (found == state_->leases.end()) co_return std::nullopt;
-      if (found->second.expires_at > now)
-        cleared = LockInfo{key, std::string(), found->second.fence, found->second.acquired_at,
-                           std::chrono::system_clock::now() + std::chrono::duration_cast<std::chrono::system_clock::duration>(
-                                                                  found->second.expires_at - now)};
-      state_->leases.erase(found);
-    }
-    state_->waiters.notify(key.str());
-    co_return cleared;
-  }
+  asio::awaitable<std::optional<LockInfo>> force_release(AdvisoryKey key);
 
   /// Removes every lease of this MemoryLock and its copies (they are its
   /// only holders); returns how many were still live.
-  asio::awaitable<std::size_t> release_all() {
-    std::vector<std::string> keys;
-    std::size_t live = 0;
-    {
-      std::lock_guard lock(state_->mutex);
-      const auto now = Clock::now();
-      for (const auto& [key, lease] : state_->leases) {
-        keys.push_back(key);
-        live += lease.expires_at > now ? 1 : 0;
-      }
-      state_->leases.clear();
-    }
-    for (const auto& key : keys) state_->waiters.notify(key);
-    co_return live;
-  }
+  asio::awaitable<std::size_t> release_all();
 
   /// Number of keys with a live lease (expired entries are not counted).
-  std::size_t held_count() const {
-    std::lock_guard lock(state_->mutex);
-    const auto now = Clock::now();
-    std::size_t live = 0;
-    for (const auto& [key, lease] : state_->leases) live += lease.expires_at > now ? 1 : 0;
-    return live;
-  }
+  std::size_t held_count() const;
 
  private:
   // try_acquire (no seat) takes a free key; acquire() takes it only when no
@@ -213,52 +95,18 @@ class MemoryLock : public detail::CompletionTokenOverloads<MemoryLock> {
   // new head is woken to learn the new lease's expiry: it must look again
   // then even if that holder never releases (a lease abandoned mid-hold;
   // found by tests/torture, where waiters otherwise sat out their deadline).
-  detail::Attempt grant(const AdvisoryKey& key, std::chrono::milliseconds ttl, QueueSeat* seat = nullptr) {
-    std::uint64_t next_in_line = 0;
-    auto attempt = grant_locked(key, ttl, seat, next_in_line);
-    if (next_in_line != 0) state_->waiters.notify(key.str(), static_cast<std::int64_t>(next_in_line));
-    return attempt;
-  }
+  detail::Attempt grant(const AdvisoryKey& key, std::chrono::milliseconds ttl, QueueSeat* seat = nullptr);
 
   detail::Attempt grant_locked(const AdvisoryKey& key, std::chrono::milliseconds ttl, QueueSeat* seat,
-                               std::uint64_t& next_in_line) {
-    std::lock_guard lock(state_->mutex);
-    const auto now = Clock::now();
-    const auto take_ticket = [&] {
-      if (seat != nullptr && !seat->ticket) {
-        seat->ticket = ++state_->last_ticket;
-        state_->queues[key.str()].push_back(*seat->ticket);
-      }
-    };
-    const auto my_ticket = [&] { return static_cast<std::int64_t>(seat != nullptr ? seat->ticket.value_or(0) : 0); };
-    auto held = state_->leases.find(key.str());
-    if (held != state_->leases.end() && held->second.expires_at > now) {
-      take_ticket();
-      return {.guard = std::nullopt, .retry_at = held->second.expires_at, .ticket = my_ticket(), .ticket_expires = false};
-    }
-    if (seat != nullptr) {
-      auto queue = state_->queues.find(key.str());
-      if (queue != state_->queues.end() && (!seat->ticket || queue->second.front() != *seat->ticket)) {
-        take_ticket();
-        // The head goes first; its grant or leaving wakes us (the ticket
-        // lives as long as this waiter: no refreshing).
-        return {.guard = std::nullopt, .ticket = my_ticket(), .ticket_expires = false};
-      }
-      if (seat->ticket) {
-        queue->second.pop_front();
-        if (queue->second.empty()) state_->queues.erase(queue);
-        else next_in_line = queue->second.front();
-        seat->ticket.reset();
-      }
-    }
-    auto& lease = state_->leases[key.str()];
-    lease = Lease{random_token(), ++state_->last_fence, now + ttl, std::chrono::system_clock::now()};
-    return {.guard = LockGuard(key, lease.token, lease.fence, lease.expires_at)};
-  }
+                               std::uint64_t& next_in_line);
 
-  std::shared_ptr<State> state_ = std::make_shared<State>();
+  std::shared_ptr<State> state_;
 };
 
 static_assert(AdministrableLock<MemoryLock>);
 
 }  // namespace lockstore
+
+#ifndef LOCKSTORE_SEPARATE_COMPILATION
+#include "lockstore/impl/memory.ipp"
+#endif

@@ -19,6 +19,168 @@
 // Dropping the last handle finishes the queued statements, closes the
 // connection and joins the thread.
 
+// ---- lockstore/sqlite_options.hpp
+#ifndef LOCKSTORE_SINGLE_SQLITE_OPTIONS_HPP
+#define LOCKSTORE_SINGLE_SQLITE_OPTIONS_HPP
+// How a SqliteDatabase opens and uses its file.
+
+#include <chrono>
+
+namespace lockstore {
+
+/// SQLite's `PRAGMA synchronous` levels that keep a WAL database consistent.
+enum class SqliteSynchronous { normal, full, extra };
+
+struct SqliteOptions {
+  /// How long a statement waits for another connection's write lock. It
+  /// looks again at least every ~1.5 ms meanwhile (SQLite's own handler
+  /// sleeps up to 100 ms past the lock's release).
+  std::chrono::milliseconds busy_timeout{15'000};
+  /// How often a waiter looks again while the lease is held by another
+  /// process and cross-process wake-ups are unavailable (each look is
+  /// jittered to between half and all of this). Waiters in this process are
+  /// woken by release at once; with the wake file (see README, "SQLite
+  /// wake-ups") so are waiters in other processes, which then look again on
+  /// their own only every SqliteDatabase::watched_poll_interval.
+  std::chrono::milliseconds poll_interval{2};
+  /// How long a caller waits on its own thread for a statement's result
+  /// before it suspends: handing a result back through a parked executor
+  /// costs a thread wake-up, as much as a lease statement itself. The spin
+  /// ends as soon as the result is there, and adapts: after spins that miss,
+  /// the next few statements suspend at once. 0 disables it. Figures: README,
+  /// "The hop to the connection thread".
+  std::chrono::microseconds completion_spin{300};
+  /// SQLite's `synchronous` setting for a file opened read-write. NORMAL
+  /// (the default) may lose the last commits, never consistency, when the
+  /// machine (not just the process) stops; FULL syncs every commit, which
+  /// makes a lease outlive a power loss at the cost of an fsync per write.
+  SqliteSynchronous synchronous = SqliteSynchronous::normal;
+};
+
+}  // namespace lockstore
+#endif  // LOCKSTORE_SINGLE_SQLITE_OPTIONS_HPP
+
+#include <boost/asio/awaitable.hpp>
+
+#include <chrono>
+#include <functional>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_set>
+
+namespace lockstore {
+
+namespace asio = boost::asio;
+
+namespace detail {
+class LocalTokens;
+class SqliteConnection;
+struct SqliteShared;
+class SqliteWakeups;
+}  // namespace detail
+
+class SqliteDatabase {
+ public:
+  /// Opens (creating if needed) a database file: WAL, busy timeout,
+  /// synchronous as SqliteOptions::synchronous (NORMAL), foreign keys on, schema created or migrated.
+  /// A file this process may not write (permissions, a read-only file
+  /// system) is opened read-only instead, as open_readonly() does, with a
+  /// warning: read_only() is then true and every write is refused.
+  /// Throws errc::unsupported_schema for a file of a newer or unknown schema
+  /// version or another application's database (left untouched: lockstore
+  /// marks its files with PRAGMA application_id), errc::corrupt_data for a
+  /// file that is not a database,
+  /// errc::backend_failure for other SQLite failures (message names the file).
+  static asio::awaitable<SqliteDatabase> open(std::filesystem::path path, SqliteOptions options = {});
+
+  /// How often a waiter whose holder is in another process looks again on
+  /// its own when the wake file is active: a backstop for a release that was
+  /// not announced (a process of an older build, or one that could not map
+  /// the file), not the way waiters normally learn of a release.
+  static constexpr std::chrono::milliseconds watched_poll_interval{250};
+
+  /// A private in-memory database (one connection: not shared with others).
+  static asio::awaitable<SqliteDatabase> open_memory(SqliteOptions options = {});
+
+  /// Opens an existing file for reading only. Reads work; every write is
+  /// refused with errc::backend_failure naming the file. The file must carry
+  /// this build's schema version (errc::unsupported_schema otherwise). A
+  /// WAL file that cannot be read normally because its directory is not
+  /// writable (read-only media: SQLite cannot create the -shm file) is
+  /// opened immutable: read without locks, so it must not change while open.
+  static asio::awaitable<SqliteDatabase> open_readonly(std::filesystem::path path, SqliteOptions options = {});
+
+  /// Runs `f(detail::SqliteConnection&)` on the connection thread and returns
+  /// its result. This is how lockstore's SQLite components talk to the file;
+  /// `f` must not capture a SqliteDatabase. Not cancellable once queued.
+  template <class F>
+  asio::awaitable<std::invoke_result_t<F&, detail::SqliteConnection&>> run(F f) const;
+
+  /// As run(), in two steps: start() queues `f` at once, from any thread,
+  /// and outcome() awaits its result (once). Jobs run in the order queued.
+  template <class F>
+  auto start(F f) const;
+
+  template <class Started>
+  auto outcome(Started started) const;
+
+  /// Queues `f(detail::SqliteConnection&)` on the connection thread and
+  /// returns at once, dropping its result and errors (clean-up only).
+  template <class F>
+  void post(F f) const;
+
+  const std::filesystem::path& path() const noexcept;
+  bool read_only() const noexcept;
+  const SqliteOptions& options() const noexcept;
+
+  /// Throws errc::backend_failure if this handle was opened read-only.
+  void require_writable(std::string_view operation) const;
+
+  /// Internal: how waiters on this handle are woken (in-process wake-ups,
+  /// the wake file, early attempts). Lives as long as the connection thread.
+  detail::SqliteWakeups& wakeups() const noexcept;
+
+  /// Internal: tokens of leases granted through this handle and not yet
+  /// released.
+  detail::LocalTokens& local_tokens() const noexcept;
+
+  friend bool operator==(const SqliteDatabase& a, const SqliteDatabase& b) noexcept {
+    return a.shared_ == b.shared_;
+  }
+
+ private:
+
+  using Opener = std::function<std::unique_ptr<detail::SqliteConnection>()>;
+  SqliteDatabase(std::filesystem::path path, SqliteOptions options, bool read_only, Opener opener);
+
+  static const char* synchronous_pragma(SqliteSynchronous level);
+
+  static void validate(const SqliteOptions& options);
+
+  /// Opens the file. A connection SQLite could open only read-only that
+  /// cannot open what a WAL reader needs (its -shm file, in a directory it
+  /// may not write) is opened again immutable, but only when no WAL content
+  /// is waiting: immutable reads ignore the WAL, and would miss it.
+  static std::unique_ptr<detail::SqliteConnection> open_connection(const std::filesystem::path& path, int flags,
+                                                                   const SqliteOptions& options);
+
+  static void configure(detail::SqliteConnection& connection, const SqliteOptions& options);
+
+  std::shared_ptr<detail::SqliteShared> shared_;
+};
+
+}  // namespace lockstore
+
+#ifndef LOCKSTORE_SEPARATE_COMPILATION
+// ---- lockstore/impl/sqlite_database.ipp
+#ifndef LOCKSTORE_SINGLE_IMPL_SQLITE_DATABASE_IPP
+#define LOCKSTORE_SINGLE_IMPL_SQLITE_DATABASE_IPP
+// SqliteDatabase's definitions (see sqlite_database.hpp; detail/config.hpp
+// for the separately compiled mode).
+
+
 // ---- lockstore/detail/sqlite_connection.hpp
 #ifndef LOCKSTORE_SINGLE_DETAIL_SQLITE_CONNECTION_HPP
 #define LOCKSTORE_SINGLE_DETAIL_SQLITE_CONNECTION_HPP
@@ -354,361 +516,32 @@ class Transaction {
 
 }  // namespace lockstore::detail
 #endif  // LOCKSTORE_SINGLE_DETAIL_SQLITE_CONNECTION_HPP
-// ---- lockstore/detail/sqlite_schema.hpp
-#ifndef LOCKSTORE_SINGLE_DETAIL_SQLITE_SCHEMA_HPP
-#define LOCKSTORE_SINGLE_DETAIL_SQLITE_SCHEMA_HPP
-// The schema of a lockstore SQLite file, in one place. `PRAGMA user_version`
-// holds its version; migrations[i] upgrades a file from version i to i + 1,
-// so every version ever released has a path to the current one. lockstore
-// owns the user_version of its file: a file carrying a version it does not
-// know is refused rather than guessed at.
+// ---- lockstore/detail/sqlite_database_run.hpp
+#ifndef LOCKSTORE_SINGLE_DETAIL_SQLITE_DATABASE_RUN_HPP
+#define LOCKSTORE_SINGLE_DETAIL_SQLITE_DATABASE_RUN_HPP
+// What lockstore's SQLite components (the lock, the store, the tool and the
+// tests) need of a SqliteDatabase beyond its public declarations: its shared
+// state and the templates that run jobs on its connection thread.
 
 
-#include <fmt/format.h>
-#include <fmt/ranges.h>
+// ---- lockstore/detail/sqlite_shared.hpp
+#ifndef LOCKSTORE_SINGLE_DETAIL_SQLITE_SHARED_HPP
+#define LOCKSTORE_SINGLE_DETAIL_SQLITE_SHARED_HPP
+// What the copies of one SqliteDatabase share: the connection thread, the
+// wake-ups of its waiters, and the tokens of leases it granted.
 
-#include <algorithm>
-#include <array>
-#include <chrono>
-#include <string>
-#include <string_view>
-#include <thread>
-#include <vector>
+// ---- lockstore/detail/sqlite_wakeups.hpp
+#ifndef LOCKSTORE_SINGLE_DETAIL_SQLITE_WAKEUPS_HPP
+#define LOCKSTORE_SINGLE_DETAIL_SQLITE_WAKEUPS_HPP
+// How SQLite waiters learn of a release: the SQLite backend's wake-up
+// strategy. A release in this process (on the connection thread) or one
+// announced by another process (the wake file's watcher thread) wakes the
+// key's waiters (KeyedWaiters, the plain in-process wake-ups every backend
+// uses) and then queues, on the connection thread, the next attempt of each
+// woken acquire() caller that is between a refusal and its next attempt.
+// The statement then runs while the caller's executor wakes up, instead of
+// after that wake-up (a thread wake-up costs as much as the statement).
 
-namespace lockstore::detail {
-
-/// Leases: one row per key ever locked. A released or expired lease keeps its
-/// row (owner and token cleared, expires_ms 0) so the key's fence keeps
-/// counting up across release, expiry and restarts. Times are Unix epoch
-/// milliseconds on the system clock (see README "Clock").
-inline constexpr const char* schema_v1 = R"sql(
-CREATE TABLE lockstore_leases (
-  key         TEXT PRIMARY KEY NOT NULL,
-  owner       TEXT NOT NULL,
-  token       TEXT NOT NULL,
-  fence       INTEGER NOT NULL,
-  acquired_ms INTEGER NOT NULL,
-  expires_ms  INTEGER NOT NULL
-) WITHOUT ROWID;
-)sql";
-
-/// Version 2 adds the SessionStore. Blobs are content-addressed (SHA-256);
-/// lockstore_blob_parts records which blobs a checkpoint manifest names, so
-/// GC marks with set-based SQL instead of decoding every manifest. Work items
-/// carry the token of the claim holding them; claim fences come from
-/// lockstore_counters. Graph nodes keep insertion order in `seq`.
-inline constexpr const char* schema_v2 = R"sql(
-CREATE TABLE lockstore_blobs (
-  id    INTEGER PRIMARY KEY,
-  hash  TEXT NOT NULL UNIQUE,
-  size  INTEGER NOT NULL,
-  bytes BLOB NOT NULL
-);
-CREATE TABLE lockstore_blob_parts (
-  manifest_hash TEXT NOT NULL REFERENCES lockstore_blobs (hash) ON DELETE CASCADE,
-  part_hash     TEXT NOT NULL,
-  PRIMARY KEY (manifest_hash, part_hash)
-) WITHOUT ROWID;
-CREATE TABLE lockstore_pins (
-  hash  TEXT PRIMARY KEY NOT NULL,
-  count INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE lockstore_sessions (
-  session_id      TEXT PRIMARY KEY NOT NULL,
-  head_revision   INTEGER NOT NULL,
-  checkpoint_hash TEXT NOT NULL,
-  updated_ms      INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE lockstore_work_items (
-  id               INTEGER PRIMARY KEY AUTOINCREMENT,
-  session_id       TEXT NOT NULL,
-  payload          BLOB NOT NULL,
-  dedupe_key       TEXT,
-  not_before_ms    INTEGER NOT NULL,
-  attempts         INTEGER NOT NULL DEFAULT 0,
-  claim_token      TEXT,
-  claim_expires_ms INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX lockstore_work_items_by_session ON lockstore_work_items (session_id, id);
-CREATE INDEX lockstore_work_items_by_claim ON lockstore_work_items (claim_token) WHERE claim_token IS NOT NULL;
-CREATE UNIQUE INDEX lockstore_work_items_dedupe ON lockstore_work_items (session_id, dedupe_key)
-  WHERE dedupe_key IS NOT NULL;
-CREATE TABLE lockstore_claims (
-  token      TEXT PRIMARY KEY NOT NULL,
-  session_id TEXT NOT NULL,
-  owner      TEXT NOT NULL,
-  fence      INTEGER NOT NULL,
-  expires_ms INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE lockstore_counters (
-  name  TEXT PRIMARY KEY NOT NULL,
-  value INTEGER NOT NULL
-) WITHOUT ROWID;
-INSERT INTO lockstore_counters VALUES ('claim_fence', 0);
-CREATE TABLE lockstore_graph_nodes (
-  seq        INTEGER PRIMARY KEY AUTOINCREMENT,
-  session_id TEXT NOT NULL,
-  node_id    TEXT NOT NULL,
-  parent_id  TEXT,
-  payload    BLOB NOT NULL,
-  tombstoned INTEGER NOT NULL DEFAULT 0,
-  UNIQUE (session_id, node_id)
-);
-CREATE INDEX lockstore_graph_nodes_by_parent ON lockstore_graph_nodes (session_id, parent_id);
-)sql";
-
-/// Version 3 adds the queue of waiting acquirers: acquire() takes a ticket
-/// when refused and is granted a free lease only when no live ticket of the
-/// key is older than its own, so waiters are served first come, first
-/// served. A ticket whose waiter stopped refreshing it (a killed process)
-/// expires and no longer holds anyone up.
-inline constexpr const char* schema_v3 = R"sql(
-CREATE TABLE lockstore_waiters (
-  ticket     INTEGER PRIMARY KEY AUTOINCREMENT,
-  key        TEXT NOT NULL,
-  expires_ms INTEGER NOT NULL
-);
-CREATE INDEX lockstore_waiters_by_key ON lockstore_waiters (key, ticket);
-)sql";
-
-/// Version 4: garbage collection that follows the garbage. Each blob counts
-/// its references (session heads, pins, and the manifests that name it as a
-/// part) and remembers when it was last stored or lost a reference; a blob
-/// whose count falls to 0, or that is stored unreferenced, enters
-/// lockstore_gc_queue with the time it did, and gc() reads only that queue,
-/// in short batches. Processes of lockstore 0.3 must be stopped before a
-/// file is migrated: they keep writing without counting references. A dedupe key is unique only among items no claim
-/// holds (new work never folds into an item being processed).
-inline constexpr const char* schema_v4 = R"sql(
-ALTER TABLE lockstore_blobs ADD COLUMN refs INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE lockstore_blobs ADD COLUMN touched_ms INTEGER NOT NULL DEFAULT 0;
-CREATE TABLE lockstore_gc_queue (
-  hash     TEXT PRIMARY KEY NOT NULL,
-  since_ms INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX lockstore_gc_queue_by_since ON lockstore_gc_queue (since_ms);
-CREATE INDEX lockstore_blob_parts_by_part ON lockstore_blob_parts (part_hash);
-CREATE INDEX lockstore_sessions_by_checkpoint ON lockstore_sessions (checkpoint_hash);
-UPDATE lockstore_blobs SET refs =
-    (SELECT COUNT(*) FROM lockstore_sessions s WHERE s.checkpoint_hash = lockstore_blobs.hash)
-  + COALESCE((SELECT p.count FROM lockstore_pins p WHERE p.hash = lockstore_blobs.hash AND p.count > 0), 0)
-  + (SELECT COUNT(*) FROM lockstore_blob_parts bp WHERE bp.part_hash = lockstore_blobs.hash);
-INSERT INTO lockstore_gc_queue (hash, since_ms) SELECT hash, 0 FROM lockstore_blobs WHERE refs <= 0;
-INSERT INTO lockstore_counters (name, value) SELECT 'blobs', COUNT(*) FROM lockstore_blobs;
-DROP INDEX lockstore_work_items_dedupe;
-CREATE INDEX lockstore_work_items_dedupe ON lockstore_work_items (session_id, dedupe_key)
-  WHERE dedupe_key IS NOT NULL;
-)sql";
-
-/// Version 5 gives the SessionStore's tables a schema version of their own,
-/// in lockstore_schema: from here on `user_version` changes only with the
-/// lock tables, so a store-only change never locks out a client that uses
-/// only locks (it refuses only a newer `user_version`). The store's tables
-/// as versions 2 to 4 left them are store version 1. This step itself bumps
-/// `user_version` once, so that no build from before the split runs its
-/// store code on a file whose store it cannot read.
-inline constexpr const char* schema_v5 = R"sql(
-CREATE TABLE lockstore_schema (
-  component TEXT PRIMARY KEY NOT NULL,
-  version   INTEGER NOT NULL
-) WITHOUT ROWID;
-INSERT INTO lockstore_schema VALUES ('store', 1);
-)sql";
-
-inline constexpr std::array<const char*, 5> migrations = {schema_v1, schema_v2, schema_v3, schema_v4, schema_v5};
-/// The lock tables' version (PRAGMA user_version).
-inline constexpr int schema_version = static_cast<int>(migrations.size());
-
-/// Store version 2: checkpoint history. Every commit (and fork) adds a row
-/// naming its checkpoint, its parent and the caller's metadata; a row
-/// references its checkpoint like a head does, and commits keep the last
-/// StoreOptions::history rows of a session. The head of every session
-/// becomes its first history row. A blob's bytes move to a table of their
-/// own: SQLite rewrites a whole row, bytes included, for every update of
-/// its reference count, and incremental blob I/O needs the value alone.
-/// The migration copies every blob's bytes once.
-inline constexpr const char* store_v2 = R"sql(
-CREATE TABLE lockstore_blob_bytes (
-  id    INTEGER PRIMARY KEY,
-  bytes BLOB NOT NULL
-);
-INSERT INTO lockstore_blob_bytes (id, bytes) SELECT id, bytes FROM lockstore_blobs;
-UPDATE lockstore_blobs SET bytes = x'';
-CREATE TABLE lockstore_checkpoints (
-  session_id      TEXT NOT NULL,
-  revision        INTEGER NOT NULL,
-  checkpoint_hash TEXT NOT NULL,
-  parent_session  TEXT,
-  parent_revision INTEGER,
-  metadata        BLOB,
-  created_ms      INTEGER NOT NULL,
-  PRIMARY KEY (session_id, revision)
-) WITHOUT ROWID;
-CREATE INDEX lockstore_checkpoints_by_hash ON lockstore_checkpoints (checkpoint_hash);
-CREATE INDEX lockstore_sessions_by_update ON lockstore_sessions (updated_ms);
-CREATE INDEX lockstore_claims_by_session ON lockstore_claims (session_id);
-INSERT INTO lockstore_checkpoints (session_id, revision, checkpoint_hash, created_ms)
-  SELECT session_id, head_revision, checkpoint_hash, updated_ms FROM lockstore_sessions;
-UPDATE lockstore_blobs SET refs = refs + (SELECT COUNT(*) FROM lockstore_sessions s WHERE s.checkpoint_hash = lockstore_blobs.hash)
-  WHERE hash IN (SELECT checkpoint_hash FROM lockstore_sessions);
-)sql";
-
-/// Store version 3: gc() walks its queue in hash order, the order in which
-/// this version stores new blobs (their ids come from their hashes; blobs
-/// stored before keep theirs). The queue's index by time goes: keeping it
-/// up cost a page write in random order per blob collected. In its place,
-/// `gc_next_due_ms` bounds the entries' times from below, so a gc() with
-/// nothing due reads one row: the triggers lower it (and
-/// `gc_written_min`, the earliest time written during the current pass) for
-/// every entry written, whoever writes it, and a pass of gc() that read the
-/// whole queue raises it (store_ops.hpp, gc_pass_done). The UPDATE trigger
-/// must fire for every update of since_ms: a WHEN clause on it would hide
-/// entries from the bound. Processes of an older build must be stopped
-/// first: they would go on collecting with a scan of the whole queue per
-/// batch.
-inline constexpr const char* store_v3 = R"sql(
-DROP INDEX IF EXISTS lockstore_gc_queue_by_since;
-INSERT INTO lockstore_counters (name, value)
-  SELECT 'gc_next_due_ms', COALESCE(MIN(since_ms), 9223372036854775807) FROM lockstore_gc_queue;
-INSERT INTO lockstore_counters (name, value) VALUES ('gc_written_min', 9223372036854775807), ('gc_epoch', 0);
-CREATE TRIGGER lockstore_gc_queue_inserted AFTER INSERT ON lockstore_gc_queue BEGIN
-  UPDATE lockstore_counters SET value = min(value, NEW.since_ms) WHERE name IN ('gc_next_due_ms', 'gc_written_min');
-END;
-CREATE TRIGGER lockstore_gc_queue_updated AFTER UPDATE OF since_ms ON lockstore_gc_queue BEGIN
-  UPDATE lockstore_counters SET value = min(value, NEW.since_ms) WHERE name IN ('gc_next_due_ms', 'gc_written_min');
-END;
-)sql";
-
-/// store_migrations[i] upgrades the store's tables from version i + 1 to i + 2.
-inline constexpr std::array<const char*, 2> store_migrations = {store_v2, store_v3};
-inline constexpr int store_schema_version = static_cast<int>(store_migrations.size()) + 1;
-
-/// The store tables' version: 1 in a file from before lockstore_schema.
-inline std::int64_t store_schema(SqliteConnection& connection) {
-  {
-    // Two statements: one naming a table that does not exist fails to prepare.
-    auto exists = connection.prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'lockstore_schema'");
-    if (!exists.step()) return 1;
-  }
-  auto statement = connection.prepare("SELECT version FROM lockstore_schema WHERE component = 'store'");
-  if (!statement.step()) return 1;
-  return statement.int64(0);
-}
-
-/// PRAGMA application_id of a lockstore file ("LKST"), set by migrate().
-inline constexpr std::int64_t application_id = 0x4C4B5354;
-
-/// Refuses, before anything is written to it (not even the switch to WAL),
-/// a file that is not lockstore's: another application's mark, or a
-/// user_version or tables without lockstore's lease table. A new empty file
-/// and a file written by lockstore before the mark pass.
-inline void require_lockstore_file(SqliteConnection& connection) {
-  const auto mark = connection.pragma_int("application_id");
-  if (mark == application_id) return;
-  const auto version = connection.pragma_int("user_version");
-  std::vector<std::string> tables;
-  {
-    auto statement = connection.prepare(
-        "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name");
-    while (statement.step()) tables.push_back(statement.text(0));
-  }
-  const bool has_leases = std::find(tables.begin(), tables.end(), "lockstore_leases") != tables.end();
-  const bool empty = tables.empty() && version == 0;
-  if (mark == 0 && (empty || has_leases)) return;
-  const auto shown = tables.size() > 8 ? std::vector<std::string>(tables.begin(), tables.begin() + 8) : tables;
-  throw Error(errc::unsupported_schema,
-              fmt::format("'{}' is not a lockstore database, and was left untouched: application_id {:#x}, "
-                          "user_version {}, tables: {}{}",
-                          connection.path().string(), mark, version, tables.empty() ? "none" : fmt::format("{}", fmt::join(shown, ", ")),
-                          tables.size() > shown.size() ? ", ..." : ""));
-}
-
-[[noreturn]] inline void throw_unsupported_schema(const SqliteConnection& connection, std::int64_t found) {
-  throw Error(errc::unsupported_schema,
-              fmt::format("'{}' has lockstore schema version {}; this build supports version {}{}",
-                          connection.path().string(), found, schema_version,
-                          found > schema_version ? " (the file was written by a newer lockstore)" : ""));
-}
-
-/// Brings a writable file to the current schema version, creating it in an
-/// empty file. Safe when many processes open the same new file at once: the
-/// check is repeated under BEGIN IMMEDIATE.
-/// The store's tables are brought up too; a file whose store is newer than
-/// this build's is left as it is (its locks still work; SessionStore::open
-/// refuses it).
-inline void migrate(SqliteConnection& connection) {
-  const auto current = [&] {
-    return connection.pragma_int("user_version") == schema_version &&
-           store_schema(connection) >= store_schema_version;
-  };
-  if (current()) return;
-  Transaction transaction(connection);
-  if (current()) return;
-  const auto found = connection.pragma_int("user_version");
-  if (found < 0 || found > schema_version) throw_unsupported_schema(connection, found);
-  for (auto version = found; version < schema_version; ++version)
-    connection.exec(migrations[static_cast<std::size_t>(version)]);
-  const auto store = store_schema(connection);
-  if (store < 1) throw_unsupported_schema(connection, found);
-  for (auto version = store; version < store_schema_version; ++version)
-    connection.exec(store_migrations[static_cast<std::size_t>(version - 1)]);
-  if (store < store_schema_version)
-    connection.exec(fmt::format("UPDATE lockstore_schema SET version = {} WHERE component = 'store'",
-                                store_schema_version));
-  connection.exec(fmt::format("PRAGMA user_version = {}", schema_version));
-  connection.exec(fmt::format("PRAGMA application_id = {}", application_id));
-  transaction.commit();
-}
-
-/// A read-only file must carry lock tables this build can read.
-/// Version 4's lock tables are version 5's (5 only added lockstore_schema),
-/// so a version 4 file is read as it is; its store reports version 1, which
-/// SessionStore::open refuses until the file is opened read-write once.
-inline void check_schema(const SqliteConnection& connection, std::int64_t found) {
-  if (found != schema_version && found != 4) throw_unsupported_schema(connection, found);
-}
-
-/// SessionStore::open's check: the store's tables are at this build's version.
-inline void check_store_schema(SqliteConnection& connection) {
-  const auto found = store_schema(connection);
-  if (found == store_schema_version) return;
-  throw Error(errc::unsupported_schema,
-              fmt::format("'{}' has lockstore store schema version {}; this build's SessionStore supports version "
-                          "{}{}",
-                          connection.path().string(), found, store_schema_version,
-                          found > store_schema_version ? " (the file was written by a newer lockstore; its locks "
-                                                         "still work)"
-                                                       : " (open the file read-write once to migrate it)"));
-}
-
-/// Switches to WAL. The switch needs an exclusive lock and SQLite does not
-/// apply the busy timeout to it in every case, so when many processes open a
-/// new file at once it is retried here, with jitter, until `patience` runs out.
-inline void enable_wal(SqliteConnection& connection, std::chrono::milliseconds patience) {
-  const auto give_up = std::chrono::steady_clock::now() + patience;
-  for (;;) {
-    std::string mode;
-    const int rc = sqlite3_exec(
-        connection.handle(), "PRAGMA journal_mode=WAL",
-        [](void* out, int, char** values, char**) {
-          if (values[0] != nullptr) *static_cast<std::string*>(out) = values[0];
-          return 0;
-        },
-        &mode, nullptr);
-    if (rc == SQLITE_OK) {
-      if (mode == "wal" || mode == "memory") return;
-      throw Error(errc::backend_failure, fmt::format("'{}' could not be switched to WAL mode (journal mode is '{}')",
-                                                     connection.path().string(), mode));
-    }
-    const int primary = rc & 0xff;
-    if ((primary != SQLITE_BUSY && primary != SQLITE_LOCKED) || std::chrono::steady_clock::now() >= give_up)
-      throw_sqlite(connection.handle(), rc, "switching to WAL mode", connection.path());
-    std::this_thread::sleep_for(std::chrono::milliseconds(1 + ThreadRandom::between(0, 9)));
-  }
-}
-
-}  // namespace lockstore::detail
-#endif  // LOCKSTORE_SINGLE_DETAIL_SQLITE_SCHEMA_HPP
 // ---- lockstore/detail/sqlite_wake.hpp
 #ifndef LOCKSTORE_SINGLE_DETAIL_SQLITE_WAKE_HPP
 #define LOCKSTORE_SINGLE_DETAIL_SQLITE_WAKE_HPP
@@ -1093,18 +926,6 @@ class WakeBoard {
 
 }  // namespace lockstore::detail
 #endif  // LOCKSTORE_SINGLE_DETAIL_SQLITE_WAKE_HPP
-// ---- lockstore/detail/sqlite_wakeups.hpp
-#ifndef LOCKSTORE_SINGLE_DETAIL_SQLITE_WAKEUPS_HPP
-#define LOCKSTORE_SINGLE_DETAIL_SQLITE_WAKEUPS_HPP
-// How SQLite waiters learn of a release: the SQLite backend's wake-up
-// strategy. A release in this process (on the connection thread) or one
-// announced by another process (the wake file's watcher thread) wakes the
-// key's waiters (KeyedWaiters, the plain in-process wake-ups every backend
-// uses) and then queues, on the connection thread, the next attempt of each
-// woken acquire() caller that is between a refusal and its next attempt.
-// The statement then runs while the caller's executor wakes up, instead of
-// after that wake-up (a thread wake-up costs as much as the statement).
-
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/io_context.hpp>
@@ -1673,278 +1494,571 @@ class SqliteWorker {
 }  // namespace lockstore::detail
 #endif  // LOCKSTORE_SINGLE_DETAIL_SQLITE_WORKER_HPP
 
-#include <boost/asio/awaitable.hpp>
-
-#include <chrono>
 #include <filesystem>
-#include <memory>
 #include <mutex>
 #include <string>
 #include <unordered_set>
+#include <utility>
 
-namespace lockstore {
+namespace lockstore::detail {
 
-namespace asio = boost::asio;
-
-/// SQLite's `PRAGMA synchronous` levels that keep a WAL database consistent.
-enum class SqliteSynchronous { normal, full, extra };
-
-struct SqliteOptions {
-  /// How long a statement waits for another connection's write lock. It
-  /// looks again at least every ~1.5 ms meanwhile (SQLite's own handler
-  /// sleeps up to 100 ms past the lock's release).
-  std::chrono::milliseconds busy_timeout{15'000};
-  /// How often a waiter looks again while the lease is held by another
-  /// process and cross-process wake-ups are unavailable (each look is
-  /// jittered to between half and all of this). Waiters in this process are
-  /// woken by release at once; with the wake file (see README, "SQLite
-  /// wake-ups") so are waiters in other processes, which then look again on
-  /// their own only every SqliteDatabase::watched_poll_interval.
-  std::chrono::milliseconds poll_interval{2};
-  /// How long a caller waits on its own thread for a statement's result
-  /// before it suspends: handing a result back through a parked executor
-  /// costs a thread wake-up, as much as a lease statement itself. The spin
-  /// ends as soon as the result is there, and adapts: after spins that miss,
-  /// the next few statements suspend at once. 0 disables it. Figures: README,
-  /// "The hop to the connection thread".
-  std::chrono::microseconds completion_spin{300};
-  /// SQLite's `synchronous` setting for a file opened read-write. NORMAL
-  /// (the default) may lose the last commits, never consistency, when the
-  /// machine (not just the process) stops; FULL syncs every commit, which
-  /// makes a lease outlive a power loss at the cost of an fsync per write.
-  SqliteSynchronous synchronous = SqliteSynchronous::normal;
-};
-
-class SqliteDatabase {
+/// Tokens of leases granted through this handle and not yet released:
+/// a waiter whose holder is local needs no polling, release wakes it.
+class LocalTokens {
  public:
-  /// Opens (creating if needed) a database file: WAL, busy timeout,
-  /// synchronous as SqliteOptions::synchronous (NORMAL), foreign keys on, schema created or migrated.
-  /// A file this process may not write (permissions, a read-only file
-  /// system) is opened read-only instead, as open_readonly() does, with a
-  /// warning: read_only() is then true and every write is refused.
-  /// Throws errc::unsupported_schema for a file of a newer or unknown schema
-  /// version or another application's database (left untouched: lockstore
-  /// marks its files with PRAGMA application_id), errc::corrupt_data for a
-  /// file that is not a database,
-  /// errc::backend_failure for other SQLite failures (message names the file).
-  static asio::awaitable<SqliteDatabase> open(std::filesystem::path path, SqliteOptions options = {}) {
-    validate(options);
-    SqliteDatabase database(path, options, false, [path, options] {
-      auto connection = open_connection(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, options);
-      detail::require_lockstore_file(*connection);
-      if (connection->read_only()) {
-        detail::check_schema(*connection, connection->pragma_int("user_version"));
-        return connection;
-      }
-      detail::enable_wal(*connection, options.busy_timeout);
-      connection->exec(synchronous_pragma(options.synchronous));
-      detail::migrate(*connection);
-      return connection;
-    });
-    // Reports an open failure, and whether SQLite could open the file for writing.
-    auto opening = database.run([](detail::SqliteConnection& connection) { return connection.read_only(); });
-    if (co_await std::move(opening)) {
-      database.shared_->read_only = true;
-      detail::log(LogLevel::warning,
-                  fmt::format("'{}' is not writable by this process: opened read-only, writes will be refused",
-                              path.string()));
-      co_return database;
-    }
-    database.shared_->wakeups.attach(std::make_unique<detail::WakeBoard>(path));
-    co_return database;
+  void insert(std::string token) {
+    std::lock_guard lock(mutex_);
+    tokens_.insert(std::move(token));
   }
-
-  /// How often a waiter whose holder is in another process looks again on
-  /// its own when the wake file is active: a backstop for a release that was
-  /// not announced (a process of an older build, or one that could not map
-  /// the file), not the way waiters normally learn of a release.
-  static constexpr std::chrono::milliseconds watched_poll_interval{250};
-
-  /// A private in-memory database (one connection: not shared with others).
-  static asio::awaitable<SqliteDatabase> open_memory(SqliteOptions options = {}) {
-    validate(options);
-    SqliteDatabase database(":memory:", options, false, [options] {
-      auto connection = std::make_unique<detail::SqliteConnection>(
-          ":memory:", SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_MEMORY);
-      configure(*connection, options);
-      detail::migrate(*connection);
-      return connection;
-    });
-    co_await database.run([](detail::SqliteConnection&) {});
-    co_return database;
+  void erase(const std::string& token) {
+    std::lock_guard lock(mutex_);
+    tokens_.erase(token);
   }
-
-  /// Opens an existing file for reading only. Reads work; every write is
-  /// refused with errc::backend_failure naming the file. The file must carry
-  /// this build's schema version (errc::unsupported_schema otherwise). A
-  /// WAL file that cannot be read normally because its directory is not
-  /// writable (read-only media: SQLite cannot create the -shm file) is
-  /// opened immutable: read without locks, so it must not change while open.
-  static asio::awaitable<SqliteDatabase> open_readonly(std::filesystem::path path, SqliteOptions options = {}) {
-    validate(options);
-    SqliteDatabase database(path, options, true, [path, options] {
-      auto connection = open_connection(path, SQLITE_OPEN_READONLY, options);
-      detail::require_lockstore_file(*connection);
-      detail::check_schema(*connection, connection->pragma_int("user_version"));
-      return connection;
-    });
-    co_await database.run([](detail::SqliteConnection&) {});
-    co_return database;
-  }
-
-  /// Runs `f(detail::SqliteConnection&)` on the connection thread and returns
-  /// its result. This is how lockstore's SQLite components talk to the file;
-  /// `f` must not capture a SqliteDatabase. Not cancellable once queued.
-  template <class F>
-  asio::awaitable<std::invoke_result_t<F&, detail::SqliteConnection&>> run(F f) const {
-    return shared_->worker.run(std::move(f));
-  }
-
-  /// As run(), in two steps: start() queues `f` at once, from any thread,
-  /// and outcome() awaits its result (once). Jobs run in the order queued.
-  template <class F>
-  auto start(F f) const {
-    return shared_->worker.start(std::move(f));
-  }
-
-  template <class Result>
-  asio::awaitable<Result> outcome(detail::SqliteWorker::Started<Result> started) const {
-    return shared_->worker.outcome(std::move(started));
-  }
-
-  /// Queues `f(detail::SqliteConnection&)` on the connection thread and
-  /// returns at once, dropping its result and errors (clean-up only).
-  template <class F>
-  void post(F f) const {
-    shared_->worker.post(std::move(f));
-  }
-
-  const std::filesystem::path& path() const noexcept { return shared_->path; }
-  bool read_only() const noexcept { return shared_->read_only; }
-  const SqliteOptions& options() const noexcept { return shared_->options; }
-
-  /// Throws errc::backend_failure if this handle was opened read-only.
-  void require_writable(std::string_view operation) const {
-    if (shared_->read_only)
-      throw Error(errc::backend_failure,
-                  fmt::format("{}: '{}' was opened read-only; writes are refused", operation, path().string()));
-  }
-
-  /// Internal: how waiters on this handle are woken (in-process wake-ups,
-  /// the wake file, early attempts). Lives as long as the connection thread.
-  detail::SqliteWakeups& wakeups() const noexcept { return shared_->wakeups; }
-
-  /// Tokens of leases granted through this handle and not yet released:
-  /// a waiter whose holder is local needs no polling, release wakes it.
-  class LocalTokens {
-   public:
-    void insert(std::string token) {
-      std::lock_guard lock(mutex_);
-      tokens_.insert(std::move(token));
-    }
-    void erase(const std::string& token) {
-      std::lock_guard lock(mutex_);
-      tokens_.erase(token);
-    }
-    bool contains(const std::string& token) const {
-      std::lock_guard lock(mutex_);
-      return tokens_.contains(token);
-    }
-
-   private:
-    mutable std::mutex mutex_;
-    std::unordered_set<std::string> tokens_;
-  };
-  LocalTokens& local_tokens() const noexcept { return shared_->local_tokens; }
-
-  friend bool operator==(const SqliteDatabase& a, const SqliteDatabase& b) noexcept {
-    return a.shared_ == b.shared_;
+  bool contains(const std::string& token) const {
+    std::lock_guard lock(mutex_);
+    return tokens_.contains(token);
   }
 
  private:
-  struct Shared {
-    Shared(std::filesystem::path p, SqliteOptions o, bool ro, detail::SqliteWorker::Opener opener)
-        : path(std::move(p)), options(o), read_only(ro), worker(std::move(opener), o.completion_spin) {}
-
-    std::filesystem::path path;
-    SqliteOptions options;
-    bool read_only;
-    mutable detail::SqliteWakeups wakeups;  // its wake file: file databases opened for writing; set once by open()
-    mutable LocalTokens local_tokens;
-    detail::SqliteWorker worker;  // last: destroyed first, while the rest still exists
-  };
-
-  SqliteDatabase(std::filesystem::path path, SqliteOptions options, bool read_only,
-                 detail::SqliteWorker::Opener opener)
-      : shared_(std::make_shared<Shared>(std::move(path), options, read_only, std::move(opener))) {}
-
-  static const char* synchronous_pragma(SqliteSynchronous level) {
-    switch (level) {
-      case SqliteSynchronous::full: return "PRAGMA synchronous=FULL";
-      case SqliteSynchronous::extra: return "PRAGMA synchronous=EXTRA";
-      case SqliteSynchronous::normal: break;
-    }
-    return "PRAGMA synchronous=NORMAL";
-  }
-
-  static void validate(const SqliteOptions& options) {
-    if (options.synchronous != SqliteSynchronous::normal && options.synchronous != SqliteSynchronous::full &&
-        options.synchronous != SqliteSynchronous::extra)
-      throw Error(errc::invalid_argument, fmt::format("SqliteOptions::synchronous of {} is not a known level",
-                                                      static_cast<int>(options.synchronous)));
-    if (options.busy_timeout < std::chrono::milliseconds::zero() ||
-        options.busy_timeout > std::chrono::hours(24))
-      throw Error(errc::invalid_argument, fmt::format("SqliteOptions::busy_timeout of {} ms is out of range "
-                                                      "(0 to 24 h)", options.busy_timeout.count()));
-    if (options.completion_spin < std::chrono::microseconds::zero() ||
-        options.completion_spin > std::chrono::milliseconds(10))
-      throw Error(errc::invalid_argument, fmt::format("SqliteOptions::completion_spin of {} us is out of range "
-                                                      "(0 to 10 ms)", options.completion_spin.count()));
-    if (options.poll_interval <= std::chrono::milliseconds::zero() ||
-        options.poll_interval > std::chrono::minutes(1))
-      throw Error(errc::invalid_argument, fmt::format("SqliteOptions::poll_interval of {} ms is out of range "
-                                                      "(1 ms to 1 min)", options.poll_interval.count()));
-  }
-
-  /// Opens the file. A connection SQLite could open only read-only that
-  /// cannot open what a WAL reader needs (its -shm file, in a directory it
-  /// may not write) is opened again immutable, but only when no WAL content
-  /// is waiting: immutable reads ignore the WAL, and would miss it.
-  static std::unique_ptr<detail::SqliteConnection> open_connection(const std::filesystem::path& path, int flags,
-                                                                   const SqliteOptions& options) {
-    auto connection = std::make_unique<detail::SqliteConnection>(path, flags);
-    configure(*connection, options);
-    if (!connection->read_only()) return connection;
-    const int rc = sqlite3_exec(connection->handle(), "SELECT count(*) FROM sqlite_schema", nullptr, nullptr, nullptr);
-    // SQLite says CANTOPEN, READONLY_DIRECTORY or READONLY_CANTINIT for a
-    // -shm it cannot create; any other error is reported by the first read.
-    if (rc == SQLITE_OK || ((rc & 0xff) != SQLITE_CANTOPEN && rc != SQLITE_READONLY_DIRECTORY &&
-                            rc != SQLITE_READONLY_CANTINIT))
-      return connection;
-    std::error_code absent;
-    const auto wal = std::filesystem::file_size(path.string() + "-wal", absent);
-    if (!absent && wal > 0)
-      throw Error(errc::backend_failure,
-                  fmt::format("'{}' cannot be read: its -wal file holds changes not yet in the database, and its "
-                              "directory is not writable for the -shm file a reader needs; open it once where it can be "
-                              "written, or copy the database together with its -wal file to a writable place",
-                              path.string()));
-    connection = std::make_unique<detail::SqliteConnection>(path, SQLITE_OPEN_READONLY,
-                                                            detail::SqliteConnection::Mode::immutable);
-    configure(*connection, options);
-    return connection;
-  }
-
-  static void configure(detail::SqliteConnection& connection, const SqliteOptions& options) {
-    connection.set_busy_timeout(options.busy_timeout);
-    connection.exec("PRAGMA foreign_keys=ON");
-    connection.register_clock();
-  }
-
-  std::shared_ptr<Shared> shared_;
+  mutable std::mutex mutex_;
+  std::unordered_set<std::string> tokens_;
 };
 
+struct SqliteShared {
+  SqliteShared(std::filesystem::path p, SqliteOptions o, bool ro, detail::SqliteWorker::Opener opener)
+      : path(std::move(p)), options(o), read_only(ro), worker(std::move(opener), o.completion_spin) {}
+
+  std::filesystem::path path;
+  SqliteOptions options;
+  bool read_only;
+  mutable detail::SqliteWakeups wakeups;  // its wake file: file databases opened for writing; set once by open()
+  mutable LocalTokens local_tokens;
+  detail::SqliteWorker worker;  // last: destroyed first, while the rest still exists
+};
+
+}  // namespace lockstore::detail
+#endif  // LOCKSTORE_SINGLE_DETAIL_SQLITE_SHARED_HPP
+
+#include <utility>
+
+namespace lockstore {
+
+
+template <class F>
+asio::awaitable<std::invoke_result_t<F&, detail::SqliteConnection&>> SqliteDatabase::run(F f) const {
+  return shared_->worker.run(std::move(f));
+}
+
+template <class F>
+auto SqliteDatabase::start(F f) const {
+  return shared_->worker.start(std::move(f));
+}
+
+template <class Started>
+auto SqliteDatabase::outcome(Started started) const {
+  return shared_->worker.outcome(std::move(started));
+}
+
+template <class F>
+void SqliteDatabase::post(F f) const {
+  shared_->worker.post(std::move(f));
+}
+
 }  // namespace lockstore
+#endif  // LOCKSTORE_SINGLE_DETAIL_SQLITE_DATABASE_RUN_HPP
+// ---- lockstore/detail/sqlite_schema.hpp
+#ifndef LOCKSTORE_SINGLE_DETAIL_SQLITE_SCHEMA_HPP
+#define LOCKSTORE_SINGLE_DETAIL_SQLITE_SCHEMA_HPP
+// The schema of a lockstore SQLite file, in one place. `PRAGMA user_version`
+// holds its version; migrations[i] upgrades a file from version i to i + 1,
+// so every version ever released has a path to the current one. lockstore
+// owns the user_version of its file: a file carrying a version it does not
+// know is refused rather than guessed at.
+
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+namespace lockstore::detail {
+
+/// Leases: one row per key ever locked. A released or expired lease keeps its
+/// row (owner and token cleared, expires_ms 0) so the key's fence keeps
+/// counting up across release, expiry and restarts. Times are Unix epoch
+/// milliseconds on the system clock (see README "Clock").
+inline constexpr const char* schema_v1 = R"sql(
+CREATE TABLE lockstore_leases (
+  key         TEXT PRIMARY KEY NOT NULL,
+  owner       TEXT NOT NULL,
+  token       TEXT NOT NULL,
+  fence       INTEGER NOT NULL,
+  acquired_ms INTEGER NOT NULL,
+  expires_ms  INTEGER NOT NULL
+) WITHOUT ROWID;
+)sql";
+
+/// Version 2 adds the SessionStore. Blobs are content-addressed (SHA-256);
+/// lockstore_blob_parts records which blobs a checkpoint manifest names, so
+/// GC marks with set-based SQL instead of decoding every manifest. Work items
+/// carry the token of the claim holding them; claim fences come from
+/// lockstore_counters. Graph nodes keep insertion order in `seq`.
+inline constexpr const char* schema_v2 = R"sql(
+CREATE TABLE lockstore_blobs (
+  id    INTEGER PRIMARY KEY,
+  hash  TEXT NOT NULL UNIQUE,
+  size  INTEGER NOT NULL,
+  bytes BLOB NOT NULL
+);
+CREATE TABLE lockstore_blob_parts (
+  manifest_hash TEXT NOT NULL REFERENCES lockstore_blobs (hash) ON DELETE CASCADE,
+  part_hash     TEXT NOT NULL,
+  PRIMARY KEY (manifest_hash, part_hash)
+) WITHOUT ROWID;
+CREATE TABLE lockstore_pins (
+  hash  TEXT PRIMARY KEY NOT NULL,
+  count INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE lockstore_sessions (
+  session_id      TEXT PRIMARY KEY NOT NULL,
+  head_revision   INTEGER NOT NULL,
+  checkpoint_hash TEXT NOT NULL,
+  updated_ms      INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE lockstore_work_items (
+  id               INTEGER PRIMARY KEY AUTOINCREMENT,
+  session_id       TEXT NOT NULL,
+  payload          BLOB NOT NULL,
+  dedupe_key       TEXT,
+  not_before_ms    INTEGER NOT NULL,
+  attempts         INTEGER NOT NULL DEFAULT 0,
+  claim_token      TEXT,
+  claim_expires_ms INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX lockstore_work_items_by_session ON lockstore_work_items (session_id, id);
+CREATE INDEX lockstore_work_items_by_claim ON lockstore_work_items (claim_token) WHERE claim_token IS NOT NULL;
+CREATE UNIQUE INDEX lockstore_work_items_dedupe ON lockstore_work_items (session_id, dedupe_key)
+  WHERE dedupe_key IS NOT NULL;
+CREATE TABLE lockstore_claims (
+  token      TEXT PRIMARY KEY NOT NULL,
+  session_id TEXT NOT NULL,
+  owner      TEXT NOT NULL,
+  fence      INTEGER NOT NULL,
+  expires_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE lockstore_counters (
+  name  TEXT PRIMARY KEY NOT NULL,
+  value INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO lockstore_counters VALUES ('claim_fence', 0);
+CREATE TABLE lockstore_graph_nodes (
+  seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+  session_id TEXT NOT NULL,
+  node_id    TEXT NOT NULL,
+  parent_id  TEXT,
+  payload    BLOB NOT NULL,
+  tombstoned INTEGER NOT NULL DEFAULT 0,
+  UNIQUE (session_id, node_id)
+);
+CREATE INDEX lockstore_graph_nodes_by_parent ON lockstore_graph_nodes (session_id, parent_id);
+)sql";
+
+/// Version 3 adds the queue of waiting acquirers: acquire() takes a ticket
+/// when refused and is granted a free lease only when no live ticket of the
+/// key is older than its own, so waiters are served first come, first
+/// served. A ticket whose waiter stopped refreshing it (a killed process)
+/// expires and no longer holds anyone up.
+inline constexpr const char* schema_v3 = R"sql(
+CREATE TABLE lockstore_waiters (
+  ticket     INTEGER PRIMARY KEY AUTOINCREMENT,
+  key        TEXT NOT NULL,
+  expires_ms INTEGER NOT NULL
+);
+CREATE INDEX lockstore_waiters_by_key ON lockstore_waiters (key, ticket);
+)sql";
+
+/// Version 4: garbage collection that follows the garbage. Each blob counts
+/// its references (session heads, pins, and the manifests that name it as a
+/// part) and remembers when it was last stored or lost a reference; a blob
+/// whose count falls to 0, or that is stored unreferenced, enters
+/// lockstore_gc_queue with the time it did, and gc() reads only that queue,
+/// in short batches. Processes of lockstore 0.3 must be stopped before a
+/// file is migrated: they keep writing without counting references. A dedupe key is unique only among items no claim
+/// holds (new work never folds into an item being processed).
+inline constexpr const char* schema_v4 = R"sql(
+ALTER TABLE lockstore_blobs ADD COLUMN refs INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE lockstore_blobs ADD COLUMN touched_ms INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE lockstore_gc_queue (
+  hash     TEXT PRIMARY KEY NOT NULL,
+  since_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX lockstore_gc_queue_by_since ON lockstore_gc_queue (since_ms);
+CREATE INDEX lockstore_blob_parts_by_part ON lockstore_blob_parts (part_hash);
+CREATE INDEX lockstore_sessions_by_checkpoint ON lockstore_sessions (checkpoint_hash);
+UPDATE lockstore_blobs SET refs =
+    (SELECT COUNT(*) FROM lockstore_sessions s WHERE s.checkpoint_hash = lockstore_blobs.hash)
+  + COALESCE((SELECT p.count FROM lockstore_pins p WHERE p.hash = lockstore_blobs.hash AND p.count > 0), 0)
+  + (SELECT COUNT(*) FROM lockstore_blob_parts bp WHERE bp.part_hash = lockstore_blobs.hash);
+INSERT INTO lockstore_gc_queue (hash, since_ms) SELECT hash, 0 FROM lockstore_blobs WHERE refs <= 0;
+INSERT INTO lockstore_counters (name, value) SELECT 'blobs', COUNT(*) FROM lockstore_blobs;
+DROP INDEX lockstore_work_items_dedupe;
+CREATE INDEX lockstore_work_items_dedupe ON lockstore_work_items (session_id, dedupe_key)
+  WHERE dedupe_key IS NOT NULL;
+)sql";
+
+/// Version 5 gives the SessionStore's tables a schema version of their own,
+/// in lockstore_schema: from here on `user_version` changes only with the
+/// lock tables, so a store-only change never locks out a client that uses
+/// only locks (it refuses only a newer `user_version`). The store's tables
+/// as versions 2 to 4 left them are store version 1. This step itself bumps
+/// `user_version` once, so that no build from before the split runs its
+/// store code on a file whose store it cannot read.
+inline constexpr const char* schema_v5 = R"sql(
+CREATE TABLE lockstore_schema (
+  component TEXT PRIMARY KEY NOT NULL,
+  version   INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO lockstore_schema VALUES ('store', 1);
+)sql";
+
+inline constexpr std::array<const char*, 5> migrations = {schema_v1, schema_v2, schema_v3, schema_v4, schema_v5};
+/// The lock tables' version (PRAGMA user_version).
+inline constexpr int schema_version = static_cast<int>(migrations.size());
+
+/// Store version 2: checkpoint history. Every commit (and fork) adds a row
+/// naming its checkpoint, its parent and the caller's metadata; a row
+/// references its checkpoint like a head does, and commits keep the last
+/// StoreOptions::history rows of a session. The head of every session
+/// becomes its first history row. A blob's bytes move to a table of their
+/// own: SQLite rewrites a whole row, bytes included, for every update of
+/// its reference count, and incremental blob I/O needs the value alone.
+/// The migration copies every blob's bytes once.
+inline constexpr const char* store_v2 = R"sql(
+CREATE TABLE lockstore_blob_bytes (
+  id    INTEGER PRIMARY KEY,
+  bytes BLOB NOT NULL
+);
+INSERT INTO lockstore_blob_bytes (id, bytes) SELECT id, bytes FROM lockstore_blobs;
+UPDATE lockstore_blobs SET bytes = x'';
+CREATE TABLE lockstore_checkpoints (
+  session_id      TEXT NOT NULL,
+  revision        INTEGER NOT NULL,
+  checkpoint_hash TEXT NOT NULL,
+  parent_session  TEXT,
+  parent_revision INTEGER,
+  metadata        BLOB,
+  created_ms      INTEGER NOT NULL,
+  PRIMARY KEY (session_id, revision)
+) WITHOUT ROWID;
+CREATE INDEX lockstore_checkpoints_by_hash ON lockstore_checkpoints (checkpoint_hash);
+CREATE INDEX lockstore_sessions_by_update ON lockstore_sessions (updated_ms);
+CREATE INDEX lockstore_claims_by_session ON lockstore_claims (session_id);
+INSERT INTO lockstore_checkpoints (session_id, revision, checkpoint_hash, created_ms)
+  SELECT session_id, head_revision, checkpoint_hash, updated_ms FROM lockstore_sessions;
+UPDATE lockstore_blobs SET refs = refs + (SELECT COUNT(*) FROM lockstore_sessions s WHERE s.checkpoint_hash = lockstore_blobs.hash)
+  WHERE hash IN (SELECT checkpoint_hash FROM lockstore_sessions);
+)sql";
+
+/// Store version 3: gc() walks its queue in hash order, the order in which
+/// this version stores new blobs (their ids come from their hashes; blobs
+/// stored before keep theirs). The queue's index by time goes: keeping it
+/// up cost a page write in random order per blob collected. In its place,
+/// `gc_next_due_ms` bounds the entries' times from below, so a gc() with
+/// nothing due reads one row: the triggers lower it (and
+/// `gc_written_min`, the earliest time written during the current pass) for
+/// every entry written, whoever writes it, and a pass of gc() that read the
+/// whole queue raises it (store_ops.hpp, gc_pass_done). The UPDATE trigger
+/// must fire for every update of since_ms: a WHEN clause on it would hide
+/// entries from the bound. Processes of an older build must be stopped
+/// first: they would go on collecting with a scan of the whole queue per
+/// batch.
+inline constexpr const char* store_v3 = R"sql(
+DROP INDEX IF EXISTS lockstore_gc_queue_by_since;
+INSERT INTO lockstore_counters (name, value)
+  SELECT 'gc_next_due_ms', COALESCE(MIN(since_ms), 9223372036854775807) FROM lockstore_gc_queue;
+INSERT INTO lockstore_counters (name, value) VALUES ('gc_written_min', 9223372036854775807), ('gc_epoch', 0);
+CREATE TRIGGER lockstore_gc_queue_inserted AFTER INSERT ON lockstore_gc_queue BEGIN
+  UPDATE lockstore_counters SET value = min(value, NEW.since_ms) WHERE name IN ('gc_next_due_ms', 'gc_written_min');
+END;
+CREATE TRIGGER lockstore_gc_queue_updated AFTER UPDATE OF since_ms ON lockstore_gc_queue BEGIN
+  UPDATE lockstore_counters SET value = min(value, NEW.since_ms) WHERE name IN ('gc_next_due_ms', 'gc_written_min');
+END;
+)sql";
+
+/// store_migrations[i] upgrades the store's tables from version i + 1 to i + 2.
+inline constexpr std::array<const char*, 2> store_migrations = {store_v2, store_v3};
+inline constexpr int store_schema_version = static_cast<int>(store_migrations.size()) + 1;
+
+/// The store tables' version: 1 in a file from before lockstore_schema.
+inline std::int64_t store_schema(SqliteConnection& connection) {
+  {
+    // Two statements: one naming a table that does not exist fails to prepare.
+    auto exists = connection.prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'lockstore_schema'");
+    if (!exists.step()) return 1;
+  }
+  auto statement = connection.prepare("SELECT version FROM lockstore_schema WHERE component = 'store'");
+  if (!statement.step()) return 1;
+  return statement.int64(0);
+}
+
+/// PRAGMA application_id of a lockstore file ("LKST"), set by migrate().
+inline constexpr std::int64_t application_id = 0x4C4B5354;
+
+/// Refuses, before anything is written to it (not even the switch to WAL),
+/// a file that is not lockstore's: another application's mark, or a
+/// user_version or tables without lockstore's lease table. A new empty file
+/// and a file written by lockstore before the mark pass.
+inline void require_lockstore_file(SqliteConnection& connection) {
+  const auto mark = connection.pragma_int("application_id");
+  if (mark == application_id) return;
+  const auto version = connection.pragma_int("user_version");
+  std::vector<std::string> tables;
+  {
+    auto statement = connection.prepare(
+        "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name");
+    while (statement.step()) tables.push_back(statement.text(0));
+  }
+  const bool has_leases = std::find(tables.begin(), tables.end(), "lockstore_leases") != tables.end();
+  const bool empty = tables.empty() && version == 0;
+  if (mark == 0 && (empty || has_leases)) return;
+  const auto shown = tables.size() > 8 ? std::vector<std::string>(tables.begin(), tables.begin() + 8) : tables;
+  throw Error(errc::unsupported_schema,
+              fmt::format("'{}' is not a lockstore database, and was left untouched: application_id {:#x}, "
+                          "user_version {}, tables: {}{}",
+                          connection.path().string(), mark, version, tables.empty() ? "none" : fmt::format("{}", fmt::join(shown, ", ")),
+                          tables.size() > shown.size() ? ", ..." : ""));
+}
+
+[[noreturn]] inline void throw_unsupported_schema(const SqliteConnection& connection, std::int64_t found) {
+  throw Error(errc::unsupported_schema,
+              fmt::format("'{}' has lockstore schema version {}; this build supports version {}{}",
+                          connection.path().string(), found, schema_version,
+                          found > schema_version ? " (the file was written by a newer lockstore)" : ""));
+}
+
+/// Brings a writable file to the current schema version, creating it in an
+/// empty file. Safe when many processes open the same new file at once: the
+/// check is repeated under BEGIN IMMEDIATE.
+/// The store's tables are brought up too; a file whose store is newer than
+/// this build's is left as it is (its locks still work; SessionStore::open
+/// refuses it).
+inline void migrate(SqliteConnection& connection) {
+  const auto current = [&] {
+    return connection.pragma_int("user_version") == schema_version &&
+           store_schema(connection) >= store_schema_version;
+  };
+  if (current()) return;
+  Transaction transaction(connection);
+  if (current()) return;
+  const auto found = connection.pragma_int("user_version");
+  if (found < 0 || found > schema_version) throw_unsupported_schema(connection, found);
+  for (auto version = found; version < schema_version; ++version)
+    connection.exec(migrations[static_cast<std::size_t>(version)]);
+  const auto store = store_schema(connection);
+  if (store < 1) throw_unsupported_schema(connection, found);
+  for (auto version = store; version < store_schema_version; ++version)
+    connection.exec(store_migrations[static_cast<std::size_t>(version - 1)]);
+  if (store < store_schema_version)
+    connection.exec(fmt::format("UPDATE lockstore_schema SET version = {} WHERE component = 'store'",
+                                store_schema_version));
+  connection.exec(fmt::format("PRAGMA user_version = {}", schema_version));
+  connection.exec(fmt::format("PRAGMA application_id = {}", application_id));
+  transaction.commit();
+}
+
+/// A read-only file must carry lock tables this build can read.
+/// Version 4's lock tables are version 5's (5 only added lockstore_schema),
+/// so a version 4 file is read as it is; its store reports version 1, which
+/// SessionStore::open refuses until the file is opened read-write once.
+inline void check_schema(const SqliteConnection& connection, std::int64_t found) {
+  if (found != schema_version && found != 4) throw_unsupported_schema(connection, found);
+}
+
+/// SessionStore::open's check: the store's tables are at this build's version.
+inline void check_store_schema(SqliteConnection& connection) {
+  const auto found = store_schema(connection);
+  if (found == store_schema_version) return;
+  throw Error(errc::unsupported_schema,
+              fmt::format("'{}' has lockstore store schema version {}; this build's SessionStore supports version "
+                          "{}{}",
+                          connection.path().string(), found, store_schema_version,
+                          found > store_schema_version ? " (the file was written by a newer lockstore; its locks "
+                                                         "still work)"
+                                                       : " (open the file read-write once to migrate it)"));
+}
+
+/// Switches to WAL. The switch needs an exclusive lock and SQLite does not
+/// apply the busy timeout to it in every case, so when many processes open a
+/// new file at once it is retried here, with jitter, until `patience` runs out.
+inline void enable_wal(SqliteConnection& connection, std::chrono::milliseconds patience) {
+  const auto give_up = std::chrono::steady_clock::now() + patience;
+  for (;;) {
+    std::string mode;
+    const int rc = sqlite3_exec(
+        connection.handle(), "PRAGMA journal_mode=WAL",
+        [](void* out, int, char** values, char**) {
+          if (values[0] != nullptr) *static_cast<std::string*>(out) = values[0];
+          return 0;
+        },
+        &mode, nullptr);
+    if (rc == SQLITE_OK) {
+      if (mode == "wal" || mode == "memory") return;
+      throw Error(errc::backend_failure, fmt::format("'{}' could not be switched to WAL mode (journal mode is '{}')",
+                                                     connection.path().string(), mode));
+    }
+    const int primary = rc & 0xff;
+    if ((primary != SQLITE_BUSY && primary != SQLITE_LOCKED) || std::chrono::steady_clock::now() >= give_up)
+      throw_sqlite(connection.handle(), rc, "switching to WAL mode", connection.path());
+    std::this_thread::sleep_for(std::chrono::milliseconds(1 + ThreadRandom::between(0, 9)));
+  }
+}
+
+}  // namespace lockstore::detail
+#endif  // LOCKSTORE_SINGLE_DETAIL_SQLITE_SCHEMA_HPP
+
+namespace lockstore {
+
+LOCKSTORE_DECL asio::awaitable<SqliteDatabase> SqliteDatabase::open(std::filesystem::path path, SqliteOptions options) {
+  validate(options);
+  SqliteDatabase database(path, options, false, [path, options] {
+    auto connection = open_connection(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, options);
+    detail::require_lockstore_file(*connection);
+    if (connection->read_only()) {
+      detail::check_schema(*connection, connection->pragma_int("user_version"));
+      return connection;
+    }
+    detail::enable_wal(*connection, options.busy_timeout);
+    connection->exec(synchronous_pragma(options.synchronous));
+    detail::migrate(*connection);
+    return connection;
+  });
+  // Reports an open failure, and whether SQLite could open the file for writing.
+  auto opening = database.run([](detail::SqliteConnection& connection) { return connection.read_only(); });
+  if (co_await std::move(opening)) {
+    database.shared_->read_only = true;
+    detail::log(LogLevel::warning,
+                fmt::format("'{}' is not writable by this process: opened read-only, writes will be refused",
+                            path.string()));
+    co_return database;
+  }
+  database.shared_->wakeups.attach(std::make_unique<detail::WakeBoard>(path));
+  co_return database;
+}
+
+LOCKSTORE_DECL asio::awaitable<SqliteDatabase> SqliteDatabase::open_memory(SqliteOptions options) {
+  validate(options);
+  SqliteDatabase database(":memory:", options, false, [options] {
+    auto connection = std::make_unique<detail::SqliteConnection>(
+        ":memory:", SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_MEMORY);
+    configure(*connection, options);
+    detail::migrate(*connection);
+    return connection;
+  });
+  co_await database.run([](detail::SqliteConnection&) {});
+  co_return database;
+}
+
+LOCKSTORE_DECL asio::awaitable<SqliteDatabase> SqliteDatabase::open_readonly(std::filesystem::path path,
+                                                                            SqliteOptions options) {
+  validate(options);
+  SqliteDatabase database(path, options, true, [path, options] {
+    auto connection = open_connection(path, SQLITE_OPEN_READONLY, options);
+    detail::require_lockstore_file(*connection);
+    detail::check_schema(*connection, connection->pragma_int("user_version"));
+    return connection;
+  });
+  co_await database.run([](detail::SqliteConnection&) {});
+  co_return database;
+}
+
+LOCKSTORE_DECL const std::filesystem::path& SqliteDatabase::path() const noexcept { return shared_->path; }
+LOCKSTORE_DECL bool SqliteDatabase::read_only() const noexcept { return shared_->read_only; }
+LOCKSTORE_DECL const SqliteOptions& SqliteDatabase::options() const noexcept { return shared_->options; }
+
+LOCKSTORE_DECL void SqliteDatabase::require_writable(std::string_view operation) const {
+  if (shared_->read_only)
+    throw Error(errc::backend_failure,
+                fmt::format("{}: '{}' was opened read-only; writes are refused", operation, path().string()));
+}
+
+LOCKSTORE_DECL detail::SqliteWakeups& SqliteDatabase::wakeups() const noexcept { return shared_->wakeups; }
+
+LOCKSTORE_DECL detail::LocalTokens& SqliteDatabase::local_tokens() const noexcept {
+  return shared_->local_tokens;
+}
+
+LOCKSTORE_DECL SqliteDatabase::SqliteDatabase(std::filesystem::path path, SqliteOptions options, bool read_only,
+                                              Opener opener)
+    : shared_(std::make_shared<detail::SqliteShared>(std::move(path), options, read_only, std::move(opener))) {}
+
+LOCKSTORE_DECL const char* SqliteDatabase::synchronous_pragma(SqliteSynchronous level) {
+  switch (level) {
+    case SqliteSynchronous::full: return "PRAGMA synchronous=FULL";
+    case SqliteSynchronous::extra: return "PRAGMA synchronous=EXTRA";
+    case SqliteSynchronous::normal: break;
+  }
+  return "PRAGMA synchronous=NORMAL";
+}
+
+LOCKSTORE_DECL void SqliteDatabase::validate(const SqliteOptions& options) {
+  if (options.synchronous != SqliteSynchronous::normal && options.synchronous != SqliteSynchronous::full &&
+      options.synchronous != SqliteSynchronous::extra)
+    throw Error(errc::invalid_argument, fmt::format("SqliteOptions::synchronous of {} is not a known level",
+                                                    static_cast<int>(options.synchronous)));
+  if (options.busy_timeout < std::chrono::milliseconds::zero() ||
+      options.busy_timeout > std::chrono::hours(24))
+    throw Error(errc::invalid_argument, fmt::format("SqliteOptions::busy_timeout of {} ms is out of range "
+                                                    "(0 to 24 h)", options.busy_timeout.count()));
+  if (options.completion_spin < std::chrono::microseconds::zero() ||
+      options.completion_spin > std::chrono::milliseconds(10))
+    throw Error(errc::invalid_argument, fmt::format("SqliteOptions::completion_spin of {} us is out of range "
+                                                    "(0 to 10 ms)", options.completion_spin.count()));
+  if (options.poll_interval <= std::chrono::milliseconds::zero() ||
+      options.poll_interval > std::chrono::minutes(1))
+    throw Error(errc::invalid_argument, fmt::format("SqliteOptions::poll_interval of {} ms is out of range "
+                                                    "(1 ms to 1 min)", options.poll_interval.count()));
+}
+
+LOCKSTORE_DECL std::unique_ptr<detail::SqliteConnection> SqliteDatabase::open_connection(
+    const std::filesystem::path& path, int flags, const SqliteOptions& options) {
+  auto connection = std::make_unique<detail::SqliteConnection>(path, flags);
+  configure(*connection, options);
+  if (!connection->read_only()) return connection;
+  const int rc = sqlite3_exec(connection->handle(), "SELECT count(*) FROM sqlite_schema", nullptr, nullptr, nullptr);
+  // SQLite says CANTOPEN, READONLY_DIRECTORY or READONLY_CANTINIT for a
+  // -shm it cannot create; any other error is reported by the first read.
+  if (rc == SQLITE_OK || ((rc & 0xff) != SQLITE_CANTOPEN && rc != SQLITE_READONLY_DIRECTORY &&
+                          rc != SQLITE_READONLY_CANTINIT))
+    return connection;
+  std::error_code absent;
+  const auto wal = std::filesystem::file_size(path.string() + "-wal", absent);
+  if (!absent && wal > 0)
+    throw Error(errc::backend_failure,
+                fmt::format("'{}' cannot be read: its -wal file holds changes not yet in the database, and its "
+                            "directory is not writable for the -shm file a reader needs; open it once where it can be "
+                            "written, or copy the database together with its -wal file to a writable place",
+                            path.string()));
+  connection = std::make_unique<detail::SqliteConnection>(path, SQLITE_OPEN_READONLY,
+                                                          detail::SqliteConnection::Mode::immutable);
+  configure(*connection, options);
+  return connection;
+}
+
+LOCKSTORE_DECL void SqliteDatabase::configure(detail::SqliteConnection& connection, const SqliteOptions& options) {
+  connection.set_busy_timeout(options.busy_timeout);
+  connection.exec("PRAGMA foreign_keys=ON");
+  connection.register_clock();
+}
+
+}  // namespace lockstore
+#endif  // LOCKSTORE_SINGLE_IMPL_SQLITE_DATABASE_IPP
+#endif
 #endif  // LOCKSTORE_SINGLE_SQLITE_DATABASE_HPP
 // ---- lockstore/sqlite_lock.hpp
 #ifndef LOCKSTORE_SINGLE_SQLITE_LOCK_HPP
@@ -1962,17 +2076,172 @@ class SqliteDatabase {
 
 #include <chrono>
 #include <cstdint>
-#include <limits>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
 
 namespace lockstore {
 
-// Every job and every call with by-value arguments below is made in its own
-// statement and only then awaited: g++ 12 corrupts by-value arguments of a
-// call made inside a co_await expression (see README "Known compiler traps").
+namespace detail {
+struct Attempt;
+class SqliteConnection;
+class WakeBoard;
+}  // namespace detail
+
+class SqliteLock : public detail::CompletionTokenOverloads<SqliteLock> {
+ public:
+  // Each operation below also takes a completion token as its last argument
+  // (detail/completion.hpp): `void(error_code, T)`, `void(error_code)` for
+  // release; without one it is the coroutine, as documented here.
+  using detail::CompletionTokenOverloads<SqliteLock>::try_acquire;
+  using detail::CompletionTokenOverloads<SqliteLock>::acquire;
+  using detail::CompletionTokenOverloads<SqliteLock>::extend;
+  using detail::CompletionTokenOverloads<SqliteLock>::release;
+  using detail::CompletionTokenOverloads<SqliteLock>::take_over;
+  using detail::CompletionTokenOverloads<SqliteLock>::list;
+  using detail::CompletionTokenOverloads<SqliteLock>::force_release;
+  using detail::CompletionTokenOverloads<SqliteLock>::release_all;
+
+  /// Throws errc::invalid_argument for an empty owner, one over 512 bytes or
+  /// one with a NUL byte.
+  explicit SqliteLock(SqliteDatabase database, std::string owner = random_owner());
+
+  const std::string& owner() const noexcept { return owner_; }
+  const SqliteDatabase& database() const noexcept { return database_; }
+
+  /// One attempt: std::nullopt while any live lease holds the key, this
+  /// owner's included (every acquisition is its own holder; see take_over).
+  asio::awaitable<std::optional<LockGuard>> try_acquire(AdvisoryKey key, std::chrono::milliseconds ttl);
+
+  /// Waits until acquired; errc::timeout after `deadline`; operation_aborted
+  /// on per-operation cancellation, with any lease granted meanwhile undone.
+  asio::awaitable<LockGuard> acquire(AdvisoryKey key, std::chrono::milliseconds ttl,
+                                     std::chrono::milliseconds deadline);
+
+  /// New expiry = now + ttl while the guard's token holds a live lease
+  /// ("now" read once the statement holds the write lock). On true, the
+  /// guard's valid_until() becomes the time this call was made + ttl. False
+  /// also when the guard's valid_until() passed before the answer came.
+  asio::awaitable<bool> extend(LockGuard& guard, std::chrono::milliseconds ttl);
+
+  /// The explicit form of "this owner takes its lease back" (a session
+  /// resuming after a crash before the old lease ran out): granted when the
+  /// key is free or held by this lock's owner, with a new token and a larger
+  /// fence, so the old holder's guard can neither extend nor release it any
+  /// more. The expiry is the later of the old one and now + ttl: a takeover
+  /// never shortens a lease. std::nullopt when another owner holds the key.
+  /// It does not wait in the queue of acquire() callers.
+  asio::awaitable<std::optional<LockGuard>> take_over(AdvisoryKey key, std::chrono::milliseconds ttl);
+
+  /// Removes the lease if the guard's token still holds it (never anyone
+  /// else's), wakes this process's waiters, and marks the guard released.
+  /// On a backend error the guard stays unreleased and the error is thrown.
+  asio::awaitable<void> release(LockGuard guard);
+
+  /// Removes every lease of this owner; returns how many were still live.
+  asio::awaitable<std::size_t> release_all();
+
+  /// The live leases of every owner, ordered by key.
+  asio::awaitable<std::vector<LockInfo>> list();
+
+  /// For operators: clears whatever lease holds `key`, whoever owns it, and
+  /// returns it (std::nullopt when nothing held it). Its holder's extend and
+  /// release then fail or do nothing; its fence stays used.
+  asio::awaitable<std::optional<LockInfo>> force_release(AdvisoryKey key);
+
+ private:
+  // An acquire() caller's place in the key's queue. The ticket is taken at
+  // the first refusal and dropped by the statement that grants the lease;
+  // if the caller gives up (deadline, cancellation, error, or its frame is
+  // destroyed) the destructor drops it without waiting, and wakes the
+  // waiters behind it.
+  // Leaving the queue: the ticket is dropped on the connection thread
+  // (queued, not awaited), and the next in line is woken, here and in other
+  // processes.
+  struct LeaveQueue;
+  using QueueSeat = detail::QueueSeat<std::int64_t, LeaveQueue>;
+
+  // What a job may keep of the handle: the parts that live as long as the
+  // connection thread (a job must not hold a SqliteDatabase, nor point into
+  // a SqliteLock that may be gone by the time it runs).
+  struct Shared;
+
+  // Removes the lease if `token` still holds it and wakes the next waiter,
+  // here and in other processes. On the connection thread.
+  static void release_on(detail::SqliteConnection& connection, const Shared& shared, const std::string& key,
+                         const std::string& token);
+
+  // Tells waiters in other processes that `key` may be free, naming the
+  // ticket next in line so that only its holder looks. Runs on the
+  // connection thread, after the statement that freed the key.
+  static void announce_release(detail::SqliteConnection& connection, detail::WakeBoard* board,
+                               const std::string& key);
+
+  struct Outcome;
+
+  // An attempt queued on the connection thread, until its caller takes the
+  // outcome. For acquire() it may be queued early, by the thread that woke
+  // the waiter, before the waiter's own executor has run it; the waiter
+  // takes it as its next attempt. If the caller never takes it (its
+  // coroutine was cancelled first, or destroyed, as when its io_context
+  // shuts down), a job queued behind it gives back what it was granted.
+  class PendingAttempt;
+
+  // The job of one attempt: one statement when granted. A queued attempt
+  // (acquire) that is refused also takes or refreshes its ticket; try_acquire
+  // ignores the queue. `proposed` is the token a new lease gets.
+  auto attempt_job(std::string key, std::chrono::milliseconds ttl, std::string proposed, bool queued,
+                   std::optional<std::int64_t> ticket);
+
+  // Queues an attempt in `pending`: for acquire() (`queued`) with the
+  // caller's queue ticket (0: none yet), for try_acquire() outside the queue.
+  void start_attempt(PendingAttempt& pending, const AdvisoryKey& key, std::chrono::milliseconds ttl, bool queued,
+                     std::int64_t ticket);
+
+  // Awaits the attempt in `pending` and takes it. Taken only once its
+  // outcome is in hand: if this coroutine is cancelled before (Asio throws
+  // at the co_await) or destroyed, `pending` gives back what it was granted.
+  asio::awaitable<detail::Attempt> take_attempt(PendingAttempt& pending, AdvisoryKey key,
+                                                std::chrono::milliseconds ttl, QueueSeat* seat);
+
+  detail::Attempt settle(AdvisoryKey key, const std::string& proposed, Outcome outcome, QueueSeat* seat,
+                         std::chrono::steady_clock::time_point valid_until);
+
+  // When to look again: at the holder's expiry, and, if the holder is in
+  // another process, no later than a jittered poll interval: the long
+  // backstop one when that process's release will be announced on the wake
+  // file, the short one otherwise. A holder in this process wakes us itself.
+  // The first wait on another process's holder starts this handle's watcher;
+  // a release announced before it started is not delivered, so that waiter
+  // looks again at once instead of sleeping to the backstop (and files its
+  // ticket under the watcher's new doorbell).
+  std::chrono::steady_clock::time_point retry_time(const Outcome& outcome);
+
+  static std::chrono::system_clock::time_point from_epoch_ms(std::int64_t ms);
+
+  SqliteDatabase database_;
+  std::string owner_;
+};
+
+static_assert(AdministrableLock<SqliteLock>);
+
+}  // namespace lockstore
+
+#ifndef LOCKSTORE_SEPARATE_COMPILATION
+// ---- lockstore/impl/sqlite_lock.ipp
+#ifndef LOCKSTORE_SINGLE_IMPL_SQLITE_LOCK_IPP
+#define LOCKSTORE_SINGLE_IMPL_SQLITE_LOCK_IPP
+// SqliteLock's definitions (see sqlite_lock.hpp; detail/config.hpp for the
+// separately compiled mode).
+
+
+// ---- lockstore/detail/sqlite_lock_sql.hpp
+#ifndef LOCKSTORE_SINGLE_DETAIL_SQLITE_LOCK_SQL_HPP
+#define LOCKSTORE_SINGLE_DETAIL_SQLITE_LOCK_SQL_HPP
+// The SQLite lock's statements (impl/sqlite_lock.ipp).
+
+
+namespace lockstore {
 
 namespace detail::sqlite_lock_sql {
 
@@ -2068,450 +2337,377 @@ WHERE expires_ms > ?1 ORDER BY key)sql";
 
 }  // namespace detail::sqlite_lock_sql
 
-class SqliteLock : public detail::CompletionTokenOverloads<SqliteLock> {
+}  // namespace lockstore
+#endif  // LOCKSTORE_SINGLE_DETAIL_SQLITE_LOCK_SQL_HPP
+
+#include <limits>
+#include <mutex>
+
+namespace lockstore {
+
+// Every job and every call with by-value arguments below is made in its own
+// statement and only then awaited: g++ 12 corrupts by-value arguments of a
+// call made inside a co_await expression (see README "Known compiler traps").
+
+
+struct SqliteLock::Outcome {
+  std::optional<std::string> token;  // the lease's token when granted
+  std::uint64_t fence = 0;
+  std::string holder_token;          // when refused: who holds it, and until when
+  std::int64_t holder_expires_ms = 0;
+  std::optional<std::int64_t> ticket;  // the queue ticket afterwards
+};
+
+struct SqliteLock::Shared {
+  explicit Shared(const SqliteDatabase& database)
+      : tokens(&database.local_tokens()), wakeups(&database.wakeups()), board(database.wakeups().board()) {}
+  detail::LocalTokens* tokens;
+  detail::SqliteWakeups* wakeups;
+  detail::WakeBoard* board;
+};
+
+struct SqliteLock::LeaveQueue {
+  SqliteDatabase database;
+  std::string key;
+  void operator()(std::int64_t ticket) const {
+    database.post([ticket, key = key, wakeups = &database.wakeups()](detail::SqliteConnection& connection) {
+      connection.prepare(detail::sqlite_lock_sql::drop_ticket).bind(1, ticket).run();
+      wakeups->notify(key);
+      announce_release(connection, wakeups->board(), key);
+    });
+  }
+};
+
+class SqliteLock::PendingAttempt {
  public:
-  // Each operation below also takes a completion token as its last argument
-  // (detail/completion.hpp): `void(error_code, T)`, `void(error_code)` for
-  // release; without one it is the coroutine, as documented here.
-  using detail::CompletionTokenOverloads<SqliteLock>::try_acquire;
-  using detail::CompletionTokenOverloads<SqliteLock>::acquire;
-  using detail::CompletionTokenOverloads<SqliteLock>::extend;
-  using detail::CompletionTokenOverloads<SqliteLock>::release;
-  using detail::CompletionTokenOverloads<SqliteLock>::take_over;
-  using detail::CompletionTokenOverloads<SqliteLock>::list;
-  using detail::CompletionTokenOverloads<SqliteLock>::force_release;
-  using detail::CompletionTokenOverloads<SqliteLock>::release_all;
+  struct Started {
+    detail::SqliteWorker::Started<Outcome> job;
+    std::string proposed;  // the token a new lease got
+    std::chrono::steady_clock::time_point sent;  // when the attempt was queued
+  };
 
-  /// Throws errc::invalid_argument for an empty owner, one over 512 bytes or
-  /// one with a NUL byte.
-  explicit SqliteLock(SqliteDatabase database, std::string owner = random_owner())
-      : database_(std::move(database)), owner_(std::move(owner)) {
-    detail::validate_owner(owner_, "SqliteLock");
-  }
-
-  const std::string& owner() const noexcept { return owner_; }
-  const SqliteDatabase& database() const noexcept { return database_; }
-
-  /// One attempt: std::nullopt while any live lease holds the key, this
-  /// owner's included (every acquisition is its own holder; see take_over).
-  asio::awaitable<std::optional<LockGuard>> try_acquire(AdvisoryKey key, std::chrono::milliseconds ttl) {
-    detail::validate_ttl(ttl, "SqliteLock::try_acquire");
-    database_.require_writable("SqliteLock::try_acquire");
-    // If this frame is destroyed before it takes the outcome (its
-    // io_context shut down), `pending` gives back what was granted.
-    PendingAttempt pending(database_, key.str());
-    start_attempt(pending, key, ttl, false, 0);
-    auto taking = take_attempt(pending, std::move(key), ttl, nullptr);
-    auto attempt = co_await std::move(taking);
-    co_return std::move(attempt.guard);
-  }
-
-  /// Waits until acquired; errc::timeout after `deadline`; operation_aborted
-  /// on per-operation cancellation, with any lease granted meanwhile undone.
-  asio::awaitable<LockGuard> acquire(AdvisoryKey key, std::chrono::milliseconds ttl,
-                                     std::chrono::milliseconds deadline) {
-    detail::validate_ttl(ttl, "SqliteLock::acquire");
-    database_.require_writable("SqliteLock::acquire");
-    LeaveQueue leave{database_, key.str()};
-    QueueSeat seat(std::move(leave));
-    auto subscription = database_.wakeups().waiters().subscribe(key.str());
-    PendingAttempt pending(database_, key.str());
-    const auto executor = co_await asio::this_coro::executor;
-    // A release that wakes this caller queues its next attempt on the
-    // connection thread at once (detail/sqlite_wakeups.hpp). Declared after
-    // what its callback uses: it is unregistered before they are destroyed.
-    detail::SqliteWakeups::EarlyStart early(database_.wakeups(), key.str(), subscription,
-                                            detail::io_context_of(executor),
-                                            [this, &pending, &key, ttl](std::int64_t ticket) {
-                                              start_attempt(pending, key, ttl, true, ticket);
-                                            });
-    auto acquiring = detail::acquire_loop(
-        subscription, key, deadline,
-        [&]() -> asio::awaitable<detail::Attempt> {
-          const auto seen = subscription.notifications();
-          const auto started_early = early.take();
-          if (!started_early) start_attempt(pending, key, ttl, true, seat.ticket.value_or(0));
-          auto taking = take_attempt(pending, key, ttl, &seat);
-          auto attempt = co_await std::move(taking);
-          attempt.notifications_seen = started_early;
-          if (!attempt.guard) early.arm(attempt.ticket, started_early.value_or(seen));
-          co_return attempt;
-        },
-        [this](LockGuard guard) { return release(std::move(guard)); });
-    co_return co_await std::move(acquiring);
-  }
-
-  /// New expiry = now + ttl while the guard's token holds a live lease
-  /// ("now" read once the statement holds the write lock). On true, the
-  /// guard's valid_until() becomes the time this call was made + ttl. False
-  /// also when the guard's valid_until() passed before the answer came.
-  asio::awaitable<bool> extend(LockGuard& guard, std::chrono::milliseconds ttl) {
-    detail::validate_ttl(ttl, "SqliteLock::extend");
-    database_.require_writable("SqliteLock::extend");
-    const auto sent = std::chrono::steady_clock::now();
-    const auto assumed_end = guard.valid_until();
-    if (sent >= assumed_end) co_return false;  // the holder must already assume it lost
-    auto job = [key = guard.key().str(), token = guard.token(), ttl](detail::SqliteConnection& connection) {
-      auto statement = connection.prepare(detail::sqlite_lock_sql::extend);
-      statement.bind(1, key).bind(2, token).bind(3, ttl.count());
-      return statement.run() == 1;
-    };
-    // A confirmation that comes after the lease's assumed end (the statement
-    // waited that long for the write lock) counts as lost.
-    const bool extended = co_await database_.run(std::move(job)) && std::chrono::steady_clock::now() < assumed_end;
-    if (extended) guard.confirm_until(sent + ttl);
-    co_return extended;
-  }
-
-  /// The explicit form of "this owner takes its lease back" (a session
-  /// resuming after a crash before the old lease ran out): granted when the
-  /// key is free or held by this lock's owner, with a new token and a larger
-  /// fence, so the old holder's guard can neither extend nor release it any
-  /// more. The expiry is the later of the old one and now + ttl: a takeover
-  /// never shortens a lease. std::nullopt when another owner holds the key.
-  /// It does not wait in the queue of acquire() callers.
-  asio::awaitable<std::optional<LockGuard>> take_over(AdvisoryKey key, std::chrono::milliseconds ttl) {
-    detail::validate_ttl(ttl, "SqliteLock::take_over");
-    database_.require_writable("SqliteLock::take_over");
-    const auto sent = std::chrono::steady_clock::now();
-    auto job = [key = key.str(), owner = owner_, proposed = random_token(), ttl,
-                tokens = &database_.local_tokens()](detail::SqliteConnection& connection) {
-      Outcome result;
-      auto statement = connection.prepare(detail::sqlite_lock_sql::take_over);
-      statement.bind(1, key).bind(2, owner).bind(3, proposed).bind(4, ttl.count());
-      if (statement.step()) {
-        result.token = statement.text(0);
-        result.fence = static_cast<std::uint64_t>(statement.int64(1));
-        result.holder_expires_ms = statement.int64(2);  // here: how long the lease runs from now
-        tokens->insert(*result.token);
-      }
-      return result;
-    };
-    auto outcome = co_await database_.run(std::move(job));
-    if (!outcome.token) co_return std::nullopt;
-    co_return LockGuard(std::move(key), std::move(*outcome.token), outcome.fence,
-                        sent + std::chrono::milliseconds(outcome.holder_expires_ms));
-  }
-
-  /// Removes the lease if the guard's token still holds it (never anyone
-  /// else's), wakes this process's waiters, and marks the guard released.
-  /// On a backend error the guard stays unreleased and the error is thrown.
-  asio::awaitable<void> release(LockGuard guard) {
-    if (guard.released()) co_return;
-    database_.require_writable("SqliteLock::release");
-    auto job = [key = guard.key().str(), token = guard.token(), shared = Shared(database_)](
-                   detail::SqliteConnection& connection) { release_on(connection, shared, key, token); };
-    co_await database_.run(std::move(job));
-    guard.mark_released();
-  }
-
-  /// Removes every lease of this owner; returns how many were still live.
-  asio::awaitable<std::size_t> release_all() {
-    database_.require_writable("SqliteLock::release_all");
-    auto job = [owner = owner_, shared = Shared(database_)](detail::SqliteConnection& connection) {
-      detail::Transaction transaction(connection);
-      std::vector<std::pair<std::string, std::string>> cleared;  // key, token
-      std::size_t live = 0;
-      {
-        auto statement = connection.prepare(detail::sqlite_lock_sql::owned_by);
-        statement.bind(1, owner).bind(2, detail::wall_clock_ms());
-        while (statement.step()) {
-          cleared.emplace_back(statement.text(0), statement.text(1));
-          live += statement.int64(2) != 0 ? 1 : 0;
-        }
-      }
-      connection.prepare(detail::sqlite_lock_sql::release_owned).bind(1, owner).run();
-      transaction.commit();
-      for (const auto& [key, token] : cleared) {
-        shared.tokens->erase(token);
-        shared.wakeups->notify(key);
-        announce_release(connection, shared.board, key);
-      }
-      return live;
-    };
-    co_return co_await database_.run(std::move(job));
-  }
-
-  /// The live leases of every owner, ordered by key.
-  asio::awaitable<std::vector<LockInfo>> list() {
-    co_return co_await database_.run([](detail::SqliteConnection& connection) {
-      auto statement = connection.prepare(detail::sqlite_lock_sql::list);
-      statement.bind(1, detail::wall_clock_ms());
-      std::vector<LockInfo> leases;
-      while (statement.step())
-        leases.push_back(LockInfo{AdvisoryKey(statement.text(0)), statement.text(1),
-                                  static_cast<std::uint64_t>(statement.int64(2)),
-                                  from_epoch_ms(statement.int64(3)), from_epoch_ms(statement.int64(4))});
-      return leases;
+  PendingAttempt(SqliteDatabase database, std::string key) : database_(std::move(database)), key_(std::move(key)) {}
+  PendingAttempt(const PendingAttempt&) = delete;
+  PendingAttempt& operator=(const PendingAttempt&) = delete;
+  ~PendingAttempt() {
+    if (!started_) return;
+    database_.post([job = started_->job, proposed = started_->proposed, key = key_,
+                    shared = Shared(database_)](detail::SqliteConnection& connection) {
+      const Outcome* result = job.peek();
+      if (result == nullptr) return;
+      const Outcome& untaken = *result;
+      if (untaken.ticket) connection.prepare(detail::sqlite_lock_sql::drop_ticket).bind(1, *untaken.ticket).run();
+      // A refreshed lease of this owner (another token) was never ours to give back.
+      if (untaken.token && *untaken.token == proposed) release_on(connection, shared, key, proposed);
     });
   }
 
-  /// For operators: clears whatever lease holds `key`, whoever owns it, and
-  /// returns it (std::nullopt when nothing held it). Its holder's extend and
-  /// release then fail or do nothing; its fence stays used.
-  asio::awaitable<std::optional<LockInfo>> force_release(AdvisoryKey key) {
-    database_.require_writable("SqliteLock::force_release");
-    auto job = [key, shared = Shared(database_)](detail::SqliteConnection& connection) -> std::optional<LockInfo> {
-      detail::Transaction transaction(connection);
-      std::optional<LockInfo> info;
-      std::string token;
-      {
-        auto statement = connection.prepare(detail::sqlite_lock_sql::held);
-        statement.bind(1, key.str());
-        if (!statement.step()) return std::nullopt;
-        info.emplace(LockInfo{key, statement.text(0), static_cast<std::uint64_t>(statement.int64(1)),
-                              from_epoch_ms(statement.int64(2)), from_epoch_ms(statement.int64(3))});
-        token = statement.text(4);
-      }
-      connection.prepare(detail::sqlite_lock_sql::clear).bind(1, key.str()).run();
-      transaction.commit();
-      shared.tokens->erase(token);
-      shared.wakeups->notify(key.str());
-      announce_release(connection, shared.board, key.str());
-      return info;
-    };
-    co_return co_await database_.run(std::move(job));
+  template <class Job>
+  void start(Job job, std::string proposed) {
+    std::lock_guard lock(mutex_);
+    if (started_) return;  // one at a time; the caller takes it before it starts another
+    const auto sent = std::chrono::steady_clock::now();
+    started_.emplace(Started{database_.start(std::move(job)), std::move(proposed), sent});
+  }
+
+  std::optional<Started> peek() {
+    std::lock_guard lock(mutex_);
+    return started_;
+  }
+
+  void forget() {
+    std::lock_guard lock(mutex_);
+    started_.reset();
   }
 
  private:
-  // An acquire() caller's place in the key's queue. The ticket is taken at
-  // the first refusal and dropped by the statement that grants the lease;
-  // if the caller gives up (deadline, cancellation, error, or its frame is
-  // destroyed) the destructor drops it without waiting, and wakes the
-  // waiters behind it.
-  // Leaving the queue: the ticket is dropped on the connection thread
-  // (queued, not awaited), and the next in line is woken, here and in other
-  // processes.
-  struct LeaveQueue {
-    SqliteDatabase database;
-    std::string key;
-    void operator()(std::int64_t ticket) const {
-      database.post([ticket, key = key, wakeups = &database.wakeups()](detail::SqliteConnection& connection) {
-        connection.prepare(detail::sqlite_lock_sql::drop_ticket).bind(1, ticket).run();
-        wakeups->notify(key);
-        announce_release(connection, wakeups->board(), key);
-      });
-    }
-  };
-  using QueueSeat = detail::QueueSeat<std::int64_t, LeaveQueue>;
-
-  // What a job may keep of the handle: the parts that live as long as the
-  // connection thread (a job must not hold a SqliteDatabase, nor point into
-  // a SqliteLock that may be gone by the time it runs).
-  struct Shared {
-    explicit Shared(const SqliteDatabase& database)
-        : tokens(&database.local_tokens()), wakeups(&database.wakeups()), board(database.wakeups().board()) {}
-    SqliteDatabase::LocalTokens* tokens;
-    detail::SqliteWakeups* wakeups;
-    detail::WakeBoard* board;
-  };
-
-  // Removes the lease if `token` still holds it and wakes the next waiter,
-  // here and in other processes. On the connection thread.
-  static void release_on(detail::SqliteConnection& connection, const Shared& shared, const std::string& key,
-                         const std::string& token) {
-    auto statement = connection.prepare(detail::sqlite_lock_sql::release);
-    statement.bind(1, key).bind(2, token);
-    const bool removed = statement.run() == 1;
-    shared.tokens->erase(token);
-    if (removed) {
-      shared.wakeups->notify(key);  // at once, before the releaser resumes
-      announce_release(connection, shared.board, key);
-    }
-  }
-
-  // Tells waiters in other processes that `key` may be free, naming the
-  // ticket next in line so that only its holder looks. Runs on the
-  // connection thread, after the statement that freed the key.
-  static void announce_release(detail::SqliteConnection& connection, detail::WakeBoard* board,
-                               const std::string& key) {
-    if (board == nullptr || !board->active()) return;
-    auto statement = connection.prepare(detail::sqlite_lock_sql::next_ticket);
-    statement.bind(1, key).bind(2, detail::wall_clock_ms());
-    board->publish(key, statement.step() ? statement.int64(0) : 0);
-  }
-
-  struct Outcome {
-    std::optional<std::string> token;  // the lease's token when granted
-    std::uint64_t fence = 0;
-    std::string holder_token;          // when refused: who holds it, and until when
-    std::int64_t holder_expires_ms = 0;
-    std::optional<std::int64_t> ticket;  // the queue ticket afterwards
-  };
-
-  // An attempt queued on the connection thread, until its caller takes the
-  // outcome. For acquire() it may be queued early, by the thread that woke
-  // the waiter, before the waiter's own executor has run it; the waiter
-  // takes it as its next attempt. If the caller never takes it (its
-  // coroutine was cancelled first, or destroyed, as when its io_context
-  // shuts down), a job queued behind it gives back what it was granted.
-  class PendingAttempt {
-   public:
-    struct Started {
-      detail::SqliteWorker::Started<Outcome> job;
-      std::string proposed;  // the token a new lease got
-      std::chrono::steady_clock::time_point sent;  // when the attempt was queued
-    };
-
-    PendingAttempt(SqliteDatabase database, std::string key) : database_(std::move(database)), key_(std::move(key)) {}
-    PendingAttempt(const PendingAttempt&) = delete;
-    PendingAttempt& operator=(const PendingAttempt&) = delete;
-    ~PendingAttempt() {
-      if (!started_) return;
-      database_.post([job = started_->job, proposed = started_->proposed, key = key_,
-                      shared = Shared(database_)](detail::SqliteConnection& connection) {
-        const Outcome* result = job.peek();
-        if (result == nullptr) return;
-        const Outcome& untaken = *result;
-        if (untaken.ticket) connection.prepare(detail::sqlite_lock_sql::drop_ticket).bind(1, *untaken.ticket).run();
-        // A refreshed lease of this owner (another token) was never ours to give back.
-        if (untaken.token && *untaken.token == proposed) release_on(connection, shared, key, proposed);
-      });
-    }
-
-    template <class Job>
-    void start(Job job, std::string proposed) {
-      std::lock_guard lock(mutex_);
-      if (started_) return;  // one at a time; the caller takes it before it starts another
-      const auto sent = std::chrono::steady_clock::now();
-      started_.emplace(Started{database_.start(std::move(job)), std::move(proposed), sent});
-    }
-
-    std::optional<Started> peek() {
-      std::lock_guard lock(mutex_);
-      return started_;
-    }
-
-    void forget() {
-      std::lock_guard lock(mutex_);
-      started_.reset();
-    }
-
-   private:
-    SqliteDatabase database_;
-    std::string key_;
-    std::mutex mutex_;
-    std::optional<Started> started_;
-  };
-
-  // The job of one attempt: one statement when granted. A queued attempt
-  // (acquire) that is refused also takes or refreshes its ticket; try_acquire
-  // ignores the queue. `proposed` is the token a new lease gets.
-  auto attempt_job(std::string key, std::chrono::milliseconds ttl, std::string proposed, bool queued,
-                   std::optional<std::int64_t> ticket) {
-    return [key = std::move(key), owner = owner_, proposed = std::move(proposed), ttl, queued, ticket,
-            shared = Shared(database_)](detail::SqliteConnection& connection) {
-          Outcome result;
-          result.ticket = ticket;
-          // A queued attempt writes twice (the lease, then the ticket): one
-          // transaction makes that one commit to the WAL instead of two.
-          std::optional<detail::Transaction> transaction;
-          if (queued) transaction.emplace(connection);
-          const auto now = detail::wall_clock_ms();
-          {
-            auto statement = connection.prepare(detail::sqlite_lock_sql::acquire);
-            statement.bind(1, key).bind(2, owner).bind(3, proposed).bind(4, ttl.count());
-            if (queued) statement.bind(5, ticket.value_or(std::numeric_limits<std::int64_t>::max()));
-            if (statement.step()) {
-              result.token = statement.text(0);
-              result.fence = static_cast<std::uint64_t>(statement.int64(1));
-            }
-          }
-          if (result.token) {
-            if (ticket) connection.prepare(detail::sqlite_lock_sql::drop_ticket).bind(1, *ticket).run();
-            if (transaction) transaction->commit();
-            shared.tokens->insert(*result.token);
-            result.ticket.reset();
-            return result;
-          }
-          if (queued) {
-            if (!ticket) connection.prepare(detail::sqlite_lock_sql::drop_expired_tickets).bind(1, key).bind(2, now).run();
-            auto statement = connection.prepare(detail::sqlite_lock_sql::take_ticket);
-            if (ticket) statement.bind(1, *ticket);  // unbound: NULL, a new ticket
-            statement.bind(2, key).bind(3, now + detail::ticket_lifetime.count());
-            if (statement.step()) result.ticket = statement.int64(0);
-            // Filed before the commit: a release that names this ticket
-            // can only follow it, and then rings this process alone.
-            if (result.ticket && shared.board != nullptr) shared.board->file_ticket(*result.ticket);
-          }
-          auto statement = connection.prepare(detail::sqlite_lock_sql::holder);
-          statement.bind(1, key);
-          if (statement.step()) {
-            result.holder_token = statement.text(0);
-            result.holder_expires_ms = statement.int64(1);
-          }
-          if (transaction) transaction->commit();
-          return result;
-    };
-  }
-
-  // Queues an attempt in `pending`: for acquire() (`queued`) with the
-  // caller's queue ticket (0: none yet), for try_acquire() outside the queue.
-  void start_attempt(PendingAttempt& pending, const AdvisoryKey& key, std::chrono::milliseconds ttl, bool queued,
-                     std::int64_t ticket) {
-    auto proposed = random_token();
-    auto job = attempt_job(key.str(), ttl, proposed, queued, ticket != 0 ? std::optional(ticket) : std::nullopt);
-    pending.start(std::move(job), std::move(proposed));
-  }
-
-  // Awaits the attempt in `pending` and takes it. Taken only once its
-  // outcome is in hand: if this coroutine is cancelled before (Asio throws
-  // at the co_await) or destroyed, `pending` gives back what it was granted.
-  asio::awaitable<detail::Attempt> take_attempt(PendingAttempt& pending, AdvisoryKey key,
-                                                std::chrono::milliseconds ttl, QueueSeat* seat) {
-    auto started = *pending.peek();
-    auto waiting = database_.outcome(started.job);
-    auto outcome = co_await std::move(waiting);
-    pending.forget();
-    co_return settle(std::move(key), started.proposed, std::move(outcome), seat, started.sent + ttl);
-  }
-
-  detail::Attempt settle(AdvisoryKey key, const std::string& proposed, Outcome outcome, QueueSeat* seat,
-                         std::chrono::steady_clock::time_point valid_until) {
-    if (seat != nullptr) seat->ticket = outcome.ticket;
-    detail::Attempt attempt;
-    attempt.ticket = outcome.ticket.value_or(0);
-    if (outcome.token) {
-      attempt.fresh = *outcome.token == proposed;
-      attempt.guard.emplace(std::move(key), std::move(*outcome.token), outcome.fence, valid_until);
-      return attempt;
-    }
-    attempt.retry_at = retry_time(outcome);
-    return attempt;
-  }
-
-  // When to look again: at the holder's expiry, and, if the holder is in
-  // another process, no later than a jittered poll interval: the long
-  // backstop one when that process's release will be announced on the wake
-  // file, the short one otherwise. A holder in this process wakes us itself.
-  // The first wait on another process's holder starts this handle's watcher;
-  // a release announced before it started is not delivered, so that waiter
-  // looks again at once instead of sleeping to the backstop (and files its
-  // ticket under the watcher's new doorbell).
-  std::chrono::steady_clock::time_point retry_time(const Outcome& outcome) {
-    const auto now = std::chrono::steady_clock::now();
-    const auto until_expiry = std::chrono::milliseconds(
-        std::max<std::int64_t>(0, outcome.holder_expires_ms - detail::wall_clock_ms()) + 1);
-    if (database_.local_tokens().contains(outcome.holder_token)) return now + until_expiry;
-    bool watcher_started = false;
-    const bool watched = database_.wakeups().watch(&watcher_started);
-    if (watcher_started) return now;
-    const auto poll = watched ? std::max(SqliteDatabase::watched_poll_interval, database_.options().poll_interval).count()
-                              : database_.options().poll_interval.count();
-    const auto jittered = std::chrono::microseconds(detail::ThreadRandom::between(poll * 500, poll * 1000));
-    return now + std::min<std::chrono::microseconds>(until_expiry, jittered);
-  }
-
-  static std::chrono::system_clock::time_point from_epoch_ms(std::int64_t ms) {
-    return std::chrono::system_clock::time_point(std::chrono::milliseconds(ms));
-  }
-
   SqliteDatabase database_;
-  std::string owner_;
+  std::string key_;
+  std::mutex mutex_;
+  std::optional<Started> started_;
 };
 
-static_assert(AdministrableLock<SqliteLock>);
+LOCKSTORE_DECL SqliteLock::SqliteLock(SqliteDatabase database, std::string owner)
+  : database_(std::move(database)), owner_(std::move(owner)) {
+  detail::validate_owner(owner_, "SqliteLock");
+}
+
+LOCKSTORE_DECL auto SqliteLock::try_acquire(AdvisoryKey key, std::chrono::milliseconds ttl) -> asio::awaitable<std::optional<LockGuard>> {
+  detail::validate_ttl(ttl, "SqliteLock::try_acquire");
+  database_.require_writable("SqliteLock::try_acquire");
+  // If this frame is destroyed before it takes the outcome (its
+  // io_context shut down), `pending` gives back what was granted.
+  PendingAttempt pending(database_, key.str());
+  start_attempt(pending, key, ttl, false, 0);
+  auto taking = take_attempt(pending, std::move(key), ttl, nullptr);
+  auto attempt = co_await std::move(taking);
+  co_return std::move(attempt.guard);
+}
+
+LOCKSTORE_DECL auto SqliteLock::acquire(AdvisoryKey key, std::chrono::milliseconds ttl,
+                                   std::chrono::milliseconds deadline) -> asio::awaitable<LockGuard> {
+  detail::validate_ttl(ttl, "SqliteLock::acquire");
+  database_.require_writable("SqliteLock::acquire");
+  LeaveQueue leave{database_, key.str()};
+  QueueSeat seat(std::move(leave));
+  auto subscription = database_.wakeups().waiters().subscribe(key.str());
+  PendingAttempt pending(database_, key.str());
+  const auto executor = co_await asio::this_coro::executor;
+  // A release that wakes this caller queues its next attempt on the
+  // connection thread at once (detail/sqlite_wakeups.hpp). Declared after
+  // what its callback uses: it is unregistered before they are destroyed.
+  detail::SqliteWakeups::EarlyStart early(database_.wakeups(), key.str(), subscription,
+                                          detail::io_context_of(executor),
+                                          [this, &pending, &key, ttl](std::int64_t ticket) {
+                                            start_attempt(pending, key, ttl, true, ticket);
+                                          });
+  auto acquiring = detail::acquire_loop(
+      subscription, key, deadline,
+      [&]() -> asio::awaitable<detail::Attempt> {
+        const auto seen = subscription.notifications();
+        const auto started_early = early.take();
+        if (!started_early) start_attempt(pending, key, ttl, true, seat.ticket.value_or(0));
+        auto taking = take_attempt(pending, key, ttl, &seat);
+        auto attempt = co_await std::move(taking);
+        attempt.notifications_seen = started_early;
+        if (!attempt.guard) early.arm(attempt.ticket, started_early.value_or(seen));
+        co_return attempt;
+      },
+      [this](LockGuard guard) { return release(std::move(guard)); });
+  co_return co_await std::move(acquiring);
+}
+
+LOCKSTORE_DECL auto SqliteLock::extend(LockGuard& guard, std::chrono::milliseconds ttl) -> asio::awaitable<bool> {
+  detail::validate_ttl(ttl, "SqliteLock::extend");
+  database_.require_writable("SqliteLock::extend");
+  const auto sent = std::chrono::steady_clock::now();
+  const auto assumed_end = guard.valid_until();
+  if (sent >= assumed_end) co_return false;  // the holder must already assume it lost
+  auto job = [key = guard.key().str(), token = guard.token(), ttl](detail::SqliteConnection& connection) {
+    auto statement = connection.prepare(detail::sqlite_lock_sql::extend);
+    statement.bind(1, key).bind(2, token).bind(3, ttl.count());
+    return statement.run() == 1;
+  };
+  // A confirmation that comes after the lease's assumed end (the statement
+  // waited that long for the write lock) counts as lost.
+  const bool extended = co_await database_.run(std::move(job)) && std::chrono::steady_clock::now() < assumed_end;
+  if (extended) guard.confirm_until(sent + ttl);
+  co_return extended;
+}
+
+LOCKSTORE_DECL auto SqliteLock::take_over(AdvisoryKey key, std::chrono::milliseconds ttl) -> asio::awaitable<std::optional<LockGuard>> {
+  detail::validate_ttl(ttl, "SqliteLock::take_over");
+  database_.require_writable("SqliteLock::take_over");
+  const auto sent = std::chrono::steady_clock::now();
+  auto job = [key = key.str(), owner = owner_, proposed = random_token(), ttl,
+              tokens = &database_.local_tokens()](detail::SqliteConnection& connection) {
+    Outcome result;
+    auto statement = connection.prepare(detail::sqlite_lock_sql::take_over);
+    statement.bind(1, key).bind(2, owner).bind(3, proposed).bind(4, ttl.count());
+    if (statement.step()) {
+      result.token = statement.text(0);
+      result.fence = static_cast<std::uint64_t>(statement.int64(1));
+      result.holder_expires_ms = statement.int64(2);  // here: how long the lease runs from now
+      tokens->insert(*result.token);
+    }
+    return result;
+  };
+  auto outcome = co_await database_.run(std::move(job));
+  if (!outcome.token) co_return std::nullopt;
+  co_return LockGuard(std::move(key), std::move(*outcome.token), outcome.fence,
+                      sent + std::chrono::milliseconds(outcome.holder_expires_ms));
+}
+
+LOCKSTORE_DECL auto SqliteLock::release(LockGuard guard) -> asio::awaitable<void> {
+  if (guard.released()) co_return;
+  database_.require_writable("SqliteLock::release");
+  auto job = [key = guard.key().str(), token = guard.token(), shared = Shared(database_)](
+                 detail::SqliteConnection& connection) { release_on(connection, shared, key, token); };
+  co_await database_.run(std::move(job));
+  guard.mark_released();
+}
+
+LOCKSTORE_DECL auto SqliteLock::release_all() -> asio::awaitable<std::size_t> {
+  database_.require_writable("SqliteLock::release_all");
+  auto job = [owner = owner_, shared = Shared(database_)](detail::SqliteConnection& connection) {
+    detail::Transaction transaction(connection);
+    std::vector<std::pair<std::string, std::string>> cleared;  // key, token
+    std::size_t live = 0;
+    {
+      auto statement = connection.prepare(detail::sqlite_lock_sql::owned_by);
+      statement.bind(1, owner).bind(2, detail::wall_clock_ms());
+      while (statement.step()) {
+        cleared.emplace_back(statement.text(0), statement.text(1));
+        live += statement.int64(2) != 0 ? 1 : 0;
+      }
+    }
+    connection.prepare(detail::sqlite_lock_sql::release_owned).bind(1, owner).run();
+    transaction.commit();
+    for (const auto& [key, token] : cleared) {
+      shared.tokens->erase(token);
+      shared.wakeups->notify(key);
+      announce_release(connection, shared.board, key);
+    }
+    return live;
+  };
+  co_return co_await database_.run(std::move(job));
+}
+
+LOCKSTORE_DECL auto SqliteLock::list() -> asio::awaitable<std::vector<LockInfo>> {
+  co_return co_await database_.run([](detail::SqliteConnection& connection) {
+    auto statement = connection.prepare(detail::sqlite_lock_sql::list);
+    statement.bind(1, detail::wall_clock_ms());
+    std::vector<LockInfo> leases;
+    while (statement.step())
+      leases.push_back(LockInfo{AdvisoryKey(statement.text(0)), statement.text(1),
+                                static_cast<std::uint64_t>(statement.int64(2)),
+                                from_epoch_ms(statement.int64(3)), from_epoch_ms(statement.int64(4))});
+    return leases;
+  });
+}
+
+LOCKSTORE_DECL auto SqliteLock::force_release(AdvisoryKey key) -> asio::awaitable<std::optional<LockInfo>> {
+  database_.require_writable("SqliteLock::force_release");
+  auto job = [key, shared = Shared(database_)](detail::SqliteConnection& connection) -> std::optional<LockInfo> {
+    detail::Transaction transaction(connection);
+    std::optional<LockInfo> info;
+    std::string token;
+    {
+      auto statement = connection.prepare(detail::sqlite_lock_sql::held);
+      statement.bind(1, key.str());
+      if (!statement.step()) return std::nullopt;
+      info.emplace(LockInfo{key, statement.text(0), static_cast<std::uint64_t>(statement.int64(1)),
+                            from_epoch_ms(statement.int64(2)), from_epoch_ms(statement.int64(3))});
+      token = statement.text(4);
+    }
+    connection.prepare(detail::sqlite_lock_sql::clear).bind(1, key.str()).run();
+    transaction.commit();
+    shared.tokens->erase(token);
+    shared.wakeups->notify(key.str());
+    announce_release(connection, shared.board, key.str());
+    return info;
+  };
+  co_return co_await database_.run(std::move(job));
+}
+
+LOCKSTORE_DECL auto SqliteLock::release_on(detail::SqliteConnection& connection, const Shared& shared, const std::string& key,
+                       const std::string& token) -> void {
+  auto statement = connection.prepare(detail::sqlite_lock_sql::release);
+  statement.bind(1, key).bind(2, token);
+  const bool removed = statement.run() == 1;
+  shared.tokens->erase(token);
+  if (removed) {
+    shared.wakeups->notify(key);  // at once, before the releaser resumes
+    announce_release(connection, shared.board, key);
+  }
+}
+
+LOCKSTORE_DECL auto SqliteLock::announce_release(detail::SqliteConnection& connection, detail::WakeBoard* board,
+                             const std::string& key) -> void {
+  if (board == nullptr || !board->active()) return;
+  auto statement = connection.prepare(detail::sqlite_lock_sql::next_ticket);
+  statement.bind(1, key).bind(2, detail::wall_clock_ms());
+  board->publish(key, statement.step() ? statement.int64(0) : 0);
+}
+
+LOCKSTORE_DECL auto SqliteLock::attempt_job(std::string key, std::chrono::milliseconds ttl, std::string proposed, bool queued,
+                 std::optional<std::int64_t> ticket) -> auto {
+  return [key = std::move(key), owner = owner_, proposed = std::move(proposed), ttl, queued, ticket,
+          shared = Shared(database_)](detail::SqliteConnection& connection) {
+        Outcome result;
+        result.ticket = ticket;
+        // A queued attempt writes twice (the lease, then the ticket): one
+        // transaction makes that one commit to the WAL instead of two.
+        std::optional<detail::Transaction> transaction;
+        if (queued) transaction.emplace(connection);
+        const auto now = detail::wall_clock_ms();
+        {
+          auto statement = connection.prepare(detail::sqlite_lock_sql::acquire);
+          statement.bind(1, key).bind(2, owner).bind(3, proposed).bind(4, ttl.count());
+          if (queued) statement.bind(5, ticket.value_or(std::numeric_limits<std::int64_t>::max()));
+          if (statement.step()) {
+            result.token = statement.text(0);
+            result.fence = static_cast<std::uint64_t>(statement.int64(1));
+          }
+        }
+        if (result.token) {
+          if (ticket) connection.prepare(detail::sqlite_lock_sql::drop_ticket).bind(1, *ticket).run();
+          if (transaction) transaction->commit();
+          shared.tokens->insert(*result.token);
+          result.ticket.reset();
+          return result;
+        }
+        if (queued) {
+          if (!ticket) connection.prepare(detail::sqlite_lock_sql::drop_expired_tickets).bind(1, key).bind(2, now).run();
+          auto statement = connection.prepare(detail::sqlite_lock_sql::take_ticket);
+          if (ticket) statement.bind(1, *ticket);  // unbound: NULL, a new ticket
+          statement.bind(2, key).bind(3, now + detail::ticket_lifetime.count());
+          if (statement.step()) result.ticket = statement.int64(0);
+          // Filed before the commit: a release that names this ticket
+          // can only follow it, and then rings this process alone.
+          if (result.ticket && shared.board != nullptr) shared.board->file_ticket(*result.ticket);
+        }
+        auto statement = connection.prepare(detail::sqlite_lock_sql::holder);
+        statement.bind(1, key);
+        if (statement.step()) {
+          result.holder_token = statement.text(0);
+          result.holder_expires_ms = statement.int64(1);
+        }
+        if (transaction) transaction->commit();
+        return result;
+  };
+}
+
+LOCKSTORE_DECL auto SqliteLock::start_attempt(PendingAttempt& pending, const AdvisoryKey& key, std::chrono::milliseconds ttl, bool queued,
+                   std::int64_t ticket) -> void {
+  auto proposed = random_token();
+  auto job = attempt_job(key.str(), ttl, proposed, queued, ticket != 0 ? std::optional(ticket) : std::nullopt);
+  pending.start(std::move(job), std::move(proposed));
+}
+
+LOCKSTORE_DECL auto SqliteLock::take_attempt(PendingAttempt& pending, AdvisoryKey key,
+                                              std::chrono::milliseconds ttl, QueueSeat* seat) -> asio::awaitable<detail::Attempt> {
+  auto started = *pending.peek();
+  auto waiting = database_.outcome(started.job);
+  auto outcome = co_await std::move(waiting);
+  pending.forget();
+  co_return settle(std::move(key), started.proposed, std::move(outcome), seat, started.sent + ttl);
+}
+
+LOCKSTORE_DECL auto SqliteLock::settle(AdvisoryKey key, const std::string& proposed, Outcome outcome, QueueSeat* seat,
+                       std::chrono::steady_clock::time_point valid_until) -> detail::Attempt {
+  if (seat != nullptr) seat->ticket = outcome.ticket;
+  detail::Attempt attempt;
+  attempt.ticket = outcome.ticket.value_or(0);
+  if (outcome.token) {
+    attempt.fresh = *outcome.token == proposed;
+    attempt.guard.emplace(std::move(key), std::move(*outcome.token), outcome.fence, valid_until);
+    return attempt;
+  }
+  attempt.retry_at = retry_time(outcome);
+  return attempt;
+}
+
+LOCKSTORE_DECL auto SqliteLock::retry_time(const Outcome& outcome) -> std::chrono::steady_clock::time_point {
+  const auto now = std::chrono::steady_clock::now();
+  const auto until_expiry = std::chrono::milliseconds(
+      std::max<std::int64_t>(0, outcome.holder_expires_ms - detail::wall_clock_ms()) + 1);
+  if (database_.local_tokens().contains(outcome.holder_token)) return now + until_expiry;
+  bool watcher_started = false;
+  const bool watched = database_.wakeups().watch(&watcher_started);
+  if (watcher_started) return now;
+  const auto poll = watched ? std::max(SqliteDatabase::watched_poll_interval, database_.options().poll_interval).count()
+                            : database_.options().poll_interval.count();
+  const auto jittered = std::chrono::microseconds(detail::ThreadRandom::between(poll * 500, poll * 1000));
+  return now + std::min<std::chrono::microseconds>(until_expiry, jittered);
+}
+
+LOCKSTORE_DECL auto SqliteLock::from_epoch_ms(std::int64_t ms) -> std::chrono::system_clock::time_point {
+  return std::chrono::system_clock::time_point(std::chrono::milliseconds(ms));
+}
 
 }  // namespace lockstore
+#endif  // LOCKSTORE_SINGLE_IMPL_SQLITE_LOCK_IPP
+#endif
 #endif  // LOCKSTORE_SINGLE_SQLITE_LOCK_HPP
 #endif  // LOCKSTORE_SINGLE_SQLITE_HPP
