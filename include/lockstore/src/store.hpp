@@ -1,20 +1,10 @@
 // SPDX-License-Identifier: BSL-1.0
 // Copyright 2026 the lockstore authors. See LICENSE_1_0.txt or https://www.boost.org/LICENSE_1_0.txt
-// Compiles the SessionStore (and needs src/sqlite.hpp too): include it in exactly one source file of a program built with
-// LOCKSTORE_SEPARATE_COMPILATION, and link lockstore::store's libraries: SQLite3, OpenSSL libcrypto.
-// <lockstore/src.hpp> includes every part.
+// Compiles the SessionStore (and needs src/sqlite.hpp too): include it in
+// exactly one source file of a program built with
+// LOCKSTORE_SEPARATE_COMPILATION, and link lockstore::store's libraries:
+// SQLite3, OpenSSL libcrypto. <lockstore/src.hpp> includes every part.
 #pragma once
-#ifndef LOCKSTORE_SEPARATE_COMPILATION
-#error "<lockstore/src/store.hpp> is for builds that define LOCKSTORE_SEPARATE_COMPILATION"
-#endif
-// The functions defined here are not inline in this mode, so lambdas in them
-// have no linkage; g++ warns when such a lambda instantiates a template
-// defined in a header. The definitions are compiled in this file only.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wsubobject-linkage"
-#endif
+#include "lockstore/detail/src_begin.hpp"
 #include "lockstore/impl/store.ipp"
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+#include "lockstore/detail/src_end.hpp"
