@@ -1679,7 +1679,8 @@ struct MemoryLock::LeaveQueue {
 
 LOCKSTORE_DECL MemoryLock::MemoryLock() : state_(std::make_shared<State>()) {}
 
-LOCKSTORE_DECL auto MemoryLock::try_acquire(AdvisoryKey key, std::chrono::milliseconds ttl) -> asio::awaitable<std::optional<LockGuard>> {
+LOCKSTORE_DECL auto MemoryLock::try_acquire(AdvisoryKey key, std::chrono::milliseconds ttl)
+    -> asio::awaitable<std::optional<LockGuard>> {
   detail::validate_ttl(ttl, "MemoryLock::try_acquire");
   co_return grant(key, ttl).guard;
 }
@@ -1783,7 +1784,8 @@ LOCKSTORE_DECL auto MemoryLock::held_count() const -> std::size_t {
   return live;
 }
 
-LOCKSTORE_DECL auto MemoryLock::grant(const AdvisoryKey& key, std::chrono::milliseconds ttl, QueueSeat* seat) -> detail::Attempt {
+LOCKSTORE_DECL auto MemoryLock::grant(const AdvisoryKey& key, std::chrono::milliseconds ttl, QueueSeat* seat)
+    -> detail::Attempt {
   std::uint64_t next_in_line = 0;
   auto attempt = grant_locked(key, ttl, seat, next_in_line);
   if (next_in_line != 0) state_->waiters.notify(key.str(), static_cast<std::int64_t>(next_in_line));

@@ -2432,7 +2432,8 @@ LOCKSTORE_DECL SqliteLock::SqliteLock(SqliteDatabase database, std::string owner
   detail::validate_owner(owner_, "SqliteLock");
 }
 
-LOCKSTORE_DECL auto SqliteLock::try_acquire(AdvisoryKey key, std::chrono::milliseconds ttl) -> asio::awaitable<std::optional<LockGuard>> {
+LOCKSTORE_DECL auto SqliteLock::try_acquire(AdvisoryKey key, std::chrono::milliseconds ttl)
+    -> asio::awaitable<std::optional<LockGuard>> {
   detail::validate_ttl(ttl, "SqliteLock::try_acquire");
   database_.require_writable("SqliteLock::try_acquire");
   // If this frame is destroyed before it takes the outcome (its
@@ -2495,7 +2496,8 @@ LOCKSTORE_DECL auto SqliteLock::extend(LockGuard& guard, std::chrono::millisecon
   co_return extended;
 }
 
-LOCKSTORE_DECL auto SqliteLock::take_over(AdvisoryKey key, std::chrono::milliseconds ttl) -> asio::awaitable<std::optional<LockGuard>> {
+LOCKSTORE_DECL auto SqliteLock::take_over(AdvisoryKey key, std::chrono::milliseconds ttl)
+    -> asio::awaitable<std::optional<LockGuard>> {
   detail::validate_ttl(ttl, "SqliteLock::take_over");
   database_.require_writable("SqliteLock::take_over");
   const auto sent = std::chrono::steady_clock::now();
@@ -2666,7 +2668,8 @@ LOCKSTORE_DECL auto SqliteLock::start_attempt(PendingAttempt& pending, const Adv
 }
 
 LOCKSTORE_DECL auto SqliteLock::take_attempt(PendingAttempt& pending, AdvisoryKey key,
-                                              std::chrono::milliseconds ttl, QueueSeat* seat) -> asio::awaitable<detail::Attempt> {
+                                              std::chrono::milliseconds ttl, QueueSeat* seat)
+    -> asio::awaitable<detail::Attempt> {
   auto started = *pending.peek();
   auto waiting = database_.outcome(started.job);
   auto outcome = co_await std::move(waiting);

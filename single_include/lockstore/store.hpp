@@ -1540,7 +1540,8 @@ LOCKSTORE_DECL auto SessionStore::commit(CommitRequest request) -> asio::awaitab
   co_return result;
 }
 
-LOCKSTORE_DECL auto SessionStore::load_snapshot(std::string session_id) -> asio::awaitable<std::optional<SessionSnapshot>> {
+LOCKSTORE_DECL auto SessionStore::load_snapshot(std::string session_id)
+    -> asio::awaitable<std::optional<SessionSnapshot>> {
   auto job = [session_id = std::move(session_id)](detail::SqliteConnection& connection) {
     return detail::store::load_snapshot(connection, session_id);
   };
@@ -1548,7 +1549,8 @@ LOCKSTORE_DECL auto SessionStore::load_snapshot(std::string session_id) -> asio:
   co_return co_await std::move(loading);
 }
 
-LOCKSTORE_DECL auto SessionStore::load_revision(std::string session_id, std::uint64_t revision) -> asio::awaitable<std::optional<SessionSnapshot>> {
+LOCKSTORE_DECL auto SessionStore::load_revision(std::string session_id, std::uint64_t revision)
+    -> asio::awaitable<std::optional<SessionSnapshot>> {
   auto job = [session_id = std::move(session_id), revision](detail::SqliteConnection& connection) {
     return detail::store::load_revision(connection, session_id, revision);
   };
@@ -1556,7 +1558,8 @@ LOCKSTORE_DECL auto SessionStore::load_revision(std::string session_id, std::uin
   co_return co_await std::move(loading);
 }
 
-LOCKSTORE_DECL auto SessionStore::history(std::string session_id, PageRequest page) -> asio::awaitable<Page<CheckpointInfo>> {
+LOCKSTORE_DECL auto SessionStore::history(std::string session_id, PageRequest page)
+    -> asio::awaitable<Page<CheckpointInfo>> {
   detail::store::require_page(page, "SessionStore::history");
   auto job = [session_id = std::move(session_id), page = std::move(page)](detail::SqliteConnection& connection) {
     return detail::store::history(connection, session_id, page);
@@ -1812,7 +1815,8 @@ LOCKSTORE_DECL auto SessionStore::enqueue(std::string session_id, WorkDraft draf
 }
 
 LOCKSTORE_DECL auto SessionStore::claim(std::string session_id, std::string owner,
-                                            std::chrono::milliseconds lease, std::size_t max_items) -> asio::awaitable<std::optional<Claim>> {
+                                            std::chrono::milliseconds lease, std::size_t max_items)
+    -> asio::awaitable<std::optional<Claim>> {
   database_.require_writable("SessionStore::claim");
   detail::store::require_id("session id", session_id);
   detail::store::require_id("claim owner", owner);
@@ -1884,7 +1888,8 @@ LOCKSTORE_DECL auto SessionStore::pending(std::string session_id, PageRequest pa
   co_return co_await std::move(listing);
 }
 
-LOCKSTORE_DECL auto SessionStore::append_nodes(std::string session_id, std::vector<GraphNode> nodes) -> asio::awaitable<void> {
+LOCKSTORE_DECL auto SessionStore::append_nodes(std::string session_id, std::vector<GraphNode> nodes)
+    -> asio::awaitable<void> {
   database_.require_writable("SessionStore::append_nodes");
   detail::store::require_id("session id", session_id);
   auto job = [session_id = std::move(session_id), nodes = std::move(nodes)](detail::SqliteConnection& connection) {
@@ -1906,7 +1911,8 @@ LOCKSTORE_DECL auto SessionStore::load_graph(std::string session_id) -> asio::aw
   co_return co_await std::move(loading);
 }
 
-LOCKSTORE_DECL auto SessionStore::load_graph(std::string session_id, PageRequest page) -> asio::awaitable<Page<GraphNode>> {
+LOCKSTORE_DECL auto SessionStore::load_graph(std::string session_id, PageRequest page)
+    -> asio::awaitable<Page<GraphNode>> {
   detail::store::require_page(page, "SessionStore::load_graph");
   auto job = [session_id = std::move(session_id), page = std::move(page)](detail::SqliteConnection& connection) {
     return detail::store::load_graph(connection, session_id, page);
@@ -1915,7 +1921,8 @@ LOCKSTORE_DECL auto SessionStore::load_graph(std::string session_id, PageRequest
   co_return co_await std::move(loading);
 }
 
-LOCKSTORE_DECL auto SessionStore::active_path(std::string session_id, std::string leaf_id) -> asio::awaitable<std::vector<GraphNode>> {
+LOCKSTORE_DECL auto SessionStore::active_path(std::string session_id, std::string leaf_id)
+    -> asio::awaitable<std::vector<GraphNode>> {
   auto job = [session_id = std::move(session_id), leaf_id = std::move(leaf_id)](detail::SqliteConnection& connection) {
     return detail::store::active_path(connection, session_id, leaf_id);
   };
@@ -1923,7 +1930,8 @@ LOCKSTORE_DECL auto SessionStore::active_path(std::string session_id, std::strin
   co_return co_await std::move(walking);
 }
 
-LOCKSTORE_DECL auto SessionStore::tombstone(std::string session_id, std::vector<std::string> node_ids) -> asio::awaitable<std::size_t> {
+LOCKSTORE_DECL auto SessionStore::tombstone(std::string session_id, std::vector<std::string> node_ids)
+    -> asio::awaitable<std::size_t> {
   database_.require_writable("SessionStore::tombstone");
   auto job = [session_id = std::move(session_id), node_ids = std::move(node_ids)](detail::SqliteConnection& connection) {
     detail::Transaction transaction(connection);
