@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: BSL-1.0
 // Copyright 2026 the lockstore authors. See LICENSE_1_0.txt or https://www.boost.org/LICENSE_1_0.txt
 // The DistributedLock concept: what every backend (and a user's own) offers,
-// and what with_session_lock needs. See README "Backends" for the promises
+// and what with_session_lock needs. See README "Guarantees" for the promises
 // each implementation keeps beyond the signatures.
 #pragma once
 

@@ -14,7 +14,7 @@
 // long as the server's clock does not step back across the restart. Leases
 // themselves are lost with the keys unless persistence (AOF) is on: after
 // such a restart a holder's extend() returns false, and a new acquirer may
-// take the key at once (see README "Redis and restarts").
+// take the key at once (see docs/BACKENDS.md, "Redis and restarts").
 //
 // I/O runs non-blocking on the executor the lock was connected on, through a
 // strand, as for PostgresLock.
@@ -55,7 +55,7 @@ struct RedisOptions {
   std::chrono::milliseconds connect_timeout = std::chrono::seconds(5);
   /// A server whose maxmemory-policy may evict keys (allkeys-*, volatile-*)
   /// can drop a live lease under memory pressure and let a second holder in,
-  /// so connect() refuses it unless this is true (README, "Redis").
+  /// so connect() refuses it unless this is true (docs/BACKENDS.md, "Redis must not evict leases").
   bool accept_eviction = false;
 };
 

@@ -14,7 +14,7 @@
 #ifndef LOCKSTORE_SINGLE_DISTRIBUTED_LOCK_HPP
 #define LOCKSTORE_SINGLE_DISTRIBUTED_LOCK_HPP
 // The DistributedLock concept: what every backend (and a user's own) offers,
-// and what with_session_lock needs. See README "Backends" for the promises
+// and what with_session_lock needs. See README "Guarantees" for the promises
 // each implementation keeps beyond the signatures.
 
 // ---- lockstore/lock_guard.hpp

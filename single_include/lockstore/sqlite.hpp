@@ -39,15 +39,15 @@ struct SqliteOptions {
   /// How often a waiter looks again while the lease is held by another
   /// process and cross-process wake-ups are unavailable (each look is
   /// jittered to between half and all of this). Waiters in this process are
-  /// woken by release at once; with the wake file (see README, "SQLite
-  /// wake-ups") so are waiters in other processes, which then look again on
+  /// woken by release at once; with the wake file (see docs/DECISIONS.md,
+  /// "SQLite wake-ups") so are waiters in other processes, which then look again on
   /// their own only every SqliteDatabase::watched_poll_interval.
   std::chrono::milliseconds poll_interval{2};
   /// How long a caller waits on its own thread for a statement's result
   /// before it suspends: handing a result back through a parked executor
   /// costs a thread wake-up, as much as a lease statement itself. The spin
   /// ends as soon as the result is there, and adapts: after spins that miss,
-  /// the next few statements suspend at once. 0 disables it. Figures: README,
+  /// the next few statements suspend at once. 0 disables it. Figures: docs/DECISIONS.md,
   /// "The hop to the connection thread".
   std::chrono::microseconds completion_spin{300};
   /// SQLite's `synchronous` setting for a file opened read-write. NORMAL
@@ -1592,7 +1592,7 @@ namespace lockstore::detail {
 /// Leases: one row per key ever locked. A released or expired lease keeps its
 /// row (owner and token cleared, expires_ms 0) so the key's fence keeps
 /// counting up across release, expiry and restarts. Times are Unix epoch
-/// milliseconds on the system clock (see README "Clock").
+/// milliseconds on the system clock (see docs/DECISIONS.md, "Clock").
 inline constexpr const char* schema_v1 = R"sql(
 CREATE TABLE lockstore_leases (
   key         TEXT PRIMARY KEY NOT NULL,

@@ -34,7 +34,7 @@ namespace detail::redis_scripts {
 // included (every acquisition is its own holder). A free lease goes to a
 // queued caller only if no live ticket is older.
 // The fence is max(last + 1, server clock in µs): the clock alone when the
-// counter was lost (see README, "Redis and restarts").
+// counter was lost (see docs/BACKENDS.md, "Redis and restarts").
 inline constexpr const char* acquire = R"lua(
 local mine = tonumber(ARGV[4])
 local now = redis.call('TIME')

@@ -26,7 +26,7 @@ namespace lockstore::detail {
 /// Leases: one row per key ever locked. A released or expired lease keeps its
 /// row (owner and token cleared, expires_ms 0) so the key's fence keeps
 /// counting up across release, expiry and restarts. Times are Unix epoch
-/// milliseconds on the system clock (see README "Clock").
+/// milliseconds on the system clock (see docs/DECISIONS.md, "Clock").
 inline constexpr const char* schema_v1 = R"sql(
 CREATE TABLE lockstore_leases (
   key         TEXT PRIMARY KEY NOT NULL,
