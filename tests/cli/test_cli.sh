@@ -47,8 +47,18 @@ err=$("$tool" run --owner holder --nonblock busy -- true 2>&1); status=$?
 check "the same --owner does not get a held lock: --owner is only a label" 75 "$status"
 contains "--nonblock says the key is held" "'busy' is held" "$err"
 err=$("$tool" run --wait 100ms busy -- true 2>&1); status=$?
-check "--wait elapsing exits 73" 73 "$status"
+check "--wait elapsing exits 75, as a held lock does" 75 "$status"
 contains "--wait says how long it waited" "after waiting 100ms" "$err"
+"$tool" run -w 0.15s busy -- true 2>/dev/null; check "-w with a fractional duration waits and exits 75" 75 $?
+"$tool" run -n busy -- true 2>/dev/null; check "-n is --nonblock" 75 $?
+"$tool" run -n -E 3 busy -- true 2>/dev/null; check "-E chooses the status for a held lock" 3 $?
+"$tool" run --conflict-exit-code 4 --wait 50ms busy -- true 2>/dev/null; check "-E also covers --wait running out" 4 $?
+started=$(date +%s%N); "$tool" run --wait 0 busy -- true 2>/dev/null; status=$?; took=$(( ($(date +%s%N) - started) / 1000000 ))
+check "--wait 0 is one attempt, as --nonblock" 75 "$status"
+check "--wait 0 does not wait" 1 "$([ "$took" -lt 5000 ] && echo 1 || echo 0)"
+err=$("$tool" run --nonblock --wait 1s busy -- true 2>&1); check "--nonblock with --wait exits 64" 64 $?
+contains "--nonblock with --wait is named" "exclude each other" "$err"
+out=$("$tool" --backend "$LOCKSTORE_BACKEND" list); contains "--backend may come before the command" "holder" "$out"
 out=$("$tool" list); contains "list shows the key and owner" "holder" "$out"; contains "list has a header" "EXPIRES IN" "$out"
 out=$("$tool" list --json); contains "list --json has the owner" '"owner": "holder"' "$out"
 out=$("$tool" release busy --force); contains "release --force says whose lease it was" "held by 'holder'" "$out"
@@ -98,7 +108,12 @@ err=$("$tool" list --backend "postgres://postgres@127.0.0.1:1/postgres?connect_t
 err=$("$tool" store stats --backend redis://127.0.0.1:1 2>&1); check "store on Redis exits 69" 69 $?; contains "it says why" "lives in a SQLite file" "$err"
 err=$("$tool" release k 2>&1); check "release without --force exits 64" 64 $?
 err=$("$tool" run "" -- true 2>&1); check "an empty key exits 64" 64 $?; contains "empty key is named" "must not be empty" "$err"
-err=$("$tool" run k -- /no/such/command 2>&1); check "a command that cannot start exits 127" 127 $?
+err=$("$tool" run k -- /no/such/command 2>&1); check "a command that does not exist exits 127" 127 $?
+printf 'echo never\n' > "$work/not-executable"
+err=$("$tool" run k -- "$work/not-executable" 2>&1); check "a command that exists but cannot run exits 126" 126 $?
+err=$("$tool" list --backend redis://127.0.0.1:1 2>&1)
+check "errors carry no internal code suffix" 0 "$(grep -c '\[lockstore:' <<< "$err")"
+err=$("$tool" run --ttl 0.5ms k -- true 2>&1); check "a duration under 1 ms exits 64" 64 $?
 out=$("$tool" --version); contains "--version prints the version" "lockstore 0." "$out"
 "$tool" run --help >/dev/null; check "run --help exits 0" 0 $?
 
@@ -131,7 +146,7 @@ else
     done
     check "$name: list shows the held lease" 1 "$held"
     "$tool" run --backend "$backend" --nonblock "$key" -- true 2>/dev/null; check "$name: --nonblock on a held key exits 75" 75 $?
-    "$tool" run --backend "$backend" --wait 200ms "$key" -- true 2>/dev/null; check "$name: --wait gives up with 73" 73 $?
+    "$tool" run --backend "$backend" --wait 200ms "$key" -- true 2>/dev/null; check "$name: --wait gives up with 75" 75 $?
     out=$("$tool" release --backend "$backend" "$key" --force); contains "$name: release --force names the owner" "held by 'holder'" "$out"
     "$tool" run --backend "$backend" --nonblock "$key" -- true; check "$name: after release --force the key is free" 0 $?
     kill "$holder" 2>/dev/null; wait "$holder" 2>/dev/null

@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include <cctype>
 #include <charconv>
 #include <cstdint>
 #include <limits>
@@ -101,23 +102,37 @@ inline RedisUrl parse_redis_url(std::string_view url) {
 }
 
 /// A positive duration with a unit: 500ms, 30s, 5m, 2h.
-inline std::chrono::milliseconds parse_duration(std::string_view text) {
-  std::int64_t amount = 0;
-  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), amount);
-  const std::string_view unit(end, static_cast<std::size_t>(text.data() + text.size() - end));
+/// A duration: a number, whole or decimal, and a unit (ms, s, m, h): 500ms,
+/// 1.5s, 5m. At least 1 ms; with `allow_zero`, also 0 (with or without a
+/// unit), for --wait 0.
+inline std::chrono::milliseconds parse_duration(std::string_view text, bool allow_zero = false) {
   const auto bad = [&](std::string_view why) {
-    return UsageError(fmt::format("bad duration '{}': {} (use e.g. 500ms, 30s, 5m, 2h)", text, why));
+    return UsageError(fmt::format("bad duration '{}': {} (use e.g. 500ms, 1.5s, 30s, 5m, 2h)", text, why));
   };
-  if (error != std::errc() || end == text.data()) throw bad("it must start with a whole number");
-  if (amount <= 0) throw bad("it must be positive");
-  std::int64_t factor = 0;
+  std::size_t digits = 0;
+  bool point = false;
+  while (digits < text.size() && (std::isdigit(static_cast<unsigned char>(text[digits])) != 0 ||
+                                  (text[digits] == '.' && !point))) {
+    point = point || text[digits] == '.';
+    ++digits;
+  }
+  const std::string_view number = text.substr(0, digits), unit = text.substr(digits);
+  if (number.empty() || number == "." || number.back() == '.') throw bad("it must start with a number");
+  double amount = 0;
+  const auto [end, error] = std::from_chars(number.data(), number.data() + number.size(), amount);
+  if (error != std::errc() || end != number.data() + number.size()) throw bad("it must start with a number");
+  if (amount == 0 && allow_zero && (unit.empty() || unit == "ms" || unit == "s" || unit == "m" || unit == "h"))
+    return std::chrono::milliseconds::zero();
+  double factor = 0;
   if (unit == "ms") factor = 1;
   else if (unit == "s") factor = 1000;
   else if (unit == "m") factor = 60'000;
   else if (unit == "h") factor = 3'600'000;
   else throw bad(unit.empty() ? "the unit is missing" : "unknown unit");
-  if (amount > std::numeric_limits<std::int64_t>::max() / factor / 1000) throw bad("it is too large");
-  return std::chrono::milliseconds(amount * factor);
+  const double ms = amount * factor;
+  if (ms > 1e15) throw bad("it is too large");
+  if (ms < 1) throw bad(allow_zero ? "it must be 0 or at least 1 ms" : "it must be at least 1 ms");
+  return std::chrono::milliseconds(static_cast<std::int64_t>(ms));
 }
 
 inline std::string format_duration(std::chrono::milliseconds duration) {

@@ -210,7 +210,7 @@ int main(int argc, char** argv) {
     }
   }
 
-  CLI::App app{"lockstore: leases with fencing tokens, and agent session stores, from the shell"};
+  CLI::App app{"lockstore: leases with fencing tokens, and agent session stores, from the shell", "lockstore"};
   app.set_version_flag("--version", std::string("lockstore ") + LOCKSTORE_VERSION_STRING);
   app.require_subcommand(1);
   const char* from_environment = std::getenv("LOCKSTORE_BACKEND");
@@ -220,16 +220,21 @@ int main(int argc, char** argv) {
                             "sqlite:PATH, postgres://..., redis://host:port[/db] (default: $LOCKSTORE_BACKEND or "
                             "sqlite:./lockstore.db)");
   };
+  add_backend(&app);  // before the command, or after it
 
   RunOptions run_options;
   std::string ttl = "30s", wait, kill_after = "10s", owner;
+  std::optional<int> conflict_status;
   auto* run = app.add_subcommand("run", "run COMMAND while holding the lease on KEY: lockstore run [options] KEY -- COMMAND [ARGS...]");
   add_backend(run);
   run->add_option("key", run_options.key, "the lock key")->required();
   run->add_option("--ttl", ttl, "lease length, renewed every ttl/3 (default 30s)");
-  run->add_option("--wait", wait, "give up waiting after this long (default: wait forever)");
+  run->add_option("-w,--wait", wait, "give up waiting after this long, e.g. 1.5s (default: wait forever; 0: as --nonblock)");
   run->add_option("--owner", owner, "owner name shown by `list` (default: host:pid:random)");
-  run->add_flag("--nonblock", run_options.nonblock, "exit at once with status 75 if the lock is held");
+  run->add_flag("-n,--nonblock", run_options.nonblock, "exit at once if the lock is held (status 75, or -E)");
+  run->add_option("-E,--conflict-exit-code", conflict_status,
+                  "exit status when the lock was not acquired: held with --nonblock, or --wait ran out (default 75)")
+      ->check(CLI::Range(0, 255));
   run->add_option("--kill-after", kill_after, "after a lost lease, SIGKILL this long after SIGTERM (default 10s)");
 
   bool json = false;
@@ -283,7 +288,13 @@ int main(int argc, char** argv) {
       if (command.empty()) throw UsageError("no COMMAND after '--'");
       run_options.command = command;
       run_options.ttl = parse_duration(ttl);
-      if (!wait.empty()) run_options.wait = parse_duration(wait);
+      if (run_options.nonblock && !wait.empty()) throw UsageError("--nonblock and --wait exclude each other");
+      if (!wait.empty()) run_options.wait = parse_duration(wait, true);
+      if (run_options.wait && *run_options.wait == std::chrono::milliseconds::zero()) {
+        run_options.nonblock = true;  // --wait 0: one attempt, as flock(1) does
+        run_options.wait.reset();
+      }
+      if (conflict_status) run_options.not_acquired_status = *conflict_status;
       run_options.kill_after = parse_duration(kill_after);
       if (!owner.empty()) run_options.owner = owner;
       return run_async([&] {
@@ -309,7 +320,7 @@ int main(int argc, char** argv) {
     fmt::print(stderr, "lockstore: {}\n", error.what());
     return exit_unavailable;
   } catch (const Error& error) {
-    fmt::print(stderr, "lockstore: {}\n", error.what());
+    fmt::print(stderr, "lockstore: {}\n", error.message());  // without the category's "[lockstore:N]"
     if (error.code() == errc::invalid_argument) return exit_usage;
     // The server cannot be reached, or refused us: unavailable (EX_UNAVAILABLE).
     const bool server = backend.starts_with("postgres") || backend.starts_with("redis");

@@ -44,8 +44,9 @@ struct RunOptions {
   std::chrono::milliseconds ttl{30'000};
   std::optional<std::chrono::milliseconds> wait;  ///< none: wait forever
   std::optional<std::string> owner;
-  bool nonblock = false;
+  bool nonblock = false;  ///< also --wait 0
   std::chrono::milliseconds kill_after{10'000};
+  int not_acquired_status = exit_not_acquired;  ///< -E: the status when the lock was not acquired
 };
 
 /// Starts `command` with `extra` added to the environment. The environment
@@ -148,7 +149,7 @@ asio::awaitable<int> supervise(Lock& lock, RunOptions options) {
     guard = co_await lock.try_acquire(key, options.ttl);
     if (!guard) {
       fmt::print(stderr, "lockstore: '{}' is held by another owner\n", key.str());
-      co_return exit_lock_held;
+      co_return options.not_acquired_status;
     }
   } else {
     bool timed_out = false;
@@ -161,7 +162,7 @@ asio::awaitable<int> supervise(Lock& lock, RunOptions options) {
     }
     if (timed_out) {
       fmt::print(stderr, "lockstore: '{}' was still held after waiting {}\n", key.str(), format_duration(*options.wait));
-      co_return exit_wait_timeout;
+      co_return options.not_acquired_status;
     }
   }
 
@@ -187,7 +188,9 @@ asio::awaitable<int> supervise(Lock& lock, RunOptions options) {
   if (child < 0) {
     fmt::print(stderr, "lockstore: cannot run '{}': {}\n", options.command.front(), std::strerror(-child));
     co_await release_quietly(lock, *guard);
-    co_return exit_cannot_exec;
+    // As the shells do: 127 when there is no such command, 126 when there is
+    // one that cannot be run.
+    co_return -child == ENOENT ? exit_command_not_found : exit_cannot_exec;
   }
 
   std::function<void()> forward = [&] {
