@@ -59,7 +59,10 @@ class LockstoreConan(ConanFile):
 
     def package(self):
         copy(self, "LICENSE_1_0.txt", src=self.source_folder, dst=os.path.join(self.package_folder, "licenses"))
-        copy(self, "*.hpp", src=os.path.join(self.source_folder, "include"), dst=os.path.join(self.package_folder, "include"))
+        # The headers and their definitions (impl/*.ipp, included by them).
+        for pattern in ("*.hpp", "*.ipp"):
+            copy(self, pattern, src=os.path.join(self.source_folder, "include"),
+                 dst=os.path.join(self.package_folder, "include"))
 
     def package_info(self):
         self.cpp_info.bindirs = []

@@ -40,11 +40,11 @@
 
 namespace lockstore {
 
-/// Where the Redis server is and how to log in.
 namespace detail {
 struct Attempt;
 }  // namespace detail
 
+/// Where the Redis server is and how to log in.
 struct RedisOptions {
   std::string host = "127.0.0.1";
   std::uint16_t port = 6379;

@@ -39,13 +39,17 @@ export -f check_one
 export compiler include work
 echo "$headers" | xargs -P 2 -I{} bash -c 'check_one {}'
 
-# Everything compiled, as the one source file of a separately compiled program does.
-unit="$work/src.cpp"
-printf '#include <lockstore/src.hpp>\n' > "$unit"
-if "$compiler" -std=c++20 -fsyntax-only -Werror -Wall -Wextra -Wpedantic -Wconversion -Wshadow \
-    -DLOCKSTORE_SEPARATE_COMPILATION -I"$include" \
-    -isystem "$(pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)" "$unit" 2> "$unit.log"; then
-  echo "ok: lockstore/src.hpp ($compiler)"
-else
-  echo "FAIL: lockstore/src.hpp ($compiler)"; cat "$unit.log"; exit 1
-fi
+# Everything compiled, as the one source file of a separately compiled
+# program does; and each part alone (a program may compile them in
+# different files).
+for part in lockstore/src.hpp $(cd "$include" && find lockstore/src -name '*.hpp' | sort); do
+  unit="$work/$(echo "$part" | tr '/.' '__').src.cpp"
+  printf '#include <%s>\n' "$part" > "$unit"
+  if "$compiler" -std=c++20 -fsyntax-only -Werror -Wall -Wextra -Wpedantic -Wconversion -Wshadow \
+      -DLOCKSTORE_SEPARATE_COMPILATION -I"$include" \
+      -isystem "$(pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)" "$unit" 2> "$unit.log"; then
+    echo "ok: $part ($compiler)"
+  else
+    echo "FAIL: $part ($compiler)"; cat "$unit.log"; exit 1
+  fi
+done

@@ -8,6 +8,7 @@
 
 #include "lockstore/detail/sqlite_connection.hpp"
 #include "lockstore/detail/sqlite_database_run.hpp"
+#include "lockstore/detail/sqlite_schema.hpp"
 #include "lockstore/detail/store_ops.hpp"
 
 #include <boost/asio/steady_timer.hpp>
