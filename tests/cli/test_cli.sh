@@ -115,6 +115,29 @@ err=$("$tool" list --backend redis://127.0.0.1:1 2>&1)
 check "errors carry no internal code suffix" 0 "$(grep -c '\[lockstore:' <<< "$err")"
 err=$("$tool" run --ttl 0.5ms k -- true 2>&1); check "a duration under 1 ms exits 64" 64 $?
 out=$("$tool" --version); contains "--version prints the version" "lockstore 0." "$out"
+
+# The default backend is one file per user, whatever the directory; the
+# operator commands never create a database.
+mkdir -p "$work/home" "$work/elsewhere" "$work/a" "$work/b"
+as_user() { (unset LOCKSTORE_BACKEND XDG_STATE_HOME; export HOME="$work/home"; cd "$1" && shift && exec "$tool" "$@"); }
+as_user "$work/elsewhere" run default-key -- true
+check "the default database is under ~/.local/state/lockstore" 1 "$([ -e "$work/home/.local/state/lockstore/lockstore.db" ] && echo 1 || echo 0)"
+as_user "$work/a" run --ttl 30s same -- sh -c "touch $work/same-ready; sleep 30" & same_holder=$!
+wait_for_file "$work/same-ready"
+as_user "$work/b" run -n same -- true 2>/dev/null; check "the same key from another directory is the same lock" 75 $?
+kill "$same_holder" 2>/dev/null; wait "$same_holder" 2>/dev/null
+check "no database in the current directory" 0 "$(ls "$work/elsewhere" | wc -l)"
+err=$("$tool" list --backend "sqlite:$work/typo.db" 2>&1); check "list on a missing file exits 69" 69 $?
+contains "list names the missing file" "no lockstore database at '$work/typo.db'" "$err"
+check "list did not create the file" 0 "$([ -e "$work/typo.db" ] && echo 1 || echo 0)"
+err=$("$tool" store stats --backend "sqlite:$work/typo.db" 2>&1); check "store on a missing file exits 69" 69 $?
+err=$("$tool" release k --force --backend "sqlite:$work/typo.db" 2>&1); check "release on a missing file exits 69" 69 $?
+check "neither created the file" 0 "$([ -e "$work/typo.db" ] && echo 1 || echo 0)"
+cp "$work/locks.db" "$work/readonly.db" && chmod a-w "$work/readonly.db"
+out=$("$tool" list --backend "sqlite:$work/readonly.db" 2>&1); check "list works on a file it may not write" 0 $?
+(unset LOCKSTORE_BACKEND XDG_STATE_HOME HOME; "$tool" list > "$work/nohome.out" 2>&1; echo $? > "$work/nohome.status")
+check "without HOME or a backend, a command asks for --backend (64)" 64 "$(cat "$work/nohome.status")"
+contains "and says so" "give --backend" "$(cat "$work/nohome.out")"
 "$tool" run --help >/dev/null; check "run --help exits 0" 0 $?
 
 # The store commands.

@@ -14,11 +14,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -88,10 +90,36 @@ int main(int argc, char** argv) {
     return 0;
   }
 
+  const char* usage = "usage: lockstore_demo [--seconds N] [--workers N]\n"
+                      "  N workers (1-64, default 4) contend for one key through `lockstore run` for N seconds\n"
+                      "  (1-3600, default 5), then a holder is killed mid-hold; exits non-zero if a check fails.\n";
   int seconds = 5, workers = 4;
-  for (std::size_t i = 0; i + 1 < args.size(); i += 2) {
-    if (args[i] == "--seconds") seconds = std::stoi(args[i + 1]);
-    if (args[i] == "--workers") workers = std::stoi(args[i + 1]);
+  // A whole number in [low, high], or a usage error naming the option.
+  const auto number = [&](const std::string& option, const std::string& text, int low, int high) -> std::optional<int> {
+    int value = 0;
+    const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (error != std::errc() || end != text.data() + text.size() || value < low || value > high) {
+      fmt::print(stderr, "lockstore_demo: {} must be a whole number from {} to {}, got '{}'\n{}", option, low, high,
+                 text, usage);
+      return std::nullopt;
+    }
+    return value;
+  };
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--help" || args[i] == "-h") {
+      fmt::print("{}", usage);
+      return 0;
+    }
+    const bool known = args[i] == "--seconds" || args[i] == "--workers";
+    if (!known || i + 1 == args.size()) {
+      fmt::print(stderr, "lockstore_demo: {} '{}'\n{}", known ? "missing value after" : "unknown argument", args[i],
+                 usage);
+      return 64;
+    }
+    const auto value = args[i] == "--seconds" ? number(args[i], args[i + 1], 1, 3600) : number(args[i], args[i + 1], 1, 64);
+    if (!value) return 64;
+    (args[i] == "--seconds" ? seconds : workers) = *value;
+    ++i;
   }
   const fs::path self = fs::canonical("/proc/self/exe");
   const fs::path tool = self.parent_path().parent_path() / "lockstore" / "lockstore";

@@ -21,6 +21,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -76,11 +77,27 @@ asio::awaitable<int> run_with(Lock& lock, Body& body) {
 
 /// Connects the lock the backend URL names, for `owner`, and returns
 /// `body(lock)`: one code path for every backend.
+/// How a command opens a SQLite file: `run` creates it; the operator
+/// commands only use one that exists (a typo must not create a file), and
+/// the ones that only read open it read-only (they work on a file they may
+/// not write).
+enum class Open { create, existing, read_only };
+
+/// Opens the SQLite database at `path` as `how` says.
+asio::awaitable<SqliteDatabase> open_sqlite(std::filesystem::path path, Open how) {
+  if (how != Open::create && !std::filesystem::exists(path))
+    throw BackendUnavailable(fmt::format("no lockstore database at '{}' (nothing was locked there yet, or a typo in "
+                                         "--backend?)", path.string()));
+  if (how == Open::read_only) co_return co_await SqliteDatabase::open_readonly(path);
+  if (how == Open::create && path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
+  co_return co_await SqliteDatabase::open(path);
+}
+
 template <class Body>
-asio::awaitable<int> with_lock(std::string url_text, std::string owner, Body body) {
+asio::awaitable<int> with_lock(std::string url_text, std::string owner, Body body, Open how = Open::create) {
   const auto url = parse_backend_url(url_text);
   if (url.kind == BackendUrl::Kind::sqlite) {
-    auto opening = SqliteDatabase::open(url.location);
+    auto opening = open_sqlite(url.location, how);
     SqliteLock lock(co_await std::move(opening), std::move(owner));
     co_return co_await run_with(lock, body);
   }
@@ -158,7 +175,8 @@ asio::awaitable<int> force_release(Lock& lock, std::string key) {
 }
 
 asio::awaitable<int> store_command(std::filesystem::path path, std::string what, bool json) {
-  auto store = co_await SessionStore::open(co_await SqliteDatabase::open(path));
+  auto opening = open_sqlite(path, what == "gc" ? Open::existing : Open::read_only);
+  auto store = co_await SessionStore::open(co_await std::move(opening));
   if (what == "sessions") {
     const auto heads = co_await store.sessions();
     if (json) fmt::print("[");
@@ -198,6 +216,20 @@ asio::awaitable<int> store_command(std::filesystem::path path, std::string what,
 
 }  // namespace
 
+/// The default backend: one SQLite file per user, the same whatever the
+/// current directory ($XDG_STATE_HOME/lockstore/lockstore.db, with
+/// ~/.local/state for an unset XDG_STATE_HOME). Without either variable
+/// there is no such place: empty, and a command asks for --backend.
+std::string default_backend() {
+  const char* state = std::getenv("XDG_STATE_HOME");
+  const char* home = std::getenv("HOME");
+  std::filesystem::path base;
+  if (state != nullptr && *state == '/') base = state;
+  else if (home != nullptr && *home != '\0') base = std::filesystem::path(home) / ".local" / "state";
+  else return "";
+  return "sqlite:" + (base / "lockstore" / "lockstore.db").string();
+}
+
 int main(int argc, char** argv) {
   // Everything after the first "--" is the command for `run`; CLI11 sees the rest.
   std::vector<std::string> own_arguments, command;
@@ -214,11 +246,11 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("lockstore ") + LOCKSTORE_VERSION_STRING);
   app.require_subcommand(1);
   const char* from_environment = std::getenv("LOCKSTORE_BACKEND");
-  std::string backend = from_environment != nullptr ? from_environment : "sqlite:./lockstore.db";
+  std::string backend = from_environment != nullptr ? from_environment : default_backend();
   const auto add_backend = [&](CLI::App* command_app) {
     command_app->add_option("--backend", backend,
-                            "sqlite:PATH, postgres://..., redis://host:port[/db] (default: $LOCKSTORE_BACKEND or "
-                            "sqlite:./lockstore.db)");
+                            "sqlite:PATH, postgres://..., redis://host:port[/db] (default: $LOCKSTORE_BACKEND, else "
+                            "sqlite:$XDG_STATE_HOME/lockstore/lockstore.db, ~/.local/state by default)");
   };
   add_backend(&app);  // before the command, or after it
 
@@ -281,6 +313,8 @@ int main(int argc, char** argv) {
   }
 
   try {
+    if (backend.empty())
+      throw UsageError("no backend: give --backend or set LOCKSTORE_BACKEND (neither XDG_STATE_HOME nor HOME is set)");
     parse_backend_url(backend);  // a bad URL is a usage error before anything else
     const auto operator_name = fmt::format("lockstore-cli:{}", ::getpid());
     if (run->parsed()) {
@@ -304,11 +338,14 @@ int main(int argc, char** argv) {
     }
     if (saw_separator) throw UsageError("'--' is only for `lockstore run`");
     if (list->parsed())
-      return run_async([&] { return with_lock(backend, operator_name, [&](auto& lock) { return list_leases(lock, json); }); });
+      return run_async([&] {
+        return with_lock(backend, operator_name, [&](auto& lock) { return list_leases(lock, json); }, Open::read_only);
+      });
     if (release->parsed()) {
       if (!force) throw UsageError(fmt::format("refusing to clear the lease on '{}' without --force", release_key));
       return run_async([&] {
-        return with_lock(backend, operator_name, [&](auto& lock) { return force_release(lock, release_key); });
+        return with_lock(backend, operator_name, [&](auto& lock) { return force_release(lock, release_key); },
+                         Open::existing);
       });
     }
     const auto path = store_path(backend);
