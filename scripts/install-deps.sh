@@ -10,6 +10,8 @@ packages=(
   # The headers are checked under clang++ too (tests/headers/check_headers.sh),
   # and the fuzz targets need its libFuzzer runtime (tests/fuzz/run.sh).
   clang libclang-rt-14-dev
+  # Reads the Conan recipe (tests/packaging/check_conan_recipe.py).
+  python3
   # Throwaway servers for the PostgreSQL and Redis suites (scripts/test-servers.sh).
   postgresql-15 redis-server
 )
