@@ -789,6 +789,47 @@ TEST_CASE("SQLite: a lease granted early to a waiter that was cancelled meanwhil
   CHECK(granted_while_blocked);
 }
 
+TEST_CASE("SQLite: a release starts no early attempt for a waiter whose wait was cancelled", "[sqlite]") {
+  // The cancellation runs on the waiter's executor, which then blocks: the
+  // wait has ended (aborted) and the coroutine has not resumed to leave. A
+  // release now must not queue an attempt for it: a lease granted to it
+  // would sit unused until its coroutine ran again.
+  TempDir dir;
+  const auto database = open_database(dir / "locks.db");
+  SqliteLock holder(database, "holder");
+  SqliteLock waiting(database, "waiter");
+  SqliteLock observer(database, "observer");
+  const AdvisoryKey key("cancelled-while-waiting");
+  auto guard = acquire_now(holder, key);
+  BlockableWaiter waiter(waiting, key);
+  REQUIRE(eventually([&] { return tickets_of(database, key) == 1; }));
+  std::this_thread::sleep_for(100ms);  // past the refusal, into the wait
+  // One handler cancels and then blocks, so the coroutine's resumption (and
+  // the context's work) stays queued behind it.
+  std::promise<void> unblock;
+  std::atomic<bool> blocked{false};
+  asio::post(waiter.context, [&, until = unblock.get_future()]() mutable {
+    waiter.cancel.emit(asio::cancellation_type::terminal);
+    blocked = true;
+    until.wait();
+  });
+  REQUIRE(eventually([&] { return blocked.load(); }));
+  run([&] { return holder.release(std::move(guard)); });
+  CHECK_FALSE(eventually([&] { return held_by(observer, key, "waiter"); }, 500ms));
+  unblock.set_value();
+  waiter.finish();
+  REQUIRE(waiter.failure);
+  try {
+    std::rethrow_exception(waiter.failure);
+  } catch (const boost::system::system_error& error) {
+    CHECK(error.code() == asio::error::operation_aborted);
+  }
+  CHECK_FALSE(held_by(observer, key, "waiter"));
+  auto taken = run([&] { return observer.try_acquire(key, 30s); });
+  CHECK(taken.has_value());
+  if (taken) run([&] { return observer.release(std::move(*taken)); });
+}
+
 namespace {
 
 // When the waiters' tickets on `key` expire, at the latest (ms since the
