@@ -4,6 +4,7 @@
 // check that the program works; it never decides a test's outcome by time.
 #include "bench_support.hpp"
 
+#include <lockstore/detail/sqlite_database_run.hpp>
 #include <lockstore/sqlite.hpp>
 
 #include <boost/asio.hpp>
@@ -156,7 +157,7 @@ void many_keys(const std::vector<int>& held_counts, int pairs) {
     const auto path = fresh_file("many.db");
     const double sqlite_rate = run([&]() -> asio::awaitable<double> {
       auto database = co_await lockstore::SqliteDatabase::open(path);
-      co_await database.run([held](lockstore::detail::SqliteConnection& connection) {
+      co_await lockstore::detail::run_on(database, [held](lockstore::detail::SqliteConnection& connection) {
         // Bulk-insert the held leases in one transaction (fast setup).
         lockstore::detail::Transaction transaction(connection);
         static constexpr const char* insert =

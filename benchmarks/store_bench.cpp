@@ -9,6 +9,7 @@
 //    connection while gc runs (baseline: the same operation without gc).
 #include "bench_support.hpp"
 
+#include <lockstore/detail/sqlite_database_run.hpp>
 #include <lockstore/store.hpp>
 
 #include <boost/asio.hpp>
@@ -181,15 +182,16 @@ std::filesystem::path store_with_orphans(int orphans, int live_blobs = 0) {
       request.parts.emplace("b", fmt::format("live b {}", s));
       co_await store.commit(std::move(request));
     }
-    co_await database.run([orphans, live_blobs](lockstore::detail::SqliteConnection& connection) {
-      lockstore::detail::Transaction transaction(connection);
-      for (int i = 0; i < orphans; ++i) lockstore::detail::store::put_blob(connection, fmt::format("orphan {}", i));
-      for (int i = 0; i < live_blobs; ++i) {  // referenced (as a manifest's parts are), never queued
-        const auto ref = lockstore::detail::store::put_blob(connection, fmt::format("live {}", i), true);
-        lockstore::detail::store::add_ref(connection, ref.hash);
-      }
-      transaction.commit();
-    });
+    co_await lockstore::detail::run_on(
+        database, [orphans, live_blobs](lockstore::detail::SqliteConnection& connection) {
+          lockstore::detail::Transaction transaction(connection);
+          for (int i = 0; i < orphans; ++i) lockstore::detail::store::put_blob(connection, fmt::format("orphan {}", i));
+          for (int i = 0; i < live_blobs; ++i) {  // referenced (as a manifest's parts are), never queued
+            const auto ref = lockstore::detail::store::put_blob(connection, fmt::format("live {}", i), true);
+            lockstore::detail::store::add_ref(connection, ref.hash);
+          }
+          transaction.commit();
+        });
   });
   return path;
 }
@@ -264,7 +266,8 @@ double gc_seconds(int blobs) {
       request.parts.emplace("b", fmt::format("live b {}", s));
       co_await store.commit(std::move(request));
     }
-    co_await database.run([blobs](lockstore::detail::SqliteConnection& connection) {  // orphans, in bulk
+    // Orphans, in bulk.
+    co_await lockstore::detail::run_on(database, [blobs](lockstore::detail::SqliteConnection& connection) {
       lockstore::detail::Transaction transaction(connection);
       for (int i = 0; i < blobs; ++i) lockstore::detail::store::put_blob(connection, fmt::format("orphan {}", i));
       transaction.commit();

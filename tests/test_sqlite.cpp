@@ -345,7 +345,7 @@ TEST_CASE("the ticket of a waiter that vanished expires and stops holding the qu
     // loaded machine, the ticket's 400 ms cannot have run out before this.
     const auto started = std::chrono::steady_clock::now();
     // A waiter in a process that was killed: its ticket lives 400 ms more.
-    co_await database.run([](detail::SqliteConnection& connection) {
+    co_await detail::run_on(database, [](detail::SqliteConnection& connection) {
       connection.prepare("INSERT INTO lockstore_waiters (key, expires_ms) VALUES ('queue', ?1)")
           .bind(1, detail::wall_clock_ms() + 400)
           .run();
@@ -360,7 +360,7 @@ TEST_CASE("the ticket of a waiter that vanished expires and stops holding the qu
     // set-up on a loaded machine.
     CHECK(waited < 3s);
     co_await alice.release(std::move(queued));
-    auto left = co_await database.run([](detail::SqliteConnection& connection) {
+    auto left = co_await detail::run_on(database, [](detail::SqliteConnection& connection) {
       auto statement = connection.prepare("SELECT count(*) FROM lockstore_waiters WHERE expires_ms > ?1");
       statement.bind(1, detail::wall_clock_ms());
       statement.step();
@@ -375,9 +375,8 @@ TEST_CASE("statements run on the connection's thread and resume on the caller's"
   run([&]() -> asio::awaitable<void> {
     auto database = co_await SqliteDatabase::open(dir / "locks.db");
     const auto caller = std::this_thread::get_id();
-    const auto statement_thread = co_await database.run([](detail::SqliteConnection&) {
-      return std::this_thread::get_id();
-    });
+    const auto statement_thread =
+        co_await detail::run_on(database, [](detail::SqliteConnection&) { return std::this_thread::get_id(); });
     CHECK(statement_thread != caller);
     CHECK(std::this_thread::get_id() == caller);
   });
@@ -402,7 +401,7 @@ TEST_CASE("SQLite: a release in another process wakes the next waiter through th
       [&](std::string owner) -> asio::awaitable<SqliteLock> {
         auto opening = SqliteDatabase::open(database_path, options);
         auto database = co_await std::move(opening);
-        if (database.wakeups().board() == nullptr || !database.wakeups().board()->active())
+        if (detail::wakeups_of(database).board() == nullptr || !detail::wakeups_of(database).board()->active())
           throw std::runtime_error("the wake file is not active");
         co_return SqliteLock(std::move(database), std::move(owner));
       },
@@ -417,7 +416,7 @@ namespace {
 
 /// The number of queued tickets for `key`, read on `database`'s connection.
 asio::awaitable<std::int64_t> tickets_in(const SqliteDatabase& database, const AdvisoryKey& key) {
-  auto counting = database.run([name = key.str()](detail::SqliteConnection& connection) {
+  auto counting = detail::run_on(database, [name = key.str()](detail::SqliteConnection& connection) {
     auto statement = connection.prepare("SELECT count(*) FROM lockstore_waiters WHERE key = ?1");
     statement.bind(1, name);
     statement.step();
@@ -451,7 +450,7 @@ TEST_CASE("SQLite: two handles on one file in one process wake each other's wait
     REQUIRE_FALSE(holder.database() == waiter.database());
     // The waiter's watcher runs from the start: its first refusal would
     // otherwise start it and look again at once, which a release could race.
-    REQUIRE(waiter.database().wakeups().watch());
+    REQUIRE(detail::wakeups_of(waiter.database()).watch());
     auto executor = co_await asio::this_coro::executor;
     // Without the announcement the waiter would look again only when its
     // ticket needs refreshing, 500 ms after its first look, which follows
@@ -667,7 +666,7 @@ struct BlockableWaiter {
 
 std::int64_t tickets_of(const SqliteDatabase& database, const AdvisoryKey& key) {
   return run([&]() -> asio::awaitable<std::int64_t> {
-    auto counting = database.run([name = key.str()](detail::SqliteConnection& connection) {
+    auto counting = detail::run_on(database, [name = key.str()](detail::SqliteConnection& connection) {
       auto statement = connection.prepare("SELECT count(*) FROM lockstore_waiters WHERE key = ?1");
       statement.bind(1, name);
       statement.step();
@@ -836,7 +835,7 @@ namespace {
 // epoch); 0 if there are none.
 std::int64_t ticket_expiry(const SqliteDatabase& database, const AdvisoryKey& key) {
   return run([&]() -> asio::awaitable<std::int64_t> {
-    auto reading = database.run([name = key.str()](detail::SqliteConnection& connection) -> std::int64_t {
+    auto reading = detail::run_on(database, [name = key.str()](detail::SqliteConnection& connection) -> std::int64_t {
       auto statement = connection.prepare("SELECT coalesce(max(expires_ms), 0) FROM lockstore_waiters WHERE key = ?1");
       statement.bind(1, name);
       return statement.step() ? statement.int64(0) : 0;
@@ -876,7 +875,7 @@ TEST_CASE("SQLite: a release after a waiter's early attempt was refused still wa
     const auto ticket_before = ticket_expiry(database, key);
     // The connection thread is kept busy until both jobs are queued, the
     // release first: an early attempt of the waiter is queued behind both.
-    database.post([](detail::SqliteConnection&) { std::this_thread::sleep_for(200ms); });
+    detail::post_on(database, [](detail::SqliteConnection&) { std::this_thread::sleep_for(200ms); });
     asio::io_context io;
     auto released = asio::co_spawn(io, holder.release(std::move(guard)), asio::use_future);
     auto barging = asio::co_spawn(io, barger.try_acquire(key, 30s), asio::use_future);
@@ -903,8 +902,8 @@ TEST_CASE("SQLite: a foreign file where the wake file goes is left alone, and wa
   std::ofstream(dir / "locks.db-lockstore-wake") << foreign;
   run([&]() -> asio::awaitable<void> {
     auto database = co_await SqliteDatabase::open(dir / "locks.db");
-    REQUIRE(database.wakeups().board() != nullptr);
-    CHECK_FALSE(database.wakeups().board()->active());
+    REQUIRE(detail::wakeups_of(database).board() != nullptr);
+    CHECK_FALSE(detail::wakeups_of(database).board()->active());
     SqliteLock first(database, "first");
     SqliteLock second(co_await SqliteDatabase::open(dir / "locks.db"), "second");
     const AdvisoryKey key("k");

@@ -188,9 +188,8 @@ TEST_CASE("a read-only open serves reads and refuses writes", "[sqlite][files]")
     // Below the API too: the connection itself is read-only.
     std::optional<Error> raw_refused;
     try {
-      co_await reader_db.run([](detail::SqliteConnection& connection) {
-        connection.exec("DELETE FROM lockstore_leases");
-      });
+      co_await detail::run_on(
+          reader_db, [](detail::SqliteConnection& connection) { connection.exec("DELETE FROM lockstore_leases"); });
     } catch (const Error& error) {
       raw_refused = error;
     }
@@ -604,9 +603,8 @@ TEST_CASE("SqliteOptions::synchronous sets the file's synchronous level", "[sqli
       options.synchronous = level;
       auto opening = SqliteDatabase::open(dir / fmt::format("sync-{}.db", expected), options);
       auto database = co_await std::move(opening);
-      auto reading = database.run([](detail::SqliteConnection& connection) {
-        return connection.pragma_int("synchronous");
-      });
+      auto reading = detail::run_on(
+          database, [](detail::SqliteConnection& connection) { return connection.pragma_int("synchronous"); });
       const auto found = co_await std::move(reading);
       CHECK(found == expected);
     }
@@ -657,7 +655,7 @@ TEST_CASE("a wake file that cannot get its pages on a full disk leaves waiters p
         }
       }
       auto second = co_await SqliteDatabase::open(path);
-      active = second.wakeups().board() != nullptr && second.wakeups().board()->active();
+      active = detail::wakeups_of(second).board() != nullptr && detail::wakeups_of(second).board()->active();
       SqliteLock lock(second, "full");
       auto listing = lock.list();
       co_await std::move(listing);  // reads still work
@@ -679,8 +677,8 @@ TEST_CASE("the wake file follows the database's resolved path and its permission
   run([&]() -> asio::awaitable<void> {
     auto through_link = co_await SqliteDatabase::open(link);
     auto direct = co_await SqliteDatabase::open(real);
-    CHECK(through_link.wakeups().board()->active());
-    CHECK(direct.wakeups().board()->active());
+    CHECK(detail::wakeups_of(through_link).board()->active());
+    CHECK(detail::wakeups_of(direct).board()->active());
   });
   CHECK_FALSE(std::filesystem::exists(link.string() + "-lockstore-wake"));
   struct stat status {};

@@ -8,6 +8,12 @@
 #include <lockstore/typed_store.hpp>
 #include <sqlite3.h>
 
+#include <boost/asio/use_future.hpp>
+
+#include <future>
+#include <thread>
+#include <utility>
+
 namespace lockstore::test {
 
 using namespace std::chrono_literals;
@@ -66,6 +72,73 @@ TEST_CASE("a stale expected revision throws head_revision_conflict naming both r
     auto head = co_await store.load("s");
     CHECK(head->head_revision == 2);
   });
+}
+
+TEST_CASE("store operations complete through use_future from a thread that runs no io_context and a callback "
+          "gets a stale commit's error code", "[store][tokens]") {
+  TempDir dir;
+  asio::io_context context;  // only for opening the database
+  auto work = asio::make_work_guard(context);
+  std::thread runner([&] { context.run(); });
+  std::optional<std::uint64_t> first_revision;
+  std::optional<std::uint64_t> loaded_revision;
+  std::optional<std::size_t> claimed_items;
+  std::optional<std::size_t> pending_after_complete;
+  std::optional<boost::system::error_code> stale_code;
+  std::optional<std::uint64_t> stale_value;
+  std::optional<boost::system::error_code> superseded_code;
+  std::exception_ptr failure;
+  try {
+    std::optional<SqliteDatabase> database;
+    auto open_database = [&]() -> asio::awaitable<void> {
+      database.emplace(co_await SqliteDatabase::open(dir / "store.db"));
+    };
+    asio::co_spawn(context, open_database(), asio::use_future).get();
+    auto store = SessionStore::open(*database, StoreOptions{}, asio::use_future).get();
+    REQUIRE(store.has_value());
+    first_revision = store->commit(request_for("s", 0, "a"), asio::use_future).get().head_revision;
+    loaded_revision = store->load("s", asio::use_future).get().value().head_revision;
+
+    WorkDraft work_draft;
+    work_draft.payload = "job";
+    store->enqueue("s", work_draft, asio::use_future).get();
+    std::optional<Claim> claim = store->claim("s", "worker", 30s, 10, asio::use_future).get();
+    REQUIRE(claim.has_value());
+    claimed_items = claim->items.size();
+    // The operation owns a copy of the claim: the caller's may go at once.
+    auto completing = store->complete(*claim, asio::use_future);
+    const Claim completed = *claim;
+    claim.reset();
+    completing.get();
+    pending_after_complete = store->pending("s", asio::use_future).get().size();
+
+    // A callback on this thread's io_context: the error arrives as a code.
+    std::promise<std::pair<boost::system::error_code, CommitResult>> stale;
+    store->commit(request_for("s", 0, "stale"), [&](boost::system::error_code code, CommitResult result) {
+      stale.set_value({code, result});
+    });
+    auto [code, result] = stale.get_future().get();
+    stale_code = code;
+    stale_value = result.head_revision;
+    // Completing the same claim twice: claim_superseded, as a code.
+    std::promise<boost::system::error_code> second;
+    store->complete(completed, [&](boost::system::error_code second_code) { second.set_value(second_code); });
+    superseded_code = second.get_future().get();
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  work.reset();
+  runner.join();
+  if (failure) std::rethrow_exception(failure);
+  CHECK(first_revision == 1u);
+  CHECK(loaded_revision == 1u);
+  CHECK(claimed_items == 1u);
+  CHECK(pending_after_complete == 0u);
+  REQUIRE(stale_code.has_value());
+  CHECK(*stale_code == errc::head_revision_conflict);
+  CHECK(stale_value == 0u);
+  REQUIRE(superseded_code.has_value());
+  CHECK(*superseded_code == errc::claim_superseded);
 }
 
 TEST_CASE("compare-and-set across two connections: exactly one winner", "[store]") {
@@ -226,7 +299,7 @@ TEST_CASE("a damaged manifest of one session stops neither gc nor another sessio
           "UPDATE lockstore_blob_bytes SET bytes = X'00FF00' WHERE id = (SELECT id FROM lockstore_blobs WHERE hash = ?1)";
       connection.prepare(corrupt).bind(1, hash).run();
     };
-    auto corrupting = store.database().run(std::move(corrupt_manifest));
+    auto corrupting = detail::run_on(store.database(), std::move(corrupt_manifest));
     co_await std::move(corrupting);
     const auto orphan = co_await store.put_blob("orphan");
     for (std::uint64_t revision = 1; revision <= 3; ++revision) {
@@ -256,7 +329,7 @@ TEST_CASE("an automatic gc that fails leaves the commit applied and reported as 
       connection.exec("CREATE TRIGGER break_gc BEFORE DELETE ON lockstore_blobs "
                       "BEGIN SELECT RAISE(ABORT, 'simulated: disk full'); END");
     };
-    auto breaking = store.database().run(std::move(break_deletes));
+    auto breaking = detail::run_on(store.database(), std::move(break_deletes));
     co_await std::move(breaking);
     for (std::uint64_t revision = 1; revision <= 3; ++revision) {
       const auto next = co_await store.commit(request_for("s", revision, fmt::format("v{}", revision + 1)));
@@ -364,7 +437,7 @@ TEST_CASE("the grace period counts from a blob's own last use, and a drifted cou
       connection.exec("UPDATE lockstore_gc_queue SET since_ms = since_ms - 120000; "
                       "UPDATE lockstore_blobs SET touched_ms = touched_ms - 120000");
     };
-    auto aging = store.database().run(std::move(age));
+    auto aging = detail::run_on(store.database(), std::move(age));
     co_await std::move(aging);
     // ...when a writer stores "X" again, to pin it.
     const auto again = co_await store.put_blob("X");
@@ -384,7 +457,7 @@ TEST_CASE("the grace period counts from a blob's own last use, and a drifted cou
       connection.prepare("UPDATE lockstore_blobs SET refs = 0 WHERE hash = ?1").bind(1, hash).run();
       connection.prepare("INSERT OR REPLACE INTO lockstore_gc_queue VALUES (?1, 0)").bind(1, hash).run();
     };
-    auto drifting = store.database().run(std::move(drift));
+    auto drifting = detail::run_on(store.database(), std::move(drift));
     co_await std::move(drifting);
     auto hasty = co_await SessionStore::open(store.database());
     const auto after_drift = co_await hasty.gc();
@@ -417,7 +490,7 @@ TEST_CASE("gc works in short batches: a lock operation on another connection nev
           count));
       transaction.commit();
     };
-    auto making = store.database().run(std::move(make_orphans));
+    auto making = detail::run_on(store.database(), std::move(make_orphans));
     co_await std::move(making);
   });
   std::atomic<bool> collecting{true};
@@ -768,7 +841,7 @@ TEST_CASE("a graph id deleted with children cannot come back under them, and a p
     auto delete_a = [](detail::SqliteConnection& connection) {
       connection.exec("DELETE FROM lockstore_graph_nodes WHERE session_id = 's' AND node_id = 'a'");
     };
-    auto deleting = store.database().run(std::move(delete_a));
+    auto deleting = detail::run_on(store.database(), std::move(delete_a));
     co_await std::move(deleting);
     std::vector<GraphNode> comeback{GraphNode{"a", std::string("b"), "again"}};
     auto refused = co_await error_of([&] { return store.append_nodes("s", comeback); });
@@ -781,7 +854,7 @@ TEST_CASE("a graph id deleted with children cannot come back under them, and a p
       connection.exec("INSERT INTO lockstore_graph_nodes (session_id, node_id, parent_id, payload) "
                       "VALUES ('s', 'a', 'b', X'')");
     };
-    auto cycling = store.database().run(std::move(make_cycle));
+    auto cycling = detail::run_on(store.database(), std::move(make_cycle));
     co_await std::move(cycling);
     auto walk = co_await error_of([&] { return store.active_path("s", "b"); });
     REQUIRE(walk.has_value());
@@ -879,7 +952,8 @@ TEST_CASE("a version 1 file is migrated to the current schema and keeps its leas
   }
   run([&]() -> asio::awaitable<void> {
     auto database = co_await SqliteDatabase::open(path);
-    auto version = co_await database.run([](detail::SqliteConnection& c) { return c.pragma_int("user_version"); });
+    auto version =
+        co_await detail::run_on(database, [](detail::SqliteConnection& c) { return c.pragma_int("user_version"); });
     CHECK(version == detail::schema_version);
     SqliteLock lock(database, "new");
     auto guard = co_await lock.try_acquire(AdvisoryKey("old"), 5s);

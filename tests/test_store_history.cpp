@@ -222,7 +222,7 @@ TEST_CASE("idle sessions are deleted by delete_idle_sessions and by gc with a re
     CHECK(fresh->updated_at >= std::chrono::floor<std::chrono::milliseconds>(before));
     CHECK(fresh->updated_at <= after);
     // Two hours ago, without waiting two hours.
-    co_await store.database().run([](detail::SqliteConnection& connection) {
+    co_await detail::run_on(store.database(), [](detail::SqliteConnection& connection) {
       connection.exec("UPDATE lockstore_sessions SET updated_ms = updated_ms - 7200000 WHERE session_id LIKE 'old-%'");
     });
     const auto deleted = co_await store.delete_idle_sessions(std::chrono::hours(3));
@@ -364,7 +364,7 @@ TEST_CASE("gc truncates the WAL after deleting much, and compact gives the space
   run([&]() -> asio::awaitable<void> {
     auto store = co_await open_store(path);
     const std::string filler(4096, 'f');
-    co_await store.database().run([&](detail::SqliteConnection& connection) {
+    co_await detail::run_on(store.database(), [&](detail::SqliteConnection& connection) {
       detail::Transaction transaction(connection);
       for (int i = 0; i < 8000; ++i) detail::store::put_blob(connection, fmt::format("{} {}", filler, i));
       transaction.commit();
@@ -389,7 +389,7 @@ TEST_CASE("blobs take ids in hash order, a taken id falls back to SQLite's, and 
   run([&]() -> asio::awaitable<void> {
     auto store = co_await open_store(path);
     const auto id_of = [&](const std::string& hash) {
-      return store.database().run([hash](detail::SqliteConnection& connection) {
+      return detail::run_on(store.database(), [hash](detail::SqliteConnection& connection) {
         auto statement = connection.prepare("SELECT id FROM lockstore_blobs WHERE hash = ?1");
         statement.bind(1, hash);
         return statement.step() ? statement.int64(0) : std::int64_t{-1};
@@ -419,7 +419,7 @@ TEST_CASE("blobs take ids in hash order, a taken id falls back to SQLite's, and 
     // Another blob already holds the id "next" asks for.
     const auto next = detail::sha256_hex("next");
     const auto taken = detail::store::hash_ordered_id(next);
-    co_await store.database().run([&](detail::SqliteConnection& connection) {
+    co_await detail::run_on(store.database(), [&](detail::SqliteConnection& connection) {
       connection.prepare("INSERT INTO lockstore_blobs (id, hash, size, bytes, refs) VALUES (?1, ?2, 0, x'', 1)")
           .bind(1, taken)
           .bind(2, std::string(64, 'f'))
@@ -437,7 +437,7 @@ TEST_CASE("blobs take ids in hash order, a taken id falls back to SQLite's, and 
     }
     const auto report = co_await store.gc();
     CHECK(report.deleted_blob_count == 81);  // 20 manifests, 60 parts and "next", in one call
-    auto left = co_await store.database().run([](detail::SqliteConnection& connection) {
+    auto left = co_await detail::run_on(store.database(), [](detail::SqliteConnection& connection) {
       auto statement = connection.prepare("SELECT group_concat(hash) FROM lockstore_blobs");
       statement.step();
       return statement.text(0);
@@ -456,14 +456,17 @@ TEST_CASE("gc with nothing due reads only the queue's bound, which a pass raises
     options.gc_grace = std::chrono::hours(1);
     auto store = co_await open_store(path, options);
     const auto bound = [&] {
-      return store.database().run([](detail::SqliteConnection& c) { return detail::store::gc_next_due(c); });
+      return detail::run_on(store.database(),
+                            [](detail::SqliteConnection& c) { return detail::store::gc_next_due(c); });
     };
     const auto begin_pass = [&] {
-      return store.database().run([](detail::SqliteConnection& c) { return detail::store::gc_begin_pass(c); });
+      return detail::run_on(store.database(),
+                            [](detail::SqliteConnection& c) { return detail::store::gc_begin_pass(c); });
     };
     const auto pass_done = [&](std::int64_t epoch, std::int64_t next_due) {
-      return store.database().run(
-          [epoch, next_due](detail::SqliteConnection& c) { detail::store::gc_pass_done(c, epoch, next_due); });
+      return detail::run_on(store.database(), [epoch, next_due](detail::SqliteConnection& c) {
+        detail::store::gc_pass_done(c, epoch, next_due);
+      });
     };
     auto empty = co_await bound();
     CHECK(empty == none_due);
@@ -511,7 +514,8 @@ TEST_CASE("gc with nothing due reads only the queue's bound, which a pass raises
   run([&]() -> asio::awaitable<void> {
     auto store = co_await open_store(path);
     const auto bound = [&] {
-      return store.database().run([](detail::SqliteConnection& c) { return detail::store::gc_next_due(c); });
+      return detail::run_on(store.database(),
+                            [](detail::SqliteConnection& c) { return detail::store::gc_next_due(c); });
     };
     co_await store.commit(request_for("s", 0, "first"));
     auto report = co_await store.gc();
@@ -555,7 +559,8 @@ TEST_CASE("an entry another connection queues behind a pass's cursor keeps the b
       if (detail::sha256_hex(bytes) < hashes[0]) behind.push_back(std::move(bytes));
     }
     const auto cutoff = detail::wall_clock_ms();
-    auto beginning = store.database().run([](detail::SqliteConnection& c) { return detail::store::gc_begin_pass(c); });
+    auto beginning =
+        detail::run_on(store.database(), [](detail::SqliteConnection& c) { return detail::store::gc_begin_pass(c); });
     const auto epoch = co_await std::move(beginning);
     std::string cursor;
     std::int64_t next_due = std::numeric_limits<std::int64_t>::max();
@@ -564,7 +569,7 @@ TEST_CASE("an entry another connection queues behind a pass's cursor keeps the b
     for (bool more = true; more; ++batches) {
       // Two entries a batch and no time budget: every batch stops after its
       // first deletion (the budget break).
-      auto batching = store.database().run([&](detail::SqliteConnection& c) {
+      auto batching = detail::run_on(store.database(), [&](detail::SqliteConnection& c) {
         return detail::store::gc_batch(c, cutoff, cursor, 2, std::chrono::microseconds(0));
       });
       const auto batch = co_await std::move(batching);
@@ -577,8 +582,8 @@ TEST_CASE("an entry another connection queues behind a pass's cursor keeps the b
     }
     CHECK(batches > 6);
     CHECK(deleted == orphans.size());
-    co_await store.database().run(
-        [&](detail::SqliteConnection& c) { detail::store::gc_pass_done(c, epoch, next_due); });
+    co_await detail::run_on(store.database(),
+                            [&](detail::SqliteConnection& c) { detail::store::gc_pass_done(c, epoch, next_due); });
     auto errors = co_await gc_bookkeeping_errors(store);
     CHECK(errors == "");  // the late entries are not below the bound
     auto report = co_await store.gc();
@@ -607,7 +612,8 @@ TEST_CASE("the store has its own schema version: a newer store keeps the locks u
     REQUIRE(error.has_value());
     CHECK(error->code() == errc::unsupported_schema);
     CHECK_THAT(error->what(), Catch::Contains("store schema version 99") && Catch::Contains("locks still work"));
-    auto version = co_await database.run([](detail::SqliteConnection& c) { return detail::store_schema(c); });
+    auto version =
+        co_await detail::run_on(database, [](detail::SqliteConnection& c) { return detail::store_schema(c); });
     CHECK(version == 99);  // left as it was
   });
 }
@@ -638,7 +644,7 @@ TEST_CASE("a version 4 file gains the store's schema version and a history row p
   });
   run([&]() -> asio::awaitable<void> {
     auto store = co_await open_store(path);
-    auto version = co_await store.database().run([](detail::SqliteConnection& c) {
+    auto version = co_await detail::run_on(store.database(), [](detail::SqliteConnection& c) {
       return std::pair(c.pragma_int("user_version"), detail::store_schema(c));
     });
     CHECK(version.first == detail::schema_version);
@@ -647,13 +653,13 @@ TEST_CASE("a version 4 file gains the store's schema version and a history row p
     REQUIRE(history.items.size() == 1);
     CHECK(history.items[0].revision == 7);
     CHECK(history.items[0].checkpoint_ref.hash == shared);
-    auto refs = co_await store.database().run([](detail::SqliteConnection& c) {
+    auto refs = co_await detail::run_on(store.database(), [](detail::SqliteConnection& c) {
       auto statement = c.prepare("SELECT group_concat(refs, ',') FROM (SELECT refs FROM lockstore_blobs ORDER BY refs DESC)");
       statement.step();
       return statement.text(0);
     });
     CHECK(refs == "6,1");  // three heads and their three history rows; one pin
-    auto time_index = co_await store.database().run([](detail::SqliteConnection& c) {
+    auto time_index = co_await detail::run_on(store.database(), [](detail::SqliteConnection& c) {
       auto statement = c.prepare("SELECT COUNT(*) FROM sqlite_schema WHERE name = 'lockstore_gc_queue_by_since'");
       statement.step();
       return statement.int64(0);

@@ -10,6 +10,7 @@
 // errc::lock_lost: a partitioned holder stops before another can get in.
 #pragma once
 
+#include "lockstore/detail/completion.hpp"
 #include "lockstore/distributed_lock.hpp"
 #include "lockstore/log.hpp"
 
@@ -22,8 +23,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <concepts>
 #include <exception>
 #include <optional>
+#include <string>
+#include <string_view>
 #include <type_traits>
 #include <variant>
 
@@ -194,6 +198,16 @@ asio::awaitable<RenewedRun<body_result_t<F>>> run_renewed(L& lock, LockGuard& gu
   co_return run;
 }
 
+/// The completion signature of with_lock, with_session_lock and renew_while
+/// through a completion token: the body's exception (or errc::lock_lost,
+/// errc::timeout, ...) as an exception_ptr, since the body may throw
+/// anything, then the body's result (value-initialized on failure).
+template <class F>
+using body_signature_t = completion_signature_t<body_result_t<F>, std::exception_ptr>;
+
+template <class F>
+concept BodyResultForToken = std::is_void_v<body_result_t<F>> || std::default_initializable<body_result_t<F>>;
+
 inline Error lease_lost_error(const AdvisoryKey& key, std::chrono::milliseconds ttl) {
   return Error(errc::lock_lost,
                fmt::format("the lease on '{}' was lost while the body ran (a renewal found it expired or taken, "
@@ -254,6 +268,42 @@ asio::awaitable<detail::body_result_t<F>> with_session_lock(L& lock, const Tenan
   co_return co_await std::move(running);
 }
 
+/// with_lock through an Asio completion token (a callback, use_future,
+/// deferred, ...): completes with `void(std::exception_ptr, R)`
+/// (`void(std::exception_ptr)` for a body returning awaitable<void>), the
+/// exception being whatever the coroutine form would have thrown. The body
+/// and the renewals run on a strand of the handler's executor (the system
+/// executor's pool when it has none); `lock` must outlive the call.
+/// Cancelling through the handler's slot cancels the body and still releases.
+template <DistributedLock L, class F, class Token>
+requires detail::BodyResultForToken<F> && asio::completion_token_for<Token, detail::body_signature_t<F>>
+auto with_lock(L& lock, AdvisoryKey key, F body, LockOptions options, Token&& token) {
+  auto running = with_lock(lock, std::move(key), std::move(body), options);
+  return detail::complete_through<std::exception_ptr>(std::move(running), std::forward<Token>(token));
+}
+
+namespace detail {
+
+/// The coroutine form keeps `tenant` and `thread_id` by reference; the token
+/// form may start after the caller's arguments are gone, so it owns copies.
+template <DistributedLock L, class F>
+asio::awaitable<body_result_t<F>> with_session_lock_owning(L& lock, TenantId tenant, std::string thread_id, F body,
+                                                           LockOptions options) {
+  auto running = with_session_lock(lock, tenant, thread_id, std::move(body), options);
+  co_return co_await std::move(running);
+}
+
+}  // namespace detail
+
+/// with_session_lock through a completion token, as with_lock above.
+template <DistributedLock L, class F, class Token>
+requires detail::BodyResultForToken<F> && asio::completion_token_for<Token, detail::body_signature_t<F>>
+auto with_session_lock(L& lock, const TenantId& tenant, std::string_view thread_id, F body, LockOptions options,
+                       Token&& token) {
+  auto running = detail::with_session_lock_owning(lock, tenant, std::string(thread_id), std::move(body), options);
+  return detail::complete_through<std::exception_ptr>(std::move(running), std::forward<Token>(token));
+}
+
 /// Runs `body()` while `guard`'s lease is held: the lease is extended every
 /// ttl/3, and the body is cancelled (Asio terminal cancellation) when an
 /// extend answers false or when no extend has been confirmed by
@@ -270,6 +320,15 @@ asio::awaitable<detail::body_result_t<F>> renew_while(L& lock, LockGuard& guard,
   if (run.lost) throw detail::lease_lost_error(guard.key(), ttl);
   if (run.failure) std::rethrow_exception(run.failure);
   if constexpr (!std::is_void_v<detail::body_result_t<F>>) co_return std::move(*run.result);
+}
+
+/// renew_while through a completion token, as with_lock above; `guard`
+/// must outlive the call.
+template <DistributedLock L, class F, class Token>
+requires detail::BodyResultForToken<F> && asio::completion_token_for<Token, detail::body_signature_t<F>>
+auto renew_while(L& lock, LockGuard& guard, std::chrono::milliseconds ttl, F body, Token&& token) {
+  auto running = renew_while(lock, guard, ttl, std::move(body));
+  return detail::complete_through<std::exception_ptr>(std::move(running), std::forward<Token>(token));
 }
 
 }  // namespace lockstore

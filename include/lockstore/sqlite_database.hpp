@@ -30,6 +30,7 @@ class LocalTokens;
 class SqliteConnection;
 struct SqliteShared;
 class SqliteWakeups;
+struct SqliteDatabaseAccess;
 }  // namespace detail
 
 class SqliteDatabase {
@@ -63,25 +64,6 @@ class SqliteDatabase {
   /// opened immutable: read without locks, so it must not change while open.
   static asio::awaitable<SqliteDatabase> open_readonly(std::filesystem::path path, SqliteOptions options = {});
 
-  /// Runs `f(detail::SqliteConnection&)` on the connection thread and returns
-  /// its result. This is how lockstore's SQLite components talk to the file;
-  /// `f` must not capture a SqliteDatabase. Not cancellable once queued.
-  template <class F>
-  asio::awaitable<std::invoke_result_t<F&, detail::SqliteConnection&>> run(F f) const;
-
-  /// As run(), in two steps: start() queues `f` at once, from any thread,
-  /// and outcome() awaits its result (once). Jobs run in the order queued.
-  template <class F>
-  auto start(F f) const;
-
-  template <class Started>
-  auto outcome(Started started) const;
-
-  /// Queues `f(detail::SqliteConnection&)` on the connection thread and
-  /// returns at once, dropping its result and errors (clean-up only).
-  template <class F>
-  void post(F f) const;
-
   const std::filesystem::path& path() const noexcept;
   bool read_only() const noexcept;
   const SqliteOptions& options() const noexcept;
@@ -89,19 +71,15 @@ class SqliteDatabase {
   /// Throws errc::backend_failure if this handle was opened read-only.
   void require_writable(std::string_view operation) const;
 
-  /// Internal: how waiters on this handle are woken (in-process wake-ups,
-  /// the wake file, early attempts). Lives as long as the connection thread.
-  detail::SqliteWakeups& wakeups() const noexcept;
-
-  /// Internal: tokens of leases granted through this handle and not yet
-  /// released.
-  detail::LocalTokens& local_tokens() const noexcept;
-
   friend bool operator==(const SqliteDatabase& a, const SqliteDatabase& b) noexcept {
     return a.shared_ == b.shared_;
   }
 
  private:
+  // Running jobs on the connection thread is for lockstore's own SQLite
+  // components (detail/sqlite_database_run.hpp); users write through the
+  // lock and the store.
+  friend struct detail::SqliteDatabaseAccess;
 
   using Opener = std::function<std::unique_ptr<detail::SqliteConnection>()>;
   SqliteDatabase(std::filesystem::path path, SqliteOptions options, bool read_only, Opener opener);

@@ -9,6 +9,7 @@
 #pragma once
 
 #include "lockstore/detail/config.hpp"
+#include "lockstore/detail/store_completion.hpp"
 #include "lockstore/sqlite.hpp"
 #include "lockstore/store_types.hpp"
 
@@ -24,8 +25,43 @@
 
 namespace lockstore {
 
-class SessionStore {
+/// Every operation below is a coroutine (`co_await store.commit(request)`)
+/// and also takes an Asio completion token as its last argument (a
+/// callback, use_future, deferred, ...), completing with
+/// `void(error_code, T)`; see detail/store_completion.hpp.
+class SessionStore : public detail::StoreCompletionOverloads<SessionStore> {
+  using TokenOverloads = detail::StoreCompletionOverloads<SessionStore>;
+
  public:
+  using TokenOverloads::abandon;
+  using TokenOverloads::active_path;
+  using TokenOverloads::append_nodes;
+  using TokenOverloads::claim;
+  using TokenOverloads::commit;
+  using TokenOverloads::compact;
+  using TokenOverloads::complete;
+  using TokenOverloads::delete_idle_sessions;
+  using TokenOverloads::delete_session;
+  using TokenOverloads::enqueue;
+  using TokenOverloads::fork;
+  using TokenOverloads::gc;
+  using TokenOverloads::get_blob;
+  using TokenOverloads::get_checkpoint;
+  using TokenOverloads::history;
+  using TokenOverloads::load;
+  using TokenOverloads::load_graph;
+  using TokenOverloads::load_revision;
+  using TokenOverloads::load_snapshot;
+  using TokenOverloads::open;
+  using TokenOverloads::pending;
+  using TokenOverloads::pin;
+  using TokenOverloads::renew;
+  using TokenOverloads::sessions;
+  using TokenOverloads::stats;
+  using TokenOverloads::tombstone;
+  using TokenOverloads::unpin;
+  using TokenOverloads::vacuum;
+
   /// Opens the store on a database (its schema is created with the file).
   /// On a read-only database every read works and every write throws
   /// errc::backend_failure. Throws errc::invalid_argument for

@@ -644,16 +644,16 @@ void relay_cancellation(asio::cancellation_slot slot, const std::shared_ptr<Stra
   });
 }
 
-template <class T>
+template <class T, class Failure = boost::system::error_code>
 struct CompletionSignature {
-  using type = void(boost::system::error_code, T);
+  using type = void(Failure, T);
 };
-template <>
-struct CompletionSignature<void> {
-  using type = void(boost::system::error_code);
+template <class Failure>
+struct CompletionSignature<void, Failure> {
+  using type = void(Failure);
 };
-template <class T>
-using completion_signature_t = typename CompletionSignature<T>::type;
+template <class T, class Failure = boost::system::error_code>
+using completion_signature_t = typename CompletionSignature<T, Failure>::type;
 
 /// The error code a failed operation completes with (see the file comment).
 inline boost::system::error_code error_code_of(const std::exception_ptr& failure) {
@@ -675,6 +675,19 @@ inline boost::system::error_code error_code_of(const std::exception_ptr& failure
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Warray-bounds"
 #endif
+/// How a failed operation reaches its handler: as an error_code (the lock
+/// and store operations) or as the exception itself (with_lock, whose body
+/// is the caller's code and may throw anything).
+template <class Failure>
+Failure failure_as(const std::exception_ptr& failure) {
+  if constexpr (std::is_same_v<Failure, std::exception_ptr>) {
+    return failure;
+  } else {
+    return failure ? error_code_of(failure) : boost::system::error_code{};
+  }
+}
+
+template <class Failure>
 struct InitiateFromAwaitable {
   template <class Handler, class T>
   void operator()(Handler handler, asio::awaitable<T> operation) const {
@@ -687,17 +700,16 @@ struct InitiateFromAwaitable {
     auto finish = [handler = std::move(handler), slot, relay](std::exception_ptr failure,
                                                               StrandResult<T> result) mutable {
       if (slot.is_connected()) slot.clear();
-      boost::system::error_code code;
-      if (failure) code = error_code_of(failure);
+      Failure code = failure_as<Failure>(failure);
       auto executor = asio::get_associated_executor(handler);  // before the handler is moved
       if constexpr (std::is_void_v<T>) {
-        asio::dispatch(asio::bind_executor(std::move(executor),
-                                           [handler = std::move(handler), code]() mutable { handler(code); }));
+        asio::dispatch(asio::bind_executor(
+            std::move(executor), [handler = std::move(handler), code = std::move(code)]() mutable { handler(code); }));
       } else {
         T value = result ? std::move(*result) : T{};
-        asio::dispatch(asio::bind_executor(
-            std::move(executor),
-            [handler = std::move(handler), code, value = std::move(value)]() mutable { handler(code, std::move(value)); }));
+        asio::dispatch(asio::bind_executor(std::move(executor),
+                                           [handler = std::move(handler), code = std::move(code),
+                                            value = std::move(value)]() mutable { handler(code, std::move(value)); }));
       }
     };
     asio::co_spawn(strand, run_relayed(relay, std::move(operation)),
@@ -711,14 +723,15 @@ struct InitiateFromAwaitable {
 template <class Token>
 inline constexpr bool is_default_token_v = std::is_same_v<std::decay_t<Token>, asio::use_awaitable_t<>>;
 
-/// `operation` completed through `token` (see the file comment).
-template <class T, class Token>
+/// `operation` completed through `token` (see the file comment); with
+/// Failure = std::exception_ptr the handler gets the exception itself.
+template <class Failure = boost::system::error_code, class T, class Token>
 auto complete_through(asio::awaitable<T> operation, Token&& token) {
   if constexpr (is_default_token_v<Token>) {
     return operation;
   } else {
-    return asio::async_initiate<Token, completion_signature_t<T>>(InitiateFromAwaitable{}, token,
-                                                                   std::move(operation));
+    return asio::async_initiate<Token, completion_signature_t<T, Failure>>(InitiateFromAwaitable<Failure>{}, token,
+                                                                           std::move(operation));
   }
 }
 
@@ -1898,8 +1911,11 @@ inline void validate_owner(std::string_view owner, std::string_view backend) {
 
 #include <algorithm>
 #include <chrono>
+#include <concepts>
 #include <exception>
 #include <optional>
+#include <string>
+#include <string_view>
 #include <type_traits>
 #include <variant>
 
@@ -2070,6 +2086,16 @@ asio::awaitable<RenewedRun<body_result_t<F>>> run_renewed(L& lock, LockGuard& gu
   co_return run;
 }
 
+/// The completion signature of with_lock, with_session_lock and renew_while
+/// through a completion token: the body's exception (or errc::lock_lost,
+/// errc::timeout, ...) as an exception_ptr, since the body may throw
+/// anything, then the body's result (value-initialized on failure).
+template <class F>
+using body_signature_t = completion_signature_t<body_result_t<F>, std::exception_ptr>;
+
+template <class F>
+concept BodyResultForToken = std::is_void_v<body_result_t<F>> || std::default_initializable<body_result_t<F>>;
+
 inline Error lease_lost_error(const AdvisoryKey& key, std::chrono::milliseconds ttl) {
   return Error(errc::lock_lost,
                fmt::format("the lease on '{}' was lost while the body ran (a renewal found it expired or taken, "
@@ -2130,6 +2156,42 @@ asio::awaitable<detail::body_result_t<F>> with_session_lock(L& lock, const Tenan
   co_return co_await std::move(running);
 }
 
+/// with_lock through an Asio completion token (a callback, use_future,
+/// deferred, ...): completes with `void(std::exception_ptr, R)`
+/// (`void(std::exception_ptr)` for a body returning awaitable<void>), the
+/// exception being whatever the coroutine form would have thrown. The body
+/// and the renewals run on a strand of the handler's executor (the system
+/// executor's pool when it has none); `lock` must outlive the call.
+/// Cancelling through the handler's slot cancels the body and still releases.
+template <DistributedLock L, class F, class Token>
+requires detail::BodyResultForToken<F> && asio::completion_token_for<Token, detail::body_signature_t<F>>
+auto with_lock(L& lock, AdvisoryKey key, F body, LockOptions options, Token&& token) {
+  auto running = with_lock(lock, std::move(key), std::move(body), options);
+  return detail::complete_through<std::exception_ptr>(std::move(running), std::forward<Token>(token));
+}
+
+namespace detail {
+
+/// The coroutine form keeps `tenant` and `thread_id` by reference; the token
+/// form may start after the caller's arguments are gone, so it owns copies.
+template <DistributedLock L, class F>
+asio::awaitable<body_result_t<F>> with_session_lock_owning(L& lock, TenantId tenant, std::string thread_id, F body,
+                                                           LockOptions options) {
+  auto running = with_session_lock(lock, tenant, thread_id, std::move(body), options);
+  co_return co_await std::move(running);
+}
+
+}  // namespace detail
+
+/// with_session_lock through a completion token, as with_lock above.
+template <DistributedLock L, class F, class Token>
+requires detail::BodyResultForToken<F> && asio::completion_token_for<Token, detail::body_signature_t<F>>
+auto with_session_lock(L& lock, const TenantId& tenant, std::string_view thread_id, F body, LockOptions options,
+                       Token&& token) {
+  auto running = detail::with_session_lock_owning(lock, tenant, std::string(thread_id), std::move(body), options);
+  return detail::complete_through<std::exception_ptr>(std::move(running), std::forward<Token>(token));
+}
+
 /// Runs `body()` while `guard`'s lease is held: the lease is extended every
 /// ttl/3, and the body is cancelled (Asio terminal cancellation) when an
 /// extend answers false or when no extend has been confirmed by
@@ -2146,6 +2208,15 @@ asio::awaitable<detail::body_result_t<F>> renew_while(L& lock, LockGuard& guard,
   if (run.lost) throw detail::lease_lost_error(guard.key(), ttl);
   if (run.failure) std::rethrow_exception(run.failure);
   if constexpr (!std::is_void_v<detail::body_result_t<F>>) co_return std::move(*run.result);
+}
+
+/// renew_while through a completion token, as with_lock above; `guard`
+/// must outlive the call.
+template <DistributedLock L, class F, class Token>
+requires detail::BodyResultForToken<F> && asio::completion_token_for<Token, detail::body_signature_t<F>>
+auto renew_while(L& lock, LockGuard& guard, std::chrono::milliseconds ttl, F body, Token&& token) {
+  auto running = renew_while(lock, guard, ttl, std::move(body));
+  return detail::complete_through<std::exception_ptr>(std::move(running), std::forward<Token>(token));
 }
 
 }  // namespace lockstore

@@ -79,6 +79,7 @@ class LocalTokens;
 class SqliteConnection;
 struct SqliteShared;
 class SqliteWakeups;
+struct SqliteDatabaseAccess;
 }  // namespace detail
 
 class SqliteDatabase {
@@ -112,25 +113,6 @@ class SqliteDatabase {
   /// opened immutable: read without locks, so it must not change while open.
   static asio::awaitable<SqliteDatabase> open_readonly(std::filesystem::path path, SqliteOptions options = {});
 
-  /// Runs `f(detail::SqliteConnection&)` on the connection thread and returns
-  /// its result. This is how lockstore's SQLite components talk to the file;
-  /// `f` must not capture a SqliteDatabase. Not cancellable once queued.
-  template <class F>
-  asio::awaitable<std::invoke_result_t<F&, detail::SqliteConnection&>> run(F f) const;
-
-  /// As run(), in two steps: start() queues `f` at once, from any thread,
-  /// and outcome() awaits its result (once). Jobs run in the order queued.
-  template <class F>
-  auto start(F f) const;
-
-  template <class Started>
-  auto outcome(Started started) const;
-
-  /// Queues `f(detail::SqliteConnection&)` on the connection thread and
-  /// returns at once, dropping its result and errors (clean-up only).
-  template <class F>
-  void post(F f) const;
-
   const std::filesystem::path& path() const noexcept;
   bool read_only() const noexcept;
   const SqliteOptions& options() const noexcept;
@@ -138,19 +120,15 @@ class SqliteDatabase {
   /// Throws errc::backend_failure if this handle was opened read-only.
   void require_writable(std::string_view operation) const;
 
-  /// Internal: how waiters on this handle are woken (in-process wake-ups,
-  /// the wake file, early attempts). Lives as long as the connection thread.
-  detail::SqliteWakeups& wakeups() const noexcept;
-
-  /// Internal: tokens of leases granted through this handle and not yet
-  /// released.
-  detail::LocalTokens& local_tokens() const noexcept;
-
   friend bool operator==(const SqliteDatabase& a, const SqliteDatabase& b) noexcept {
     return a.shared_ == b.shared_;
   }
 
  private:
+  // Running jobs on the connection thread is for lockstore's own SQLite
+  // components (detail/sqlite_database_run.hpp); users write through the
+  // lock and the store.
+  friend struct detail::SqliteDatabaseAccess;
 
   using Opener = std::function<std::unique_ptr<detail::SqliteConnection>()>;
   SqliteDatabase(std::filesystem::path path, SqliteOptions options, bool read_only, Opener opener);
@@ -1541,30 +1519,51 @@ struct SqliteShared {
 
 #include <utility>
 
-namespace lockstore {
+namespace lockstore::detail {
 
+struct SqliteDatabaseAccess {
+  static SqliteShared& shared(const SqliteDatabase& database) noexcept { return *database.shared_; }
+};
 
+/// Runs `f(SqliteConnection&)` on the database's connection thread and
+/// returns its result. `f` must not capture a SqliteDatabase. Not
+/// cancellable once queued.
 template <class F>
-asio::awaitable<std::invoke_result_t<F&, detail::SqliteConnection&>> SqliteDatabase::run(F f) const {
-  return shared_->worker.run(std::move(f));
+asio::awaitable<std::invoke_result_t<F&, SqliteConnection&>> run_on(const SqliteDatabase& database, F f) {
+  return SqliteDatabaseAccess::shared(database).worker.run(std::move(f));
 }
 
+/// As run_on, in two steps: start_on queues `f` at once, from any thread,
+/// and outcome_on awaits its result (once). Jobs run in the order queued.
 template <class F>
-auto SqliteDatabase::start(F f) const {
-  return shared_->worker.start(std::move(f));
+auto start_on(const SqliteDatabase& database, F f) {
+  return SqliteDatabaseAccess::shared(database).worker.start(std::move(f));
 }
 
 template <class Started>
-auto SqliteDatabase::outcome(Started started) const {
-  return shared_->worker.outcome(std::move(started));
+auto outcome_on(const SqliteDatabase& database, Started started) {
+  return SqliteDatabaseAccess::shared(database).worker.outcome(std::move(started));
 }
 
+/// Queues `f(SqliteConnection&)` on the connection thread and returns at
+/// once, dropping its result and errors (clean-up only).
 template <class F>
-void SqliteDatabase::post(F f) const {
-  shared_->worker.post(std::move(f));
+void post_on(const SqliteDatabase& database, F f) {
+  SqliteDatabaseAccess::shared(database).worker.post(std::move(f));
 }
 
-}  // namespace lockstore
+/// How waiters on this handle are woken (in-process wake-ups, the wake
+/// file, early attempts). Lives as long as the connection thread.
+inline SqliteWakeups& wakeups_of(const SqliteDatabase& database) noexcept {
+  return SqliteDatabaseAccess::shared(database).wakeups;
+}
+
+/// Tokens of leases granted through this handle and not yet released.
+inline LocalTokens& local_tokens_of(const SqliteDatabase& database) noexcept {
+  return SqliteDatabaseAccess::shared(database).local_tokens;
+}
+
+}  // namespace lockstore::detail
 #endif  // LOCKSTORE_SINGLE_DETAIL_SQLITE_DATABASE_RUN_HPP
 // ---- lockstore/detail/sqlite_schema.hpp
 #ifndef LOCKSTORE_SINGLE_DETAIL_SQLITE_SCHEMA_HPP
@@ -1939,7 +1938,7 @@ LOCKSTORE_DECL asio::awaitable<SqliteDatabase> SqliteDatabase::open(std::filesys
     return connection;
   });
   // Reports an open failure, and whether SQLite could open the file for writing.
-  auto opening = database.run([](detail::SqliteConnection& connection) { return connection.read_only(); });
+  auto opening = detail::run_on(database, [](detail::SqliteConnection& connection) { return connection.read_only(); });
   if (co_await std::move(opening)) {
     database.shared_->read_only = true;
     detail::log(LogLevel::warning,
@@ -1960,7 +1959,7 @@ LOCKSTORE_DECL asio::awaitable<SqliteDatabase> SqliteDatabase::open_memory(Sqlit
     detail::migrate(*connection);
     return connection;
   });
-  co_await database.run([](detail::SqliteConnection&) {});
+  co_await detail::run_on(database, [](detail::SqliteConnection&) {});
   co_return database;
 }
 
@@ -1973,7 +1972,7 @@ LOCKSTORE_DECL asio::awaitable<SqliteDatabase> SqliteDatabase::open_readonly(std
     detail::check_schema(*connection, connection->pragma_int("user_version"));
     return connection;
   });
-  co_await database.run([](detail::SqliteConnection&) {});
+  co_await detail::run_on(database, [](detail::SqliteConnection&) {});
   co_return database;
 }
 
@@ -1985,12 +1984,6 @@ LOCKSTORE_DECL void SqliteDatabase::require_writable(std::string_view operation)
   if (shared_->read_only)
     throw Error(errc::backend_failure,
                 fmt::format("{}: '{}' was opened read-only; writes are refused", operation, path().string()));
-}
-
-LOCKSTORE_DECL detail::SqliteWakeups& SqliteDatabase::wakeups() const noexcept { return shared_->wakeups; }
-
-LOCKSTORE_DECL detail::LocalTokens& SqliteDatabase::local_tokens() const noexcept {
-  return shared_->local_tokens;
 }
 
 LOCKSTORE_DECL SqliteDatabase::SqliteDatabase(std::filesystem::path path, SqliteOptions options, bool read_only,
@@ -2360,7 +2353,9 @@ struct SqliteLock::Outcome {
 
 struct SqliteLock::Shared {
   explicit Shared(const SqliteDatabase& database)
-      : tokens(&database.local_tokens()), wakeups(&database.wakeups()), board(database.wakeups().board()) {}
+      : tokens(&detail::local_tokens_of(database)),
+        wakeups(&detail::wakeups_of(database)),
+        board(detail::wakeups_of(database).board()) {}
   detail::LocalTokens* tokens;
   detail::SqliteWakeups* wakeups;
   detail::WakeBoard* board;
@@ -2370,11 +2365,12 @@ struct SqliteLock::LeaveQueue {
   SqliteDatabase database;
   std::string key;
   void operator()(std::int64_t ticket) const {
-    database.post([ticket, key = key, wakeups = &database.wakeups()](detail::SqliteConnection& connection) {
-      connection.prepare(detail::sqlite_lock_sql::drop_ticket).bind(1, ticket).run();
-      wakeups->notify(key);
-      announce_release(connection, wakeups->board(), key);
-    });
+    detail::post_on(database,
+                    [ticket, key = key, wakeups = &detail::wakeups_of(database)](detail::SqliteConnection& connection) {
+                      connection.prepare(detail::sqlite_lock_sql::drop_ticket).bind(1, ticket).run();
+                      wakeups->notify(key);
+                      announce_release(connection, wakeups->board(), key);
+                    });
   }
 };
 
@@ -2391,8 +2387,8 @@ class SqliteLock::PendingAttempt {
   PendingAttempt& operator=(const PendingAttempt&) = delete;
   ~PendingAttempt() {
     if (!started_) return;
-    database_.post([job = started_->job, proposed = started_->proposed, key = key_,
-                    shared = Shared(database_)](detail::SqliteConnection& connection) {
+    detail::post_on(database_, [job = started_->job, proposed = started_->proposed, key = key_,
+                                shared = Shared(database_)](detail::SqliteConnection& connection) {
       const Outcome* result = job.peek();
       if (result == nullptr) return;
       const Outcome& untaken = *result;
@@ -2407,7 +2403,7 @@ class SqliteLock::PendingAttempt {
     std::lock_guard lock(mutex_);
     if (started_) return;  // one at a time; the caller takes it before it starts another
     const auto sent = std::chrono::steady_clock::now();
-    started_.emplace(Started{database_.start(std::move(job)), std::move(proposed), sent});
+    started_.emplace(Started{detail::start_on(database_, std::move(job)), std::move(proposed), sent});
   }
 
   std::optional<Started> peek() {
@@ -2451,17 +2447,15 @@ LOCKSTORE_DECL auto SqliteLock::acquire(AdvisoryKey key, std::chrono::millisecon
   database_.require_writable("SqliteLock::acquire");
   LeaveQueue leave{database_, key.str()};
   QueueSeat seat(std::move(leave));
-  auto subscription = database_.wakeups().waiters().subscribe(key.str());
+  auto subscription = detail::wakeups_of(database_).waiters().subscribe(key.str());
   PendingAttempt pending(database_, key.str());
   const auto executor = co_await asio::this_coro::executor;
   // A release that wakes this caller queues its next attempt on the
   // connection thread at once (detail/sqlite_wakeups.hpp). Declared after
   // what its callback uses: it is unregistered before they are destroyed.
-  detail::SqliteWakeups::EarlyStart early(database_.wakeups(), key.str(), subscription,
-                                          detail::io_context_of(executor),
-                                          [this, &pending, &key, ttl](std::int64_t ticket) {
-                                            start_attempt(pending, key, ttl, true, ticket);
-                                          });
+  detail::SqliteWakeups::EarlyStart early(
+      detail::wakeups_of(database_), key.str(), subscription, detail::io_context_of(executor),
+      [this, &pending, &key, ttl](std::int64_t ticket) { start_attempt(pending, key, ttl, true, ticket); });
   auto acquiring = detail::acquire_loop(
       subscription, key, deadline,
       [&]() -> asio::awaitable<detail::Attempt> {
@@ -2491,7 +2485,8 @@ LOCKSTORE_DECL auto SqliteLock::extend(LockGuard& guard, std::chrono::millisecon
   };
   // A confirmation that comes after the lease's assumed end (the statement
   // waited that long for the write lock) counts as lost.
-  const bool extended = co_await database_.run(std::move(job)) && std::chrono::steady_clock::now() < assumed_end;
+  const bool extended =
+      co_await detail::run_on(database_, std::move(job)) && std::chrono::steady_clock::now() < assumed_end;
   if (extended) guard.confirm_until(sent + ttl);
   co_return extended;
 }
@@ -2502,7 +2497,7 @@ LOCKSTORE_DECL auto SqliteLock::take_over(AdvisoryKey key, std::chrono::millisec
   database_.require_writable("SqliteLock::take_over");
   const auto sent = std::chrono::steady_clock::now();
   auto job = [key = key.str(), owner = owner_, proposed = random_token(), ttl,
-              tokens = &database_.local_tokens()](detail::SqliteConnection& connection) {
+              tokens = &detail::local_tokens_of(database_)](detail::SqliteConnection& connection) {
     Outcome result;
     auto statement = connection.prepare(detail::sqlite_lock_sql::take_over);
     statement.bind(1, key).bind(2, owner).bind(3, proposed).bind(4, ttl.count());
@@ -2514,7 +2509,7 @@ LOCKSTORE_DECL auto SqliteLock::take_over(AdvisoryKey key, std::chrono::millisec
     }
     return result;
   };
-  auto outcome = co_await database_.run(std::move(job));
+  auto outcome = co_await detail::run_on(database_, std::move(job));
   if (!outcome.token) co_return std::nullopt;
   co_return LockGuard(std::move(key), std::move(*outcome.token), outcome.fence,
                       sent + std::chrono::milliseconds(outcome.holder_expires_ms));
@@ -2525,7 +2520,7 @@ LOCKSTORE_DECL auto SqliteLock::release(LockGuard guard) -> asio::awaitable<void
   database_.require_writable("SqliteLock::release");
   auto job = [key = guard.key().str(), token = guard.token(), shared = Shared(database_)](
                  detail::SqliteConnection& connection) { release_on(connection, shared, key, token); };
-  co_await database_.run(std::move(job));
+  co_await detail::run_on(database_, std::move(job));
   guard.mark_released();
 }
 
@@ -2552,11 +2547,11 @@ LOCKSTORE_DECL auto SqliteLock::release_all() -> asio::awaitable<std::size_t> {
     }
     return live;
   };
-  co_return co_await database_.run(std::move(job));
+  co_return co_await detail::run_on(database_, std::move(job));
 }
 
 LOCKSTORE_DECL auto SqliteLock::list() -> asio::awaitable<std::vector<LockInfo>> {
-  co_return co_await database_.run([](detail::SqliteConnection& connection) {
+  co_return co_await detail::run_on(database_, [](detail::SqliteConnection& connection) {
     auto statement = connection.prepare(detail::sqlite_lock_sql::list);
     statement.bind(1, detail::wall_clock_ms());
     std::vector<LockInfo> leases;
@@ -2589,7 +2584,7 @@ LOCKSTORE_DECL auto SqliteLock::force_release(AdvisoryKey key) -> asio::awaitabl
     announce_release(connection, shared.board, key.str());
     return info;
   };
-  co_return co_await database_.run(std::move(job));
+  co_return co_await detail::run_on(database_, std::move(job));
 }
 
 LOCKSTORE_DECL auto SqliteLock::release_on(detail::SqliteConnection& connection, const Shared& shared, const std::string& key,
@@ -2671,7 +2666,7 @@ LOCKSTORE_DECL auto SqliteLock::take_attempt(PendingAttempt& pending, AdvisoryKe
                                               std::chrono::milliseconds ttl, QueueSeat* seat)
     -> asio::awaitable<detail::Attempt> {
   auto started = *pending.peek();
-  auto waiting = database_.outcome(started.job);
+  auto waiting = detail::outcome_on(database_, started.job);
   auto outcome = co_await std::move(waiting);
   pending.forget();
   co_return settle(std::move(key), started.proposed, std::move(outcome), seat, started.sent + ttl);
@@ -2695,9 +2690,9 @@ LOCKSTORE_DECL auto SqliteLock::retry_time(const Outcome& outcome) -> std::chron
   const auto now = std::chrono::steady_clock::now();
   const auto until_expiry = std::chrono::milliseconds(
       std::max<std::int64_t>(0, outcome.holder_expires_ms - detail::wall_clock_ms()) + 1);
-  if (database_.local_tokens().contains(outcome.holder_token)) return now + until_expiry;
+  if (detail::local_tokens_of(database_).contains(outcome.holder_token)) return now + until_expiry;
   bool watcher_started = false;
-  const bool watched = database_.wakeups().watch(&watcher_started);
+  const bool watched = detail::wakeups_of(database_).watch(&watcher_started);
   if (watcher_started) return now;
   const auto poll = watched ? std::max(SqliteDatabase::watched_poll_interval, database_.options().poll_interval).count()
                             : database_.options().poll_interval.count();

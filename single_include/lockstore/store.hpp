@@ -14,6 +14,16 @@
 // Every write is one BEGIN IMMEDIATE transaction. Needs SQLite3 and OpenSSL
 // libcrypto (target lockstore::store).
 
+// ---- lockstore/detail/store_completion.hpp
+#ifndef LOCKSTORE_SINGLE_DETAIL_STORE_COMPLETION_HPP
+#define LOCKSTORE_SINGLE_DETAIL_STORE_COMPLETION_HPP
+// Completion tokens for the SessionStore's operations, as completion.hpp
+// gives them to the locks: each operation is written once as a coroutine,
+// and these overloads let it complete through any Asio completion token with
+// `void(error_code, T)` (`void(error_code)` for the operations returning
+// nothing), the value empty on failure. The store must outlive the
+// operation; a Claim is copied, so the caller's may go.
+
 // ---- lockstore/store_types.hpp
 #ifndef LOCKSTORE_SINGLE_STORE_TYPES_HPP
 #define LOCKSTORE_SINGLE_STORE_TYPES_HPP
@@ -170,6 +180,220 @@ struct fmt::formatter<lockstore::BlobRef> : fmt::formatter<std::string_view> {
 };
 #endif  // LOCKSTORE_SINGLE_STORE_TYPES_HPP
 
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/system/error_code.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace lockstore::detail {
+
+template <class Store>
+class StoreCompletionOverloads {
+ public:
+  using error_code = boost::system::error_code;
+  using milliseconds = std::chrono::milliseconds;
+
+  /// SessionStore::open through a token: `void(error_code,
+  /// std::optional<SessionStore>)`, empty on failure.
+  template <class Database, asio::completion_token_for<void(error_code, std::optional<Store>)> Token>
+  static auto open(Database database, StoreOptions options, Token&& token) {
+    return complete_through(open_optional(std::move(database), std::move(options)), std::forward<Token>(token));
+  }
+
+  template <asio::completion_token_for<void(error_code, CommitResult)> Token>
+  auto commit(CommitRequest request, Token&& token) {
+    return complete_through(self().commit(std::move(request)), std::forward<Token>(token));
+  }
+
+  template <asio::completion_token_for<void(error_code, std::optional<SessionSnapshot>)> Token>
+  auto load_snapshot(std::string session_id, Token&& token) {
+    return complete_through(self().load_snapshot(std::move(session_id)), std::forward<Token>(token));
+  }
+
+  template <asio::completion_token_for<void(error_code, std::optional<SessionSnapshot>)> Token>
+  auto load_revision(std::string session_id, std::uint64_t revision, Token&& token) {
+    return complete_through(self().load_revision(std::move(session_id), revision), std::forward<Token>(token));
+  }
+
+  template <asio::completion_token_for<void(error_code, Page<CheckpointInfo>)> Token>
+  auto history(std::string session_id, PageRequest page, Token&& token) {
+    return complete_through(self().history(std::move(session_id), std::move(page)), std::forward<Token>(token));
+  }
+
+  template <asio::completion_token_for<void(error_code, CommitResult)> Token>
+  auto fork(std::string session_id, std::uint64_t revision, std::string new_session_id,
+            std::optional<std::string> metadata, Token&& token) {
+    return complete_through(
+        self().fork(std::move(session_id), revision, std::move(new_session_id), std::move(metadata)),
+        std::forward<Token>(token));
+  }
+
+  template <asio::completion_token_for<void(error_code, bool)> Token>
+  auto delete_session(std::string session_id, Token&& token) {
+    return complete_through(self().delete_session(std::move(session_id)), std::forward<Token>(token));
+  }
+
+  template <asio::completion_token_for<void(error_code, std::size_t)> Token>
+  auto delete_idle_sessions(milliseconds idle, Token&& token) {
+    return complete_through(self().delete_idle_sessions(idle), std::forward<Token>(token));
+  }
+
+  template <asio::completion_token_for<void(error_code, std::optional<SessionHead>)> Token>
+  auto load(std::string session_id, Token&& token) {
+    return complete_through(self().load(std::move(session_id)), std::forward<Token>(token));
+  }
+
+  template <asio::completion_token_for<void(error_code, std::vector<SessionHead>)> Token>
+  auto sessions(Token&& token) {
+    return complete_through(self().sessions(), std::forward<Token>(token));
+  }
+
+  template <asio::completion_token_for<void(error_code, Page<SessionHead>)> Token>
+  auto sessions(PageRequest page, Token&& token) {
+    return complete_through(self().sessions(std::move(page)), std::forward<Token>(token));
+  }
+
+  template <asio::completion_token_for<void(error_code, StoreStats)> Token>
+  auto stats(Token&& token) {
+    return complete_through(self().stats(), std::forward<Token>(token));
+  }
+
+  template <asio::completion_token_for<void(error_code, BlobRef)> Token>
+  auto put_blob(std::string bytes, Token&& token) {
+    return complete_through(self().put_blob(std::move(bytes)), std::forward<Token>(token));
+  }
+
+  template <asio::completion_token_for<void(error_code, std::optional<std::string>)> Token>
+  auto get_blob(BlobRef ref, Token&& token) {
+    return complete_through(self().get_blob(std::move(ref)), std::forward<Token>(token));
+  }
+
+  template <asio::completion_token_for<void(error_code, std::optional<Checkpoint>)> Token>
+  auto get_checkpoint(BlobRef ref, Token&& token) {
+    return complete_through(self().get_checkpoint(std::move(ref)), std::forward<Token>(token));
+  }
+
+  template <asio::completion_token_for<void(error_code)> Token>
+  auto pin(BlobRef ref, Token&& token) {
+    return complete_through(self().pin(std::move(ref)), std::forward<Token>(token));
+  }
+
+  template <asio::completion_token_for<void(error_code)> Token>
+  auto unpin(BlobRef ref, Token&& token) {
+    return complete_through(self().unpin(std::move(ref)), std::forward<Token>(token));
+  }
+
+  template <asio::completion_token_for<void(error_code, GcReport)> Token>
+  auto gc(Token&& token) {
+    return complete_through(self().gc(), std::forward<Token>(token));
+  }
+
+  template <asio::completion_token_for<void(error_code, std::uint64_t)> Token>
+  auto compact(Token&& token) {
+    return complete_through(self().compact(), std::forward<Token>(token));
+  }
+
+  template <asio::completion_token_for<void(error_code, WorkItem)> Token>
+  auto enqueue(std::string session_id, WorkDraft draft, Token&& token) {
+    return complete_through(self().enqueue(std::move(session_id), std::move(draft)), std::forward<Token>(token));
+  }
+
+  template <asio::completion_token_for<void(error_code, std::optional<Claim>)> Token>
+  auto claim(std::string session_id, std::string owner, milliseconds lease, std::size_t max_items, Token&& token) {
+    return complete_through(self().claim(std::move(session_id), std::move(owner), lease, max_items),
+                            std::forward<Token>(token));
+  }
+
+  template <asio::completion_token_for<void(error_code)> Token>
+  auto renew(Claim claim, milliseconds lease, Token&& token) {
+    return complete_through(renew_owned(std::move(claim), lease), std::forward<Token>(token));
+  }
+
+  template <asio::completion_token_for<void(error_code)> Token>
+  auto complete(Claim claim, Token&& token) {
+    return complete_through(complete_owned(std::move(claim)), std::forward<Token>(token));
+  }
+
+  template <asio::completion_token_for<void(error_code)> Token>
+  auto abandon(Claim claim, Token&& token) {
+    return complete_through(abandon_owned(std::move(claim)), std::forward<Token>(token));
+  }
+
+  template <asio::completion_token_for<void(error_code, std::vector<WorkItem>)> Token>
+  auto pending(std::string session_id, Token&& token) {
+    return complete_through(self().pending(std::move(session_id)), std::forward<Token>(token));
+  }
+
+  template <asio::completion_token_for<void(error_code, Page<WorkItem>)> Token>
+  auto pending(std::string session_id, PageRequest page, Token&& token) {
+    return complete_through(self().pending(std::move(session_id), std::move(page)), std::forward<Token>(token));
+  }
+
+  template <asio::completion_token_for<void(error_code)> Token>
+  auto append_nodes(std::string session_id, std::vector<GraphNode> nodes, Token&& token) {
+    return complete_through(self().append_nodes(std::move(session_id), std::move(nodes)), std::forward<Token>(token));
+  }
+
+  template <asio::completion_token_for<void(error_code, std::vector<GraphNode>)> Token>
+  auto load_graph(std::string session_id, Token&& token) {
+    return complete_through(self().load_graph(std::move(session_id)), std::forward<Token>(token));
+  }
+
+  template <asio::completion_token_for<void(error_code, Page<GraphNode>)> Token>
+  auto load_graph(std::string session_id, PageRequest page, Token&& token) {
+    return complete_through(self().load_graph(std::move(session_id), std::move(page)), std::forward<Token>(token));
+  }
+
+  template <asio::completion_token_for<void(error_code, std::vector<GraphNode>)> Token>
+  auto active_path(std::string session_id, std::string leaf_id, Token&& token) {
+    return complete_through(self().active_path(std::move(session_id), std::move(leaf_id)), std::forward<Token>(token));
+  }
+
+  template <asio::completion_token_for<void(error_code, std::size_t)> Token>
+  auto tombstone(std::string session_id, std::vector<std::string> node_ids, Token&& token) {
+    return complete_through(self().tombstone(std::move(session_id), std::move(node_ids)), std::forward<Token>(token));
+  }
+
+  template <asio::completion_token_for<void(error_code, std::size_t)> Token>
+  auto vacuum(Token&& token) {
+    return complete_through(self().vacuum(), std::forward<Token>(token));
+  }
+
+ private:
+  Store& self() { return static_cast<Store&>(*this); }
+
+  // The coroutine forms take the claim by reference; these own a copy,
+  // since the operation may start after the caller's claim is gone.
+  asio::awaitable<void> renew_owned(Claim claim, milliseconds lease) {
+    auto renewing = self().renew(claim, lease);
+    co_await std::move(renewing);
+  }
+  asio::awaitable<void> complete_owned(Claim claim) {
+    auto completing = self().complete(claim);
+    co_await std::move(completing);
+  }
+  asio::awaitable<void> abandon_owned(Claim claim) {
+    auto abandoning = self().abandon(claim);
+    co_await std::move(abandoning);
+  }
+
+  template <class Database>
+  static asio::awaitable<std::optional<Store>> open_optional(Database database, StoreOptions options) {
+    auto opening = Store::open(std::move(database), std::move(options));
+    co_return co_await std::move(opening);
+  }
+};
+
+}  // namespace lockstore::detail
+#endif  // LOCKSTORE_SINGLE_DETAIL_STORE_COMPLETION_HPP
+
 #include <boost/asio/awaitable.hpp>
 
 #include <chrono>
@@ -182,8 +406,43 @@ struct fmt::formatter<lockstore::BlobRef> : fmt::formatter<std::string_view> {
 
 namespace lockstore {
 
-class SessionStore {
+/// Every operation below is a coroutine (`co_await store.commit(request)`)
+/// and also takes an Asio completion token as its last argument (a
+/// callback, use_future, deferred, ...), completing with
+/// `void(error_code, T)`; see detail/store_completion.hpp.
+class SessionStore : public detail::StoreCompletionOverloads<SessionStore> {
+  using TokenOverloads = detail::StoreCompletionOverloads<SessionStore>;
+
  public:
+  using TokenOverloads::abandon;
+  using TokenOverloads::active_path;
+  using TokenOverloads::append_nodes;
+  using TokenOverloads::claim;
+  using TokenOverloads::commit;
+  using TokenOverloads::compact;
+  using TokenOverloads::complete;
+  using TokenOverloads::delete_idle_sessions;
+  using TokenOverloads::delete_session;
+  using TokenOverloads::enqueue;
+  using TokenOverloads::fork;
+  using TokenOverloads::gc;
+  using TokenOverloads::get_blob;
+  using TokenOverloads::get_checkpoint;
+  using TokenOverloads::history;
+  using TokenOverloads::load;
+  using TokenOverloads::load_graph;
+  using TokenOverloads::load_revision;
+  using TokenOverloads::load_snapshot;
+  using TokenOverloads::open;
+  using TokenOverloads::pending;
+  using TokenOverloads::pin;
+  using TokenOverloads::renew;
+  using TokenOverloads::sessions;
+  using TokenOverloads::stats;
+  using TokenOverloads::tombstone;
+  using TokenOverloads::unpin;
+  using TokenOverloads::vacuum;
+
   /// Opens the store on a database (its schema is created with the file).
   /// On a read-only database every read works and every write throws
   /// errc::backend_failure. Throws errc::invalid_argument for
@@ -1503,7 +1762,8 @@ LOCKSTORE_DECL auto SessionStore::open(SqliteDatabase database, StoreOptions opt
                 fmt::format("StoreOptions::retention of {} ms must be positive", options.retention->count()));
   // The store's tables have their own schema version: a file whose locks
   // this build can use may still hold a store it cannot.
-  co_await database.run([](detail::SqliteConnection& connection) { detail::check_store_schema(connection); });
+  co_await detail::run_on(database,
+                          [](detail::SqliteConnection& connection) { detail::check_store_schema(connection); });
   co_return SessionStore(std::move(database), options);
 }
 
@@ -1517,7 +1777,7 @@ LOCKSTORE_DECL auto SessionStore::commit(CommitRequest request) -> asio::awaitab
               keep = options_.history](detail::SqliteConnection& connection) {
     return detail::store::commit(connection, request, hashed, keep);
   };
-  auto committing = database_.run(std::move(job));
+  auto committing = detail::run_on(database_, std::move(job));
   auto result = co_await std::move(committing);
   if (options_.gc_every_commits && ++state_->commits % *options_.gc_every_commits == 0) {
     // The commit is applied: nothing the collection meets (a busy file, a
@@ -1545,7 +1805,7 @@ LOCKSTORE_DECL auto SessionStore::load_snapshot(std::string session_id)
   auto job = [session_id = std::move(session_id)](detail::SqliteConnection& connection) {
     return detail::store::load_snapshot(connection, session_id);
   };
-  auto loading = database_.run(std::move(job));
+  auto loading = detail::run_on(database_, std::move(job));
   co_return co_await std::move(loading);
 }
 
@@ -1554,7 +1814,7 @@ LOCKSTORE_DECL auto SessionStore::load_revision(std::string session_id, std::uin
   auto job = [session_id = std::move(session_id), revision](detail::SqliteConnection& connection) {
     return detail::store::load_revision(connection, session_id, revision);
   };
-  auto loading = database_.run(std::move(job));
+  auto loading = detail::run_on(database_, std::move(job));
   co_return co_await std::move(loading);
 }
 
@@ -1564,7 +1824,7 @@ LOCKSTORE_DECL auto SessionStore::history(std::string session_id, PageRequest pa
   auto job = [session_id = std::move(session_id), page = std::move(page)](detail::SqliteConnection& connection) {
     return detail::store::history(connection, session_id, page);
   };
-  auto listing = database_.run(std::move(job));
+  auto listing = detail::run_on(database_, std::move(job));
   co_return co_await std::move(listing);
 }
 
@@ -1575,7 +1835,7 @@ LOCKSTORE_DECL auto SessionStore::fork(std::string session_id, std::uint64_t rev
               metadata = std::move(metadata), keep = options_.history](detail::SqliteConnection& connection) {
     return detail::store::fork(connection, session_id, revision, new_session_id, metadata, keep);
   };
-  auto forking = database_.run(std::move(job));
+  auto forking = detail::run_on(database_, std::move(job));
   co_return co_await std::move(forking);
 }
 
@@ -1588,7 +1848,7 @@ LOCKSTORE_DECL auto SessionStore::delete_session(std::string session_id) -> asio
     transaction.commit();
     return found;
   };
-  auto deleting = database_.run(std::move(job));
+  auto deleting = detail::run_on(database_, std::move(job));
   co_return co_await std::move(deleting);
 }
 
@@ -1600,7 +1860,7 @@ LOCKSTORE_DECL auto SessionStore::delete_idle_sessions(std::chrono::milliseconds
   const auto cutoff = detail::wall_clock_ms() - idle.count();
   std::size_t deleted = 0;
   for (;;) {
-    auto batching = database_.run([cutoff](detail::SqliteConnection& connection) {
+    auto batching = detail::run_on(database_, [cutoff](detail::SqliteConnection& connection) {
       return detail::store::delete_idle_sessions(connection, cutoff, idle_batch_sessions);
     });
     const auto batch = co_await std::move(batching);
@@ -1617,12 +1877,12 @@ LOCKSTORE_DECL auto SessionStore::load(std::string session_id) -> asio::awaitabl
     if (!statement.step()) return std::nullopt;
     return detail::store::read_head(statement, session_id);
   };
-  auto loading = database_.run(std::move(job));
+  auto loading = detail::run_on(database_, std::move(job));
   co_return co_await std::move(loading);
 }
 
 LOCKSTORE_DECL auto SessionStore::sessions() -> asio::awaitable<std::vector<SessionHead>> {
-  co_return co_await database_.run([](detail::SqliteConnection& connection) {
+  co_return co_await detail::run_on(database_, [](detail::SqliteConnection& connection) {
     return detail::store::all_pages(connection, [&](const PageRequest& page) {
       return detail::store::sessions(connection, page);
     });
@@ -1634,12 +1894,12 @@ LOCKSTORE_DECL auto SessionStore::sessions(PageRequest page) -> asio::awaitable<
   auto job = [page = std::move(page)](detail::SqliteConnection& connection) {
     return detail::store::sessions(connection, page);
   };
-  auto listing = database_.run(std::move(job));
+  auto listing = detail::run_on(database_, std::move(job));
   co_return co_await std::move(listing);
 }
 
 LOCKSTORE_DECL auto SessionStore::stats() -> asio::awaitable<StoreStats> {
-  co_return co_await database_.run([](detail::SqliteConnection& connection) {
+  co_return co_await detail::run_on(database_, [](detail::SqliteConnection& connection) {
     auto statement = connection.prepare(detail::store::sql::stats);
     statement.step();
     return StoreStats{static_cast<std::size_t>(statement.int64(0)), static_cast<std::size_t>(statement.int64(1)),
@@ -1656,7 +1916,7 @@ LOCKSTORE_DECL auto SessionStore::put_blob(std::string bytes) -> asio::awaitable
     transaction.commit();
     return ref;
   };
-  auto putting = database_.run(std::move(job));
+  auto putting = detail::run_on(database_, std::move(job));
   co_return co_await std::move(putting);
 }
 
@@ -1670,7 +1930,7 @@ LOCKSTORE_DECL auto SessionStore::get_blob(BlobRef ref) -> asio::awaitable<std::
     transaction.commit();
     return bytes;
   };
-  auto getting = database_.run(std::move(job));
+  auto getting = detail::run_on(database_, std::move(job));
   co_return co_await std::move(getting);
 }
 
@@ -1692,7 +1952,7 @@ LOCKSTORE_DECL auto SessionStore::pin(BlobRef ref) -> asio::awaitable<void> {
     detail::store::add_ref(connection, ref.hash);
     transaction.commit();
   };
-  auto pinning = database_.run(std::move(job));
+  auto pinning = detail::run_on(database_, std::move(job));
   co_await std::move(pinning);
 }
 
@@ -1706,7 +1966,7 @@ LOCKSTORE_DECL auto SessionStore::unpin(BlobRef ref) -> asio::awaitable<void> {
     connection.prepare(detail::store::sql::drop_unpinned).bind(1, ref.hash).run();
     transaction.commit();
   };
-  auto unpinning = database_.run(std::move(job));
+  auto unpinning = detail::run_on(database_, std::move(job));
   co_await std::move(unpinning);
 }
 
@@ -1721,7 +1981,7 @@ LOCKSTORE_DECL auto SessionStore::gc() -> asio::awaitable<GcReport> {
   // ids, are looked up in random order: a 64 MB page cache for the
   // collection keeps those pages between batches (with SQLite's default
   // 2 MB the cost per blob grew with the store).
-  auto widening = database_.run([](detail::SqliteConnection& connection) {
+  auto widening = detail::run_on(database_, [](detail::SqliteConnection& connection) {
     const auto previous = connection.pragma_int("cache_size");
     connection.exec("PRAGMA cache_size = -65536");
     return previous;
@@ -1732,18 +1992,19 @@ LOCKSTORE_DECL auto SessionStore::gc() -> asio::awaitable<GcReport> {
   };
   std::size_t deleted = 0;
   try {
-    auto reading = database_.run([](detail::SqliteConnection& c) { return detail::store::gc_next_due(c); });
+    auto reading = detail::run_on(database_, [](detail::SqliteConnection& c) { return detail::store::gc_next_due(c); });
     const auto next_due_at_start = co_await std::move(reading);
     // Nothing due yet: one row read. Otherwise one pass over the queue in
     // hash order; it also finds when the earliest entry it leaves is due.
     if (next_due_at_start <= cutoff) {
-      auto beginning = database_.run([](detail::SqliteConnection& c) { return detail::store::gc_begin_pass(c); });
+      auto beginning =
+          detail::run_on(database_, [](detail::SqliteConnection& c) { return detail::store::gc_begin_pass(c); });
       const auto epoch = co_await std::move(beginning);
       std::string cursor;
       std::int64_t next_due = std::numeric_limits<std::int64_t>::max();
       std::size_t batches_written = 0;
       for (;;) {
-        auto batching = database_.run([cutoff, cursor](detail::SqliteConnection& connection) {
+        auto batching = detail::run_on(database_, [cutoff, cursor](detail::SqliteConnection& connection) {
           return detail::store::gc_batch(connection, cutoff, cursor, gc_batch_blobs, gc_batch_budget);
         });
         const auto batch = co_await std::move(batching);
@@ -1757,7 +2018,7 @@ LOCKSTORE_DECL auto SessionStore::gc() -> asio::awaitable<GcReport> {
           // reaches SQLite's automatic checkpoint (1000 pages) that the
           // commit crossing it runs: a lock operation of another
           // connection, kept 20-30 ms doing GC's copying.
-          auto checkpointing = database_.run([](detail::SqliteConnection& c) { c.checkpoint_wal(); });
+          auto checkpointing = detail::run_on(database_, [](detail::SqliteConnection& c) { c.checkpoint_wal(); });
           co_await std::move(checkpointing);
         }
         // SQLite's write lock is not fair: a writer that sleeps in its
@@ -1767,17 +2028,17 @@ LOCKSTORE_DECL auto SessionStore::gc() -> asio::awaitable<GcReport> {
         asio::steady_timer pause(co_await asio::this_coro::executor, gc_batch_pause);
         co_await pause.async_wait(asio::use_awaitable);
       }
-      auto finishing = database_.run([epoch, next_due](detail::SqliteConnection& connection) {
+      auto finishing = detail::run_on(database_, [epoch, next_due](detail::SqliteConnection& connection) {
         detail::store::gc_pass_done(connection, epoch, next_due);
       });
       co_await std::move(finishing);
     }
   } catch (...) {
-    database_.post(restore_cache);
+    detail::post_on(database_, restore_cache);
     throw;
   }
-  database_.post(restore_cache);
-  co_return co_await database_.run([deleted](detail::SqliteConnection& connection) {
+  detail::post_on(database_, restore_cache);
+  co_return co_await detail::run_on(database_, [deleted](detail::SqliteConnection& connection) {
     std::error_code unknown;
     const auto wal = std::filesystem::file_size(connection.path().string() + "-wal", unknown);
     if (deleted > 0 && !unknown && wal > truncate_wal_above) connection.truncate_wal();
@@ -1787,7 +2048,7 @@ LOCKSTORE_DECL auto SessionStore::gc() -> asio::awaitable<GcReport> {
 
 LOCKSTORE_DECL auto SessionStore::compact() -> asio::awaitable<std::uint64_t> {
   database_.require_writable("SessionStore::compact");
-  co_return co_await database_.run([](detail::SqliteConnection& connection) {
+  co_return co_await detail::run_on(database_, [](detail::SqliteConnection& connection) {
     const auto size = [&] { return connection.pragma_int("page_count") * connection.pragma_int("page_size"); };
     const auto before = size();
     connection.exec("VACUUM");
@@ -1810,7 +2071,7 @@ LOCKSTORE_DECL auto SessionStore::enqueue(std::string session_id, WorkDraft draf
     transaction.commit();
     return item;
   };
-  auto enqueueing = database_.run(std::move(job));
+  auto enqueueing = detail::run_on(database_, std::move(job));
   co_return co_await std::move(enqueueing);
 }
 
@@ -1826,7 +2087,7 @@ LOCKSTORE_DECL auto SessionStore::claim(std::string session_id, std::string owne
                  detail::SqliteConnection& connection) {
     return detail::store::claim(connection, session_id, owner, lease, max_items);
   };
-  auto claiming = database_.run(std::move(job));
+  auto claiming = detail::run_on(database_, std::move(job));
   co_return co_await std::move(claiming);
 }
 
@@ -1841,7 +2102,7 @@ LOCKSTORE_DECL auto SessionStore::renew(const Claim& claim, std::chrono::millise
     connection.prepare(detail::store::sql::renew_claim).bind(1, claim.token).bind(2, until).run();
     transaction.commit();
   };
-  auto renewing = database_.run(std::move(job));
+  auto renewing = detail::run_on(database_, std::move(job));
   co_await std::move(renewing);
 }
 
@@ -1852,7 +2113,7 @@ LOCKSTORE_DECL auto SessionStore::complete(const Claim& claim) -> asio::awaitabl
     detail::store::complete_claim(connection, claim);
     transaction.commit();
   };
-  auto completing = database_.run(std::move(job));
+  auto completing = detail::run_on(database_, std::move(job));
   co_await std::move(completing);
 }
 
@@ -1865,7 +2126,7 @@ LOCKSTORE_DECL auto SessionStore::abandon(const Claim& claim) -> asio::awaitable
     connection.prepare(detail::store::sql::drop_claim).bind(1, token).run();
     transaction.commit();
   };
-  auto abandoning = database_.run(std::move(job));
+  auto abandoning = detail::run_on(database_, std::move(job));
   co_await std::move(abandoning);
 }
 
@@ -1875,7 +2136,7 @@ LOCKSTORE_DECL auto SessionStore::pending(std::string session_id) -> asio::await
       return detail::store::pending(connection, session_id, page);
     });
   };
-  auto listing = database_.run(std::move(job));
+  auto listing = detail::run_on(database_, std::move(job));
   co_return co_await std::move(listing);
 }
 
@@ -1884,7 +2145,7 @@ LOCKSTORE_DECL auto SessionStore::pending(std::string session_id, PageRequest pa
   auto job = [session_id = std::move(session_id), page = std::move(page)](detail::SqliteConnection& connection) {
     return detail::store::pending(connection, session_id, page);
   };
-  auto listing = database_.run(std::move(job));
+  auto listing = detail::run_on(database_, std::move(job));
   co_return co_await std::move(listing);
 }
 
@@ -1897,7 +2158,7 @@ LOCKSTORE_DECL auto SessionStore::append_nodes(std::string session_id, std::vect
     detail::store::append_nodes(connection, session_id, nodes);
     transaction.commit();
   };
-  auto appending = database_.run(std::move(job));
+  auto appending = detail::run_on(database_, std::move(job));
   co_await std::move(appending);
 }
 
@@ -1907,7 +2168,7 @@ LOCKSTORE_DECL auto SessionStore::load_graph(std::string session_id) -> asio::aw
       return detail::store::load_graph(connection, session_id, page);
     });
   };
-  auto loading = database_.run(std::move(job));
+  auto loading = detail::run_on(database_, std::move(job));
   co_return co_await std::move(loading);
 }
 
@@ -1917,7 +2178,7 @@ LOCKSTORE_DECL auto SessionStore::load_graph(std::string session_id, PageRequest
   auto job = [session_id = std::move(session_id), page = std::move(page)](detail::SqliteConnection& connection) {
     return detail::store::load_graph(connection, session_id, page);
   };
-  auto loading = database_.run(std::move(job));
+  auto loading = detail::run_on(database_, std::move(job));
   co_return co_await std::move(loading);
 }
 
@@ -1926,7 +2187,7 @@ LOCKSTORE_DECL auto SessionStore::active_path(std::string session_id, std::strin
   auto job = [session_id = std::move(session_id), leaf_id = std::move(leaf_id)](detail::SqliteConnection& connection) {
     return detail::store::active_path(connection, session_id, leaf_id);
   };
-  auto walking = database_.run(std::move(job));
+  auto walking = detail::run_on(database_, std::move(job));
   co_return co_await std::move(walking);
 }
 
@@ -1942,13 +2203,13 @@ LOCKSTORE_DECL auto SessionStore::tombstone(std::string session_id, std::vector<
     transaction.commit();
     return count;
   };
-  auto hiding = database_.run(std::move(job));
+  auto hiding = detail::run_on(database_, std::move(job));
   co_return co_await std::move(hiding);
 }
 
 LOCKSTORE_DECL auto SessionStore::vacuum() -> asio::awaitable<std::size_t> {
   database_.require_writable("SessionStore::vacuum");
-  co_return co_await database_.run([](detail::SqliteConnection& connection) {
+  co_return co_await detail::run_on(database_, [](detail::SqliteConnection& connection) {
     return static_cast<std::size_t>(connection.prepare(detail::store::sql::vacuum).run());
   });
 }

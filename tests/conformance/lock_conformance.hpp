@@ -22,6 +22,7 @@
 #include <lockstore/lockstore.hpp>
 
 #include <atomic>
+#include <stdexcept>
 #include <thread>
 
 #ifndef LOCKSTORE_CONFORMANCE_FIXTURE
@@ -892,6 +893,77 @@ LOCKSTORE_CT("every lock operation completes through use_future, from a thread t
   REQUIRE(timeout_code.has_value());
   CHECK(*timeout_code == errc::timeout);
   CHECK(granted_after_release == true);
+}
+
+LOCKSTORE_CT(
+    "with_lock and with_session_lock complete through use_future and hand the body's exception to the "
+    "handler and release the lease either way") {
+  TestType fixture;
+  asio::io_context context;  // only for making the locks (server backends connect on it)
+  auto work = asio::make_work_guard(context);
+  std::thread runner([&] { context.run(); });
+  using Lock = typename TestType::Lock;
+  std::optional<Lock> alice;
+  std::optional<Lock> bob;
+  std::optional<int> value;
+  std::optional<bool> free_after_value;
+  std::string body_message;
+  std::optional<bool> free_after_throw;
+  std::optional<boost::system::error_code> timeout_code;
+  std::exception_ptr failure;
+  try {
+    auto make = [&]() -> asio::awaitable<void> {
+      alice.emplace(co_await fixture.make_lock("alice"));
+      bob.emplace(co_await fixture.make_lock("bob"));
+    };
+    asio::co_spawn(context, make(), asio::use_future).get();
+    const AdvisoryKey key("with_lock through a future");
+    auto seven = []() -> asio::awaitable<int> { co_return 7; };
+    value = with_lock(*alice, key, seven, LockOptions{}, asio::use_future).get();
+    auto after_value = bob->try_acquire(key, 5s, asio::use_future).get();
+    free_after_value = after_value.has_value();
+
+    // bob holds the key now: alice's with_lock times out, through the handler.
+    LockOptions short_wait;
+    short_wait.deadline = 50ms;
+    auto timing_out = with_lock(*alice, key, seven, short_wait, asio::use_future);
+    try {
+      timing_out.get();
+    } catch (const Error& error) {
+      timeout_code = error.code();
+    }
+    if (after_value) bob->release(std::move(*after_value), asio::use_future).get();
+
+    const TenantId tenant("acme");
+    auto throwing = []() -> asio::awaitable<void> {
+      throw std::runtime_error("the body failed");
+      co_return;
+    };
+    auto failing =
+        with_session_lock(*alice, tenant, "thread through a future", throwing, LockOptions{}, asio::use_future);
+    try {
+      failing.get();
+    } catch (const std::runtime_error& error) {
+      body_message = error.what();
+    }
+    auto after_throw =
+        bob->try_acquire(AdvisoryKey::for_session(tenant, "thread through a future"), 5s, asio::use_future).get();
+    free_after_throw = after_throw.has_value();
+    if (after_throw) bob->release(std::move(*after_throw), asio::use_future).get();
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  alice.reset();
+  bob.reset();
+  work.reset();
+  runner.join();
+  if (failure) std::rethrow_exception(failure);
+  CHECK(value == 7);
+  CHECK(free_after_value == true);
+  REQUIRE(timeout_code.has_value());
+  CHECK(*timeout_code == errc::timeout);
+  CHECK(body_message == "the body failed");
+  CHECK(free_after_throw == true);
 }
 
 LOCKSTORE_CT("a non-throwing token gets the error code and an empty value and a callback's cancellation slot aborts a "

@@ -24,7 +24,7 @@ inline asio::awaitable<SessionStore> open_store(std::filesystem::path path, Stor
 /// collected), none of them since before the queue's bound; the blob
 /// counter equals the number of blobs.
 inline asio::awaitable<std::string> gc_bookkeeping_errors(SessionStore& store) {
-  auto checking = store.database().run([](detail::SqliteConnection& connection) {
+  auto checking = detail::run_on(store.database(), [](detail::SqliteConnection& connection) {
     auto count = [&](const char* sql) {
       auto statement = connection.prepare(sql);
       statement.step();

@@ -95,16 +95,16 @@ void relay_cancellation(asio::cancellation_slot slot, const std::shared_ptr<Stra
   });
 }
 
-template <class T>
+template <class T, class Failure = boost::system::error_code>
 struct CompletionSignature {
-  using type = void(boost::system::error_code, T);
+  using type = void(Failure, T);
 };
-template <>
-struct CompletionSignature<void> {
-  using type = void(boost::system::error_code);
+template <class Failure>
+struct CompletionSignature<void, Failure> {
+  using type = void(Failure);
 };
-template <class T>
-using completion_signature_t = typename CompletionSignature<T>::type;
+template <class T, class Failure = boost::system::error_code>
+using completion_signature_t = typename CompletionSignature<T, Failure>::type;
 
 /// The error code a failed operation completes with (see the file comment).
 inline boost::system::error_code error_code_of(const std::exception_ptr& failure) {
@@ -126,6 +126,19 @@ inline boost::system::error_code error_code_of(const std::exception_ptr& failure
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Warray-bounds"
 #endif
+/// How a failed operation reaches its handler: as an error_code (the lock
+/// and store operations) or as the exception itself (with_lock, whose body
+/// is the caller's code and may throw anything).
+template <class Failure>
+Failure failure_as(const std::exception_ptr& failure) {
+  if constexpr (std::is_same_v<Failure, std::exception_ptr>) {
+    return failure;
+  } else {
+    return failure ? error_code_of(failure) : boost::system::error_code{};
+  }
+}
+
+template <class Failure>
 struct InitiateFromAwaitable {
   template <class Handler, class T>
   void operator()(Handler handler, asio::awaitable<T> operation) const {
@@ -138,17 +151,16 @@ struct InitiateFromAwaitable {
     auto finish = [handler = std::move(handler), slot, relay](std::exception_ptr failure,
                                                               StrandResult<T> result) mutable {
       if (slot.is_connected()) slot.clear();
-      boost::system::error_code code;
-      if (failure) code = error_code_of(failure);
+      Failure code = failure_as<Failure>(failure);
       auto executor = asio::get_associated_executor(handler);  // before the handler is moved
       if constexpr (std::is_void_v<T>) {
-        asio::dispatch(asio::bind_executor(std::move(executor),
-                                           [handler = std::move(handler), code]() mutable { handler(code); }));
+        asio::dispatch(asio::bind_executor(
+            std::move(executor), [handler = std::move(handler), code = std::move(code)]() mutable { handler(code); }));
       } else {
         T value = result ? std::move(*result) : T{};
-        asio::dispatch(asio::bind_executor(
-            std::move(executor),
-            [handler = std::move(handler), code, value = std::move(value)]() mutable { handler(code, std::move(value)); }));
+        asio::dispatch(asio::bind_executor(std::move(executor),
+                                           [handler = std::move(handler), code = std::move(code),
+                                            value = std::move(value)]() mutable { handler(code, std::move(value)); }));
       }
     };
     asio::co_spawn(strand, run_relayed(relay, std::move(operation)),
@@ -162,14 +174,15 @@ struct InitiateFromAwaitable {
 template <class Token>
 inline constexpr bool is_default_token_v = std::is_same_v<std::decay_t<Token>, asio::use_awaitable_t<>>;
 
-/// `operation` completed through `token` (see the file comment).
-template <class T, class Token>
+/// `operation` completed through `token` (see the file comment); with
+/// Failure = std::exception_ptr the handler gets the exception itself.
+template <class Failure = boost::system::error_code, class T, class Token>
 auto complete_through(asio::awaitable<T> operation, Token&& token) {
   if constexpr (is_default_token_v<Token>) {
     return operation;
   } else {
-    return asio::async_initiate<Token, completion_signature_t<T>>(InitiateFromAwaitable{}, token,
-                                                                   std::move(operation));
+    return asio::async_initiate<Token, completion_signature_t<T, Failure>>(InitiateFromAwaitable<Failure>{}, token,
+                                                                           std::move(operation));
   }
 }
 

@@ -12,27 +12,48 @@
 
 #include <utility>
 
-namespace lockstore {
+namespace lockstore::detail {
 
+struct SqliteDatabaseAccess {
+  static SqliteShared& shared(const SqliteDatabase& database) noexcept { return *database.shared_; }
+};
 
+/// Runs `f(SqliteConnection&)` on the database's connection thread and
+/// returns its result. `f` must not capture a SqliteDatabase. Not
+/// cancellable once queued.
 template <class F>
-asio::awaitable<std::invoke_result_t<F&, detail::SqliteConnection&>> SqliteDatabase::run(F f) const {
-  return shared_->worker.run(std::move(f));
+asio::awaitable<std::invoke_result_t<F&, SqliteConnection&>> run_on(const SqliteDatabase& database, F f) {
+  return SqliteDatabaseAccess::shared(database).worker.run(std::move(f));
 }
 
+/// As run_on, in two steps: start_on queues `f` at once, from any thread,
+/// and outcome_on awaits its result (once). Jobs run in the order queued.
 template <class F>
-auto SqliteDatabase::start(F f) const {
-  return shared_->worker.start(std::move(f));
+auto start_on(const SqliteDatabase& database, F f) {
+  return SqliteDatabaseAccess::shared(database).worker.start(std::move(f));
 }
 
 template <class Started>
-auto SqliteDatabase::outcome(Started started) const {
-  return shared_->worker.outcome(std::move(started));
+auto outcome_on(const SqliteDatabase& database, Started started) {
+  return SqliteDatabaseAccess::shared(database).worker.outcome(std::move(started));
 }
 
+/// Queues `f(SqliteConnection&)` on the connection thread and returns at
+/// once, dropping its result and errors (clean-up only).
 template <class F>
-void SqliteDatabase::post(F f) const {
-  shared_->worker.post(std::move(f));
+void post_on(const SqliteDatabase& database, F f) {
+  SqliteDatabaseAccess::shared(database).worker.post(std::move(f));
 }
 
-}  // namespace lockstore
+/// How waiters on this handle are woken (in-process wake-ups, the wake
+/// file, early attempts). Lives as long as the connection thread.
+inline SqliteWakeups& wakeups_of(const SqliteDatabase& database) noexcept {
+  return SqliteDatabaseAccess::shared(database).wakeups;
+}
+
+/// Tokens of leases granted through this handle and not yet released.
+inline LocalTokens& local_tokens_of(const SqliteDatabase& database) noexcept {
+  return SqliteDatabaseAccess::shared(database).local_tokens;
+}
+
+}  // namespace lockstore::detail

@@ -30,7 +30,7 @@ LOCKSTORE_DECL asio::awaitable<SqliteDatabase> SqliteDatabase::open(std::filesys
     return connection;
   });
   // Reports an open failure, and whether SQLite could open the file for writing.
-  auto opening = database.run([](detail::SqliteConnection& connection) { return connection.read_only(); });
+  auto opening = detail::run_on(database, [](detail::SqliteConnection& connection) { return connection.read_only(); });
   if (co_await std::move(opening)) {
     database.shared_->read_only = true;
     detail::log(LogLevel::warning,
@@ -51,7 +51,7 @@ LOCKSTORE_DECL asio::awaitable<SqliteDatabase> SqliteDatabase::open_memory(Sqlit
     detail::migrate(*connection);
     return connection;
   });
-  co_await database.run([](detail::SqliteConnection&) {});
+  co_await detail::run_on(database, [](detail::SqliteConnection&) {});
   co_return database;
 }
 
@@ -64,7 +64,7 @@ LOCKSTORE_DECL asio::awaitable<SqliteDatabase> SqliteDatabase::open_readonly(std
     detail::check_schema(*connection, connection->pragma_int("user_version"));
     return connection;
   });
-  co_await database.run([](detail::SqliteConnection&) {});
+  co_await detail::run_on(database, [](detail::SqliteConnection&) {});
   co_return database;
 }
 
@@ -76,12 +76,6 @@ LOCKSTORE_DECL void SqliteDatabase::require_writable(std::string_view operation)
   if (shared_->read_only)
     throw Error(errc::backend_failure,
                 fmt::format("{}: '{}' was opened read-only; writes are refused", operation, path().string()));
-}
-
-LOCKSTORE_DECL detail::SqliteWakeups& SqliteDatabase::wakeups() const noexcept { return shared_->wakeups; }
-
-LOCKSTORE_DECL detail::LocalTokens& SqliteDatabase::local_tokens() const noexcept {
-  return shared_->local_tokens;
 }
 
 LOCKSTORE_DECL SqliteDatabase::SqliteDatabase(std::filesystem::path path, SqliteOptions options, bool read_only,

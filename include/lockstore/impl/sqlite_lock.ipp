@@ -35,7 +35,9 @@ struct SqliteLock::Outcome {
 
 struct SqliteLock::Shared {
   explicit Shared(const SqliteDatabase& database)
-      : tokens(&database.local_tokens()), wakeups(&database.wakeups()), board(database.wakeups().board()) {}
+      : tokens(&detail::local_tokens_of(database)),
+        wakeups(&detail::wakeups_of(database)),
+        board(detail::wakeups_of(database).board()) {}
   detail::LocalTokens* tokens;
   detail::SqliteWakeups* wakeups;
   detail::WakeBoard* board;
@@ -45,11 +47,12 @@ struct SqliteLock::LeaveQueue {
   SqliteDatabase database;
   std::string key;
   void operator()(std::int64_t ticket) const {
-    database.post([ticket, key = key, wakeups = &database.wakeups()](detail::SqliteConnection& connection) {
-      connection.prepare(detail::sqlite_lock_sql::drop_ticket).bind(1, ticket).run();
-      wakeups->notify(key);
-      announce_release(connection, wakeups->board(), key);
-    });
+    detail::post_on(database,
+                    [ticket, key = key, wakeups = &detail::wakeups_of(database)](detail::SqliteConnection& connection) {
+                      connection.prepare(detail::sqlite_lock_sql::drop_ticket).bind(1, ticket).run();
+                      wakeups->notify(key);
+                      announce_release(connection, wakeups->board(), key);
+                    });
   }
 };
 
@@ -66,8 +69,8 @@ class SqliteLock::PendingAttempt {
   PendingAttempt& operator=(const PendingAttempt&) = delete;
   ~PendingAttempt() {
     if (!started_) return;
-    database_.post([job = started_->job, proposed = started_->proposed, key = key_,
-                    shared = Shared(database_)](detail::SqliteConnection& connection) {
+    detail::post_on(database_, [job = started_->job, proposed = started_->proposed, key = key_,
+                                shared = Shared(database_)](detail::SqliteConnection& connection) {
       const Outcome* result = job.peek();
       if (result == nullptr) return;
       const Outcome& untaken = *result;
@@ -82,7 +85,7 @@ class SqliteLock::PendingAttempt {
     std::lock_guard lock(mutex_);
     if (started_) return;  // one at a time; the caller takes it before it starts another
     const auto sent = std::chrono::steady_clock::now();
-    started_.emplace(Started{database_.start(std::move(job)), std::move(proposed), sent});
+    started_.emplace(Started{detail::start_on(database_, std::move(job)), std::move(proposed), sent});
   }
 
   std::optional<Started> peek() {
@@ -126,17 +129,15 @@ LOCKSTORE_DECL auto SqliteLock::acquire(AdvisoryKey key, std::chrono::millisecon
   database_.require_writable("SqliteLock::acquire");
   LeaveQueue leave{database_, key.str()};
   QueueSeat seat(std::move(leave));
-  auto subscription = database_.wakeups().waiters().subscribe(key.str());
+  auto subscription = detail::wakeups_of(database_).waiters().subscribe(key.str());
   PendingAttempt pending(database_, key.str());
   const auto executor = co_await asio::this_coro::executor;
   // A release that wakes this caller queues its next attempt on the
   // connection thread at once (detail/sqlite_wakeups.hpp). Declared after
   // what its callback uses: it is unregistered before they are destroyed.
-  detail::SqliteWakeups::EarlyStart early(database_.wakeups(), key.str(), subscription,
-                                          detail::io_context_of(executor),
-                                          [this, &pending, &key, ttl](std::int64_t ticket) {
-                                            start_attempt(pending, key, ttl, true, ticket);
-                                          });
+  detail::SqliteWakeups::EarlyStart early(
+      detail::wakeups_of(database_), key.str(), subscription, detail::io_context_of(executor),
+      [this, &pending, &key, ttl](std::int64_t ticket) { start_attempt(pending, key, ttl, true, ticket); });
   auto acquiring = detail::acquire_loop(
       subscription, key, deadline,
       [&]() -> asio::awaitable<detail::Attempt> {
@@ -166,7 +167,8 @@ LOCKSTORE_DECL auto SqliteLock::extend(LockGuard& guard, std::chrono::millisecon
   };
   // A confirmation that comes after the lease's assumed end (the statement
   // waited that long for the write lock) counts as lost.
-  const bool extended = co_await database_.run(std::move(job)) && std::chrono::steady_clock::now() < assumed_end;
+  const bool extended =
+      co_await detail::run_on(database_, std::move(job)) && std::chrono::steady_clock::now() < assumed_end;
   if (extended) guard.confirm_until(sent + ttl);
   co_return extended;
 }
@@ -177,7 +179,7 @@ LOCKSTORE_DECL auto SqliteLock::take_over(AdvisoryKey key, std::chrono::millisec
   database_.require_writable("SqliteLock::take_over");
   const auto sent = std::chrono::steady_clock::now();
   auto job = [key = key.str(), owner = owner_, proposed = random_token(), ttl,
-              tokens = &database_.local_tokens()](detail::SqliteConnection& connection) {
+              tokens = &detail::local_tokens_of(database_)](detail::SqliteConnection& connection) {
     Outcome result;
     auto statement = connection.prepare(detail::sqlite_lock_sql::take_over);
     statement.bind(1, key).bind(2, owner).bind(3, proposed).bind(4, ttl.count());
@@ -189,7 +191,7 @@ LOCKSTORE_DECL auto SqliteLock::take_over(AdvisoryKey key, std::chrono::millisec
     }
     return result;
   };
-  auto outcome = co_await database_.run(std::move(job));
+  auto outcome = co_await detail::run_on(database_, std::move(job));
   if (!outcome.token) co_return std::nullopt;
   co_return LockGuard(std::move(key), std::move(*outcome.token), outcome.fence,
                       sent + std::chrono::milliseconds(outcome.holder_expires_ms));
@@ -200,7 +202,7 @@ LOCKSTORE_DECL auto SqliteLock::release(LockGuard guard) -> asio::awaitable<void
   database_.require_writable("SqliteLock::release");
   auto job = [key = guard.key().str(), token = guard.token(), shared = Shared(database_)](
                  detail::SqliteConnection& connection) { release_on(connection, shared, key, token); };
-  co_await database_.run(std::move(job));
+  co_await detail::run_on(database_, std::move(job));
   guard.mark_released();
 }
 
@@ -227,11 +229,11 @@ LOCKSTORE_DECL auto SqliteLock::release_all() -> asio::awaitable<std::size_t> {
     }
     return live;
   };
-  co_return co_await database_.run(std::move(job));
+  co_return co_await detail::run_on(database_, std::move(job));
 }
 
 LOCKSTORE_DECL auto SqliteLock::list() -> asio::awaitable<std::vector<LockInfo>> {
-  co_return co_await database_.run([](detail::SqliteConnection& connection) {
+  co_return co_await detail::run_on(database_, [](detail::SqliteConnection& connection) {
     auto statement = connection.prepare(detail::sqlite_lock_sql::list);
     statement.bind(1, detail::wall_clock_ms());
     std::vector<LockInfo> leases;
@@ -264,7 +266,7 @@ LOCKSTORE_DECL auto SqliteLock::force_release(AdvisoryKey key) -> asio::awaitabl
     announce_release(connection, shared.board, key.str());
     return info;
   };
-  co_return co_await database_.run(std::move(job));
+  co_return co_await detail::run_on(database_, std::move(job));
 }
 
 LOCKSTORE_DECL auto SqliteLock::release_on(detail::SqliteConnection& connection, const Shared& shared, const std::string& key,
@@ -346,7 +348,7 @@ LOCKSTORE_DECL auto SqliteLock::take_attempt(PendingAttempt& pending, AdvisoryKe
                                               std::chrono::milliseconds ttl, QueueSeat* seat)
     -> asio::awaitable<detail::Attempt> {
   auto started = *pending.peek();
-  auto waiting = database_.outcome(started.job);
+  auto waiting = detail::outcome_on(database_, started.job);
   auto outcome = co_await std::move(waiting);
   pending.forget();
   co_return settle(std::move(key), started.proposed, std::move(outcome), seat, started.sent + ttl);
@@ -370,9 +372,9 @@ LOCKSTORE_DECL auto SqliteLock::retry_time(const Outcome& outcome) -> std::chron
   const auto now = std::chrono::steady_clock::now();
   const auto until_expiry = std::chrono::milliseconds(
       std::max<std::int64_t>(0, outcome.holder_expires_ms - detail::wall_clock_ms()) + 1);
-  if (database_.local_tokens().contains(outcome.holder_token)) return now + until_expiry;
+  if (detail::local_tokens_of(database_).contains(outcome.holder_token)) return now + until_expiry;
   bool watcher_started = false;
-  const bool watched = database_.wakeups().watch(&watcher_started);
+  const bool watched = detail::wakeups_of(database_).watch(&watcher_started);
   if (watcher_started) return now;
   const auto poll = watched ? std::max(SqliteDatabase::watched_poll_interval, database_.options().poll_interval).count()
                             : database_.options().poll_interval.count();

@@ -41,7 +41,8 @@ LOCKSTORE_DECL auto SessionStore::open(SqliteDatabase database, StoreOptions opt
                 fmt::format("StoreOptions::retention of {} ms must be positive", options.retention->count()));
   // The store's tables have their own schema version: a file whose locks
   // this build can use may still hold a store it cannot.
-  co_await database.run([](detail::SqliteConnection& connection) { detail::check_store_schema(connection); });
+  co_await detail::run_on(database,
+                          [](detail::SqliteConnection& connection) { detail::check_store_schema(connection); });
   co_return SessionStore(std::move(database), options);
 }
 
@@ -55,7 +56,7 @@ LOCKSTORE_DECL auto SessionStore::commit(CommitRequest request) -> asio::awaitab
               keep = options_.history](detail::SqliteConnection& connection) {
     return detail::store::commit(connection, request, hashed, keep);
   };
-  auto committing = database_.run(std::move(job));
+  auto committing = detail::run_on(database_, std::move(job));
   auto result = co_await std::move(committing);
   if (options_.gc_every_commits && ++state_->commits % *options_.gc_every_commits == 0) {
     // The commit is applied: nothing the collection meets (a busy file, a
@@ -83,7 +84,7 @@ LOCKSTORE_DECL auto SessionStore::load_snapshot(std::string session_id)
   auto job = [session_id = std::move(session_id)](detail::SqliteConnection& connection) {
     return detail::store::load_snapshot(connection, session_id);
   };
-  auto loading = database_.run(std::move(job));
+  auto loading = detail::run_on(database_, std::move(job));
   co_return co_await std::move(loading);
 }
 
@@ -92,7 +93,7 @@ LOCKSTORE_DECL auto SessionStore::load_revision(std::string session_id, std::uin
   auto job = [session_id = std::move(session_id), revision](detail::SqliteConnection& connection) {
     return detail::store::load_revision(connection, session_id, revision);
   };
-  auto loading = database_.run(std::move(job));
+  auto loading = detail::run_on(database_, std::move(job));
   co_return co_await std::move(loading);
 }
 
@@ -102,7 +103,7 @@ LOCKSTORE_DECL auto SessionStore::history(std::string session_id, PageRequest pa
   auto job = [session_id = std::move(session_id), page = std::move(page)](detail::SqliteConnection& connection) {
     return detail::store::history(connection, session_id, page);
   };
-  auto listing = database_.run(std::move(job));
+  auto listing = detail::run_on(database_, std::move(job));
   co_return co_await std::move(listing);
 }
 
@@ -113,7 +114,7 @@ LOCKSTORE_DECL auto SessionStore::fork(std::string session_id, std::uint64_t rev
               metadata = std::move(metadata), keep = options_.history](detail::SqliteConnection& connection) {
     return detail::store::fork(connection, session_id, revision, new_session_id, metadata, keep);
   };
-  auto forking = database_.run(std::move(job));
+  auto forking = detail::run_on(database_, std::move(job));
   co_return co_await std::move(forking);
 }
 
@@ -126,7 +127,7 @@ LOCKSTORE_DECL auto SessionStore::delete_session(std::string session_id) -> asio
     transaction.commit();
     return found;
   };
-  auto deleting = database_.run(std::move(job));
+  auto deleting = detail::run_on(database_, std::move(job));
   co_return co_await std::move(deleting);
 }
 
@@ -138,7 +139,7 @@ LOCKSTORE_DECL auto SessionStore::delete_idle_sessions(std::chrono::milliseconds
   const auto cutoff = detail::wall_clock_ms() - idle.count();
   std::size_t deleted = 0;
   for (;;) {
-    auto batching = database_.run([cutoff](detail::SqliteConnection& connection) {
+    auto batching = detail::run_on(database_, [cutoff](detail::SqliteConnection& connection) {
       return detail::store::delete_idle_sessions(connection, cutoff, idle_batch_sessions);
     });
     const auto batch = co_await std::move(batching);
@@ -155,12 +156,12 @@ LOCKSTORE_DECL auto SessionStore::load(std::string session_id) -> asio::awaitabl
     if (!statement.step()) return std::nullopt;
     return detail::store::read_head(statement, session_id);
   };
-  auto loading = database_.run(std::move(job));
+  auto loading = detail::run_on(database_, std::move(job));
   co_return co_await std::move(loading);
 }
 
 LOCKSTORE_DECL auto SessionStore::sessions() -> asio::awaitable<std::vector<SessionHead>> {
-  co_return co_await database_.run([](detail::SqliteConnection& connection) {
+  co_return co_await detail::run_on(database_, [](detail::SqliteConnection& connection) {
     return detail::store::all_pages(connection, [&](const PageRequest& page) {
       return detail::store::sessions(connection, page);
     });
@@ -172,12 +173,12 @@ LOCKSTORE_DECL auto SessionStore::sessions(PageRequest page) -> asio::awaitable<
   auto job = [page = std::move(page)](detail::SqliteConnection& connection) {
     return detail::store::sessions(connection, page);
   };
-  auto listing = database_.run(std::move(job));
+  auto listing = detail::run_on(database_, std::move(job));
   co_return co_await std::move(listing);
 }
 
 LOCKSTORE_DECL auto SessionStore::stats() -> asio::awaitable<StoreStats> {
-  co_return co_await database_.run([](detail::SqliteConnection& connection) {
+  co_return co_await detail::run_on(database_, [](detail::SqliteConnection& connection) {
     auto statement = connection.prepare(detail::store::sql::stats);
     statement.step();
     return StoreStats{static_cast<std::size_t>(statement.int64(0)), static_cast<std::size_t>(statement.int64(1)),
@@ -194,7 +195,7 @@ LOCKSTORE_DECL auto SessionStore::put_blob(std::string bytes) -> asio::awaitable
     transaction.commit();
     return ref;
   };
-  auto putting = database_.run(std::move(job));
+  auto putting = detail::run_on(database_, std::move(job));
   co_return co_await std::move(putting);
 }
 
@@ -208,7 +209,7 @@ LOCKSTORE_DECL auto SessionStore::get_blob(BlobRef ref) -> asio::awaitable<std::
     transaction.commit();
     return bytes;
   };
-  auto getting = database_.run(std::move(job));
+  auto getting = detail::run_on(database_, std::move(job));
   co_return co_await std::move(getting);
 }
 
@@ -230,7 +231,7 @@ LOCKSTORE_DECL auto SessionStore::pin(BlobRef ref) -> asio::awaitable<void> {
     detail::store::add_ref(connection, ref.hash);
     transaction.commit();
   };
-  auto pinning = database_.run(std::move(job));
+  auto pinning = detail::run_on(database_, std::move(job));
   co_await std::move(pinning);
 }
 
@@ -244,7 +245,7 @@ LOCKSTORE_DECL auto SessionStore::unpin(BlobRef ref) -> asio::awaitable<void> {
     connection.prepare(detail::store::sql::drop_unpinned).bind(1, ref.hash).run();
     transaction.commit();
   };
-  auto unpinning = database_.run(std::move(job));
+  auto unpinning = detail::run_on(database_, std::move(job));
   co_await std::move(unpinning);
 }
 
@@ -259,7 +260,7 @@ LOCKSTORE_DECL auto SessionStore::gc() -> asio::awaitable<GcReport> {
   // ids, are looked up in random order: a 64 MB page cache for the
   // collection keeps those pages between batches (with SQLite's default
   // 2 MB the cost per blob grew with the store).
-  auto widening = database_.run([](detail::SqliteConnection& connection) {
+  auto widening = detail::run_on(database_, [](detail::SqliteConnection& connection) {
     const auto previous = connection.pragma_int("cache_size");
     connection.exec("PRAGMA cache_size = -65536");
     return previous;
@@ -270,18 +271,19 @@ LOCKSTORE_DECL auto SessionStore::gc() -> asio::awaitable<GcReport> {
   };
   std::size_t deleted = 0;
   try {
-    auto reading = database_.run([](detail::SqliteConnection& c) { return detail::store::gc_next_due(c); });
+    auto reading = detail::run_on(database_, [](detail::SqliteConnection& c) { return detail::store::gc_next_due(c); });
     const auto next_due_at_start = co_await std::move(reading);
     // Nothing due yet: one row read. Otherwise one pass over the queue in
     // hash order; it also finds when the earliest entry it leaves is due.
     if (next_due_at_start <= cutoff) {
-      auto beginning = database_.run([](detail::SqliteConnection& c) { return detail::store::gc_begin_pass(c); });
+      auto beginning =
+          detail::run_on(database_, [](detail::SqliteConnection& c) { return detail::store::gc_begin_pass(c); });
       const auto epoch = co_await std::move(beginning);
       std::string cursor;
       std::int64_t next_due = std::numeric_limits<std::int64_t>::max();
       std::size_t batches_written = 0;
       for (;;) {
-        auto batching = database_.run([cutoff, cursor](detail::SqliteConnection& connection) {
+        auto batching = detail::run_on(database_, [cutoff, cursor](detail::SqliteConnection& connection) {
           return detail::store::gc_batch(connection, cutoff, cursor, gc_batch_blobs, gc_batch_budget);
         });
         const auto batch = co_await std::move(batching);
@@ -295,7 +297,7 @@ LOCKSTORE_DECL auto SessionStore::gc() -> asio::awaitable<GcReport> {
           // reaches SQLite's automatic checkpoint (1000 pages) that the
           // commit crossing it runs: a lock operation of another
           // connection, kept 20-30 ms doing GC's copying.
-          auto checkpointing = database_.run([](detail::SqliteConnection& c) { c.checkpoint_wal(); });
+          auto checkpointing = detail::run_on(database_, [](detail::SqliteConnection& c) { c.checkpoint_wal(); });
           co_await std::move(checkpointing);
         }
         // SQLite's write lock is not fair: a writer that sleeps in its
@@ -305,17 +307,17 @@ LOCKSTORE_DECL auto SessionStore::gc() -> asio::awaitable<GcReport> {
         asio::steady_timer pause(co_await asio::this_coro::executor, gc_batch_pause);
         co_await pause.async_wait(asio::use_awaitable);
       }
-      auto finishing = database_.run([epoch, next_due](detail::SqliteConnection& connection) {
+      auto finishing = detail::run_on(database_, [epoch, next_due](detail::SqliteConnection& connection) {
         detail::store::gc_pass_done(connection, epoch, next_due);
       });
       co_await std::move(finishing);
     }
   } catch (...) {
-    database_.post(restore_cache);
+    detail::post_on(database_, restore_cache);
     throw;
   }
-  database_.post(restore_cache);
-  co_return co_await database_.run([deleted](detail::SqliteConnection& connection) {
+  detail::post_on(database_, restore_cache);
+  co_return co_await detail::run_on(database_, [deleted](detail::SqliteConnection& connection) {
     std::error_code unknown;
     const auto wal = std::filesystem::file_size(connection.path().string() + "-wal", unknown);
     if (deleted > 0 && !unknown && wal > truncate_wal_above) connection.truncate_wal();
@@ -325,7 +327,7 @@ LOCKSTORE_DECL auto SessionStore::gc() -> asio::awaitable<GcReport> {
 
 LOCKSTORE_DECL auto SessionStore::compact() -> asio::awaitable<std::uint64_t> {
   database_.require_writable("SessionStore::compact");
-  co_return co_await database_.run([](detail::SqliteConnection& connection) {
+  co_return co_await detail::run_on(database_, [](detail::SqliteConnection& connection) {
     const auto size = [&] { return connection.pragma_int("page_count") * connection.pragma_int("page_size"); };
     const auto before = size();
     connection.exec("VACUUM");
@@ -348,7 +350,7 @@ LOCKSTORE_DECL auto SessionStore::enqueue(std::string session_id, WorkDraft draf
     transaction.commit();
     return item;
   };
-  auto enqueueing = database_.run(std::move(job));
+  auto enqueueing = detail::run_on(database_, std::move(job));
   co_return co_await std::move(enqueueing);
 }
 
@@ -364,7 +366,7 @@ LOCKSTORE_DECL auto SessionStore::claim(std::string session_id, std::string owne
                  detail::SqliteConnection& connection) {
     return detail::store::claim(connection, session_id, owner, lease, max_items);
   };
-  auto claiming = database_.run(std::move(job));
+  auto claiming = detail::run_on(database_, std::move(job));
   co_return co_await std::move(claiming);
 }
 
@@ -379,7 +381,7 @@ LOCKSTORE_DECL auto SessionStore::renew(const Claim& claim, std::chrono::millise
     connection.prepare(detail::store::sql::renew_claim).bind(1, claim.token).bind(2, until).run();
     transaction.commit();
   };
-  auto renewing = database_.run(std::move(job));
+  auto renewing = detail::run_on(database_, std::move(job));
   co_await std::move(renewing);
 }
 
@@ -390,7 +392,7 @@ LOCKSTORE_DECL auto SessionStore::complete(const Claim& claim) -> asio::awaitabl
     detail::store::complete_claim(connection, claim);
     transaction.commit();
   };
-  auto completing = database_.run(std::move(job));
+  auto completing = detail::run_on(database_, std::move(job));
   co_await std::move(completing);
 }
 
@@ -403,7 +405,7 @@ LOCKSTORE_DECL auto SessionStore::abandon(const Claim& claim) -> asio::awaitable
     connection.prepare(detail::store::sql::drop_claim).bind(1, token).run();
     transaction.commit();
   };
-  auto abandoning = database_.run(std::move(job));
+  auto abandoning = detail::run_on(database_, std::move(job));
   co_await std::move(abandoning);
 }
 
@@ -413,7 +415,7 @@ LOCKSTORE_DECL auto SessionStore::pending(std::string session_id) -> asio::await
       return detail::store::pending(connection, session_id, page);
     });
   };
-  auto listing = database_.run(std::move(job));
+  auto listing = detail::run_on(database_, std::move(job));
   co_return co_await std::move(listing);
 }
 
@@ -422,7 +424,7 @@ LOCKSTORE_DECL auto SessionStore::pending(std::string session_id, PageRequest pa
   auto job = [session_id = std::move(session_id), page = std::move(page)](detail::SqliteConnection& connection) {
     return detail::store::pending(connection, session_id, page);
   };
-  auto listing = database_.run(std::move(job));
+  auto listing = detail::run_on(database_, std::move(job));
   co_return co_await std::move(listing);
 }
 
@@ -435,7 +437,7 @@ LOCKSTORE_DECL auto SessionStore::append_nodes(std::string session_id, std::vect
     detail::store::append_nodes(connection, session_id, nodes);
     transaction.commit();
   };
-  auto appending = database_.run(std::move(job));
+  auto appending = detail::run_on(database_, std::move(job));
   co_await std::move(appending);
 }
 
@@ -445,7 +447,7 @@ LOCKSTORE_DECL auto SessionStore::load_graph(std::string session_id) -> asio::aw
       return detail::store::load_graph(connection, session_id, page);
     });
   };
-  auto loading = database_.run(std::move(job));
+  auto loading = detail::run_on(database_, std::move(job));
   co_return co_await std::move(loading);
 }
 
@@ -455,7 +457,7 @@ LOCKSTORE_DECL auto SessionStore::load_graph(std::string session_id, PageRequest
   auto job = [session_id = std::move(session_id), page = std::move(page)](detail::SqliteConnection& connection) {
     return detail::store::load_graph(connection, session_id, page);
   };
-  auto loading = database_.run(std::move(job));
+  auto loading = detail::run_on(database_, std::move(job));
   co_return co_await std::move(loading);
 }
 
@@ -464,7 +466,7 @@ LOCKSTORE_DECL auto SessionStore::active_path(std::string session_id, std::strin
   auto job = [session_id = std::move(session_id), leaf_id = std::move(leaf_id)](detail::SqliteConnection& connection) {
     return detail::store::active_path(connection, session_id, leaf_id);
   };
-  auto walking = database_.run(std::move(job));
+  auto walking = detail::run_on(database_, std::move(job));
   co_return co_await std::move(walking);
 }
 
@@ -480,13 +482,13 @@ LOCKSTORE_DECL auto SessionStore::tombstone(std::string session_id, std::vector<
     transaction.commit();
     return count;
   };
-  auto hiding = database_.run(std::move(job));
+  auto hiding = detail::run_on(database_, std::move(job));
   co_return co_await std::move(hiding);
 }
 
 LOCKSTORE_DECL auto SessionStore::vacuum() -> asio::awaitable<std::size_t> {
   database_.require_writable("SessionStore::vacuum");
-  co_return co_await database_.run([](detail::SqliteConnection& connection) {
+  co_return co_await detail::run_on(database_, [](detail::SqliteConnection& connection) {
     return static_cast<std::size_t>(connection.prepare(detail::store::sql::vacuum).run());
   });
 }
