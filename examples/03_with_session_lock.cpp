@@ -38,11 +38,15 @@ asio::awaitable<int> run_turns(std::filesystem::path path) {
 }
 
 int main() {
-  const auto path = std::filesystem::temp_directory_path() / fmt::format("lockstore-example-{}.db", ::getpid());
+  // A directory of its own: the database, its WAL files and the wake file
+  // (`-lockstore-wake`) all go when it does.
+  const auto dir = std::filesystem::temp_directory_path() / fmt::format("lockstore-example-{}", ::getpid());
+  std::filesystem::create_directories(dir);
+  const auto path = dir / "locks.db";
   asio::io_context context;
   auto result = asio::co_spawn(context, run_turns(path), asio::use_future);
   context.run();
   const int status = result.get();
-  for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path.string() + suffix);
+  std::filesystem::remove_all(dir);
   return status;
 }

@@ -73,7 +73,11 @@ int run(asio::awaitable<void> work) {
 }
 
 int main() {
-  const auto path = std::filesystem::temp_directory_path() / fmt::format("lockstore-agent-{}.db", ::getpid());
+  // A directory of its own: the database, its WAL files and the wake file
+  // (`-lockstore-wake`) all go when it does.
+  const auto dir = std::filesystem::temp_directory_path() / fmt::format("lockstore-agent-{}", ::getpid());
+  std::filesystem::create_directories(dir);
+  const auto path = dir / "locks.db";
   constexpr int messages = 10;
   run([&]() -> asio::awaitable<void> {  // seed, then close before forking
     auto store = co_await lockstore::SessionStore::open(co_await lockstore::SqliteDatabase::open(path));
@@ -100,6 +104,6 @@ int main() {
     fmt::print("{}revision {}, {} turns\n", final_state ? final_state->state.transcript : "",
                final_state ? final_state->head.head_revision : 0, turns);
   }());
-  for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path.string() + suffix);
+  std::filesystem::remove_all(dir);
   return failures == 0 && turns == messages ? 0 : 1;
 }

@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Installs the Debian bookworm packages lockstore builds and tests with.
+# Installs the Debian bookworm packages lockstore builds and tests with
+# (with --demo: only what the tool and the demo need).
 # Run as root (as CI does); uses sudo when run as another user.
 set -euo pipefail
 
+# What the tool and the demo need (scripts/demo.sh installs only these).
+demo_packages=(
+  g++ cmake ninja-build
+  libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev libfmt-dev libsqlite3-dev libssl-dev libcli11-dev
+)
 packages=(
-  g++ cmake ninja-build pkg-config
-  libboost1.81-dev libfmt-dev libsqlite3-dev libssl-dev catch2 libcli11-dev
-  libpq-dev libhiredis-dev
+  "${demo_packages[@]}"
+  pkg-config catch2 libpq-dev libhiredis-dev
   # The headers are checked under clang++ too (tests/headers/check_headers.sh),
   # and the fuzz targets need its libFuzzer runtime (tests/fuzz/run.sh).
   clang libclang-rt-14-dev
@@ -15,6 +20,9 @@ packages=(
   # Throwaway servers for the PostgreSQL and Redis suites (scripts/test-servers.sh).
   postgresql-15 redis-server
 )
+if [ "${1:-}" = "--demo" ]; then
+  packages=("${demo_packages[@]}")
+fi
 
 missing=()
 for package in "${packages[@]}"; do

@@ -252,6 +252,16 @@ TEST_CASE("gc keeps live checkpoints and pins and deletes orphans", "[store][gc]
     const auto pinned = co_await store.put_blob("pinned");
     co_await store.pin(pinned);
 
+    // A dry run reports the same and deletes nothing.
+    const auto preview = co_await store.gc_dry_run();
+    CHECK(preview.root_count == 2);
+    CHECK(preview.retained_blob_count == 4);
+    CHECK(preview.deleted_blob_count == 3);
+    const auto before = co_await store.stats();
+    CHECK(before.blobs == 7);
+    auto still_there = co_await store.get_blob(orphan);
+    CHECK(still_there.has_value());
+
     const auto report = co_await store.gc();
     CHECK(report.root_count == 2);            // one head, one pin
     CHECK(report.retained_blob_count == 4);   // manifest, "v2", "same in both", pinned

@@ -45,6 +45,7 @@ class SessionStore : public detail::StoreCompletionOverloads<SessionStore> {
   using TokenOverloads::enqueue;
   using TokenOverloads::fork;
   using TokenOverloads::gc;
+  using TokenOverloads::gc_dry_run;
   using TokenOverloads::get_blob;
   using TokenOverloads::get_checkpoint;
   using TokenOverloads::history;
@@ -177,6 +178,15 @@ class SessionStore : public detail::StoreCompletionOverloads<SessionStore> {
   /// database file itself keeps its size (SQLite reuses the free pages):
   /// compact() gives the space back to the file system.
   asio::awaitable<GcReport> gc();
+
+  /// What gc() would delete now, deleting nothing: deleted_blob_count is
+  /// how many blobs have been unreferenced for StoreOptions::gc_grace (with
+  /// the parts only those checkpoints name), retained_blob_count the rest,
+  /// root_count as gc() reports it. One read transaction, no write lock;
+  /// works on a read-only database. With StoreOptions::retention, gc()
+  /// first deletes idle sessions: a dry run deletes none, and the blobs
+  /// they would free wait out the grace period anyway.
+  asio::awaitable<GcReport> gc_dry_run();
 
   /// gc() truncates a WAL larger than this.
   static constexpr std::uintmax_t truncate_wal_above = 16u << 20;

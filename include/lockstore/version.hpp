@@ -5,8 +5,8 @@
 #pragma once
 
 #define LOCKSTORE_VERSION_MAJOR 0
-#define LOCKSTORE_VERSION_MINOR 2
+#define LOCKSTORE_VERSION_MINOR 3
 #define LOCKSTORE_VERSION_PATCH 0
 /// major * 10000 + minor * 100 + patch, for #if comparisons.
-#define LOCKSTORE_VERSION (0 * 10000 + 2 * 100 + 0)
-#define LOCKSTORE_VERSION_STRING "0.2.0"
+#define LOCKSTORE_VERSION (0 * 10000 + 3 * 100 + 0)
+#define LOCKSTORE_VERSION_STRING "0.3.0"

@@ -17,7 +17,7 @@ contains() {  # description, needle, haystack
 }
 wait_until_held() {  # key: polls `list` until the lease shows, for at most 10 s
   for _ in $(seq 1 1000); do
-    "$tool" list --json | grep -q "\"key\": \"$1\"" && return 0
+    "$tool" list --json | grep -q "\"key\":\"$1\"" && return 0
     sleep 0.01
   done
   echo "FAIL: '$1' never became held"; failures=$((failures + 1))
@@ -60,7 +60,7 @@ err=$("$tool" run --nonblock --wait 1s busy -- true 2>&1); check "--nonblock wit
 contains "--nonblock with --wait is named" "exclude each other" "$err"
 out=$("$tool" --backend "$LOCKSTORE_BACKEND" list); contains "--backend may come before the command" "holder" "$out"
 out=$("$tool" list); contains "list shows the key and owner" "holder" "$out"; contains "list has a header" "EXPIRES IN" "$out"
-out=$("$tool" list --json); contains "list --json has the owner" '"owner": "holder"' "$out"
+out=$("$tool" list --json); contains "list --json has the owner" '"owner":"holder"' "$out"
 out=$("$tool" release busy --force); contains "release --force says whose lease it was" "held by 'holder'" "$out"
 out=$("$tool" list); check "nothing is held after release" "no leases held" "$out"
 kill $holder 2>/dev/null; wait $holder 2>/dev/null
@@ -138,13 +138,41 @@ out=$("$tool" list --backend "sqlite:$work/readonly.db" 2>&1); check "list works
 (unset LOCKSTORE_BACKEND XDG_STATE_HOME HOME; "$tool" list > "$work/nohome.out" 2>&1; echo $? > "$work/nohome.status")
 check "without HOME or a backend, a command asks for --backend (64)" 64 "$(cat "$work/nohome.status")"
 contains "and says so" "give --backend" "$(cat "$work/nohome.out")"
-"$tool" run --help >/dev/null; check "run --help exits 0" 0 $?
+out=$("$tool" run --help); check "run --help exits 0" 0 $?
+contains "run's usage line names the command after --" "Usage: lockstore run [OPTIONS] KEY -- COMMAND [ARGS...]" "$out"
+
+# JSON output is valid JSON, whatever bytes a key holds (keys are bytes,
+# JSON is UTF-8): a bad byte becomes U+FFFD, and key_hex has the bytes.
+bad_key=$(printf 'caf\xe9-\x01"q')
+"$tool" run --ttl 30s "$bad_key" -- sh -c "touch $work/bad-ready; sleep 30" & bad_holder=$!
+wait_for_file "$work/bad-ready"
+out=$("$tool" list --json)
+parsed=$(python3 -c 'import json,sys; leases=json.load(sys.stdin); print(" ".join(sorted(l.get("key_hex","-") for l in leases)))' <<< "$out")
+check "list --json with a non-UTF-8 key parses and carries its bytes in key_hex" "636166e92d012271" "$parsed"
+kill "$bad_holder" 2>/dev/null; wait "$bad_holder" 2>/dev/null
+
+# Backend addresses are parsed as URLs (Boost.URL): IPv6 hosts and
+# percent-escapes; what the backends cannot do is refused by name.
+err=$("$tool" list --backend 'redis://[::1]:1' 2>&1); check "an IPv6 Redis host is read (unreachable: 69)" 69 $?
+contains "the IPv6 host is named without brackets" "::1" "$err"
+err=$("$tool" list --backend 'redis://u:p%zz@127.0.0.1:1' 2>&1); check "a bad percent-escape exits 64" 64 $?
+contains "and is named" "not a valid URL" "$err"
+err=$("$tool" list --backend 'redis://:pa%40ss@127.0.0.1:1' 2>&1); check "a percent-escaped password is accepted (unreachable: 69)" 69 $?
+err=$("$tool" list --backend 'rediss://127.0.0.1:6380' 2>&1); check "rediss:// exits 64" 64 $?; contains "and says TLS is not supported" "TLS" "$err"
+err=$("$tool" list --backend 'unix:///tmp/redis.sock' 2>&1); check "a Unix socket URL exits 64" 64 $?; contains "and says why" "Unix sockets" "$err"
+err=$("$tool" list --backend 'redis://127.0.0.1:6379/0?x=1' 2>&1); check "a Redis URL with a query exits 64" 64 $?
+err=$("$tool" list --backend "host=127.0.0.1 port=1 dbname=postgres user=postgres connect_timeout=2" 2>&1)
+check "a libpq connection string is a PostgreSQL backend (unreachable: 69)" 69 $?
 
 # The store commands.
 if [ -n "${2:-}" ]; then
   out=$("$tool" store sessions --backend "sqlite:$work/locks.db"); contains "store sessions has a header" "REVISION" "$out"
-  out=$("$tool" store stats --json); contains "store stats --json" '"sessions": 0' "$out"
+  out=$("$tool" store stats --json); contains "store stats --json" '"sessions":0' "$out"
   out=$("$tool" store gc); contains "store gc reports" "gc: 0 roots" "$out"
+  out=$("$tool" store gc --dry-run); contains "store gc --dry-run says it deleted nothing" "gc (dry run): 0 roots" "$out"
+  out=$("$tool" store gc --dry-run --json); contains "store gc --dry-run --json" '"would_delete":0' "$out"
+  out=$("$tool" store gc --dry-run --backend "sqlite:$work/readonly.db"); check "gc --dry-run works on a file it may not write" 0 $?
+  err=$("$tool" store stats --dry-run 2>&1); check "--dry-run outside gc exits 64" 64 $?; contains "and says so" "only for" "$err"
 fi
 
 # The server backends, against the servers scripts/test.sh started.
@@ -152,6 +180,10 @@ if [ -z "${LOCKSTORE_TEST_POSTGRES:-}" ] || [ -z "${LOCKSTORE_TEST_REDIS:-}" ]; 
   echo "FAIL: LOCKSTORE_TEST_POSTGRES / LOCKSTORE_TEST_REDIS are not set (run scripts/test.sh)"; failures=$((failures + 1))
 else
   pg_port=$(sed -E 's/.*port=([0-9]+).*/\1/' <<< "$LOCKSTORE_TEST_POSTGRES")
+  out=$("$tool" run --backend "host=127.0.0.1 port=$pg_port user=postgres dbname=postgres" conninfo-key -- sh -c 'echo $LOCKSTORE_KEY')
+  check "postgres: a libpq connection string works as --backend" "conninfo-key" "$out"
+  out=$("$tool" run --backend "redis://[::ffff:127.0.0.1]:${LOCKSTORE_TEST_REDIS##*:}/2" v6-key -- sh -c 'echo $LOCKSTORE_KEY' 2>&1)
+  check "redis: a bracketed IPv6 host works as --backend" "v6-key" "$out"
   for backend in "postgres://postgres@127.0.0.1:$pg_port/postgres" "redis://$LOCKSTORE_TEST_REDIS/2"; do
     name=${backend%%:*}
     key="cli-$RANDOM-$RANDOM"
@@ -164,7 +196,7 @@ else
     "$tool" run --backend "$backend" --owner holder --ttl 30s "$key" -- sleep 30 & holder=$!
     held=0
     for _ in $(seq 1 1000); do
-      "$tool" list --backend "$backend" --json | grep -q "\"key\": \"$key\"" && { held=1; break; }
+      "$tool" list --backend "$backend" --json | grep -q "\"key\":\"$key\"" && { held=1; break; }
       sleep 0.01
     done
     check "$name: list shows the held lease" 1 "$held"

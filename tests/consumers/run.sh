@@ -63,6 +63,28 @@ fi
 step "Conan test_package (CMake half) against the installed prefix"
 build_and_run test_package "$source_dir/test_package" -DCMAKE_PREFIX_PATH="$work/prefix"
 
+step "the examples as a standalone project, against the installed prefix"
+cmake -S "$source_dir/examples" -B "$work/examples" "${generator[@]}" -DCMAKE_PREFIX_PATH="$work/prefix" \
+  > "$work/examples.log" 2>&1 || { cat "$work/examples.log"; echo "FAIL: examples: configure"; exit 1; }
+cmake --build "$work/examples" -j2 > "$work/examples.build.log" 2>&1 \
+  || { cat "$work/examples.build.log"; echo "FAIL: examples: build"; exit 1; }
+for example in 01_memory_lock 02_sqlite_across_processes 03_with_session_lock 04_agent_loop 07_fence_check 08_timeout; do
+  (cd "$work" && "$work/examples/example_$example" > "$work/example_$example.log" 2>&1) \
+    || { cat "$work/example_$example.log"; echo "FAIL: example $example (standalone) failed"; exit 1; }
+done
+for example in 05_postgres_lock 06_redis_lock; do
+  [ -x "$work/examples/example_$example" ] || { echo "FAIL: example $example was not built"; exit 1; }
+done
+echo "ok: the examples build alone with find_package and run"
+step "the examples with add_subdirectory(lockstore)"
+cmake -S "$source_dir/examples" -B "$work/examples_subdir" "${generator[@]}" -DLOCKSTORE_SOURCE_DIR="$source_dir" \
+  > "$work/examples_subdir.log" 2>&1 || { cat "$work/examples_subdir.log"; echo "FAIL: examples (add_subdirectory): configure"; exit 1; }
+cmake --build "$work/examples_subdir" --target example_07_fence_check > "$work/examples_subdir.build.log" 2>&1 \
+  || { cat "$work/examples_subdir.build.log"; echo "FAIL: examples (add_subdirectory): build"; exit 1; }
+(cd "$work" && "$work/examples_subdir/example_07_fence_check" > /dev/null) \
+  || { echo "FAIL: example 07 (add_subdirectory) failed"; exit 1; }
+echo "ok: the examples build with add_subdirectory"
+
 step "add_subdirectory"
 build_and_run add_subdirectory "$consumers/add_subdirectory" -DLOCKSTORE_SOURCE_DIR="$source_dir"
 cmake --install "$work/add_subdirectory" --prefix "$work/consumer_prefix" > "$work/consumer_install.log" 2>&1 \

@@ -16,8 +16,10 @@ work=${3:-$(mktemp -d "${TMPDIR:-/tmp}/lockstore-fuzz-XXXXXX")}
 mkdir -p "$work/corpus"
 
 binary="$work/fuzz_$target"
+libraries=(-lfmt)
+[ "$target" = cli ] && libraries+=(-lboost_url)  # the tool parses URLs with Boost.URL
 clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-  -I "$root/include" -I "$root/tools/lockstore" "$here/fuzz_$target.cpp" -lfmt -o "$binary"
+  -I "$root/include" -I "$root/tools/lockstore" "$here/fuzz_$target.cpp" "${libraries[@]}" -o "$binary"
 
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1

@@ -2,8 +2,10 @@
 // Errors are UsageError with one line that names what was wrong.
 #pragma once
 
+#include <boost/url/parse.hpp>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cctype>
 #include <charconv>
 #include <cstdint>
@@ -22,24 +24,31 @@ struct UsageError : std::runtime_error {
 
 struct BackendUrl {
   enum class Kind { sqlite, postgres, redis } kind;
-  std::string location;  ///< the file for sqlite; the whole URL otherwise
+  std::string location;  ///< the file for sqlite; what libpq is given for postgres; the URL for redis
 };
 
-/// `sqlite:PATH`, `postgres://...` (or postgresql://), `redis://host:port[/db]`.
-inline BackendUrl parse_backend_url(std::string_view url) {
-  if (url.starts_with("sqlite:")) {
-    auto path = url.substr(7);
-    if (path.starts_with("//")) path.remove_prefix(2);  // sqlite:///abs/path as well as sqlite:PATH
-    if (path.empty()) throw UsageError("bad --backend URL 'sqlite:': it needs a file path, e.g. sqlite:./lockstore.db");
-    return {BackendUrl::Kind::sqlite, std::string(path)};
-  }
-  if (url.starts_with("postgres://") || url.starts_with("postgresql://")) return {BackendUrl::Kind::postgres, std::string(url)};
-  if (url.starts_with("redis://")) return {BackendUrl::Kind::redis, std::string(url)};
-  throw UsageError(fmt::format("bad --backend URL '{}': expected sqlite:PATH, postgres://... or redis://host:port[/db]", url));
+/// The URL parsed by Boost.URL, or a usage error naming what is wrong.
+inline boost::urls::url_view parsed_url(std::string_view url) {
+  auto parsed = boost::urls::parse_uri(url);
+  if (!parsed)
+    throw UsageError(fmt::format("bad --backend URL '{}': not a valid URL ({}); characters such as spaces and '@' in "
+                                 "a password must be percent-escaped (%20, %40)",
+                                 url, parsed.error().message()));
+  return *parsed;
 }
 
-/// The parts of redis://[[user]:password@]host[:port][/db] (user and
-/// password percent-decoded).
+/// A libpq connection string ("host=db port=5432 dbname=app"): its first
+/// word is a keyword and '='.
+inline bool is_conninfo(std::string_view text) {
+  const auto equals = text.find('=');
+  if (equals == std::string_view::npos || equals == 0) return false;
+  const auto keyword = text.substr(0, equals);
+  return std::all_of(keyword.begin(), keyword.end(),
+                     [](char c) { return std::islower(static_cast<unsigned char>(c)) != 0 || c == '_'; });
+}
+
+/// The parts of redis://[[user]:password@]host[:port][/db], user and
+/// password percent-decoded, an IPv6 host without its brackets.
 struct RedisUrl {
   std::string host = "127.0.0.1";
   std::uint16_t port = 6379;
@@ -48,57 +57,68 @@ struct RedisUrl {
   int database = 0;
 };
 
-inline std::string percent_decoded(std::string_view text, std::string_view url) {
-  std::string out;
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    if (text[i] != '%') {
-      out += text[i];
-      continue;
-    }
-    int value = 0;
-    if (i + 2 >= text.size() || std::from_chars(text.data() + i + 1, text.data() + i + 3, value, 16).ptr != text.data() + i + 3)
-      throw UsageError(fmt::format("bad --backend URL '{}': a '%' must be followed by two hex digits", url));
-    out += static_cast<char>(value);
-    i += 2;
-  }
-  return out;
-}
-
-inline RedisUrl parse_redis_url(std::string_view url) {
-  RedisUrl parts;
-  auto rest = url.substr(8);  // after redis://
+inline RedisUrl parse_redis_url(std::string_view text) {
+  const auto url = parsed_url(text);
   const auto bad = [&](std::string_view why) {
-    return UsageError(fmt::format("bad --backend URL '{}': {} (expected redis://[[user]:password@]host[:port][/db])", url, why));
+    return UsageError(
+        fmt::format("bad --backend URL '{}': {} (expected redis://[[user]:password@]host[:port][/db])", text, why));
   };
-  if (const auto at = rest.rfind('@'); at != std::string_view::npos) {
-    const auto credentials = rest.substr(0, at);
-    rest.remove_prefix(at + 1);
-    const auto colon = credentials.find(':');
-    if (colon == std::string_view::npos) throw bad("credentials need ':' before the password");
-    parts.user = percent_decoded(credentials.substr(0, colon), url);
-    parts.password = percent_decoded(credentials.substr(colon + 1), url);
+  if (url.has_query() || url.has_fragment()) throw bad("it has a query or fragment, which lockstore does not read");
+  RedisUrl parts;
+  if (url.has_userinfo()) {
+    if (!url.has_password()) throw bad("credentials need ':' before the password");
+    parts.user = url.user();
+    parts.password = url.password();
     parts.has_password = true;
   }
-  if (const auto slash = rest.find('/'); slash != std::string_view::npos) {
-    const auto db = rest.substr(slash + 1);
-    rest = rest.substr(0, slash);
-    if (!db.empty()) {
-      const auto [end, error] = std::from_chars(db.data(), db.data() + db.size(), parts.database);
-      if (error != std::errc() || end != db.data() + db.size() || parts.database < 0)
-        throw bad(fmt::format("database '{}' is not a number >= 0", db));
-    }
-  }
-  if (const auto colon = rest.rfind(':'); colon != std::string_view::npos) {
-    const auto port = rest.substr(colon + 1);
-    rest = rest.substr(0, colon);
+  if (!url.host_address().empty()) parts.host = url.host_address();
+  if (url.has_port()) {
+    const auto port = std::string_view(url.port());
     unsigned value = 0;
     const auto [end, error] = std::from_chars(port.data(), port.data() + port.size(), value);
     if (error != std::errc() || end != port.data() + port.size() || value == 0 || value > 65535)
       throw bad(fmt::format("port '{}' is not a number from 1 to 65535", port));
     parts.port = static_cast<std::uint16_t>(value);
   }
-  if (!rest.empty()) parts.host = std::string(rest);
+  std::string_view path = url.encoded_path();
+  if (path.starts_with("/")) path.remove_prefix(1);
+  if (!path.empty()) {
+    const auto [end, error] = std::from_chars(path.data(), path.data() + path.size(), parts.database);
+    if (error != std::errc() || end != path.data() + path.size() || parts.database < 0)
+      throw bad(fmt::format("database '{}' is not a number >= 0", path));
+  }
   return parts;
+}
+
+/// `sqlite:PATH`, `postgres://...` (or postgresql://) or a libpq connection
+/// string, `redis://[[user]:password@]host[:port][/db]`.
+inline BackendUrl parse_backend_url(std::string_view url) {
+  if (url.starts_with("sqlite:")) {
+    auto path = url.substr(7);
+    if (path.starts_with("//")) path.remove_prefix(2);  // sqlite:///abs/path as well as sqlite:PATH
+    if (path.empty()) throw UsageError("bad --backend URL 'sqlite:': it needs a file path, e.g. sqlite:./lockstore.db");
+    return {BackendUrl::Kind::sqlite, std::string(path)};
+  }
+  if (url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+    parsed_url(url);  // libpq reads it; checked here so a typo is a usage error
+    return {BackendUrl::Kind::postgres, std::string(url)};
+  }
+  if (is_conninfo(url)) return {BackendUrl::Kind::postgres, std::string(url)};
+  if (url.starts_with("rediss://"))
+    throw UsageError(fmt::format("bad --backend URL '{}': TLS (rediss://) is not supported; lockstore's Redis backend "
+                                 "speaks plain TCP (reach a TLS server through a tunnel, and give redis://)",
+                                 url));
+  if (url.starts_with("unix:") || url.starts_with("redis+unix:") || url.starts_with("redis-socket:"))
+    throw UsageError(fmt::format("bad --backend URL '{}': Unix sockets are not supported; lockstore's Redis backend "
+                                 "speaks TCP (redis://host:port)",
+                                 url));
+  if (url.starts_with("redis://")) {
+    parse_redis_url(url);  // every part checked now, whatever the binary was built with
+    return {BackendUrl::Kind::redis, std::string(url)};
+  }
+  throw UsageError(fmt::format("bad --backend URL '{}': expected sqlite:PATH, postgres://..., a PostgreSQL "
+                               "connection string (host=... dbname=...) or redis://host:port[/db]",
+                               url));
 }
 
 /// A positive duration with a unit: 500ms, 30s, 5m, 2h.

@@ -3,6 +3,7 @@
 // in exit_codes.hpp and README "Command-line tool".
 #include "arguments.hpp"
 #include "exit_codes.hpp"
+#include "json_output.hpp"
 #include "run_command.hpp"
 
 #include <lockstore/sqlite.hpp>
@@ -35,25 +36,6 @@ struct BackendUnavailable : std::runtime_error {
 };
 using namespace lockstore;
 using namespace lockstore::cli;
-
-std::string json_string(std::string_view text) {
-  std::string out = "\"";
-  for (const char c : text) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          out += fmt::format("\\u{:04x}", c);
-        } else {
-          out += c;
-        }
-    }
-  }
-  return out + "\"";
-}
 
 // Runs the coroutine `make()` to completion on this thread; returns its int.
 template <class F>
@@ -140,14 +122,17 @@ asio::awaitable<int> list_leases(Lock& lock, bool json) {
   const auto now = std::chrono::system_clock::now();
   const auto ms = [](auto duration) { return std::chrono::duration_cast<std::chrono::milliseconds>(duration); };
   if (json) {
-    fmt::print("[");
-    for (std::size_t i = 0; i < leases.size(); ++i) {
-      const auto& lease = leases[i];
-      fmt::print("{}\n  {{\"key\": {}, \"owner\": {}, \"fence\": {}, \"held_for_ms\": {}, \"expires_in_ms\": {}}}",
-                 i == 0 ? "" : ",", json_string(lease.key.str()), json_string(lease.owner), lease.fence,
-                 ms(now - lease.acquired_at).count(), ms(lease.expires_at - now).count());
+    boost::json::array out;
+    for (const auto& lease : leases) {
+      boost::json::object entry;
+      put_text(entry, "key", lease.key.str());
+      put_text(entry, "owner", lease.owner);
+      entry["fence"] = lease.fence;
+      entry["held_for_ms"] = ms(now - lease.acquired_at).count();
+      entry["expires_in_ms"] = ms(lease.expires_at - now).count();
+      out.push_back(std::move(entry));
     }
-    fmt::print("{}]\n", leases.empty() ? "" : "\n");
+    print_json(out);
     co_return exit_ok;
   }
   if (leases.empty()) {
@@ -174,47 +159,62 @@ asio::awaitable<int> force_release(Lock& lock, std::string key) {
   co_return exit_ok;
 }
 
-asio::awaitable<int> store_command(std::filesystem::path path, std::string what, bool json) {
-  auto opening = open_sqlite(path, what == "gc" ? Open::existing : Open::read_only);
+asio::awaitable<int> store_command(std::filesystem::path path, std::string what, bool json, bool dry_run) {
+  auto opening = open_sqlite(path, what == "gc" && !dry_run ? Open::existing : Open::read_only);
   auto store = co_await SessionStore::open(co_await std::move(opening));
   if (what == "sessions") {
     const auto heads = co_await store.sessions();
-    if (json) fmt::print("[");
+    boost::json::array out;
     if (!json) fmt::print("{:<40} {:>10} {:>12}\n", "SESSION", "REVISION", "QUEUE DEPTH");
-    for (std::size_t i = 0; i < heads.size(); ++i) {
-      const auto depth = (co_await store.pending(heads[i].session_id)).size();
+    for (const auto& head : heads) {
+      const auto depth = (co_await store.pending(head.session_id)).size();
       if (json) {
-        fmt::print("{}\n  {{\"session\": {}, \"head_revision\": {}, \"queue_depth\": {}, \"checkpoint\": \"{}\"}}",
-                   i == 0 ? "" : ",", json_string(heads[i].session_id), heads[i].head_revision, depth,
-                   heads[i].checkpoint_ref.hash);
+        boost::json::object entry;
+        put_text(entry, "session", head.session_id);
+        entry["head_revision"] = head.head_revision;
+        entry["queue_depth"] = depth;
+        entry["checkpoint"] = head.checkpoint_ref.hash;
+        out.push_back(std::move(entry));
       } else {
-        fmt::print("{:<40} {:>10} {:>12}\n", heads[i].session_id, heads[i].head_revision, depth);
+        fmt::print("{:<40} {:>10} {:>12}\n", head.session_id, head.head_revision, depth);
       }
     }
-    if (json) fmt::print("{}]\n", heads.empty() ? "" : "\n");
+    if (json) print_json(out);
   } else if (what == "stats") {
     const auto stats = co_await store.stats();
     if (json) {
-      fmt::print("{{\"sessions\": {}, \"blobs\": {}, \"blob_bytes\": {}, \"pending_items\": {}}}\n", stats.sessions,
-                 stats.blobs, stats.blob_bytes, stats.pending_items);
+      print_json({{"sessions", stats.sessions},
+                  {"blobs", stats.blobs},
+                  {"blob_bytes", stats.blob_bytes},
+                  {"pending_items", stats.pending_items}});
     } else {
       fmt::print("sessions: {}\nblobs: {} ({} bytes)\npending items: {}\n", stats.sessions, stats.blobs,
                  stats.blob_bytes, stats.pending_items);
     }
   } else {
-    const auto report = co_await store.gc();
+    auto collecting = dry_run ? store.gc_dry_run() : store.gc();
+    const auto report = co_await std::move(collecting);
     if (json) {
-      fmt::print("{{\"roots\": {}, \"retained\": {}, \"deleted\": {}}}\n", report.root_count,
-                 report.retained_blob_count, report.deleted_blob_count);
+      print_json({{"roots", report.root_count},
+                  {"retained", report.retained_blob_count},
+                  {dry_run ? "would_delete" : "deleted", report.deleted_blob_count}});
     } else {
-      fmt::print("gc: {} roots, {} blobs retained, {} deleted\n", report.root_count, report.retained_blob_count,
-                 report.deleted_blob_count);
+      fmt::print("gc{}: {} roots, {} blobs retained, {} {}\n", dry_run ? " (dry run)" : "", report.root_count,
+                 report.retained_blob_count, report.deleted_blob_count, dry_run ? "would be deleted" : "deleted");
     }
   }
   co_return exit_ok;
 }
 
 }  // namespace
+
+/// `lockstore run --help`'s usage line, naming the command after `--`.
+class RunUsage : public CLI::Formatter {
+ public:
+  std::string make_usage(const CLI::App*, std::string) const override {
+    return "Usage: lockstore run [OPTIONS] KEY -- COMMAND [ARGS...]\n";
+  }
+};
 
 /// The default backend: one SQLite file per user, the same whatever the
 /// current directory ($XDG_STATE_HOME/lockstore/lockstore.db, with
@@ -259,6 +259,8 @@ int main(int argc, char** argv) {
   std::optional<int> conflict_status;
   auto* run = app.add_subcommand("run", "run COMMAND while holding the lease on KEY: lockstore run [options] KEY -- COMMAND [ARGS...]");
   add_backend(run);
+  // CLI11 cannot show the COMMAND after `--` in its usage line on its own.
+  run->formatter(std::make_shared<RunUsage>());
   run->add_option("key", run_options.key, "the lock key")->required();
   run->add_option("--ttl", ttl, "lease length, renewed every ttl/3 (default 30s)");
   run->add_option("-w,--wait", wait, "give up waiting after this long, e.g. 1.5s (default: wait forever; 0: as --nonblock)");
@@ -286,6 +288,8 @@ int main(int argc, char** argv) {
   add_backend(store);
   store->add_option("what", store_what, "sessions | stats | gc")->required()->check(CLI::IsMember({"sessions", "stats", "gc"}));
   store->add_flag("--json", json, "print JSON for scripts");
+  bool dry_run = false;
+  store->add_flag("--dry-run", dry_run, "gc: report what would be deleted, delete nothing (reads only)");
 
   const auto original_arguments = own_arguments;
   try {
@@ -337,6 +341,7 @@ int main(int argc, char** argv) {
       });
     }
     if (saw_separator) throw UsageError("'--' is only for `lockstore run`");
+    if (dry_run && store_what != "gc") throw UsageError("--dry-run is only for `lockstore store gc`");
     if (list->parsed())
       return run_async([&] {
         return with_lock(backend, operator_name, [&](auto& lock) { return list_leases(lock, json); }, Open::read_only);
@@ -349,7 +354,7 @@ int main(int argc, char** argv) {
       });
     }
     const auto path = store_path(backend);
-    return run_async([&] { return store_command(path, store_what, json); });
+    return run_async([&] { return store_command(path, store_what, json, dry_run); });
   } catch (const UsageError& error) {
     fmt::print(stderr, "lockstore: {}\n", error.what());
     return exit_usage;
@@ -360,7 +365,7 @@ int main(int argc, char** argv) {
     fmt::print(stderr, "lockstore: {}\n", error.message());  // without the category's "[lockstore:N]"
     if (error.code() == errc::invalid_argument) return exit_usage;
     // The server cannot be reached, or refused us: unavailable (EX_UNAVAILABLE).
-    const bool server = backend.starts_with("postgres") || backend.starts_with("redis");
+    const bool server = parse_backend_url(backend).kind != BackendUrl::Kind::sqlite;
     if (server && (error.code() == errc::backend_failure || error.code() == errc::connection_lost)) return exit_unavailable;
     return exit_failure;
   } catch (const std::exception& error) {

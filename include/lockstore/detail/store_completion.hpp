@@ -126,6 +126,11 @@ class StoreCompletionOverloads {
     return complete_through(self().gc(), std::forward<Token>(token));
   }
 
+  template <asio::completion_token_for<void(error_code, GcReport)> Token>
+  auto gc_dry_run(Token&& token) {
+    return complete_through(self().gc_dry_run(), std::forward<Token>(token));
+  }
+
   template <asio::completion_token_for<void(error_code, std::uint64_t)> Token>
   auto compact(Token&& token) {
     return complete_through(self().compact(), std::forward<Token>(token));

@@ -142,6 +142,19 @@ inline constexpr const char* gc_roots = R"sql(
 SELECT (SELECT COUNT(*) FROM lockstore_checkpoints) + (SELECT COUNT(*) FROM lockstore_pins WHERE count > 0),
        (SELECT value FROM lockstore_counters WHERE name = 'blobs'))sql";
 
+// What gc() would delete at `?1` (the cutoff): the queued blobs due and
+// unreferenced, and the parts that only due manifests name (gc() queues
+// those from the manifest's own time, so they go in the same pass).
+inline constexpr const char* gc_would_delete = R"sql(
+WITH due AS (
+  SELECT q.hash FROM lockstore_gc_queue q JOIN lockstore_blobs b ON b.hash = q.hash
+  WHERE q.since_ms <= ?1 AND b.refs <= 0),
+freed AS (
+  SELECT bp.part_hash AS hash FROM lockstore_blob_parts bp JOIN due d ON bp.manifest_hash = d.hash
+  GROUP BY bp.part_hash
+  HAVING COUNT(*) >= (SELECT b.refs FROM lockstore_blobs b WHERE b.hash = bp.part_hash))
+SELECT (SELECT COUNT(*) FROM due) + (SELECT COUNT(*) FROM freed WHERE hash NOT IN (SELECT hash FROM due)))sql";
+
 // Only an item no claim holds absorbs new work: one being processed may
 // complete without seeing it.
 inline constexpr const char* find_dedupe = R"sql(
@@ -549,6 +562,18 @@ inline GcReport gc_report(SqliteConnection& connection, std::size_t deleted) {
   auto statement = connection.prepare(sql::gc_roots);
   statement.step();
   return GcReport{static_cast<std::size_t>(statement.int64(0)), static_cast<std::size_t>(statement.int64(1)), deleted};
+}
+
+/// What gc() would report at `cutoff_ms`, deleting nothing (one read).
+inline GcReport gc_preview(SqliteConnection& connection, std::int64_t cutoff_ms) {
+  auto snapshot = Transaction::read(connection);
+  auto statement = connection.prepare(sql::gc_would_delete);
+  statement.bind(1, cutoff_ms);
+  statement.step();
+  const auto deleted = static_cast<std::size_t>(statement.int64(0));
+  auto report = gc_report(connection, deleted);
+  report.retained_blob_count -= std::min(report.retained_blob_count, deleted);
+  return report;
 }
 
 /// The parts of checkpoint `ref` (revision `revision` of the session), read

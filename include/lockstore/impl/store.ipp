@@ -325,6 +325,12 @@ LOCKSTORE_DECL auto SessionStore::gc() -> asio::awaitable<GcReport> {
   });
 }
 
+LOCKSTORE_DECL auto SessionStore::gc_dry_run() -> asio::awaitable<GcReport> {
+  const auto cutoff = detail::wall_clock_ms() - options_.gc_grace.count();
+  co_return co_await detail::run_on(
+      database_, [cutoff](detail::SqliteConnection& connection) { return detail::store::gc_preview(connection, cutoff); });
+}
+
 LOCKSTORE_DECL auto SessionStore::compact() -> asio::awaitable<std::uint64_t> {
   database_.require_writable("SessionStore::compact");
   co_return co_await detail::run_on(database_, [](detail::SqliteConnection& connection) {
