@@ -15,6 +15,7 @@
 #include "lockstore/detail/queue_seat.hpp"
 #include "lockstore/distributed_lock.hpp"
 #include "lockstore/lock_info.hpp"
+#include "lockstore/sql.hpp"
 #include "lockstore/sqlite_database.hpp"
 
 #include <boost/asio/awaitable.hpp>
@@ -46,6 +47,8 @@ class SqliteLock : public detail::CompletionTokenOverloads<SqliteLock> {
   using detail::CompletionTokenOverloads<SqliteLock>::list;
   using detail::CompletionTokenOverloads<SqliteLock>::force_release;
   using detail::CompletionTokenOverloads<SqliteLock>::release_all;
+  using detail::CompletionTokenOverloads<SqliteLock>::fenced;
+  using detail::CompletionTokenOverloads<SqliteLock>::admit;
 
   /// Throws errc::invalid_argument for an empty owner, one over 512 bytes or
   /// one with a NUL byte.
@@ -93,6 +96,29 @@ class SqliteLock : public detail::CompletionTokenOverloads<SqliteLock> {
   /// returns it (std::nullopt when nothing held it). Its holder's extend and
   /// release then fail or do nothing; its fence stays used.
   asio::awaitable<std::optional<LockInfo>> force_release(AdvisoryKey key);
+
+  /// A fenced write: runs `statements` (the caller's SQL on its own tables
+  /// in this file, `?1`-style parameters) in one BEGIN IMMEDIATE transaction
+  /// that first checks, under the write lock, that `guard`'s token still
+  /// holds a live lease on its key; returns one SqlResult per statement.
+  /// Throws errc::lock_lost with nothing written when the lease expired or
+  /// was taken over (a holder paused past its lease cannot write any more),
+  /// errc::invalid_argument for a released guard, a statement that does not
+  /// compile, holds more than one statement, has the wrong number of
+  /// parameters, or would end the transaction, attach a file, run a pragma
+  /// or write lockstore's own tables (nothing written either), and
+  /// errc::backend_failure when a statement fails while running (a
+  /// constraint): the transaction is rolled back. Not cancellable once
+  /// queued, like every statement. The lease is not extended.
+  asio::awaitable<std::vector<SqlResult>> fenced(const LockGuard& guard, std::vector<SqlStatement> statements);
+
+  /// The fence gate for a resource lockstore cannot see (a file, an object
+  /// store, a service): true when `fence` is at least every fence admitted
+  /// before for `resource`, which then remembers it; false for a smaller
+  /// one. Atomic across processes (one statement under the file's write
+  /// lock). errc::invalid_argument for an empty resource or a fence above
+  /// 2^63 - 1.
+  asio::awaitable<bool> admit(std::string resource, std::uint64_t fence);
 
  private:
   // An acquire() caller's place in the key's queue. The ticket is taken at

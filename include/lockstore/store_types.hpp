@@ -4,6 +4,8 @@
 // graph nodes, work items and claims, commit requests and reports.
 #pragma once
 
+#include "lockstore/lock_guard.hpp"
+
 #include <fmt/format.h>
 
 #include <chrono>
@@ -50,6 +52,15 @@ struct Claim {
   std::vector<WorkItem> items;
 };
 
+/// The lease a write must still hold: a guard's key and token (copied, so
+/// the request does not point at the guard). Checked in the write's own
+/// transaction, under the file's write lock.
+struct LeaseCheck {
+  std::string key;
+  std::string token;
+  static LeaseCheck of(const LockGuard& guard) { return LeaseCheck{guard.key().str(), guard.token()}; }
+};
+
 struct CommitRequest {
   std::string session_id;
   std::uint64_t expected_head_revision = 0;  ///< 0 before the first commit
@@ -60,6 +71,11 @@ struct CommitRequest {
   /// Kept with the new checkpoint in the session's history (any bytes, e.g.
   /// JSON): what step or source produced it.
   std::optional<std::string> metadata;
+  /// A fenced commit: made only if this lease (the session lock's guard,
+  /// from SqliteLock on the same file) is still live when the commit
+  /// transaction holds the write lock; errc::lock_lost with nothing written
+  /// otherwise. `request.lease = LeaseCheck::of(guard);`
+  std::optional<LeaseCheck> lease;
 };
 
 struct CommitResult {

@@ -23,6 +23,7 @@
 #include "lockstore/lock_guard.hpp"
 #include "lockstore/lock_info.hpp"
 #include "lockstore/log.hpp"
+#include "lockstore/sql.hpp"
 
 #include <boost/asio/associated_cancellation_slot.hpp>
 #include <boost/asio/associated_executor.hpp>
@@ -40,9 +41,11 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <exception>
 #include <memory>
 #include <optional>
+#include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -238,6 +241,21 @@ class CompletionTokenOverloads {
     requires requires(L& lock) { lock.release_all(); }
   auto release_all(Token&& token) {
     return complete_through(self().release_all(), std::forward<Token>(token));
+  }
+
+  /// `guard` must outlive the operation.
+  template <asio::completion_token_for<void(error_code, std::vector<SqlResult>)> Token, class L = Lock>
+    requires requires(L& lock, const LockGuard& guard, std::vector<SqlStatement> statements) {
+      lock.fenced(guard, std::move(statements));
+    }
+  auto fenced(const LockGuard& guard, std::vector<SqlStatement> statements, Token&& token) {
+    return complete_through(self().fenced(guard, std::move(statements)), std::forward<Token>(token));
+  }
+
+  template <asio::completion_token_for<void(error_code, bool)> Token, class L = Lock>
+    requires requires(L& lock, std::string resource, std::uint64_t fence) { lock.admit(resource, fence); }
+  auto admit(std::string resource, std::uint64_t fence, Token&& token) {
+    return complete_through(self().admit(std::move(resource), fence), std::forward<Token>(token));
   }
 
  private:

@@ -63,6 +63,18 @@ class Statement {
     check(sqlite3_bind_null(statement_, index));
     return *this;
   }
+  Statement& bind(int index, double value) {
+    check(sqlite3_bind_double(statement_, index, value));
+    return *this;
+  }
+
+  int parameter_count() const { return sqlite3_bind_parameter_count(statement_); }
+  int column_count() const { return sqlite3_column_count(statement_); }
+  /// SQLITE_INTEGER, SQLITE_FLOAT, SQLITE_TEXT, SQLITE_BLOB or SQLITE_NULL.
+  int column_type(int column) const { return sqlite3_column_type(statement_, column); }
+  double real(int column) const { return sqlite3_column_double(statement_, column); }
+  /// True for a statement that writes nothing (a SELECT).
+  bool read_only() const { return sqlite3_stmt_readonly(statement_) != 0; }
 
   /// Advances; true when a row is available, false when done.
   bool step() {
@@ -152,6 +164,38 @@ class SqliteConnection {
     }
     return Statement(slot.get(), path_);
   }
+
+  /// A prepared statement for SQL the caller wrote (fenced writes): exactly
+  /// one statement, checked by `authorizer` (sqlite3_set_authorizer's
+  /// callback, installed while it compiles). Kept for reuse, keyed by its
+  /// text; the cache is emptied when it holds `dynamic_cache_size`.
+  /// Throws errc::invalid_argument naming the statement and SQLite's reason.
+  Statement prepare_dynamic(const std::string& sql, int (*authorizer)(void*, int, const char*, const char*,
+                                                                       const char*, const char*)) {
+    auto found = dynamic_statements_.find(sql);
+    if (found != dynamic_statements_.end()) return Statement(found->second.get(), path_);
+    if (dynamic_statements_.size() >= dynamic_cache_size) dynamic_statements_.clear();
+    sqlite3_stmt* raw = nullptr;
+    const char* tail = nullptr;
+    sqlite3_set_authorizer(db_.get(), authorizer, nullptr);
+    const int rc = sqlite3_prepare_v3(db_.get(), sql.c_str(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT,
+                                      &raw, &tail);
+    sqlite3_set_authorizer(db_.get(), nullptr, nullptr);
+    std::unique_ptr<sqlite3_stmt, Finalizer> statement(raw);
+    if (rc != SQLITE_OK)
+      throw Error(errc::invalid_argument, fmt::format("statement \"{:.80}\" cannot be prepared on '{}': {}", sql,
+                                                      path_.string(), sqlite3_errmsg(db_.get())));
+    if (!statement) throw Error(errc::invalid_argument, fmt::format("statement \"{:.80}\" is empty", sql));
+    const std::string_view rest(tail, static_cast<std::size_t>(sql.c_str() + sql.size() - tail));
+    if (rest.find_first_not_of(" \t\r\n;") != std::string_view::npos)
+      throw Error(errc::invalid_argument,
+                  fmt::format("statement \"{:.80}\" holds more than one statement: give each its own", sql));
+    auto& slot = dynamic_statements_[sql];
+    slot = std::move(statement);
+    return Statement(slot.get(), path_);
+  }
+
+  static constexpr std::size_t dynamic_cache_size = 64;
 
   /// Runs a script of one or more statements (schema, pragmas).
   void exec(const std::string& sql) {
@@ -299,6 +343,7 @@ class SqliteConnection {
   // statement is finalized before the connection closes.
   std::unique_ptr<sqlite3, Closer> db_;
   std::unordered_map<const char*, std::unique_ptr<sqlite3_stmt, Finalizer>> statements_;
+  std::unordered_map<std::string, std::unique_ptr<sqlite3_stmt, Finalizer>> dynamic_statements_;
 };
 
 /// BEGIN IMMEDIATE on construction; rolls back in the destructor unless

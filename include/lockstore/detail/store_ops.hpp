@@ -9,6 +9,7 @@
 #include "lockstore/detail/manifest.hpp"
 #include "lockstore/detail/sha256.hpp"
 #include "lockstore/detail/sqlite_connection.hpp"
+#include "lockstore/detail/sqlite_fenced.hpp"
 #include "lockstore/lock_guard.hpp"
 #include "lockstore/store_types.hpp"
 
@@ -903,6 +904,15 @@ inline CommitResult commit(SqliteConnection& connection, const CommitRequest& re
                 fmt::format("commit on session '{}' cannot complete a claim on session '{}'", request.session_id,
                             request.complete_claim->session_id));
   Transaction transaction(connection);
+  if (request.lease) {
+    auto check = connection.prepare(sqlite_fenced::lease_is_live);
+    check.bind(1, request.lease->key).bind(2, request.lease->token);
+    if (!check.step())
+      throw Error(errc::lock_lost,
+                  fmt::format("session '{}': the commit's lease on '{}' is no longer held (it expired or was taken "
+                              "over); nothing was written",
+                              request.session_id, request.lease->key));
+  }
   std::uint64_t found = 0;
   std::optional<std::string> previous;  // the checkpoint the head names now
   {

@@ -12,6 +12,7 @@
 #include "lockstore/detail/random.hpp"
 #include "lockstore/detail/sqlite_connection.hpp"
 #include "lockstore/detail/sqlite_database_run.hpp"
+#include "lockstore/detail/sqlite_fenced.hpp"
 #include "lockstore/detail/sqlite_wake.hpp"
 #include "lockstore/detail/sqlite_wakeups.hpp"
 
@@ -171,6 +172,31 @@ LOCKSTORE_DECL auto SqliteLock::extend(LockGuard& guard, std::chrono::millisecon
       co_await detail::run_on(database_, std::move(job)) && std::chrono::steady_clock::now() < assumed_end;
   if (extended) guard.confirm_until(sent + ttl);
   co_return extended;
+}
+
+LOCKSTORE_DECL auto SqliteLock::fenced(const LockGuard& guard, std::vector<SqlStatement> statements)
+    -> asio::awaitable<std::vector<SqlResult>> {
+  database_.require_writable("SqliteLock::fenced");
+  if (guard.released() || guard.token().empty())
+    throw Error(errc::invalid_argument,
+                fmt::format("SqliteLock::fenced: the guard for '{}' was released; a fenced write needs a held lease",
+                            guard.key().str()));
+  auto job = [key = guard.key().str(), token = guard.token(),
+              statements = std::move(statements)](detail::SqliteConnection& connection) {
+    return detail::sqlite_fenced::run(connection, key, token, statements);
+  };
+  co_return co_await detail::run_on(database_, std::move(job));
+}
+
+LOCKSTORE_DECL auto SqliteLock::admit(std::string resource, std::uint64_t fence) -> asio::awaitable<bool> {
+  database_.require_writable("SqliteLock::admit");
+  if (resource.empty()) throw Error(errc::invalid_argument, "SqliteLock::admit: the resource name is empty");
+  if (fence > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
+    throw Error(errc::invalid_argument, fmt::format("SqliteLock::admit: fence {} is above 2^63 - 1", fence));
+  auto job = [resource = std::move(resource), fence](detail::SqliteConnection& connection) {
+    return detail::sqlite_fenced::run_admit(connection, resource, static_cast<std::int64_t>(fence));
+  };
+  co_return co_await detail::run_on(database_, std::move(job));
 }
 
 LOCKSTORE_DECL auto SqliteLock::take_over(AdvisoryKey key, std::chrono::milliseconds ttl)
