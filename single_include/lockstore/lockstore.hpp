@@ -572,6 +572,49 @@ concept AdministrableLock = DistributedLock<L> && requires(L& lock, const Adviso
 // On failure the value is empty: `LockGuard{}` (holding nothing, already
 // released), std::nullopt, false, 0 or an empty vector.
 
+// ---- lockstore/sql.hpp
+#ifndef LOCKSTORE_SINGLE_SQL_HPP
+#define LOCKSTORE_SINGLE_SQL_HPP
+// Statements for fenced writes: SQL the caller writes against its own
+// tables, run by SqliteLock::fenced and PostgresLock::fenced in one
+// transaction that first checks that a guard's lease is still live. One
+// type for both backends; parameters are `?1`, `?2`, ... on SQLite and
+// `$1`, `$2`, ... on PostgreSQL.
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <variant>
+#include <vector>
+
+namespace lockstore {
+
+/// Bytes bound (and read back) as a BLOB (SQLite) or bytea (PostgreSQL),
+/// where a std::string would be text.
+struct SqlBlob {
+  std::string bytes;
+  friend bool operator==(const SqlBlob&, const SqlBlob&) = default;
+};
+
+/// A parameter or a result value. SQLite gives each result its own type;
+/// PostgreSQL gives every non-NULL result as text (std::string).
+using SqlValue = std::variant<std::nullptr_t, std::int64_t, double, std::string, SqlBlob>;
+
+/// One statement and its parameters, in order.
+struct SqlStatement {
+  std::string sql;
+  std::vector<SqlValue> params;
+};
+
+/// What one statement did: the rows it changed, and the rows it returned
+/// (a SELECT, or RETURNING), each a value per column.
+struct SqlResult {
+  std::int64_t changed = 0;
+  std::vector<std::vector<SqlValue>> rows;
+};
+
+}  // namespace lockstore
+#endif  // LOCKSTORE_SINGLE_SQL_HPP
 
 #include <boost/asio/associated_cancellation_slot.hpp>
 #include <boost/asio/associated_executor.hpp>
@@ -589,9 +632,11 @@ concept AdministrableLock = DistributedLock<L> && requires(L& lock, const Adviso
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <exception>
 #include <memory>
 #include <optional>
+#include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -787,6 +832,21 @@ class CompletionTokenOverloads {
     requires requires(L& lock) { lock.release_all(); }
   auto release_all(Token&& token) {
     return complete_through(self().release_all(), std::forward<Token>(token));
+  }
+
+  /// `guard` must outlive the operation.
+  template <asio::completion_token_for<void(error_code, std::vector<SqlResult>)> Token, class L = Lock>
+    requires requires(L& lock, const LockGuard& guard, std::vector<SqlStatement> statements) {
+      lock.fenced(guard, std::move(statements));
+    }
+  auto fenced(const LockGuard& guard, std::vector<SqlStatement> statements, Token&& token) {
+    return complete_through(self().fenced(guard, std::move(statements)), std::forward<Token>(token));
+  }
+
+  template <asio::completion_token_for<void(error_code, bool)> Token, class L = Lock>
+    requires requires(L& lock, std::string resource, std::uint64_t fence) { lock.admit(resource, fence); }
+  auto admit(std::string resource, std::uint64_t fence, Token&& token) {
+    return complete_through(self().admit(std::move(resource), fence), std::forward<Token>(token));
   }
 
  private:

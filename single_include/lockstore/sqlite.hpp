@@ -222,6 +222,18 @@ class Statement {
     check(sqlite3_bind_null(statement_, index));
     return *this;
   }
+  Statement& bind(int index, double value) {
+    check(sqlite3_bind_double(statement_, index, value));
+    return *this;
+  }
+
+  int parameter_count() const { return sqlite3_bind_parameter_count(statement_); }
+  int column_count() const { return sqlite3_column_count(statement_); }
+  /// SQLITE_INTEGER, SQLITE_FLOAT, SQLITE_TEXT, SQLITE_BLOB or SQLITE_NULL.
+  int column_type(int column) const { return sqlite3_column_type(statement_, column); }
+  double real(int column) const { return sqlite3_column_double(statement_, column); }
+  /// True for a statement that writes nothing (a SELECT).
+  bool read_only() const { return sqlite3_stmt_readonly(statement_) != 0; }
 
   /// Advances; true when a row is available, false when done.
   bool step() {
@@ -311,6 +323,38 @@ class SqliteConnection {
     }
     return Statement(slot.get(), path_);
   }
+
+  /// A prepared statement for SQL the caller wrote (fenced writes): exactly
+  /// one statement, checked by `authorizer` (sqlite3_set_authorizer's
+  /// callback, installed while it compiles). Kept for reuse, keyed by its
+  /// text; the cache is emptied when it holds `dynamic_cache_size`.
+  /// Throws errc::invalid_argument naming the statement and SQLite's reason.
+  Statement prepare_dynamic(const std::string& sql, int (*authorizer)(void*, int, const char*, const char*,
+                                                                       const char*, const char*)) {
+    auto found = dynamic_statements_.find(sql);
+    if (found != dynamic_statements_.end()) return Statement(found->second.get(), path_);
+    if (dynamic_statements_.size() >= dynamic_cache_size) dynamic_statements_.clear();
+    sqlite3_stmt* raw = nullptr;
+    const char* tail = nullptr;
+    sqlite3_set_authorizer(db_.get(), authorizer, nullptr);
+    const int rc = sqlite3_prepare_v3(db_.get(), sql.c_str(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT,
+                                      &raw, &tail);
+    sqlite3_set_authorizer(db_.get(), nullptr, nullptr);
+    std::unique_ptr<sqlite3_stmt, Finalizer> statement(raw);
+    if (rc != SQLITE_OK)
+      throw Error(errc::invalid_argument, fmt::format("statement \"{:.80}\" cannot be prepared on '{}': {}", sql,
+                                                      path_.string(), sqlite3_errmsg(db_.get())));
+    if (!statement) throw Error(errc::invalid_argument, fmt::format("statement \"{:.80}\" is empty", sql));
+    const std::string_view rest(tail, static_cast<std::size_t>(sql.c_str() + sql.size() - tail));
+    if (rest.find_first_not_of(" \t\r\n;") != std::string_view::npos)
+      throw Error(errc::invalid_argument,
+                  fmt::format("statement \"{:.80}\" holds more than one statement: give each its own", sql));
+    auto& slot = dynamic_statements_[sql];
+    slot = std::move(statement);
+    return Statement(slot.get(), path_);
+  }
+
+  static constexpr std::size_t dynamic_cache_size = 64;
 
   /// Runs a script of one or more statements (schema, pragmas).
   void exec(const std::string& sql) {
@@ -458,6 +502,7 @@ class SqliteConnection {
   // statement is finalized before the connection closes.
   std::unique_ptr<sqlite3, Closer> db_;
   std::unordered_map<const char*, std::unique_ptr<sqlite3_stmt, Finalizer>> statements_;
+  std::unordered_map<std::string, std::unique_ptr<sqlite3_stmt, Finalizer>> dynamic_statements_;
 };
 
 /// BEGIN IMMEDIATE on construction; rolls back in the destructor unless
@@ -2094,6 +2139,8 @@ class SqliteLock : public detail::CompletionTokenOverloads<SqliteLock> {
   using detail::CompletionTokenOverloads<SqliteLock>::list;
   using detail::CompletionTokenOverloads<SqliteLock>::force_release;
   using detail::CompletionTokenOverloads<SqliteLock>::release_all;
+  using detail::CompletionTokenOverloads<SqliteLock>::fenced;
+  using detail::CompletionTokenOverloads<SqliteLock>::admit;
 
   /// Throws errc::invalid_argument for an empty owner, one over 512 bytes or
   /// one with a NUL byte.
@@ -2141,6 +2188,29 @@ class SqliteLock : public detail::CompletionTokenOverloads<SqliteLock> {
   /// returns it (std::nullopt when nothing held it). Its holder's extend and
   /// release then fail or do nothing; its fence stays used.
   asio::awaitable<std::optional<LockInfo>> force_release(AdvisoryKey key);
+
+  /// A fenced write: runs `statements` (the caller's SQL on its own tables
+  /// in this file, `?1`-style parameters) in one BEGIN IMMEDIATE transaction
+  /// that first checks, under the write lock, that `guard`'s token still
+  /// holds a live lease on its key; returns one SqlResult per statement.
+  /// Throws errc::lock_lost with nothing written when the lease expired or
+  /// was taken over (a holder paused past its lease cannot write any more),
+  /// errc::invalid_argument for a released guard, a statement that does not
+  /// compile, holds more than one statement, has the wrong number of
+  /// parameters, or would end the transaction, attach a file, run a pragma
+  /// or write lockstore's own tables (nothing written either), and
+  /// errc::backend_failure when a statement fails while running (a
+  /// constraint): the transaction is rolled back. Not cancellable once
+  /// queued, like every statement. The lease is not extended.
+  asio::awaitable<std::vector<SqlResult>> fenced(const LockGuard& guard, std::vector<SqlStatement> statements);
+
+  /// The fence gate for a resource lockstore cannot see (a file, an object
+  /// store, a service): true when `fence` is at least every fence admitted
+  /// before for `resource`, which then remembers it; false for a smaller
+  /// one. Atomic across processes (one statement under the file's write
+  /// lock). errc::invalid_argument for an empty resource or a fence above
+  /// 2^63 - 1.
+  asio::awaitable<bool> admit(std::string resource, std::uint64_t fence);
 
  private:
   // An acquire() caller's place in the key's queue. The ticket is taken at
@@ -2332,6 +2402,158 @@ WHERE expires_ms > ?1 ORDER BY key)sql";
 
 }  // namespace lockstore
 #endif  // LOCKSTORE_SINGLE_DETAIL_SQLITE_LOCK_SQL_HPP
+// ---- lockstore/detail/sqlite_fenced.hpp
+#ifndef LOCKSTORE_SINGLE_DETAIL_SQLITE_FENCED_HPP
+#define LOCKSTORE_SINGLE_DETAIL_SQLITE_FENCED_HPP
+// Fenced writes and the fence gate on SQLite (SqliteLock::fenced and
+// SqliteLock::admit), run on the connection thread.
+//
+// fenced: one BEGIN IMMEDIATE transaction. The write lock is taken first,
+// then the lease row is checked (this guard's token, expiry after
+// lockstore_now_ms(), read under that lock), then the caller's statements
+// run, then COMMIT. No other connection can grant or change a lease while
+// the write lock is held, so no other holder exists between the check and
+// the commit: the writes are ordered before any later holder's. The
+// caller's statements may not end the transaction, attach a file, change a
+// pragma or touch lockstore's own tables: an authorizer refuses them when
+// they are compiled.
+
+
+#include <fmt/format.h>
+#include <sqlite3.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+namespace lockstore::detail::sqlite_fenced {
+
+inline constexpr const char* lease_is_live =
+    "SELECT 1 FROM lockstore_leases WHERE key = ?1 AND token = ?2 AND expires_ms > lockstore_now_ms()";
+
+/// The fence gate's table, created by the first admit() on a file (older
+/// builds ignore it). One row per resource: the largest fence admitted.
+inline constexpr const char* create_gate = R"sql(
+CREATE TABLE IF NOT EXISTS lockstore_fence_gate (
+  resource TEXT PRIMARY KEY NOT NULL,
+  fence    INTEGER NOT NULL
+) WITHOUT ROWID)sql";
+
+/// Admitted when the fence is at least the largest one admitted before;
+/// the row then holds it. One statement: atomic under the write lock.
+inline constexpr const char* admit = R"sql(
+INSERT INTO lockstore_fence_gate (resource, fence) VALUES (?1, ?2)
+ON CONFLICT (resource) DO UPDATE SET fence = excluded.fence WHERE excluded.fence >= fence
+RETURNING fence)sql";
+
+/// The caller's statements may read and write their own tables, nothing else.
+inline int authorize(void*, int action, const char* first, const char* second, const char*, const char*) {
+  const auto ours = [](const char* table) { return table != nullptr && std::string_view(table).starts_with("lockstore_"); };
+  switch (action) {
+    case SQLITE_TRANSACTION:
+    case SQLITE_SAVEPOINT:
+    case SQLITE_ATTACH:
+    case SQLITE_DETACH:
+    case SQLITE_PRAGMA:
+      return SQLITE_DENY;
+    case SQLITE_INSERT:
+    case SQLITE_DELETE:
+    case SQLITE_CREATE_TABLE:
+    case SQLITE_DROP_TABLE:
+    case SQLITE_ALTER_TABLE:
+    case SQLITE_CREATE_INDEX:
+    case SQLITE_DROP_INDEX:
+    case SQLITE_CREATE_TRIGGER:
+      return ours(first) || ours(second) ? SQLITE_DENY : SQLITE_OK;
+    case SQLITE_UPDATE:
+      return ours(first) ? SQLITE_DENY : SQLITE_OK;
+    default:
+      return SQLITE_OK;
+  }
+}
+
+inline void bind(Statement& statement, int index, const SqlValue& value) {
+  std::visit(
+      [&](const auto& v) {
+        using V = std::decay_t<decltype(v)>;
+        if constexpr (std::is_same_v<V, std::nullptr_t>) statement.bind_null(index);
+        else if constexpr (std::is_same_v<V, SqlBlob>) statement.bind_blob(index, v.bytes);
+        else if constexpr (std::is_same_v<V, std::string>) statement.bind(index, std::string_view(v));
+        else statement.bind(index, v);
+      },
+      value);
+}
+
+inline SqlValue column(const Statement& statement, int index) {
+  switch (statement.column_type(index)) {
+    case SQLITE_INTEGER: return statement.int64(index);
+    case SQLITE_FLOAT: return statement.real(index);
+    case SQLITE_TEXT: return statement.text(index);
+    case SQLITE_BLOB: return SqlBlob{statement.blob(index)};
+    default: return nullptr;
+  }
+}
+
+/// Runs `statements` in one transaction if `token` holds a live lease on
+/// `key`; errc::lock_lost with nothing written otherwise.
+inline std::vector<SqlResult> run(SqliteConnection& connection, const std::string& key, const std::string& token,
+                                  const std::vector<SqlStatement>& statements) {
+  // Compiled (and refused) before the transaction: a bad statement costs
+  // no write lock.
+  for (std::size_t i = 0; i < statements.size(); ++i) {
+    auto statement = connection.prepare_dynamic(statements[i].sql, authorize);
+    if (statement.parameter_count() != static_cast<int>(statements[i].params.size()))
+      throw Error(errc::invalid_argument,
+                  fmt::format("statement {} (\"{:.80}\") takes {} parameters, {} were given", i, statements[i].sql,
+                              statement.parameter_count(), statements[i].params.size()));
+  }
+  Transaction transaction(connection);
+  {
+    auto check = connection.prepare(lease_is_live);
+    check.bind(1, key).bind(2, token);
+    if (!check.step())
+      throw Error(errc::lock_lost, fmt::format("the lease on '{}' is no longer this guard's (it expired or was taken "
+                                               "over); nothing was written",
+                                               key));
+  }
+  std::vector<SqlResult> results;
+  results.reserve(statements.size());
+  for (const auto& request : statements) {
+    auto statement = connection.prepare_dynamic(request.sql, authorize);
+    for (std::size_t p = 0; p < request.params.size(); ++p) bind(statement, static_cast<int>(p + 1), request.params[p]);
+    SqlResult result;
+    while (statement.step()) {
+      std::vector<SqlValue> row;
+      row.reserve(static_cast<std::size_t>(statement.column_count()));
+      for (int c = 0; c < statement.column_count(); ++c) row.push_back(column(statement, c));
+      result.rows.push_back(std::move(row));
+    }
+    result.changed = statement.read_only() ? 0 : sqlite3_changes64(connection.handle());
+    results.push_back(std::move(result));
+  }
+  transaction.commit();
+  return results;
+}
+
+/// The fence gate: true when `fence` is at least every fence admitted
+/// before for `resource` (and it is remembered), false otherwise.
+inline bool run_admit(SqliteConnection& connection, const std::string& resource, std::int64_t fence) {
+  Transaction transaction(connection);
+  connection.exec(create_gate);
+  auto statement = connection.prepare(admit);
+  statement.bind(1, resource).bind(2, fence);
+  const bool admitted = statement.step();
+  while (statement.step()) {
+  }
+  transaction.commit();
+  return admitted;
+}
+
+}  // namespace lockstore::detail::sqlite_fenced
+#endif  // LOCKSTORE_SINGLE_DETAIL_SQLITE_FENCED_HPP
 
 #include <limits>
 #include <mutex>
@@ -2489,6 +2711,31 @@ LOCKSTORE_DECL auto SqliteLock::extend(LockGuard& guard, std::chrono::millisecon
       co_await detail::run_on(database_, std::move(job)) && std::chrono::steady_clock::now() < assumed_end;
   if (extended) guard.confirm_until(sent + ttl);
   co_return extended;
+}
+
+LOCKSTORE_DECL auto SqliteLock::fenced(const LockGuard& guard, std::vector<SqlStatement> statements)
+    -> asio::awaitable<std::vector<SqlResult>> {
+  database_.require_writable("SqliteLock::fenced");
+  if (guard.released() || guard.token().empty())
+    throw Error(errc::invalid_argument,
+                fmt::format("SqliteLock::fenced: the guard for '{}' was released; a fenced write needs a held lease",
+                            guard.key().str()));
+  auto job = [key = guard.key().str(), token = guard.token(),
+              statements = std::move(statements)](detail::SqliteConnection& connection) {
+    return detail::sqlite_fenced::run(connection, key, token, statements);
+  };
+  co_return co_await detail::run_on(database_, std::move(job));
+}
+
+LOCKSTORE_DECL auto SqliteLock::admit(std::string resource, std::uint64_t fence) -> asio::awaitable<bool> {
+  database_.require_writable("SqliteLock::admit");
+  if (resource.empty()) throw Error(errc::invalid_argument, "SqliteLock::admit: the resource name is empty");
+  if (fence > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
+    throw Error(errc::invalid_argument, fmt::format("SqliteLock::admit: fence {} is above 2^63 - 1", fence));
+  auto job = [resource = std::move(resource), fence](detail::SqliteConnection& connection) {
+    return detail::sqlite_fenced::run_admit(connection, resource, static_cast<std::int64_t>(fence));
+  };
+  co_return co_await detail::run_on(database_, std::move(job));
 }
 
 LOCKSTORE_DECL auto SqliteLock::take_over(AdvisoryKey key, std::chrono::milliseconds ttl)

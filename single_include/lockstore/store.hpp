@@ -30,6 +30,7 @@
 // The value types of the SessionStore: references to blobs, checkpoints,
 // graph nodes, work items and claims, commit requests and reports.
 
+
 #include <fmt/format.h>
 
 #include <chrono>
@@ -76,6 +77,15 @@ struct Claim {
   std::vector<WorkItem> items;
 };
 
+/// The lease a write must still hold: a guard's key and token (copied, so
+/// the request does not point at the guard). Checked in the write's own
+/// transaction, under the file's write lock.
+struct LeaseCheck {
+  std::string key;
+  std::string token;
+  static LeaseCheck of(const LockGuard& guard) { return LeaseCheck{guard.key().str(), guard.token()}; }
+};
+
 struct CommitRequest {
   std::string session_id;
   std::uint64_t expected_head_revision = 0;  ///< 0 before the first commit
@@ -86,6 +96,11 @@ struct CommitRequest {
   /// Kept with the new checkpoint in the session's history (any bytes, e.g.
   /// JSON): what step or source produced it.
   std::optional<std::string> metadata;
+  /// A fenced commit: made only if this lease (the session lock's guard,
+  /// from SqliteLock on the same file) is still live when the commit
+  /// transaction holds the write lock; errc::lock_lost with nothing written
+  /// otherwise. `request.lease = LeaseCheck::of(guard);`
+  std::optional<LeaseCheck> lease;
 };
 
 struct CommitResult {
@@ -1661,6 +1676,15 @@ inline CommitResult commit(SqliteConnection& connection, const CommitRequest& re
                 fmt::format("commit on session '{}' cannot complete a claim on session '{}'", request.session_id,
                             request.complete_claim->session_id));
   Transaction transaction(connection);
+  if (request.lease) {
+    auto check = connection.prepare(sqlite_fenced::lease_is_live);
+    check.bind(1, request.lease->key).bind(2, request.lease->token);
+    if (!check.step())
+      throw Error(errc::lock_lost,
+                  fmt::format("session '{}': the commit's lease on '{}' is no longer held (it expired or was taken "
+                              "over); nothing was written",
+                              request.session_id, request.lease->key));
+  }
   std::uint64_t found = 0;
   std::optional<std::string> previous;  // the checkpoint the head names now
   {

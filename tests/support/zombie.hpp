@@ -52,14 +52,15 @@ ZombieWrite run_zombie_holder(Fixture& fixture, const std::filesystem::path& dir
             auto extending = lock.extend(guard, ttl);
             co_await std::move(extending);
           }
+          auto outcome = ZombieWrite::accepted;
           try {
             auto writing = fixture.write(lock, guard, "zombie");
             co_await std::move(writing);
-            co_return static_cast<int>(ZombieWrite::accepted);
           } catch (const Error& error) {
-            co_return static_cast<int>(error.code() == errc::lock_lost ? ZombieWrite::refused_lock_lost
-                                                                       : ZombieWrite::other_error);
+            outcome = error.code() == errc::lock_lost ? ZombieWrite::refused_lock_lost : ZombieWrite::other_error;
           }
+          co_await lock.release(std::move(guard));  // gives back nothing: the lease is the successor's
+          co_return static_cast<int>(outcome);
         });
       },
       [&] {
