@@ -6,6 +6,7 @@
 #include "support/operator_checks.hpp"
 #include "support/process_checks.hpp"
 #include "support/servers.hpp"
+#include "support/zombie.hpp"
 
 #include <catch2/catch.hpp>
 #include <fmt/ranges.h>
@@ -576,5 +577,145 @@ TEST_CASE("PostgreSQL: lockstore run behind a partition signals its command befo
       [&](std::string owner) { return PostgresLock::connect(direct_conninfo, std::move(owner)); });
 }
 #endif
+
+namespace {
+
+struct PostgresNotes {
+  std::string conninfo = fresh_postgres_schema();
+  PostgresNotes() { postgres_admin(conninfo, "CREATE TABLE notes (id serial PRIMARY KEY, body text NOT NULL UNIQUE)"); }
+  std::string count() const { return postgres_admin(conninfo, "SELECT count(*) FROM notes"); }
+  asio::awaitable<PostgresLock> make_lock(std::string owner) {
+    auto connecting = PostgresLock::connect(conninfo, std::move(owner));
+    co_return co_await std::move(connecting);
+  }
+  asio::awaitable<void> write(PostgresLock& lock, const LockGuard& guard, std::string value) {
+    std::vector<SqlStatement> insert(1);
+    insert[0].sql = "INSERT INTO notes (body) VALUES ($1)";
+    insert[0].params.emplace_back(std::move(value));
+    auto writing = lock.fenced(guard, std::move(insert));
+    co_await std::move(writing);
+  }
+};
+
+asio::awaitable<boost::system::error_code> fenced_error(PostgresLock& lock, const LockGuard& guard,
+                                                        std::vector<SqlStatement> statements, std::string& message) {
+  try {
+    auto writing = lock.fenced(guard, std::move(statements));
+    co_await std::move(writing);
+  } catch (const Error& error) {
+    message = error.what();
+    co_return error.code();
+  }
+  co_return boost::system::error_code{};
+}
+
+}  // namespace
+
+TEST_CASE("PostgreSQL: a fenced write commits in one transaction while the lease is live and writes nothing once it "
+          "is lost",
+          "[postgres][fenced]") {
+  PostgresNotes notes;
+  run([&]() -> asio::awaitable<void> {
+    auto lock = co_await notes.make_lock("writer");
+    auto other = co_await notes.make_lock("other");
+    const AdvisoryKey key("invoice:42");
+    auto guard = co_await lock.acquire(key, 30s, 5s);
+    std::vector<SqlStatement> statements(3);
+    statements[0].sql = "INSERT INTO notes (body) VALUES ($1), ($2) RETURNING body";
+    statements[0].params.emplace_back(std::string("a"));
+    statements[0].params.emplace_back(std::string("b"));
+    statements[1].sql = "UPDATE notes SET body = body || $1 WHERE body = 'a'";
+    statements[1].params.emplace_back(std::string("!"));
+    statements[2].sql = "SELECT count(*), $1::bigint, $2::float8, $3::bytea, NULL FROM notes";
+    statements[2].params.emplace_back(std::int64_t{7});
+    statements[2].params.emplace_back(1.5);
+    statements[2].params.emplace_back(SqlBlob{std::string("\x01x", 2)});
+    auto writing = lock.fenced(guard, std::move(statements));
+    const auto results = co_await std::move(writing);
+    REQUIRE(results.size() == 3);
+    CHECK(results[0].changed == 2);
+    REQUIRE(results[0].rows.size() == 2);
+    CHECK(std::get<std::string>(results[0].rows[1][0]) == "b");
+    CHECK(results[1].changed == 1);
+    CHECK(results[2].changed == 0);
+    REQUIRE(results[2].rows.size() == 1);
+    CHECK(std::get<std::string>(results[2].rows[0][0]) == "2");
+    CHECK(std::get<std::string>(results[2].rows[0][1]) == "7");
+    CHECK(std::get<std::string>(results[2].rows[0][2]) == "1.5");
+    CHECK(std::get<std::string>(results[2].rows[0][3]) == "\\x0178");
+    CHECK(std::holds_alternative<std::nullptr_t>(results[2].rows[0][4]));
+
+    // A failing statement rolls the earlier ones back.
+    std::vector<SqlStatement> failing(2);
+    failing[0].sql = "INSERT INTO notes (body) VALUES ('c')";
+    failing[1].sql = "INSERT INTO notes (body) VALUES ('b')";  // UNIQUE
+    std::string message;
+    const auto unique = co_await fenced_error(lock, guard, std::move(failing), message);
+    CHECK(unique == errc::backend_failure);
+    CHECK_THAT(message, Catch::Contains("statement 1") && Catch::Contains("23505"));
+    CHECK(notes.count() == "2");
+
+    // Transaction control is refused before anything is sent.
+    std::vector<SqlStatement> committing(2);
+    committing[0].sql = "INSERT INTO notes (body) VALUES ('d')";
+    committing[1].sql = "  /* sneaky */ COMMIT";
+    const auto control = co_await fenced_error(lock, guard, std::move(committing), message);
+    CHECK(control == errc::invalid_argument);
+    CHECK_THAT(message, Catch::Contains("controls the transaction"));
+    CHECK(notes.count() == "2");
+    // The connection is still usable afterwards.
+    const bool extended = co_await lock.extend(guard, 30s);
+    CHECK(extended);
+    co_await lock.release(std::move(guard));
+
+    // Expired, then taken by another holder: refused, nothing written.
+    auto short_guard = co_await lock.acquire(key, 100ms, 5s);
+    co_await sleep_for(250ms);
+    std::vector<SqlStatement> late(1);
+    late[0].sql = "INSERT INTO notes (body) VALUES ('late')";
+    const auto expired = co_await fenced_error(lock, short_guard, late, message);
+    CHECK(expired == errc::lock_lost);
+    CHECK_THAT(message, Catch::Contains("nothing was written"));
+    auto successor = co_await other.acquire(key, 30s, 5s);
+    const auto taken = co_await fenced_error(lock, short_guard, late, message);
+    CHECK(taken == errc::lock_lost);
+    CHECK(notes.count() == "2");
+    co_await other.release(std::move(successor));
+    co_await lock.release(std::move(short_guard));
+  });
+}
+
+TEST_CASE("PostgreSQL: a holder paused with SIGSTOP past its lease cannot make its fenced write and the successor's "
+          "data stays",
+          "[postgres][fenced][processes]") {
+  TempDir dir;
+  PostgresNotes notes;
+  const auto outcome = run_zombie_holder(notes, dir.path(), AdvisoryKey("zombie key"), 300ms);
+  CHECK(outcome == ZombieWrite::refused_lock_lost);
+  CHECK(postgres_admin(notes.conninfo, "SELECT string_agg(body, ',') FROM notes") == "successor");
+}
+
+TEST_CASE("PostgreSQL: the fence gate admits a fence only when it is at least every fence admitted before",
+          "[postgres][fenced][gate]") {
+  PostgresNotes notes;
+  run([&]() -> asio::awaitable<void> {
+    auto lock = co_await notes.make_lock("gate");
+    auto other = co_await notes.make_lock("gate-2");
+    const bool first = co_await lock.admit("bucket/report.csv", 10);
+    const bool same = co_await lock.admit("bucket/report.csv", 10);
+    const bool larger = co_await other.admit("bucket/report.csv", 12);
+    const bool smaller = co_await lock.admit("bucket/report.csv", 11);
+    const bool independent = co_await lock.admit(std::string("other\0bytes", 11), 1);
+    const bool huge = co_await lock.admit("big", (std::uint64_t{1} << 62) + 1);
+    const bool below_huge = co_await lock.admit("big", std::uint64_t{1} << 62);
+    CHECK(first);
+    CHECK(same);
+    CHECK(larger);
+    CHECK_FALSE(smaller);
+    CHECK(independent);
+    CHECK(huge);
+    CHECK_FALSE(below_huge);
+  });
+}
 
 }  // namespace lockstore::test

@@ -6,6 +6,7 @@
 #include "support/operator_checks.hpp"
 #include "support/process_checks.hpp"
 #include "support/servers.hpp"
+#include "support/zombie.hpp"
 
 #include <catch2/catch.hpp>
 #include <hiredis/hiredis.h>
@@ -561,6 +562,124 @@ TEST_CASE("Redis: a server that may evict keys is refused unless the user accept
     auto guard = co_await lock.try_acquire(AdvisoryKey("evictable"), 5s);
     CHECK(guard.has_value());
     if (guard) co_await lock.release(std::move(*guard));
+  });
+}
+
+namespace {
+
+struct RedisNotes {
+  RedisOptions options = fresh_redis_options();
+  std::string notes_key = "notes:" + options.key_prefix;  // outside the lock's prefix, unique per test
+  asio::awaitable<RedisLock> make_lock(std::string owner) {
+    auto connecting = RedisLock::connect(options, std::move(owner));
+    co_return co_await std::move(connecting);
+  }
+  asio::awaitable<void> write(RedisLock& lock, const LockGuard& guard, std::string value) {
+    std::vector<RedisCommand> commands;
+    commands.push_back(RedisCommand{"RPUSH", notes_key, std::move(value)});
+    auto writing = lock.fenced(guard, std::move(commands));
+    co_await std::move(writing);
+  }
+  std::string notes() const {
+    RawRedis raw(options);
+    const std::vector<std::string> command{"EVAL", "return table.concat(redis.call('LRANGE', KEYS[1], 0, -1), ',')",
+                                           "1", notes_key};
+    return raw.command(command);
+  }
+};
+
+asio::awaitable<boost::system::error_code> fenced_error(RedisLock& lock, const LockGuard& guard,
+                                                        std::vector<RedisCommand> commands, std::string& message) {
+  try {
+    auto writing = lock.fenced(guard, std::move(commands));
+    co_await std::move(writing);
+  } catch (const Error& error) {
+    message = error.what();
+    co_return error.code();
+  }
+  co_return boost::system::error_code{};
+}
+
+}  // namespace
+
+TEST_CASE("Redis: a fenced write runs its commands while the lease is live and none once it is lost",
+          "[redis][fenced]") {
+  RedisNotes notes;
+  run([&]() -> asio::awaitable<void> {
+    auto lock = co_await notes.make_lock("writer");
+    auto other = co_await notes.make_lock("other");
+    const AdvisoryKey key("invoice:42");
+    auto guard = co_await lock.acquire(key, 30s, 5s);
+    std::vector<RedisCommand> commands;
+    commands.push_back(RedisCommand{"RPUSH", notes.notes_key, "a"});
+    commands.push_back(RedisCommand{"set", notes.notes_key + ":n", "40"});
+    commands.push_back(RedisCommand{"INCRBY", notes.notes_key + ":n", "2"});
+    commands.push_back(RedisCommand{"GET", notes.notes_key + ":missing"});
+    auto writing = lock.fenced(guard, std::move(commands));
+    const auto replies = co_await std::move(writing);
+    REQUIRE(replies.size() == 4);
+    CHECK(replies[0] == std::optional<std::string>("1"));
+    CHECK(replies[1] == std::optional<std::string>("OK"));
+    CHECK(replies[2] == std::optional<std::string>("42"));
+    CHECK_FALSE(replies[3].has_value());
+
+    std::string message;
+    std::vector<RedisCommand> forbidden;
+    forbidden.push_back(RedisCommand{"FLUSHALL"});
+    const auto not_allowed = co_await fenced_error(lock, guard, std::move(forbidden), message);
+    CHECK(not_allowed == errc::invalid_argument);
+    CHECK_THAT(message, Catch::Contains("FLUSHALL"));
+    std::vector<RedisCommand> ours;
+    ours.push_back(RedisCommand{"DEL", notes.notes_key, notes.options.key_prefix + "lease:invoice:42"});
+    const auto prefixed = co_await fenced_error(lock, guard, std::move(ours), message);
+    CHECK(prefixed == errc::invalid_argument);
+    CHECK_THAT(message, Catch::Contains("key prefix"));
+    co_await lock.release(std::move(guard));
+
+    auto short_guard = co_await lock.acquire(key, 100ms, 5s);
+    co_await sleep_for(250ms);
+    std::vector<RedisCommand> late;
+    late.push_back(RedisCommand{"RPUSH", notes.notes_key, "late"});
+    const auto expired = co_await fenced_error(lock, short_guard, late, message);
+    CHECK(expired == errc::lock_lost);
+    CHECK_THAT(message, Catch::Contains("nothing was written"));
+    auto successor = co_await other.acquire(key, 30s, 5s);
+    const auto taken = co_await fenced_error(lock, short_guard, late, message);
+    CHECK(taken == errc::lock_lost);
+    CHECK(notes.notes() == "a");
+    co_await other.release(std::move(successor));
+    co_await lock.release(std::move(short_guard));
+  });
+}
+
+TEST_CASE("Redis: a holder paused with SIGSTOP past its lease cannot make its fenced write and the successor's data "
+          "stays",
+          "[redis][fenced][processes]") {
+  TempDir dir;
+  RedisNotes notes;
+  const auto outcome = run_zombie_holder(notes, dir.path(), AdvisoryKey("zombie key"), 300ms);
+  CHECK(outcome == ZombieWrite::refused_lock_lost);
+  CHECK(notes.notes() == "successor");
+}
+
+TEST_CASE("Redis: the fence gate admits a fence only when it is at least every fence admitted before, exactly above "
+          "2^53",
+          "[redis][fenced][gate]") {
+  RedisNotes notes;
+  run([&]() -> asio::awaitable<void> {
+    auto lock = co_await notes.make_lock("gate");
+    const bool first = co_await lock.admit("bucket/report.csv", 10);
+    const bool same = co_await lock.admit("bucket/report.csv", 10);
+    const bool larger = co_await lock.admit("bucket/report.csv", 12);
+    const bool smaller = co_await lock.admit("bucket/report.csv", 11);
+    const bool big = co_await lock.admit("big", (std::uint64_t{1} << 60) + 1);
+    const bool below_big = co_await lock.admit("big", std::uint64_t{1} << 60);  // equal as doubles
+    CHECK(first);
+    CHECK(same);
+    CHECK(larger);
+    CHECK_FALSE(smaller);
+    CHECK(big);
+    CHECK_FALSE(below_big);
   });
 }
 

@@ -21,6 +21,7 @@
 #include "lockstore/detail/queue_seat.hpp"
 #include "lockstore/distributed_lock.hpp"
 #include "lockstore/lock_info.hpp"
+#include "lockstore/sql.hpp"
 
 #include <boost/asio/awaitable.hpp>
 
@@ -52,6 +53,8 @@ class PostgresLock : public detail::CompletionTokenOverloads<PostgresLock> {
   using detail::CompletionTokenOverloads<PostgresLock>::list;
   using detail::CompletionTokenOverloads<PostgresLock>::force_release;
   using detail::CompletionTokenOverloads<PostgresLock>::release_all;
+  using detail::CompletionTokenOverloads<PostgresLock>::fenced;
+  using detail::CompletionTokenOverloads<PostgresLock>::admit;
 
   /// Connects (within the conninfo's connect_timeout, default 10 s), creates
   /// the lease table on first use, and checks its schema version. Throws
@@ -111,6 +114,26 @@ class PostgresLock : public detail::CompletionTokenOverloads<PostgresLock> {
   /// For operators: clears whatever live lease holds `key` and returns it
   /// (std::nullopt when nothing held it). Its fence stays used.
   asio::awaitable<std::optional<LockInfo>> force_release(AdvisoryKey key);
+
+  /// A fenced write: runs `statements` (the caller's SQL on its own tables
+  /// in this database, `$1`-style parameters) in one transaction whose
+  /// first query locks the lease row (FOR UPDATE) and checks that `guard`'s
+  /// token still holds a live lease by the server's clock; the row lock
+  /// holds until commit, so no other holder is granted before it. One round
+  /// trip (libpq's pipeline mode, one implicit transaction). Returns one
+  /// SqlResult per statement (values as text, NULL as nullptr). Throws
+  /// errc::lock_lost with nothing written when the lease expired or was
+  /// taken over; errc::invalid_argument for a released guard or a statement
+  /// that controls transactions (BEGIN, COMMIT, ROLLBACK, SAVEPOINT, ...,
+  /// DO, CALL); errc::backend_failure with the server's message and
+  /// SQLSTATE when a statement fails (all rolled back); connection_lost
+  /// when the connection broke (the transaction is then rolled back by the
+  /// server unless its commit had already been made: the outcome is unknown).
+  asio::awaitable<std::vector<SqlResult>> fenced(const LockGuard& guard, std::vector<SqlStatement> statements);
+
+  /// The fence gate (see SqliteLock::admit), in the table
+  /// lockstore_fence_gate of this database.
+  asio::awaitable<bool> admit(std::string resource, std::uint64_t fence);
 
  private:
   // Defined in impl/postgres.ipp, with the functions that need libpq.

@@ -29,6 +29,7 @@
 
 #include <boost/asio/awaitable.hpp>
 
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -59,6 +60,9 @@ struct RedisOptions {
   bool accept_eviction = false;
 };
 
+/// One command of a fenced write: its name, then its arguments.
+using RedisCommand = std::vector<std::string>;
+
 class RedisLock : public detail::CompletionTokenOverloads<RedisLock> {
  public:
   // Each operation below also takes a completion token as its last argument
@@ -72,6 +76,8 @@ class RedisLock : public detail::CompletionTokenOverloads<RedisLock> {
   using detail::CompletionTokenOverloads<RedisLock>::list;
   using detail::CompletionTokenOverloads<RedisLock>::force_release;
   using detail::CompletionTokenOverloads<RedisLock>::release_all;
+  using detail::CompletionTokenOverloads<RedisLock>::fenced;
+  using detail::CompletionTokenOverloads<RedisLock>::admit;
 
   /// Connects, logs in (AUTH), selects the database and loads the scripts.
   /// Throws errc::invalid_argument for bad options or a database index the
@@ -128,6 +134,30 @@ class RedisLock : public detail::CompletionTokenOverloads<RedisLock> {
   /// For operators: clears whatever lease holds `key` and returns it
   /// (std::nullopt when nothing held it). Its fence stays used.
   asio::awaitable<std::optional<LockInfo>> force_release(AdvisoryKey key);
+
+  /// The commands a fenced write may run, on the caller's own keys.
+  static constexpr std::array<std::string_view, 20> fenced_commands = {
+      "SET",  "GET",    "DEL",   "HSET",  "HGET",   "HDEL",    "INCR",   "INCRBY", "DECR",  "DECRBY",
+      "HINCRBY", "APPEND", "EXPIRE", "PEXPIRE", "LPUSH", "RPUSH", "SADD", "SREM",   "ZADD",  "ZREM"};
+
+  /// A fenced write: runs `commands` (each its name and arguments, e.g.
+  /// {"HSET", "invoice:42", "state", "paid"}; the names in fenced_commands)
+  /// in one script that first checks that `guard`'s token still holds a
+  /// live lease: nothing runs once the lease expired or was taken over
+  /// (errc::lock_lost), and no other holder can be granted while the script
+  /// runs. Returns each command's reply as text (std::nullopt for nil).
+  /// errc::invalid_argument for a released guard, an empty command, one
+  /// not in fenced_commands or a key under this lock's key_prefix. A
+  /// command that fails on the server (a key of another type) stops the
+  /// script with errc::backend_failure; Redis has no rollback, so the
+  /// commands before it stay applied. Keys go as arguments, not KEYS: for a
+  /// single Redis server, not a cluster.
+  asio::awaitable<std::vector<std::optional<std::string>>> fenced(const LockGuard& guard,
+                                                                  std::vector<RedisCommand> commands);
+
+  /// The fence gate (see SqliteLock::admit), in the key
+  /// `<key_prefix>fence-gate:<resource>` (no TTL).
+  asio::awaitable<bool> admit(std::string resource, std::uint64_t fence);
 
  private:
   struct DisarmDeadline;

@@ -52,6 +52,8 @@ class PostgresLock : public detail::CompletionTokenOverloads<PostgresLock> {
   using detail::CompletionTokenOverloads<PostgresLock>::list;
   using detail::CompletionTokenOverloads<PostgresLock>::force_release;
   using detail::CompletionTokenOverloads<PostgresLock>::release_all;
+  using detail::CompletionTokenOverloads<PostgresLock>::fenced;
+  using detail::CompletionTokenOverloads<PostgresLock>::admit;
 
   /// Connects (within the conninfo's connect_timeout, default 10 s), creates
   /// the lease table on first use, and checks its schema version. Throws
@@ -111,6 +113,26 @@ class PostgresLock : public detail::CompletionTokenOverloads<PostgresLock> {
   /// For operators: clears whatever live lease holds `key` and returns it
   /// (std::nullopt when nothing held it). Its fence stays used.
   asio::awaitable<std::optional<LockInfo>> force_release(AdvisoryKey key);
+
+  /// A fenced write: runs `statements` (the caller's SQL on its own tables
+  /// in this database, `$1`-style parameters) in one transaction whose
+  /// first query locks the lease row (FOR UPDATE) and checks that `guard`'s
+  /// token still holds a live lease by the server's clock; the row lock
+  /// holds until commit, so no other holder is granted before it. One round
+  /// trip (libpq's pipeline mode, one implicit transaction). Returns one
+  /// SqlResult per statement (values as text, NULL as nullptr). Throws
+  /// errc::lock_lost with nothing written when the lease expired or was
+  /// taken over; errc::invalid_argument for a released guard or a statement
+  /// that controls transactions (BEGIN, COMMIT, ROLLBACK, SAVEPOINT, ...,
+  /// DO, CALL); errc::backend_failure with the server's message and
+  /// SQLSTATE when a statement fails (all rolled back); connection_lost
+  /// when the connection broke (the transaction is then rolled back by the
+  /// server unless its commit had already been made: the outcome is unknown).
+  asio::awaitable<std::vector<SqlResult>> fenced(const LockGuard& guard, std::vector<SqlStatement> statements);
+
+  /// The fence gate (see SqliteLock::admit), in the table
+  /// lockstore_fence_gate of this database.
+  asio::awaitable<bool> admit(std::string resource, std::uint64_t fence);
 
  private:
   // Defined in impl/postgres.ipp, with the functions that need libpq.
@@ -467,6 +489,76 @@ class PgConnection {
     co_return co_await finish(name);
   }
 
+  /// One query of a pipeline: a prepared statement (`name`) or SQL text.
+  struct PipelineQuery {
+    const char* name = nullptr;
+    std::string sql;
+    std::vector<PgParam> params;
+  };
+
+  /// What a pipeline did: every query's result in order (until the first
+  /// failure), and the first failure's index, SQLSTATE and error.
+  struct PipelineOutcome {
+    std::vector<PgResult> results;
+    std::optional<std::size_t> failed;
+    std::string sqlstate;
+    std::optional<Error> error;
+  };
+
+  /// Sends `queries` in one round trip (libpq's pipeline mode) followed by
+  /// one Sync: the server runs them as one implicit transaction, committed
+  /// at the Sync, or rolled back as a whole when one fails (the rest are
+  /// then skipped). A broken connection throws connection_lost; a failed
+  /// query is reported in the outcome, not thrown.
+  asio::awaitable<PipelineOutcome> execute_pipeline(const char* what, const std::vector<PipelineQuery>& queries) {
+    require_connected();
+    if (PQenterPipelineMode(connection_) != 1) lost(what);
+    for (const auto& query : queries) {
+      std::vector<const char*> values;
+      std::vector<int> lengths, formats;
+      for (const auto& param : query.params) {
+        values.push_back(param.null ? nullptr : param.value.data());
+        lengths.push_back(static_cast<int>(param.value.size()));
+        formats.push_back(param.binary ? 1 : 0);
+      }
+      const int count = static_cast<int>(query.params.size());
+      const int sent = query.name != nullptr
+                           ? PQsendQueryPrepared(connection_, query.name, count, values.data(), lengths.data(),
+                                                 formats.data(), 0)
+                           : PQsendQueryParams(connection_, query.sql.c_str(), count, nullptr, values.data(),
+                                               lengths.data(), formats.data(), 0);
+      if (sent != 1) lost(what);
+    }
+    if (PQpipelineSync(connection_) != 1) lost(what);
+    co_await flush(what);
+    PipelineOutcome outcome;
+    for (std::size_t index = 0; index <= queries.size(); ++index) {
+      // Each query's results end with a null; the Sync's result ends the pipeline.
+      for (;;) {
+        co_await read_until_ready(what);
+        PgResult result(PQgetResult(connection_));
+        if (!result) break;
+        const auto status = PQresultStatus(result.get());
+        if (status == PGRES_PIPELINE_SYNC) {
+          index = queries.size();
+          break;
+        }
+        if (status == PGRES_FATAL_ERROR && !outcome.failed) {
+          outcome.failed = index;
+          const char* state = PQresultErrorField(result.get(), PG_DIAG_SQLSTATE);
+          outcome.sqlstate = state != nullptr ? state : "";
+          outcome.error = classify(what, result.get());
+        } else if (status != PGRES_PIPELINE_ABORTED && !outcome.failed) {
+          outcome.results.push_back(std::move(result));
+        }
+      }
+    }
+    if (PQexitPipelineMode(connection_) != 1) lost(what);
+    if (PQstatus(connection_) == CONNECTION_BAD) lost(what);
+    if (outcome.error && outcome.error->code() == errc::connection_lost) throw *outcome.error;
+    co_return outcome;
+  }
+
   /// Runs one or more SQL statements without parameters (simple protocol).
   asio::awaitable<PgResult> execute_script(const char* what, const std::string& sql) {
     require_connected();
@@ -546,6 +638,23 @@ class PgConnection {
     asio::cancellation_state state = co_await asio::this_coro::cancellation_state;
     if (state.cancelled() != asio::cancellation_type::none) throw boost::system::system_error(asio::error::operation_aborted);
     co_return order[0] == 0 && !wait_error;
+  }
+
+  asio::awaitable<void> flush(const char* what) {
+    for (;;) {
+      const int flushed = PQflush(connection_);
+      if (flushed == 0) break;
+      if (flushed < 0) lost(what);
+      auto [error] = co_await socket_->async_wait(asio::posix::stream_descriptor::wait_write, uncancellable());
+      if (error) lost(what);
+    }
+  }
+
+  asio::awaitable<void> read_until_ready(const char* what) {
+    while (PQisBusy(connection_) == 1) {
+      auto [error] = co_await socket_->async_wait(asio::posix::stream_descriptor::wait_read, uncancellable());
+      if (error || PQconsumeInput(connection_) != 1) lost(what);
+    }
   }
 
   // Sends what libpq buffered, reads until the reply is complete, and
@@ -629,6 +738,12 @@ class PgConnection {
 }  // namespace lockstore::detail
 #endif  // LOCKSTORE_SINGLE_DETAIL_PG_CONNECTION_HPP
 
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <string>
+#include <string_view>
+
 namespace lockstore {
 
 namespace detail::postgres_sql {
@@ -672,6 +787,12 @@ DO $$ BEGIN
     ALTER TABLE lockstore_waiters ADD COLUMN channel text;
   END IF;
 END $$;
+-- The fence gate (PostgresLock::admit): the largest fence admitted per
+-- resource. Added in place; older clients ignore it.
+CREATE TABLE IF NOT EXISTS lockstore_fence_gate (
+  resource bytea PRIMARY KEY,
+  fence    bigint NOT NULL
+);
 UPDATE lockstore_schema SET version = 2 WHERE version = 1;
 COMMIT;
 SELECT max(version) FROM lockstore_schema;)sql";
@@ -760,6 +881,52 @@ RETURNING l.token, l.fence, floor(extract(epoch FROM (l.expires_at - l.acquired_
 inline constexpr detail::PgStatement extend{"lockstore_extend", R"sql(
 UPDATE lockstore_leases SET expires_at = clock_timestamp() + $3::bigint * interval '1 millisecond'
 WHERE key = $1::bytea AND token = $2::text AND expires_at > clock_timestamp())sql"};
+
+// The first query of a fenced write (PostgresLock::fenced): locks the lease
+// row if `$2` still holds a live lease on `$1`, and fails with
+// division_by_zero (22012) otherwise, which aborts the pipeline's implicit
+// transaction before any of the caller's statements runs. The row lock holds
+// until that transaction commits: an acquire of the key waits for it, and
+// its own check then sees whatever this transaction left, so no other
+// holder is granted between the check and the commit.
+inline constexpr const char* lease_not_live_sqlstate = "22012";
+inline constexpr detail::PgStatement lease_is_live{"lockstore_lease_is_live", R"sql(
+SELECT 1 / (SELECT count(*)::integer FROM (
+  SELECT 1 FROM lockstore_leases
+  WHERE key = $1::bytea AND token = $2::text AND expires_at > clock_timestamp()
+  FOR UPDATE) AS live))sql"};
+
+/// Whether `sql` starts (after blanks and comments) with a command that
+/// would end or reshape the fenced write's transaction.
+inline bool controls_transaction(std::string_view sql) {
+  std::size_t at = 0;
+  for (;;) {
+    while (at < sql.size() && std::isspace(static_cast<unsigned char>(sql[at])) != 0) ++at;
+    if (sql.substr(at, 2) == "--") {
+      at = sql.find('\n', at);
+      if (at == std::string_view::npos) return false;
+    } else if (sql.substr(at, 2) == "/*") {
+      at = sql.find("*/", at + 2);
+      if (at == std::string_view::npos) return false;
+      at += 2;
+    } else {
+      break;
+    }
+  }
+  std::string word;
+  while (at < sql.size() && std::isalpha(static_cast<unsigned char>(sql[at])) != 0)
+    word += static_cast<char>(std::toupper(static_cast<unsigned char>(sql[at++])));
+  static constexpr std::array<std::string_view, 12> refused = {"BEGIN", "START",    "COMMIT",  "END",
+                                                               "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE",
+                                                               "PREPARE", "DO",     "CALL",    "VACUUM"};
+  return std::find(refused.begin(), refused.end(), word) != refused.end();
+}
+
+// The fence gate: one statement, so the read and the write are atomic.
+inline constexpr detail::PgStatement admit{"lockstore_admit", R"sql(
+INSERT INTO lockstore_fence_gate AS g (resource, fence) VALUES ($1::bytea, $2::bigint)
+ON CONFLICT (resource) DO UPDATE SET fence = excluded.fence WHERE excluded.fence >= g.fence
+RETURNING fence)sql"};
 
 // A released row keeps its fence; the notification goes out at commit. Its
 // payload is the key in hex, then ':' and the next ticket in line: only that
@@ -1123,7 +1290,8 @@ inline asio::awaitable<void> postgres_connect_command(std::shared_ptr<PostgresSt
   std::vector<detail::PgStatement> statements{detail::postgres_sql::acquire, detail::postgres_sql::extend,
                                               detail::postgres_sql::release, detail::postgres_sql::release_owned,
                                               detail::postgres_sql::force_release, detail::postgres_sql::list,
-                                              detail::postgres_sql::leave_queue, detail::postgres_sql::take_over};
+                                              detail::postgres_sql::leave_queue, detail::postgres_sql::take_over,
+                                              detail::postgres_sql::lease_is_live, detail::postgres_sql::admit};
   co_await command.prepare(statements);
 }
 
@@ -1287,6 +1455,109 @@ LOCKSTORE_DECL asio::awaitable<std::optional<LockInfo>> PostgresLock::force_rele
   co_return LockInfo{key, detail::pg_unhex_bytea(PQgetvalue(result.get(), 0, 0)),
                      std::stoull(PQgetvalue(result.get(), 0, 1)), from_epoch_ms(PQgetvalue(result.get(), 0, 2)),
                      from_epoch_ms(PQgetvalue(result.get(), 0, 3))};
+}
+
+namespace detail {
+
+inline PgParam pg_param(const SqlValue& value) {
+  return std::visit(
+      [](const auto& v) -> PgParam {
+        using V = std::decay_t<decltype(v)>;
+        if constexpr (std::is_same_v<V, std::nullptr_t>) return PgParam{{}, false, true};
+        else if constexpr (std::is_same_v<V, SqlBlob>) return PgParam{v.bytes, true, false};
+        else if constexpr (std::is_same_v<V, std::string>) return PgParam{v, false, false};
+        else return PgParam{fmt::format("{}", v), false, false};
+      },
+      value);
+}
+
+inline SqlResult sql_result(const PGresult* result) {
+  SqlResult out;
+  const std::string_view status = PQcmdStatus(const_cast<PGresult*>(result));
+  if (!status.starts_with("SELECT")) {
+    const char* tuples = PQcmdTuples(const_cast<PGresult*>(result));
+    if (tuples != nullptr && *tuples != '\0') out.changed = std::stoll(tuples);
+  }
+  for (int row = 0; row < PQntuples(result); ++row) {
+    std::vector<SqlValue> values;
+    for (int column = 0; column < PQnfields(result); ++column) {
+      if (PQgetisnull(result, row, column) != 0) values.emplace_back(nullptr);
+      else values.emplace_back(std::string(PQgetvalue(result, row, column),
+                                           static_cast<std::size_t>(PQgetlength(result, row, column))));
+    }
+    out.rows.push_back(std::move(values));
+  }
+  return out;
+}
+
+// The fenced write's pipeline on the command connection: the lease check,
+// then the caller's statements, in one implicit transaction.
+inline asio::awaitable<std::vector<SqlResult>> postgres_fenced(std::shared_ptr<PostgresState> state, std::string key,
+                                                               std::string token,
+                                                               std::vector<SqlStatement> statements) {
+  co_await asio::this_coro::throw_if_cancelled(false);
+  std::vector<PgConnection::PipelineQuery> queries;
+  PgConnection::PipelineQuery check;
+  check.name = postgres_sql::lease_is_live.name;
+  check.params.push_back({key, true});
+  check.params.push_back({token, false});
+  queries.push_back(std::move(check));
+  for (auto& statement : statements) {
+    PgConnection::PipelineQuery query;
+    query.sql = std::move(statement.sql);
+    for (const auto& value : statement.params) query.params.push_back(pg_param(value));
+    queries.push_back(std::move(query));
+  }
+  auto turn = co_await state->command_turn.lock();
+  if (!state->command.connected()) co_await postgres_connect_command(state);
+  auto running = state->command.execute_pipeline("a fenced write", queries);
+  auto outcome = co_await std::move(running);
+  if (outcome.failed == std::size_t{0} && outcome.sqlstate == postgres_sql::lease_not_live_sqlstate)
+    throw Error(errc::lock_lost, fmt::format("the lease on '{}' is no longer this guard's (it expired or was taken "
+                                             "over); nothing was written",
+                                             key));
+  if (outcome.error) {
+    if (outcome.failed && *outcome.failed > 0)
+      throw Error(errc::backend_failure, fmt::format("statement {} of a fenced write: {}; nothing was written",
+                                                     *outcome.failed - 1, outcome.error->message()));
+    throw *outcome.error;
+  }
+  std::vector<SqlResult> results;
+  for (std::size_t index = 1; index < outcome.results.size(); ++index)
+    results.push_back(sql_result(outcome.results[index].get()));
+  co_return results;
+}
+
+}  // namespace detail
+
+LOCKSTORE_DECL asio::awaitable<std::vector<SqlResult>> PostgresLock::fenced(const LockGuard& guard,
+                                                                           std::vector<SqlStatement> statements) {
+  if (guard.released() || guard.token().empty())
+    throw Error(errc::invalid_argument,
+                fmt::format("PostgresLock::fenced: the guard for '{}' was released; a fenced write needs a held lease",
+                            guard.key().str()));
+  for (std::size_t index = 0; index < statements.size(); ++index)
+    if (detail::postgres_sql::controls_transaction(statements[index].sql))
+      throw Error(errc::invalid_argument,
+                  fmt::format("PostgresLock::fenced: statement {} (\"{:.80}\") controls the transaction; a fenced "
+                              "write runs in one transaction that lockstore begins and commits",
+                              index, statements[index].sql));
+  auto writing = detail::on_strand(
+      state_->strand, detail::postgres_fenced(state_, guard.key().str(), guard.token(), std::move(statements)));
+  co_return co_await std::move(writing);
+}
+
+LOCKSTORE_DECL asio::awaitable<bool> PostgresLock::admit(std::string resource, std::uint64_t fence) {
+  if (resource.empty()) throw Error(errc::invalid_argument, "PostgresLock::admit: the resource name is empty");
+  if (fence > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
+    throw Error(errc::invalid_argument, fmt::format("PostgresLock::admit: fence {} is above 2^63 - 1", fence));
+  std::vector<detail::PgParam> params;
+  params.push_back({std::move(resource), true});
+  params.push_back({std::to_string(fence), false});
+  auto admitting = detail::on_strand(state_->strand,
+                                     detail::postgres_execute(state_, detail::postgres_sql::admit, std::move(params)));
+  auto result = co_await std::move(admitting);
+  co_return PQntuples(result.get()) == 1;
 }
 
 LOCKSTORE_DECL PostgresLock::PostgresLock(std::shared_ptr<State> state, std::string owner)

@@ -29,6 +29,7 @@
 
 #include <boost/asio/awaitable.hpp>
 
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -59,6 +60,9 @@ struct RedisOptions {
   bool accept_eviction = false;
 };
 
+/// One command of a fenced write: its name, then its arguments.
+using RedisCommand = std::vector<std::string>;
+
 class RedisLock : public detail::CompletionTokenOverloads<RedisLock> {
  public:
   // Each operation below also takes a completion token as its last argument
@@ -72,6 +76,8 @@ class RedisLock : public detail::CompletionTokenOverloads<RedisLock> {
   using detail::CompletionTokenOverloads<RedisLock>::list;
   using detail::CompletionTokenOverloads<RedisLock>::force_release;
   using detail::CompletionTokenOverloads<RedisLock>::release_all;
+  using detail::CompletionTokenOverloads<RedisLock>::fenced;
+  using detail::CompletionTokenOverloads<RedisLock>::admit;
 
   /// Connects, logs in (AUTH), selects the database and loads the scripts.
   /// Throws errc::invalid_argument for bad options or a database index the
@@ -128,6 +134,30 @@ class RedisLock : public detail::CompletionTokenOverloads<RedisLock> {
   /// For operators: clears whatever lease holds `key` and returns it
   /// (std::nullopt when nothing held it). Its fence stays used.
   asio::awaitable<std::optional<LockInfo>> force_release(AdvisoryKey key);
+
+  /// The commands a fenced write may run, on the caller's own keys.
+  static constexpr std::array<std::string_view, 20> fenced_commands = {
+      "SET",  "GET",    "DEL",   "HSET",  "HGET",   "HDEL",    "INCR",   "INCRBY", "DECR",  "DECRBY",
+      "HINCRBY", "APPEND", "EXPIRE", "PEXPIRE", "LPUSH", "RPUSH", "SADD", "SREM",   "ZADD",  "ZREM"};
+
+  /// A fenced write: runs `commands` (each its name and arguments, e.g.
+  /// {"HSET", "invoice:42", "state", "paid"}; the names in fenced_commands)
+  /// in one script that first checks that `guard`'s token still holds a
+  /// live lease: nothing runs once the lease expired or was taken over
+  /// (errc::lock_lost), and no other holder can be granted while the script
+  /// runs. Returns each command's reply as text (std::nullopt for nil).
+  /// errc::invalid_argument for a released guard, an empty command, one
+  /// not in fenced_commands or a key under this lock's key_prefix. A
+  /// command that fails on the server (a key of another type) stops the
+  /// script with errc::backend_failure; Redis has no rollback, so the
+  /// commands before it stay applied. Keys go as arguments, not KEYS: for a
+  /// single Redis server, not a cluster.
+  asio::awaitable<std::vector<std::optional<std::string>>> fenced(const LockGuard& guard,
+                                                                  std::vector<RedisCommand> commands);
+
+  /// The fence gate (see SqliteLock::admit), in the key
+  /// `<key_prefix>fence-gate:<resource>` (no TTL).
+  asio::awaitable<bool> admit(std::string resource, std::uint64_t fence);
 
  private:
   struct DisarmDeadline;
@@ -356,11 +386,60 @@ if ARGV[1] then
 end
 return {owner, fence, acquired_ms, expires})lua";
 
+// KEYS[1] lease; ARGV token, then the caller's commands, each as its
+// argument count and its arguments. Runs them only while the token holds
+// the lease (a live key: Redis expires it exactly at its TTL), in this one
+// script, so no other holder can be granted in between. Each reply comes
+// back as text: 'n' for nil, 'i<integer>', 's<string>'. A command that
+// fails stops the script with its error; Redis keeps what ran before it.
+inline constexpr const char* fenced = R"lua(
+local lease = redis.call('GET', KEYS[1])
+if not lease or string.sub(lease, 1, #ARGV[1] + 1) ~= ARGV[1] .. ' ' then
+  return redis.error_reply('LOCKSTORE_LEASE_LOST')
+end
+local replies = {}
+local at = 2
+while at <= #ARGV do
+  local count = tonumber(ARGV[at])
+  local command = {}
+  for i = 1, count do command[i] = ARGV[at + i] end
+  at = at + count + 1
+  local reply = redis.call(unpack(command))
+  if type(reply) == 'number' then
+    replies[#replies + 1] = 'i' .. string.format('%d', reply)
+  elseif type(reply) == 'string' then
+    replies[#replies + 1] = 's' .. reply
+  elseif type(reply) == 'table' and reply.ok then
+    replies[#replies + 1] = 's' .. reply.ok
+  else
+    replies[#replies + 1] = 'n'
+  end
+end
+return replies)lua";
+
+// KEYS[1] the gate's key for a resource; ARGV the fence, as 20 digits with
+// leading zeros, so that comparing the strings compares the numbers (Lua's
+// numbers are doubles: not exact above 2^53). 1 when admitted.
+inline constexpr const char* admit = R"lua(
+local highest = redis.call('GET', KEYS[1])
+if highest and highest > ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1)lua";
+
 #undef LOCKSTORE_REDIS_ANNOUNCE
 #undef LOCKSTORE_REDIS_LEASE_FIELDS
 
-inline constexpr std::array<const char*, 6> all = {acquire, extend, release, inspect, leave, take_over};
-enum Script { acquire_script, extend_script, release_script, inspect_script, leave_script, take_over_script };
+inline constexpr std::array<const char*, 8> all = {acquire, extend, release, inspect, leave, take_over, fenced, admit};
+enum Script {
+  acquire_script,
+  extend_script,
+  release_script,
+  inspect_script,
+  leave_script,
+  take_over_script,
+  fenced_script,
+  admit_script
+};
 
 }  // namespace detail::redis_scripts
 
@@ -1271,6 +1350,69 @@ LOCKSTORE_DECL asio::awaitable<std::size_t> RedisLock::release_all() {
 LOCKSTORE_DECL asio::awaitable<std::vector<LockInfo>> RedisLock::list() {
   auto listing = detail::on_strand(state_->strand, list_on_strand(state_));
   co_return co_await std::move(listing);
+}
+
+LOCKSTORE_DECL asio::awaitable<std::vector<std::optional<std::string>>> RedisLock::fenced(
+    const LockGuard& guard, std::vector<RedisCommand> commands) {
+  if (guard.released() || guard.token().empty())
+    throw Error(errc::invalid_argument,
+                fmt::format("RedisLock::fenced: the guard for '{}' was released; a fenced write needs a held lease",
+                            guard.key().str()));
+  std::vector<std::string> arguments{guard.token()};
+  for (std::size_t index = 0; index < commands.size(); ++index) {
+    auto& command = commands[index];
+    if (command.empty()) throw Error(errc::invalid_argument, fmt::format("RedisLock::fenced: command {} is empty", index));
+    std::string name = command[0];
+    for (auto& c : name) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    if (std::find(fenced_commands.begin(), fenced_commands.end(), name) == fenced_commands.end())
+      throw Error(errc::invalid_argument,
+                  fmt::format("RedisLock::fenced: command {} ('{}') is not one a fenced write may run (RedisLock::"
+                              "fenced_commands)",
+                              index, command[0]));
+    // DEL names only keys; the others name one key first.
+    const std::size_t keys_end = name == "DEL" ? command.size() : std::min<std::size_t>(2, command.size());
+    for (std::size_t k = 1; k < keys_end; ++k)
+      if (command[k].starts_with(state_->options.key_prefix))
+        throw Error(errc::invalid_argument,
+                    fmt::format("RedisLock::fenced: command {} names '{}', under this lock's key prefix '{}': "
+                                "lockstore's own keys are not the caller's to write",
+                                index, command[k], state_->options.key_prefix));
+    arguments.push_back(std::to_string(command.size()));
+    for (auto& argument : command) arguments.push_back(std::move(argument));
+  }
+  std::vector<std::string> keys{state_->lease_key(guard.key())};
+  auto running = detail::on_strand(
+      state_->strand, State::run_script(state_, detail::redis_scripts::fenced_script, std::move(keys), std::move(arguments)));
+  detail::RedisReply reply;
+  try {
+    reply = co_await std::move(running);
+  } catch (const Error& error) {
+    if (error.code() == errc::backend_failure && error.message().find("LOCKSTORE_LEASE_LOST") != std::string::npos)
+      throw Error(errc::lock_lost, fmt::format("the lease on '{}' is no longer this guard's (it expired or was taken "
+                                               "over); nothing was written",
+                                               guard.key().str()));
+    throw;
+  }
+  std::vector<std::optional<std::string>> replies;
+  if (reply->type != REDIS_REPLY_ARRAY) co_return replies;
+  for (std::size_t index = 0; index < reply->elements; ++index) {
+    const auto text = detail::RedisReply::text_of(reply->element[index]);
+    if (text.empty() || text[0] == 'n') replies.emplace_back(std::nullopt);
+    else replies.emplace_back(std::string(text.substr(1)));
+  }
+  co_return replies;
+}
+
+LOCKSTORE_DECL asio::awaitable<bool> RedisLock::admit(std::string resource, std::uint64_t fence) {
+  if (resource.empty()) throw Error(errc::invalid_argument, "RedisLock::admit: the resource name is empty");
+  if (fence > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
+    throw Error(errc::invalid_argument, fmt::format("RedisLock::admit: fence {} is above 2^63 - 1", fence));
+  std::vector<std::string> keys{state_->options.key_prefix + "fence-gate:" + resource};
+  std::vector<std::string> arguments{fmt::format("{:020}", fence)};
+  auto admitting = detail::on_strand(
+      state_->strand, State::run_script(state_, detail::redis_scripts::admit_script, std::move(keys), std::move(arguments)));
+  auto reply = co_await std::move(admitting);
+  co_return reply->type == REDIS_REPLY_INTEGER && reply->integer == 1;
 }
 
 LOCKSTORE_DECL asio::awaitable<std::optional<LockInfo>> RedisLock::force_release(AdvisoryKey key) {

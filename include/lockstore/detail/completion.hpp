@@ -243,12 +243,15 @@ class CompletionTokenOverloads {
     return complete_through(self().release_all(), std::forward<Token>(token));
   }
 
-  /// `guard` must outlive the operation.
-  template <asio::completion_token_for<void(error_code, std::vector<SqlResult>)> Token, class L = Lock>
-    requires requires(L& lock, const LockGuard& guard, std::vector<SqlStatement> statements) {
+  /// `guard` must outlive the operation. Statements: std::vector<SqlStatement>
+  /// (SQLite, PostgreSQL) or std::vector<RedisCommand> (Redis).
+  template <class Statements, class Token, class L = Lock>
+    requires requires(L& lock, const LockGuard& guard, Statements statements) {
       lock.fenced(guard, std::move(statements));
-    }
-  auto fenced(const LockGuard& guard, std::vector<SqlStatement> statements, Token&& token) {
+    } && asio::completion_token_for<
+        Token, void(error_code, typename decltype(std::declval<L&>().fenced(std::declval<const LockGuard&>(),
+                                                                             std::declval<Statements>()))::value_type)>
+  auto fenced(const LockGuard& guard, Statements statements, Token&& token) {
     return complete_through(self().fenced(guard, std::move(statements)), std::forward<Token>(token));
   }
 

@@ -159,6 +159,76 @@ class PgConnection {
     co_return co_await finish(name);
   }
 
+  /// One query of a pipeline: a prepared statement (`name`) or SQL text.
+  struct PipelineQuery {
+    const char* name = nullptr;
+    std::string sql;
+    std::vector<PgParam> params;
+  };
+
+  /// What a pipeline did: every query's result in order (until the first
+  /// failure), and the first failure's index, SQLSTATE and error.
+  struct PipelineOutcome {
+    std::vector<PgResult> results;
+    std::optional<std::size_t> failed;
+    std::string sqlstate;
+    std::optional<Error> error;
+  };
+
+  /// Sends `queries` in one round trip (libpq's pipeline mode) followed by
+  /// one Sync: the server runs them as one implicit transaction, committed
+  /// at the Sync, or rolled back as a whole when one fails (the rest are
+  /// then skipped). A broken connection throws connection_lost; a failed
+  /// query is reported in the outcome, not thrown.
+  asio::awaitable<PipelineOutcome> execute_pipeline(const char* what, const std::vector<PipelineQuery>& queries) {
+    require_connected();
+    if (PQenterPipelineMode(connection_) != 1) lost(what);
+    for (const auto& query : queries) {
+      std::vector<const char*> values;
+      std::vector<int> lengths, formats;
+      for (const auto& param : query.params) {
+        values.push_back(param.null ? nullptr : param.value.data());
+        lengths.push_back(static_cast<int>(param.value.size()));
+        formats.push_back(param.binary ? 1 : 0);
+      }
+      const int count = static_cast<int>(query.params.size());
+      const int sent = query.name != nullptr
+                           ? PQsendQueryPrepared(connection_, query.name, count, values.data(), lengths.data(),
+                                                 formats.data(), 0)
+                           : PQsendQueryParams(connection_, query.sql.c_str(), count, nullptr, values.data(),
+                                               lengths.data(), formats.data(), 0);
+      if (sent != 1) lost(what);
+    }
+    if (PQpipelineSync(connection_) != 1) lost(what);
+    co_await flush(what);
+    PipelineOutcome outcome;
+    for (std::size_t index = 0; index <= queries.size(); ++index) {
+      // Each query's results end with a null; the Sync's result ends the pipeline.
+      for (;;) {
+        co_await read_until_ready(what);
+        PgResult result(PQgetResult(connection_));
+        if (!result) break;
+        const auto status = PQresultStatus(result.get());
+        if (status == PGRES_PIPELINE_SYNC) {
+          index = queries.size();
+          break;
+        }
+        if (status == PGRES_FATAL_ERROR && !outcome.failed) {
+          outcome.failed = index;
+          const char* state = PQresultErrorField(result.get(), PG_DIAG_SQLSTATE);
+          outcome.sqlstate = state != nullptr ? state : "";
+          outcome.error = classify(what, result.get());
+        } else if (status != PGRES_PIPELINE_ABORTED && !outcome.failed) {
+          outcome.results.push_back(std::move(result));
+        }
+      }
+    }
+    if (PQexitPipelineMode(connection_) != 1) lost(what);
+    if (PQstatus(connection_) == CONNECTION_BAD) lost(what);
+    if (outcome.error && outcome.error->code() == errc::connection_lost) throw *outcome.error;
+    co_return outcome;
+  }
+
   /// Runs one or more SQL statements without parameters (simple protocol).
   asio::awaitable<PgResult> execute_script(const char* what, const std::string& sql) {
     require_connected();
@@ -238,6 +308,23 @@ class PgConnection {
     asio::cancellation_state state = co_await asio::this_coro::cancellation_state;
     if (state.cancelled() != asio::cancellation_type::none) throw boost::system::system_error(asio::error::operation_aborted);
     co_return order[0] == 0 && !wait_error;
+  }
+
+  asio::awaitable<void> flush(const char* what) {
+    for (;;) {
+      const int flushed = PQflush(connection_);
+      if (flushed == 0) break;
+      if (flushed < 0) lost(what);
+      auto [error] = co_await socket_->async_wait(asio::posix::stream_descriptor::wait_write, uncancellable());
+      if (error) lost(what);
+    }
+  }
+
+  asio::awaitable<void> read_until_ready(const char* what) {
+    while (PQisBusy(connection_) == 1) {
+      auto [error] = co_await socket_->async_wait(asio::posix::stream_descriptor::wait_read, uncancellable());
+      if (error || PQconsumeInput(connection_) != 1) lost(what);
+    }
   }
 
   // Sends what libpq buffered, reads until the reply is complete, and

@@ -6,6 +6,12 @@
 #include "lockstore/detail/acquire_machine.hpp"
 #include "lockstore/detail/pg_connection.hpp"
 
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <string>
+#include <string_view>
+
 namespace lockstore {
 
 namespace detail::postgres_sql {
@@ -49,6 +55,12 @@ DO $$ BEGIN
     ALTER TABLE lockstore_waiters ADD COLUMN channel text;
   END IF;
 END $$;
+-- The fence gate (PostgresLock::admit): the largest fence admitted per
+-- resource. Added in place; older clients ignore it.
+CREATE TABLE IF NOT EXISTS lockstore_fence_gate (
+  resource bytea PRIMARY KEY,
+  fence    bigint NOT NULL
+);
 UPDATE lockstore_schema SET version = 2 WHERE version = 1;
 COMMIT;
 SELECT max(version) FROM lockstore_schema;)sql";
@@ -137,6 +149,52 @@ RETURNING l.token, l.fence, floor(extract(epoch FROM (l.expires_at - l.acquired_
 inline constexpr detail::PgStatement extend{"lockstore_extend", R"sql(
 UPDATE lockstore_leases SET expires_at = clock_timestamp() + $3::bigint * interval '1 millisecond'
 WHERE key = $1::bytea AND token = $2::text AND expires_at > clock_timestamp())sql"};
+
+// The first query of a fenced write (PostgresLock::fenced): locks the lease
+// row if `$2` still holds a live lease on `$1`, and fails with
+// division_by_zero (22012) otherwise, which aborts the pipeline's implicit
+// transaction before any of the caller's statements runs. The row lock holds
+// until that transaction commits: an acquire of the key waits for it, and
+// its own check then sees whatever this transaction left, so no other
+// holder is granted between the check and the commit.
+inline constexpr const char* lease_not_live_sqlstate = "22012";
+inline constexpr detail::PgStatement lease_is_live{"lockstore_lease_is_live", R"sql(
+SELECT 1 / (SELECT count(*)::integer FROM (
+  SELECT 1 FROM lockstore_leases
+  WHERE key = $1::bytea AND token = $2::text AND expires_at > clock_timestamp()
+  FOR UPDATE) AS live))sql"};
+
+/// Whether `sql` starts (after blanks and comments) with a command that
+/// would end or reshape the fenced write's transaction.
+inline bool controls_transaction(std::string_view sql) {
+  std::size_t at = 0;
+  for (;;) {
+    while (at < sql.size() && std::isspace(static_cast<unsigned char>(sql[at])) != 0) ++at;
+    if (sql.substr(at, 2) == "--") {
+      at = sql.find('\n', at);
+      if (at == std::string_view::npos) return false;
+    } else if (sql.substr(at, 2) == "/*") {
+      at = sql.find("*/", at + 2);
+      if (at == std::string_view::npos) return false;
+      at += 2;
+    } else {
+      break;
+    }
+  }
+  std::string word;
+  while (at < sql.size() && std::isalpha(static_cast<unsigned char>(sql[at])) != 0)
+    word += static_cast<char>(std::toupper(static_cast<unsigned char>(sql[at++])));
+  static constexpr std::array<std::string_view, 12> refused = {"BEGIN", "START",    "COMMIT",  "END",
+                                                               "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE",
+                                                               "PREPARE", "DO",     "CALL",    "VACUUM"};
+  return std::find(refused.begin(), refused.end(), word) != refused.end();
+}
+
+// The fence gate: one statement, so the read and the write are atomic.
+inline constexpr detail::PgStatement admit{"lockstore_admit", R"sql(
+INSERT INTO lockstore_fence_gate AS g (resource, fence) VALUES ($1::bytea, $2::bigint)
+ON CONFLICT (resource) DO UPDATE SET fence = excluded.fence WHERE excluded.fence >= g.fence
+RETURNING fence)sql"};
 
 // A released row keeps its fence; the notification goes out at commit. Its
 // payload is the key in hex, then ':' and the next ticket in line: only that

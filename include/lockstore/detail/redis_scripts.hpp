@@ -184,11 +184,60 @@ if ARGV[1] then
 end
 return {owner, fence, acquired_ms, expires})lua";
 
+// KEYS[1] lease; ARGV token, then the caller's commands, each as its
+// argument count and its arguments. Runs them only while the token holds
+// the lease (a live key: Redis expires it exactly at its TTL), in this one
+// script, so no other holder can be granted in between. Each reply comes
+// back as text: 'n' for nil, 'i<integer>', 's<string>'. A command that
+// fails stops the script with its error; Redis keeps what ran before it.
+inline constexpr const char* fenced = R"lua(
+local lease = redis.call('GET', KEYS[1])
+if not lease or string.sub(lease, 1, #ARGV[1] + 1) ~= ARGV[1] .. ' ' then
+  return redis.error_reply('LOCKSTORE_LEASE_LOST')
+end
+local replies = {}
+local at = 2
+while at <= #ARGV do
+  local count = tonumber(ARGV[at])
+  local command = {}
+  for i = 1, count do command[i] = ARGV[at + i] end
+  at = at + count + 1
+  local reply = redis.call(unpack(command))
+  if type(reply) == 'number' then
+    replies[#replies + 1] = 'i' .. string.format('%d', reply)
+  elseif type(reply) == 'string' then
+    replies[#replies + 1] = 's' .. reply
+  elseif type(reply) == 'table' and reply.ok then
+    replies[#replies + 1] = 's' .. reply.ok
+  else
+    replies[#replies + 1] = 'n'
+  end
+end
+return replies)lua";
+
+// KEYS[1] the gate's key for a resource; ARGV the fence, as 20 digits with
+// leading zeros, so that comparing the strings compares the numbers (Lua's
+// numbers are doubles: not exact above 2^53). 1 when admitted.
+inline constexpr const char* admit = R"lua(
+local highest = redis.call('GET', KEYS[1])
+if highest and highest > ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1)lua";
+
 #undef LOCKSTORE_REDIS_ANNOUNCE
 #undef LOCKSTORE_REDIS_LEASE_FIELDS
 
-inline constexpr std::array<const char*, 6> all = {acquire, extend, release, inspect, leave, take_over};
-enum Script { acquire_script, extend_script, release_script, inspect_script, leave_script, take_over_script };
+inline constexpr std::array<const char*, 8> all = {acquire, extend, release, inspect, leave, take_over, fenced, admit};
+enum Script {
+  acquire_script,
+  extend_script,
+  release_script,
+  inspect_script,
+  leave_script,
+  take_over_script,
+  fenced_script,
+  admit_script
+};
 
 }  // namespace detail::redis_scripts
 

@@ -96,7 +96,8 @@ inline asio::awaitable<void> postgres_connect_command(std::shared_ptr<PostgresSt
   std::vector<detail::PgStatement> statements{detail::postgres_sql::acquire, detail::postgres_sql::extend,
                                               detail::postgres_sql::release, detail::postgres_sql::release_owned,
                                               detail::postgres_sql::force_release, detail::postgres_sql::list,
-                                              detail::postgres_sql::leave_queue, detail::postgres_sql::take_over};
+                                              detail::postgres_sql::leave_queue, detail::postgres_sql::take_over,
+                                              detail::postgres_sql::lease_is_live, detail::postgres_sql::admit};
   co_await command.prepare(statements);
 }
 
@@ -260,6 +261,109 @@ LOCKSTORE_DECL asio::awaitable<std::optional<LockInfo>> PostgresLock::force_rele
   co_return LockInfo{key, detail::pg_unhex_bytea(PQgetvalue(result.get(), 0, 0)),
                      std::stoull(PQgetvalue(result.get(), 0, 1)), from_epoch_ms(PQgetvalue(result.get(), 0, 2)),
                      from_epoch_ms(PQgetvalue(result.get(), 0, 3))};
+}
+
+namespace detail {
+
+inline PgParam pg_param(const SqlValue& value) {
+  return std::visit(
+      [](const auto& v) -> PgParam {
+        using V = std::decay_t<decltype(v)>;
+        if constexpr (std::is_same_v<V, std::nullptr_t>) return PgParam{{}, false, true};
+        else if constexpr (std::is_same_v<V, SqlBlob>) return PgParam{v.bytes, true, false};
+        else if constexpr (std::is_same_v<V, std::string>) return PgParam{v, false, false};
+        else return PgParam{fmt::format("{}", v), false, false};
+      },
+      value);
+}
+
+inline SqlResult sql_result(const PGresult* result) {
+  SqlResult out;
+  const std::string_view status = PQcmdStatus(const_cast<PGresult*>(result));
+  if (!status.starts_with("SELECT")) {
+    const char* tuples = PQcmdTuples(const_cast<PGresult*>(result));
+    if (tuples != nullptr && *tuples != '\0') out.changed = std::stoll(tuples);
+  }
+  for (int row = 0; row < PQntuples(result); ++row) {
+    std::vector<SqlValue> values;
+    for (int column = 0; column < PQnfields(result); ++column) {
+      if (PQgetisnull(result, row, column) != 0) values.emplace_back(nullptr);
+      else values.emplace_back(std::string(PQgetvalue(result, row, column),
+                                           static_cast<std::size_t>(PQgetlength(result, row, column))));
+    }
+    out.rows.push_back(std::move(values));
+  }
+  return out;
+}
+
+// The fenced write's pipeline on the command connection: the lease check,
+// then the caller's statements, in one implicit transaction.
+inline asio::awaitable<std::vector<SqlResult>> postgres_fenced(std::shared_ptr<PostgresState> state, std::string key,
+                                                               std::string token,
+                                                               std::vector<SqlStatement> statements) {
+  co_await asio::this_coro::throw_if_cancelled(false);
+  std::vector<PgConnection::PipelineQuery> queries;
+  PgConnection::PipelineQuery check;
+  check.name = postgres_sql::lease_is_live.name;
+  check.params.push_back({key, true});
+  check.params.push_back({token, false});
+  queries.push_back(std::move(check));
+  for (auto& statement : statements) {
+    PgConnection::PipelineQuery query;
+    query.sql = std::move(statement.sql);
+    for (const auto& value : statement.params) query.params.push_back(pg_param(value));
+    queries.push_back(std::move(query));
+  }
+  auto turn = co_await state->command_turn.lock();
+  if (!state->command.connected()) co_await postgres_connect_command(state);
+  auto running = state->command.execute_pipeline("a fenced write", queries);
+  auto outcome = co_await std::move(running);
+  if (outcome.failed == std::size_t{0} && outcome.sqlstate == postgres_sql::lease_not_live_sqlstate)
+    throw Error(errc::lock_lost, fmt::format("the lease on '{}' is no longer this guard's (it expired or was taken "
+                                             "over); nothing was written",
+                                             key));
+  if (outcome.error) {
+    if (outcome.failed && *outcome.failed > 0)
+      throw Error(errc::backend_failure, fmt::format("statement {} of a fenced write: {}; nothing was written",
+                                                     *outcome.failed - 1, outcome.error->message()));
+    throw *outcome.error;
+  }
+  std::vector<SqlResult> results;
+  for (std::size_t index = 1; index < outcome.results.size(); ++index)
+    results.push_back(sql_result(outcome.results[index].get()));
+  co_return results;
+}
+
+}  // namespace detail
+
+LOCKSTORE_DECL asio::awaitable<std::vector<SqlResult>> PostgresLock::fenced(const LockGuard& guard,
+                                                                           std::vector<SqlStatement> statements) {
+  if (guard.released() || guard.token().empty())
+    throw Error(errc::invalid_argument,
+                fmt::format("PostgresLock::fenced: the guard for '{}' was released; a fenced write needs a held lease",
+                            guard.key().str()));
+  for (std::size_t index = 0; index < statements.size(); ++index)
+    if (detail::postgres_sql::controls_transaction(statements[index].sql))
+      throw Error(errc::invalid_argument,
+                  fmt::format("PostgresLock::fenced: statement {} (\"{:.80}\") controls the transaction; a fenced "
+                              "write runs in one transaction that lockstore begins and commits",
+                              index, statements[index].sql));
+  auto writing = detail::on_strand(
+      state_->strand, detail::postgres_fenced(state_, guard.key().str(), guard.token(), std::move(statements)));
+  co_return co_await std::move(writing);
+}
+
+LOCKSTORE_DECL asio::awaitable<bool> PostgresLock::admit(std::string resource, std::uint64_t fence) {
+  if (resource.empty()) throw Error(errc::invalid_argument, "PostgresLock::admit: the resource name is empty");
+  if (fence > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
+    throw Error(errc::invalid_argument, fmt::format("PostgresLock::admit: fence {} is above 2^63 - 1", fence));
+  std::vector<detail::PgParam> params;
+  params.push_back({std::move(resource), true});
+  params.push_back({std::to_string(fence), false});
+  auto admitting = detail::on_strand(state_->strand,
+                                     detail::postgres_execute(state_, detail::postgres_sql::admit, std::move(params)));
+  auto result = co_await std::move(admitting);
+  co_return PQntuples(result.get()) == 1;
 }
 
 LOCKSTORE_DECL PostgresLock::PostgresLock(std::shared_ptr<State> state, std::string owner)

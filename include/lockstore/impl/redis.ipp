@@ -298,6 +298,69 @@ LOCKSTORE_DECL asio::awaitable<std::vector<LockInfo>> RedisLock::list() {
   co_return co_await std::move(listing);
 }
 
+LOCKSTORE_DECL asio::awaitable<std::vector<std::optional<std::string>>> RedisLock::fenced(
+    const LockGuard& guard, std::vector<RedisCommand> commands) {
+  if (guard.released() || guard.token().empty())
+    throw Error(errc::invalid_argument,
+                fmt::format("RedisLock::fenced: the guard for '{}' was released; a fenced write needs a held lease",
+                            guard.key().str()));
+  std::vector<std::string> arguments{guard.token()};
+  for (std::size_t index = 0; index < commands.size(); ++index) {
+    auto& command = commands[index];
+    if (command.empty()) throw Error(errc::invalid_argument, fmt::format("RedisLock::fenced: command {} is empty", index));
+    std::string name = command[0];
+    for (auto& c : name) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    if (std::find(fenced_commands.begin(), fenced_commands.end(), name) == fenced_commands.end())
+      throw Error(errc::invalid_argument,
+                  fmt::format("RedisLock::fenced: command {} ('{}') is not one a fenced write may run (RedisLock::"
+                              "fenced_commands)",
+                              index, command[0]));
+    // DEL names only keys; the others name one key first.
+    const std::size_t keys_end = name == "DEL" ? command.size() : std::min<std::size_t>(2, command.size());
+    for (std::size_t k = 1; k < keys_end; ++k)
+      if (command[k].starts_with(state_->options.key_prefix))
+        throw Error(errc::invalid_argument,
+                    fmt::format("RedisLock::fenced: command {} names '{}', under this lock's key prefix '{}': "
+                                "lockstore's own keys are not the caller's to write",
+                                index, command[k], state_->options.key_prefix));
+    arguments.push_back(std::to_string(command.size()));
+    for (auto& argument : command) arguments.push_back(std::move(argument));
+  }
+  std::vector<std::string> keys{state_->lease_key(guard.key())};
+  auto running = detail::on_strand(
+      state_->strand, State::run_script(state_, detail::redis_scripts::fenced_script, std::move(keys), std::move(arguments)));
+  detail::RedisReply reply;
+  try {
+    reply = co_await std::move(running);
+  } catch (const Error& error) {
+    if (error.code() == errc::backend_failure && error.message().find("LOCKSTORE_LEASE_LOST") != std::string::npos)
+      throw Error(errc::lock_lost, fmt::format("the lease on '{}' is no longer this guard's (it expired or was taken "
+                                               "over); nothing was written",
+                                               guard.key().str()));
+    throw;
+  }
+  std::vector<std::optional<std::string>> replies;
+  if (reply->type != REDIS_REPLY_ARRAY) co_return replies;
+  for (std::size_t index = 0; index < reply->elements; ++index) {
+    const auto text = detail::RedisReply::text_of(reply->element[index]);
+    if (text.empty() || text[0] == 'n') replies.emplace_back(std::nullopt);
+    else replies.emplace_back(std::string(text.substr(1)));
+  }
+  co_return replies;
+}
+
+LOCKSTORE_DECL asio::awaitable<bool> RedisLock::admit(std::string resource, std::uint64_t fence) {
+  if (resource.empty()) throw Error(errc::invalid_argument, "RedisLock::admit: the resource name is empty");
+  if (fence > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
+    throw Error(errc::invalid_argument, fmt::format("RedisLock::admit: fence {} is above 2^63 - 1", fence));
+  std::vector<std::string> keys{state_->options.key_prefix + "fence-gate:" + resource};
+  std::vector<std::string> arguments{fmt::format("{:020}", fence)};
+  auto admitting = detail::on_strand(
+      state_->strand, State::run_script(state_, detail::redis_scripts::admit_script, std::move(keys), std::move(arguments)));
+  auto reply = co_await std::move(admitting);
+  co_return reply->type == REDIS_REPLY_INTEGER && reply->integer == 1;
+}
+
 LOCKSTORE_DECL asio::awaitable<std::optional<LockInfo>> RedisLock::force_release(AdvisoryKey key) {
   auto clearing = detail::on_strand(state_->strand, inspect_on_strand(state_, std::move(key), true));
   co_return co_await std::move(clearing);
