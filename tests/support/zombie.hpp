@@ -35,6 +35,8 @@ ZombieWrite run_zombie_holder(Fixture& fixture, const std::filesystem::path& dir
   using namespace std::chrono_literals;
   const auto ready = dir / "zombie-ready";
   const auto go = dir / "zombie-go";
+  const auto quiet = dir / "zombie-quiet";
+  const auto quieted = dir / "zombie-quieted";
   bool successor_wrote = false;
   std::string successor_error;
   const auto statuses = run_children(
@@ -45,13 +47,17 @@ ZombieWrite run_zombie_holder(Fixture& fixture, const std::filesystem::path& dir
           auto guard = co_await lock.acquire(key, ttl, 5s);
           std::ofstream(dir / "zombie-ready.tmp") << ::getpid();
           std::filesystem::rename(dir / "zombie-ready.tmp", ready);
-          // Renews its lease until it is told to write: only the pause can
-          // make it lose the lease.
-          while (!std::filesystem::exists(go)) {
+          // Renews its lease until told to keep quiet, so that the pause
+          // never lands in the middle of a statement (a SQLite writer
+          // stopped there would keep the file's write lock, and everyone
+          // would wait for it), then waits without a word until told to write.
+          while (!std::filesystem::exists(quiet)) {
             co_await sleep_for(10ms);
             auto extending = lock.extend(guard, ttl);
             co_await std::move(extending);
           }
+          std::ofstream(quieted) << "quiet";
+          while (!std::filesystem::exists(go)) co_await sleep_for(5ms);
           auto outcome = ZombieWrite::accepted;
           try {
             auto writing = fixture.write(lock, guard, "zombie");
@@ -64,10 +70,17 @@ ZombieWrite run_zombie_holder(Fixture& fixture, const std::filesystem::path& dir
         });
       },
       [&] {
-        if (!eventually([&] { return std::filesystem::exists(ready); })) return;
+        // On a failure before the pause, the child is let go at once.
+        const auto let_go = [&] {
+          std::ofstream(quiet) << "quiet";
+          std::ofstream(go) << "go";
+        };
+        if (!eventually([&] { return std::filesystem::exists(ready); })) return let_go();
         pid_t child = 0;
         std::ifstream(ready) >> child;
-        if (child <= 0) return;
+        if (child <= 0) return let_go();
+        std::ofstream(quiet) << "quiet";
+        if (!eventually([&] { return std::filesystem::exists(quieted); })) return let_go();
         ::kill(child, SIGSTOP);
         try {
           run([&]() -> asio::awaitable<void> {

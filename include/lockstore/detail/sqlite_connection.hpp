@@ -166,21 +166,18 @@ class SqliteConnection {
   }
 
   /// A prepared statement for SQL the caller wrote (fenced writes): exactly
-  /// one statement, checked by `authorizer` (sqlite3_set_authorizer's
-  /// callback, installed while it compiles). Kept for reuse, keyed by its
-  /// text; the cache is emptied when it holds `dynamic_cache_size`.
+  /// one statement. Whoever calls it installs the authorizer that checks
+  /// such SQL first (detail/sqlite_fenced.hpp). Kept for reuse, keyed by
+  /// its text; the cache is emptied when it holds `dynamic_cache_size`.
   /// Throws errc::invalid_argument naming the statement and SQLite's reason.
-  Statement prepare_dynamic(const std::string& sql, int (*authorizer)(void*, int, const char*, const char*,
-                                                                       const char*, const char*)) {
+  Statement prepare_dynamic(const std::string& sql) {
     auto found = dynamic_statements_.find(sql);
     if (found != dynamic_statements_.end()) return Statement(found->second.get(), path_);
     if (dynamic_statements_.size() >= dynamic_cache_size) dynamic_statements_.clear();
     sqlite3_stmt* raw = nullptr;
     const char* tail = nullptr;
-    sqlite3_set_authorizer(db_.get(), authorizer, nullptr);
     const int rc = sqlite3_prepare_v3(db_.get(), sql.c_str(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT,
                                       &raw, &tail);
-    sqlite3_set_authorizer(db_.get(), nullptr, nullptr);
     std::unique_ptr<sqlite3_stmt, Finalizer> statement(raw);
     if (rc != SQLITE_OK)
       throw Error(errc::invalid_argument, fmt::format("statement \"{:.80}\" cannot be prepared on '{}': {}", sql,

@@ -9,9 +9,12 @@
 // run, then COMMIT. No other connection can grant or change a lease while
 // the write lock is held, so no other holder exists between the check and
 // the commit: the writes are ordered before any later holder's. The
-// caller's statements may not end the transaction, attach a file, change a
-// pragma or touch lockstore's own tables: an authorizer refuses them when
-// they are compiled.
+// caller's statements may only read, and write the caller's own tables: an
+// authorizer (below) refuses everything else when they are compiled, and is
+// installed while they run, so that a statement SQLite compiles again is
+// checked again. Statements are compiled before the transaction begins: a
+// table created by one statement cannot be used by a later one of the same
+// call (create it in an earlier call).
 #pragma once
 
 #include "lockstore/detail/sqlite_connection.hpp"
@@ -48,31 +51,58 @@ INSERT INTO lockstore_fence_gate (resource, fence) VALUES (?1, ?2)
 ON CONFLICT (resource) DO UPDATE SET fence = excluded.fence WHERE excluded.fence >= fence
 RETURNING fence)sql";
 
-/// The caller's statements may read and write their own tables, nothing else.
-inline int authorize(void*, int action, const char* first, const char* second, const char*, const char*) {
-  const auto ours = [](const char* table) { return table != nullptr && std::string_view(table).starts_with("lockstore_"); };
+/// The caller's statements may read anything and write their own tables in
+/// the main database, nothing else: an allow-list, so that an action SQLite
+/// adds later is refused until it is looked at. Refused in particular:
+/// transaction control, ATTACH, PRAGMA, triggers (a trigger would run later
+/// statements' writes unchecked), temp objects (a temp table or view named
+/// like a lockstore table would take its place for this connection),
+/// ANALYZE, REINDEX, virtual tables, and any write to a table whose name
+/// starts with "lockstore_" in any case.
+inline int authorize(void*, int action, const char* first, const char* second, const char* database, const char*) {
+  const auto ours = [](const char* table) { return table != nullptr && sqlite3_strnicmp(table, "lockstore_", 10) == 0; };
+  const auto in_main = [&] { return database != nullptr && sqlite3_stricmp(database, "main") == 0; };
   switch (action) {
-    case SQLITE_TRANSACTION:
-    case SQLITE_SAVEPOINT:
-    case SQLITE_ATTACH:
-    case SQLITE_DETACH:
-    case SQLITE_PRAGMA:
-      return SQLITE_DENY;
+    case SQLITE_SELECT:
+    case SQLITE_READ:
+    case SQLITE_FUNCTION:
+    case SQLITE_RECURSIVE:
+      return SQLITE_OK;
     case SQLITE_INSERT:
+    case SQLITE_UPDATE:
     case SQLITE_DELETE:
+      return ours(first) || !in_main() ? SQLITE_DENY : SQLITE_OK;
     case SQLITE_CREATE_TABLE:
     case SQLITE_DROP_TABLE:
-    case SQLITE_ALTER_TABLE:
+    case SQLITE_CREATE_VIEW:
+    case SQLITE_DROP_VIEW:
+      return ours(first) || !in_main() ? SQLITE_DENY : SQLITE_OK;
+    case SQLITE_ALTER_TABLE:  // first: the database, second: the table
+      return ours(second) || first == nullptr || sqlite3_stricmp(first, "main") != 0 ? SQLITE_DENY : SQLITE_OK;
     case SQLITE_CREATE_INDEX:
-    case SQLITE_DROP_INDEX:
-    case SQLITE_CREATE_TRIGGER:
-      return ours(first) || ours(second) ? SQLITE_DENY : SQLITE_OK;
-    case SQLITE_UPDATE:
-      return ours(first) ? SQLITE_DENY : SQLITE_OK;
+    case SQLITE_DROP_INDEX:  // first: the index, second: the table
+      return ours(first) || ours(second) || !in_main() ? SQLITE_DENY : SQLITE_OK;
     default:
-      return SQLITE_OK;
+      return SQLITE_DENY;
   }
 }
+
+/// Installs the authorizer on the connection while alive. lockstore's own
+/// statements (the lease check, COMMIT) run outside it; the caller's run
+/// inside it, so one that SQLite compiles again (after a schema change)
+/// is checked again.
+class Authorized {
+ public:
+  explicit Authorized(SqliteConnection& connection) : connection_(connection) {
+    sqlite3_set_authorizer(connection_.handle(), authorize, nullptr);
+  }
+  ~Authorized() { sqlite3_set_authorizer(connection_.handle(), nullptr, nullptr); }
+  Authorized(const Authorized&) = delete;
+  Authorized& operator=(const Authorized&) = delete;
+
+ private:
+  SqliteConnection& connection_;
+};
 
 inline void bind(Statement& statement, int index, const SqlValue& value) {
   std::visit(
@@ -102,12 +132,15 @@ inline std::vector<SqlResult> run(SqliteConnection& connection, const std::strin
                                   const std::vector<SqlStatement>& statements) {
   // Compiled (and refused) before the transaction: a bad statement costs
   // no write lock.
-  for (std::size_t i = 0; i < statements.size(); ++i) {
-    auto statement = connection.prepare_dynamic(statements[i].sql, authorize);
-    if (statement.parameter_count() != static_cast<int>(statements[i].params.size()))
-      throw Error(errc::invalid_argument,
-                  fmt::format("statement {} (\"{:.80}\") takes {} parameters, {} were given", i, statements[i].sql,
-                              statement.parameter_count(), statements[i].params.size()));
+  {
+    Authorized authorized(connection);
+    for (std::size_t i = 0; i < statements.size(); ++i) {
+      auto statement = connection.prepare_dynamic(statements[i].sql);
+      if (statement.parameter_count() != static_cast<int>(statements[i].params.size()))
+        throw Error(errc::invalid_argument,
+                    fmt::format("statement {} (\"{:.80}\") takes {} parameters, {} were given", i, statements[i].sql,
+                                statement.parameter_count(), statements[i].params.size()));
+    }
   }
   Transaction transaction(connection);
   {
@@ -120,18 +153,23 @@ inline std::vector<SqlResult> run(SqliteConnection& connection, const std::strin
   }
   std::vector<SqlResult> results;
   results.reserve(statements.size());
-  for (const auto& request : statements) {
-    auto statement = connection.prepare_dynamic(request.sql, authorize);
-    for (std::size_t p = 0; p < request.params.size(); ++p) bind(statement, static_cast<int>(p + 1), request.params[p]);
-    SqlResult result;
-    while (statement.step()) {
-      std::vector<SqlValue> row;
-      row.reserve(static_cast<std::size_t>(statement.column_count()));
-      for (int c = 0; c < statement.column_count(); ++c) row.push_back(column(statement, c));
-      result.rows.push_back(std::move(row));
+  {
+    Authorized authorized(connection);
+    for (const auto& request : statements) {
+      auto statement = connection.prepare_dynamic(request.sql);
+      for (std::size_t p = 0; p < request.params.size(); ++p)
+        bind(statement, static_cast<int>(p + 1), request.params[p]);
+      SqlResult result;
+      const auto changes_before = sqlite3_total_changes64(connection.handle());
+      while (statement.step()) {
+        std::vector<SqlValue> row;
+        row.reserve(static_cast<std::size_t>(statement.column_count()));
+        for (int c = 0; c < statement.column_count(); ++c) row.push_back(column(statement, c));
+        result.rows.push_back(std::move(row));
+      }
+      result.changed = sqlite3_total_changes64(connection.handle()) - changes_before;
+      results.push_back(std::move(result));
     }
-    result.changed = statement.read_only() ? 0 : sqlite3_changes64(connection.handle());
-    results.push_back(std::move(result));
   }
   transaction.commit();
   return results;
