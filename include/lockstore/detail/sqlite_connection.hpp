@@ -137,6 +137,10 @@ class SqliteConnection {
 
   /// "file:" URI of `path` with immutable=1; '%', '?' and '#' are escaped,
   /// the only characters a URI path may not carry as they are.
+  // Not copied or moved: SQLite keeps the address of gate_.
+  SqliteConnection(const SqliteConnection&) = delete;
+  SqliteConnection& operator=(const SqliteConnection&) = delete;
+
   static std::string immutable_uri(const std::filesystem::path& path) {
     std::string uri = "file://";  // an empty authority: the path may start with "//"
     for (const char c : std::filesystem::absolute(path).string()) {
@@ -193,6 +197,22 @@ class SqliteConnection {
   }
 
   static constexpr std::size_t dynamic_cache_size = 64;
+
+  using Authorizer = int (*)(void*, int, const char*, const char*, const char*, const char*);
+
+  /// From here until end_user_sql(), `check` decides on every statement
+  /// compiled on this connection (SQLite also compiles a cached statement
+  /// again after a schema change). Installed once and then only switched
+  /// on and off: installing an authorizer expires every prepared statement
+  /// of the connection, lockstore's own included.
+  void begin_user_sql(Authorizer check) {
+    if (gate_.check != check) {
+      gate_.check = check;
+      sqlite3_set_authorizer(db_.get(), &SqliteConnection::gate, &gate_);
+    }
+    gate_.active = true;
+  }
+  void end_user_sql() noexcept { gate_.active = false; }
 
   /// Runs a script of one or more statements (schema, pragmas).
   void exec(const std::string& sql) {
@@ -341,6 +361,17 @@ class SqliteConnection {
   std::unique_ptr<sqlite3, Closer> db_;
   std::unordered_map<const char*, std::unique_ptr<sqlite3_stmt, Finalizer>> statements_;
   std::unordered_map<std::string, std::unique_ptr<sqlite3_stmt, Finalizer>> dynamic_statements_;
+
+  struct UserSqlGate {
+    Authorizer check = nullptr;
+    bool active = false;
+  };
+  static int gate(void* state, int action, const char* first, const char* second, const char* database,
+                  const char* trigger) {
+    const auto* user = static_cast<const UserSqlGate*>(state);
+    return user->active ? user->check(nullptr, action, first, second, database, trigger) : SQLITE_OK;
+  }
+  UserSqlGate gate_;
 };
 
 /// BEGIN IMMEDIATE on construction; rolls back in the destructor unless

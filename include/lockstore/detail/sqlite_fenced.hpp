@@ -93,10 +93,8 @@ inline int authorize(void*, int action, const char* first, const char* second, c
 /// is checked again.
 class Authorized {
  public:
-  explicit Authorized(SqliteConnection& connection) : connection_(connection) {
-    sqlite3_set_authorizer(connection_.handle(), authorize, nullptr);
-  }
-  ~Authorized() { sqlite3_set_authorizer(connection_.handle(), nullptr, nullptr); }
+  explicit Authorized(SqliteConnection& connection) : connection_(connection) { connection_.begin_user_sql(authorize); }
+  ~Authorized() { connection_.end_user_sql(); }
   Authorized(const Authorized&) = delete;
   Authorized& operator=(const Authorized&) = delete;
 
