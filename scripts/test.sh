@@ -71,7 +71,7 @@ run_suite release "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O2 -g1 -DNDEBUG"
 # The fuzz targets (tests/fuzz) run once, in the normal build, with their own
 # ASan + UBSan. The examples run in the normal build only.
 sanitized=("-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1 -DNDEBUG" -DLOCKSTORE_PACKAGING_TESTS=OFF -DLOCKSTORE_FUZZ_TESTS=OFF -DLOCKSTORE_EXAMPLES=OFF
-           -DLOCKSTORE_TORTURE_ACQUISITIONS=2000 -DLOCKSTORE_TORTURE_COMMITS=1000)
+           -DLOCKSTORE_TORTURE_ACQUISITIONS=2000 -DLOCKSTORE_TORTURE_FENCED_HOLDS=2000 -DLOCKSTORE_TORTURE_COMMITS=1000)
 run_suite asan -DLOCKSTORE_SANITIZE=address "${sanitized[@]}"
 run_suite tsan -DLOCKSTORE_SANITIZE=thread "${sanitized[@]}"
 

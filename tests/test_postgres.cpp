@@ -597,18 +597,6 @@ struct PostgresNotes {
   }
 };
 
-asio::awaitable<boost::system::error_code> fenced_error(PostgresLock& lock, const LockGuard& guard,
-                                                        std::vector<SqlStatement> statements, std::string& message) {
-  try {
-    auto writing = lock.fenced(guard, std::move(statements));
-    co_await std::move(writing);
-  } catch (const Error& error) {
-    message = error.what();
-    co_return error.code();
-  }
-  co_return boost::system::error_code{};
-}
-
 }  // namespace
 
 TEST_CASE("PostgreSQL: a fenced write commits in one transaction while the lease is live and writes nothing once it "
@@ -650,7 +638,8 @@ TEST_CASE("PostgreSQL: a fenced write commits in one transaction while the lease
     failing[0].sql = "INSERT INTO notes (body) VALUES ('c')";
     failing[1].sql = "INSERT INTO notes (body) VALUES ('b')";  // UNIQUE
     std::string message;
-    const auto unique = co_await fenced_error(lock, guard, std::move(failing), message);
+    auto unique_checking = fenced_error(lock, guard, std::move(failing), message);
+    const auto unique = co_await std::move(unique_checking);
     CHECK(unique == errc::backend_failure);
     CHECK_THAT(message, Catch::Contains("statement 1") && Catch::Contains("23505"));
     CHECK(notes.count() == "2");
@@ -659,9 +648,16 @@ TEST_CASE("PostgreSQL: a fenced write commits in one transaction while the lease
     std::vector<SqlStatement> committing(2);
     committing[0].sql = "INSERT INTO notes (body) VALUES ('d')";
     committing[1].sql = "  /* sneaky */ COMMIT";
-    const auto control = co_await fenced_error(lock, guard, std::move(committing), message);
+    auto control_checking = fenced_error(lock, guard, std::move(committing), message);
+    const auto control = co_await std::move(control_checking);
     CHECK(control == errc::invalid_argument);
     CHECK_THAT(message, Catch::Contains("controls the transaction"));
+    std::vector<SqlStatement> theirs(1);
+    theirs[0].sql = "UPDATE Lockstore_Leases SET expires_at = now() + interval '1 day'";
+    auto theirs_checking = fenced_error(lock, guard, std::move(theirs), message);
+    const auto lockstore_tables = co_await std::move(theirs_checking);
+    CHECK(lockstore_tables == errc::invalid_argument);
+    CHECK_THAT(message, Catch::Contains("names lockstore's own tables"));
     CHECK(notes.count() == "2");
     // The connection is still usable afterwards.
     const bool extended = co_await lock.extend(guard, 30s);
@@ -673,11 +669,13 @@ TEST_CASE("PostgreSQL: a fenced write commits in one transaction while the lease
     co_await sleep_for(250ms);
     std::vector<SqlStatement> late(1);
     late[0].sql = "INSERT INTO notes (body) VALUES ('late')";
-    const auto expired = co_await fenced_error(lock, short_guard, late, message);
+    auto expired_checking = fenced_error(lock, short_guard, late, message);
+    const auto expired = co_await std::move(expired_checking);
     CHECK(expired == errc::lock_lost);
     CHECK_THAT(message, Catch::Contains("nothing was written"));
     auto successor = co_await other.acquire(key, 30s, 5s);
-    const auto taken = co_await fenced_error(lock, short_guard, late, message);
+    auto taken_checking = fenced_error(lock, short_guard, late, message);
+    const auto taken = co_await std::move(taken_checking);
     CHECK(taken == errc::lock_lost);
     CHECK(notes.count() == "2");
     co_await other.release(std::move(successor));

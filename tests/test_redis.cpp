@@ -588,18 +588,6 @@ struct RedisNotes {
   }
 };
 
-asio::awaitable<boost::system::error_code> fenced_error(RedisLock& lock, const LockGuard& guard,
-                                                        std::vector<RedisCommand> commands, std::string& message) {
-  try {
-    auto writing = lock.fenced(guard, std::move(commands));
-    co_await std::move(writing);
-  } catch (const Error& error) {
-    message = error.what();
-    co_return error.code();
-  }
-  co_return boost::system::error_code{};
-}
-
 }  // namespace
 
 TEST_CASE("Redis: a fenced write runs its commands while the lease is live and none once it is lost",
@@ -626,12 +614,14 @@ TEST_CASE("Redis: a fenced write runs its commands while the lease is live and n
     std::string message;
     std::vector<RedisCommand> forbidden;
     forbidden.push_back(RedisCommand{"FLUSHALL"});
-    const auto not_allowed = co_await fenced_error(lock, guard, std::move(forbidden), message);
+    auto not_allowed_checking = fenced_error(lock, guard, std::move(forbidden), message);
+    const auto not_allowed = co_await std::move(not_allowed_checking);
     CHECK(not_allowed == errc::invalid_argument);
     CHECK_THAT(message, Catch::Contains("FLUSHALL"));
     std::vector<RedisCommand> ours;
     ours.push_back(RedisCommand{"DEL", notes.notes_key, notes.options.key_prefix + "lease:invoice:42"});
-    const auto prefixed = co_await fenced_error(lock, guard, std::move(ours), message);
+    auto prefixed_checking = fenced_error(lock, guard, std::move(ours), message);
+    const auto prefixed = co_await std::move(prefixed_checking);
     CHECK(prefixed == errc::invalid_argument);
     CHECK_THAT(message, Catch::Contains("key prefix"));
     co_await lock.release(std::move(guard));
@@ -640,11 +630,13 @@ TEST_CASE("Redis: a fenced write runs its commands while the lease is live and n
     co_await sleep_for(250ms);
     std::vector<RedisCommand> late;
     late.push_back(RedisCommand{"RPUSH", notes.notes_key, "late"});
-    const auto expired = co_await fenced_error(lock, short_guard, late, message);
+    auto expired_checking = fenced_error(lock, short_guard, late, message);
+    const auto expired = co_await std::move(expired_checking);
     CHECK(expired == errc::lock_lost);
     CHECK_THAT(message, Catch::Contains("nothing was written"));
     auto successor = co_await other.acquire(key, 30s, 5s);
-    const auto taken = co_await fenced_error(lock, short_guard, late, message);
+    auto taken_checking = fenced_error(lock, short_guard, late, message);
+    const auto taken = co_await std::move(taken_checking);
     CHECK(taken == errc::lock_lost);
     CHECK(notes.notes() == "a");
     co_await other.release(std::move(successor));

@@ -123,9 +123,9 @@ class PostgresLock : public detail::CompletionTokenOverloads<PostgresLock> {
   /// trip (libpq's pipeline mode, one implicit transaction). Returns one
   /// SqlResult per statement (values as text, NULL as nullptr). Throws
   /// errc::lock_lost with nothing written when the lease expired or was
-  /// taken over; errc::invalid_argument for a released guard or a statement
+  /// taken over; errc::invalid_argument for a released guard, a statement
   /// that controls transactions (BEGIN, COMMIT, ROLLBACK, SAVEPOINT, ...,
-  /// DO, CALL); errc::backend_failure with the server's message and
+  /// DO, CALL) or one that names lockstore's tables; errc::backend_failure with the server's message and
   /// SQLSTATE when a statement fails (all rolled back); connection_lost
   /// when the connection broke (the transaction is then rolled back by the
   /// server unless its commit had already been made: the outcome is unknown).

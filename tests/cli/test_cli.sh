@@ -141,6 +141,15 @@ contains "and says so" "give --backend" "$(cat "$work/nohome.out")"
 out=$("$tool" run --help); check "run --help exits 0" 0 $?
 contains "run's usage line names the command after --" "Usage: lockstore run [OPTIONS] KEY -- COMMAND [ARGS...]" "$out"
 
+# The fence gate, as a service behind `lockstore run` would use it.
+"$tool" admit s3://reports/daily.csv 100; check "admit: a first fence is admitted (0)" 0 $?
+"$tool" admit s3://reports/daily.csv 100; check "admit: the same fence again (0)" 0 $?
+err=$("$tool" admit s3://reports/daily.csv 99 2>&1); check "admit: a smaller fence is refused (75)" 75 $?
+contains "admit says why" "larger fence was admitted before" "$err"
+err=$("$tool" admit s3://reports/daily.csv x 2>&1); check "admit: a fence that is not a number exits 64" 64 $?
+out=$("$tool" run gate-job -- sh -c '"$0" admit s3://reports/daily.csv "$LOCKSTORE_FENCE" && echo uploaded' "$tool")
+check "run's command passes LOCKSTORE_FENCE to the gate" "uploaded" "$out"
+
 # JSON output is valid JSON, whatever bytes a key holds (keys are bytes,
 # JSON is UTF-8): a bad byte becomes U+FFFD, and key_hex has the bytes.
 bad_key=$(printf 'caf\xe9-\x01"q')

@@ -1,4 +1,5 @@
-// The zombie holder, for fenced writes on every durable backend: holder A
+// Fenced writes on every durable backend: the error a fenced write gives,
+// and the zombie holder: holder A
 // acquires a short lease and is paused (SIGSTOP) past it; B acquires, makes
 // its fenced write and releases; A is resumed (SIGCONT) and tries its own
 // fenced write, which must be refused with errc::lock_lost.
@@ -8,6 +9,7 @@
 
 #include <lockstore/error.hpp>
 #include <lockstore/key.hpp>
+#include <lockstore/lock_guard.hpp>
 
 #include <signal.h>
 #include <sys/types.h>
@@ -18,8 +20,24 @@
 #include <fstream>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 namespace lockstore::test {
+
+/// The code of the lockstore::Error that `lock.fenced(guard, statements)`
+/// throws (its text in `message`), or no error when the write was made.
+template <class Lock, class Statements>
+asio::awaitable<boost::system::error_code> fenced_error(Lock& lock, const LockGuard& guard, Statements statements,
+                                                        std::string& message) {
+  try {
+    auto writing = lock.fenced(guard, std::move(statements));
+    co_await std::move(writing);
+  } catch (const Error& error) {
+    message = error.what();
+    co_return error.code();
+  }
+  co_return boost::system::error_code{};
+}
 
 /// What the paused holder's late fenced write did.
 enum class ZombieWrite { refused_lock_lost = 0, accepted = 1, other_error = 2, never_held = 3 };

@@ -4,6 +4,8 @@
 //   lockstore_torture locks --backend sqlite|postgres|redis|memory --dir DIR
 //                           [--acquisitions N] [--workers N] [--ttl-ms N] [--seed N]
 //   lockstore_torture store --dir DIR [--commits N] [--items N] [--workers N] [--seed N]
+//   lockstore_torture fenced --backend sqlite|postgres|redis --dir DIR [--acquisitions N] [--workers N]
+//                            [--ttl-ms N] [--seed N]
 //
 // `locks`: N worker processes (threads for memory) loop acquire -> ledger
 // "enter" -> a random hold of up to 0.5 ms -> ledger "exit" -> release on one
@@ -19,6 +21,14 @@
 // every commit reported as done is there, and that no item was completed by
 // two claims and none was lost.
 //
+// `fenced`: N worker processes loop acquire -> ledger "enter" -> a random
+// hold of up to 1 ms -> a fenced write of (fence, pid) -> release, while a
+// chaos loop pauses the current holder with SIGSTOP for longer than the
+// TTL and resumes it with SIGCONT (a GC pause, a stalled call). The writes
+// the backend accepted, in commit order, must have fences that never go
+// down: a paused holder's late write (its fence older than its
+// successor's) must have been refused with errc::lock_lost.
+//
 // Prints one JSON line with the figures; exits 0 when every check passed, 1
 // when one failed (the violations go to stderr), 2 on bad arguments.
 // PostgreSQL and Redis come from LOCKSTORE_TEST_POSTGRES / LOCKSTORE_TEST_REDIS.
@@ -33,6 +43,7 @@
 #include <lockstore/store.hpp>
 
 #include <boost/asio.hpp>
+#include <hiredis/hiredis.h>
 #include <fmt/format.h>
 #include <sqlite3.h>
 #include <sys/wait.h>
@@ -90,7 +101,9 @@ std::int64_t recovery_bound_ns(const Options& options) {
                "lockstore_torture: %s\n"
                "usage: lockstore_torture locks --backend sqlite|postgres|redis|memory --dir DIR "
                "[--acquisitions N] [--workers N] [--ttl-ms N] [--seed N]\n"
-               "       lockstore_torture store --dir DIR [--commits N] [--items N] [--workers N] [--seed N]\n",
+               "       lockstore_torture store --dir DIR [--commits N] [--items N] [--workers N] [--seed N]\n"
+               "       lockstore_torture fenced --backend sqlite|postgres|redis --dir DIR [--acquisitions N] "
+               "[--workers N] [--ttl-ms N] [--seed N]\n",
                problem.c_str());
   std::exit(2);
 }
@@ -107,7 +120,8 @@ Options parse(int argc, char** argv) {
   if (argc < 2) usage("no mode given");
   Options options;
   options.mode = argv[1];
-  if (options.mode != "locks" && options.mode != "store") usage("unknown mode '" + options.mode + "'");
+  if (options.mode != "locks" && options.mode != "store" && options.mode != "fenced")
+    usage("unknown mode '" + options.mode + "'");
   options.seed = static_cast<std::uint64_t>(std::random_device{}());
   for (int i = 2; i < argc; i += 2) {
     const std::string flag = argv[i];
@@ -127,6 +141,10 @@ Options parse(int argc, char** argv) {
   if (options.mode == "locks") {
     static const std::set<std::string> backends{"sqlite", "postgres", "redis", "memory"};
     if (!backends.contains(options.backend)) usage("--backend must be sqlite, postgres, redis or memory");
+  }
+  if (options.mode == "fenced") {
+    static const std::set<std::string> backends{"sqlite", "postgres", "redis"};
+    if (!backends.contains(options.backend)) usage("--backend must be sqlite, postgres or redis");
   }
   std::filesystem::create_directories(options.dir);
   return options;
@@ -776,6 +794,221 @@ int run_store(const Options& options) {
   return failures.empty() ? 0 : 1;
 }
 
+// ---------------------------------------------------------------- fenced
+
+std::string writes_name(const Options& options) { return fmt::format("torture_writes_{}", options.seed); }
+
+/// One fenced write of (fence, writer) into the backend's record of writes.
+asio::awaitable<void> fenced_write(SqliteLock& lock, const LockGuard& guard, const Options& options, std::int64_t id) {
+  std::vector<SqlStatement> insert(1);
+  insert[0].sql = fmt::format("INSERT INTO {} (fence, writer) VALUES (?1, ?2)", writes_name(options));
+  insert[0].params.emplace_back(static_cast<std::int64_t>(guard.fence()));
+  insert[0].params.emplace_back(id);
+  auto writing = lock.fenced(guard, std::move(insert));
+  co_await std::move(writing);
+}
+asio::awaitable<void> fenced_write(PostgresLock& lock, const LockGuard& guard, const Options& options, std::int64_t id) {
+  std::vector<SqlStatement> insert(1);
+  insert[0].sql = fmt::format("INSERT INTO {} (fence, writer) VALUES ($1::bigint, $2::bigint)", writes_name(options));
+  insert[0].params.emplace_back(static_cast<std::int64_t>(guard.fence()));
+  insert[0].params.emplace_back(id);
+  auto writing = lock.fenced(guard, std::move(insert));
+  co_await std::move(writing);
+}
+asio::awaitable<void> fenced_write(RedisLock& lock, const LockGuard& guard, const Options& options, std::int64_t id) {
+  std::vector<RedisCommand> push;
+  push.push_back(RedisCommand{"RPUSH", writes_name(options), fmt::format("{} {}", guard.fence(), id)});
+  auto writing = lock.fenced(guard, std::move(push));
+  co_await std::move(writing);
+}
+
+/// Creates the record of writes (a table; Redis needs none).
+template <class Lock>
+asio::awaitable<void> create_writes(Lock& lock, const Options& options) {
+  if constexpr (!std::is_same_v<Lock, RedisLock>) {
+    auto guard = co_await lock.acquire(AdvisoryKey("torture-setup"), 30s, 30s);
+    std::vector<SqlStatement> create(1);
+    create[0].sql = std::is_same_v<Lock, SqliteLock>
+                        ? fmt::format("CREATE TABLE IF NOT EXISTS {} (id INTEGER PRIMARY KEY, fence INTEGER, writer "
+                                      "INTEGER)",
+                                      writes_name(options))
+                        : fmt::format("CREATE TABLE IF NOT EXISTS {} (id bigserial PRIMARY KEY, fence bigint, writer "
+                                      "bigint)",
+                                      writes_name(options));
+    auto creating = lock.fenced(guard, std::move(create));
+    co_await std::move(creating);
+    co_await lock.release(std::move(guard));
+  }
+}
+
+/// The fences of the accepted writes, in commit order (SQLite's rowid and
+/// PostgreSQL's id are taken under the lease row's lock; Redis appends in
+/// script order), read through the backend's own client.
+template <class Lock>
+asio::awaitable<std::vector<std::int64_t>> accepted_fences(Lock& lock, const Options& options) {
+  std::vector<std::int64_t> fences;
+  if constexpr (std::is_same_v<Lock, RedisLock>) {
+    // LRANGE is no write, so not a fenced command: read with hiredis.
+    const auto redis = redis_options();
+    redisContext* context = redisConnect(redis.host.c_str(), redis.port);
+    if (context == nullptr || context->err != 0) throw std::runtime_error("hiredis cannot connect");
+    auto* reply = static_cast<redisReply*>(redisCommand(context, "LRANGE %s 0 -1", writes_name(options).c_str()));
+    for (std::size_t i = 0; reply != nullptr && i < reply->elements; ++i)
+      fences.push_back(std::stoll(std::string(reply->element[i]->str, reply->element[i]->len)));
+    if (reply != nullptr) freeReplyObject(reply);
+    redisCommand(context, "DEL %s", writes_name(options).c_str());
+    redisFree(context);
+  } else {
+    auto guard = co_await lock.acquire(AdvisoryKey("torture-reader"), 30s, 30s);
+    std::vector<SqlStatement> select(1);
+    select[0].sql = fmt::format("SELECT fence FROM {} ORDER BY id", writes_name(options));
+    auto reading = lock.fenced(guard, std::move(select));
+    auto results = co_await std::move(reading);
+    for (const auto& row : results.at(0).rows) {
+      if (const auto* number = std::get_if<std::int64_t>(&row.at(0))) fences.push_back(*number);
+      else fences.push_back(std::stoll(std::get<std::string>(row.at(0))));
+    }
+    if constexpr (std::is_same_v<Lock, PostgresLock>) {
+      std::vector<SqlStatement> drop(1);
+      drop[0].sql = fmt::format("DROP TABLE {}", writes_name(options));
+      auto dropping = lock.fenced(guard, std::move(drop));
+      co_await std::move(dropping);
+    }
+    co_await lock.release(std::move(guard));
+  }
+  co_return fences;
+}
+
+/// A worker of the fenced mode: holds, writes under the fence, releases;
+/// forever, until killed. Ledger: enter, then wrote or refused, then exit.
+template <class Lock>
+asio::awaitable<void> fenced_loop(Lock& lock, const Options& options, const LedgerFile& ledger, std::int64_t id,
+                                  std::mt19937_64& random) {
+  const AdvisoryKey key(fmt::format("torture-{}", options.seed));
+  for (;;) {
+    auto guard = co_await lock.acquire(key, options.ttl, 60s);
+    ledger.append(fmt::format("enter {} {} {} {}\n", id, guard.fence(), monotonic_ns(), monotonic_ns()));
+    co_await sleep_for(std::chrono::microseconds(random() % 1000));  // where a pause usually lands
+    bool refused = false;
+    try {
+      auto writing = fenced_write(lock, guard, options, id);
+      co_await std::move(writing);
+    } catch (const Error& error) {
+      if (error.code() != errc::lock_lost) throw;
+      refused = true;
+    }
+    ledger.append(fmt::format("{} {} {}\n", refused ? "refused" : "wrote", id, guard.fence()));
+    ledger.append(fmt::format("exit {} {} {}\n", id, guard.fence(), monotonic_ns()));
+    co_await lock.release(std::move(guard));
+  }
+}
+
+int run_fenced(const Options& options) {
+  const auto ledger_path = (options.dir / fmt::format("ledger-fenced-{}-{}.txt", options.backend, options.seed)).string();
+  std::filesystem::remove(ledger_path);
+  const auto started = std::chrono::steady_clock::now();
+  auto setup = [&](auto& lock) { return create_writes(lock, options); };
+  run_coroutine([&]() -> asio::awaitable<void> { co_await with_process_lock(options, "torture-setup", setup); });
+
+  std::vector<std::string> failures;
+  const LedgerFile ledger(ledger_path);
+  auto start_worker = [&] {
+    return spawn([&] {
+      const LedgerFile own(ledger_path);
+      std::mt19937_64 random(options.seed ^ static_cast<std::uint64_t>(::getpid()));
+      const std::int64_t id = ::getpid();
+      auto body = [&](auto& lock) { return fenced_loop(lock, options, own, id, random); };
+      run_coroutine([&]() -> asio::awaitable<void> {
+        co_await with_process_lock(options, fmt::format("torture-{}", id), body);
+      });
+      return 0;
+    });
+  };
+  std::vector<pid_t> workers;
+  for (int i = 0; i < options.workers; ++i) workers.push_back(start_worker());
+  LedgerTail tail(ledger_path);
+  std::mt19937_64 random(options.seed);
+  long pauses = 0;
+  auto next_pause = std::chrono::steady_clock::now() + 100ms;
+  while (tail.holds < options.acquisitions && failures.empty()) {
+    std::this_thread::sleep_for(1ms);
+    tail.poll();
+    const auto now = std::chrono::steady_clock::now();
+    for (auto& worker : workers) {
+      int raw = 0;
+      if (::waitpid(worker, &raw, WNOHANG) == worker) {
+        failures.push_back(fmt::format("worker {} exited on its own (status {})", worker, raw));
+        worker = start_worker();
+      }
+    }
+    if (now - tail.last_enter > 60s) {
+      failures.push_back("no one acquired the key for 60 s");
+      break;
+    }
+    if (now < next_pause || tail.holds >= options.acquisitions * 97 / 100) continue;
+    // Pause the holder while it holds (before its write, most of the time).
+    auto holder_at = [&] { return std::find(workers.begin(), workers.end(), tail.holder); };
+    for (const auto until = now + 500ms; holder_at() == workers.end() && std::chrono::steady_clock::now() < until;) {
+      std::this_thread::sleep_for(20us);
+      tail.poll();
+    }
+    const auto holder = holder_at();
+    if (holder == workers.end()) continue;
+    ::kill(*holder, SIGSTOP);
+    std::this_thread::sleep_for(options.ttl + std::chrono::milliseconds(50 + random() % 300));
+    ::kill(*holder, SIGCONT);
+    ++pauses;
+    next_pause = std::chrono::steady_clock::now() + std::chrono::milliseconds(50 + random() % 250);
+  }
+  for (const pid_t worker : workers) {
+    ::kill(worker, SIGKILL);
+    wait_status(worker);
+  }
+  std::vector<std::int64_t> fences;
+  auto read = [&](auto& lock) -> asio::awaitable<void> {
+    auto reading = accepted_fences(lock, options);
+    fences = co_await std::move(reading);
+  };
+  run_coroutine([&]() -> asio::awaitable<void> { co_await with_process_lock(options, "torture-reader", read); });
+
+  long wrote = 0, refused = 0;
+  {
+    std::ifstream in(ledger_path);
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.starts_with("wrote ")) ++wrote;
+      else if (line.starts_with("refused ")) ++refused;
+    }
+  }
+  long stale_accepted = 0;
+  for (std::size_t i = 1; i < fences.size(); ++i)
+    if (fences[i] < fences[i - 1]) {
+      ++stale_accepted;
+      if (stale_accepted <= 10)
+        failures.push_back(fmt::format("write {} has fence {} after one with fence {}: a stale write was accepted",
+                                       i, fences[i], fences[i - 1]));
+    }
+  // Each reported write is in the record; at most one per worker more
+  // (killed between its commit and its ledger line).
+  const auto accepted = static_cast<long>(fences.size());
+  if (accepted < wrote || accepted > wrote + options.workers)
+    failures.push_back(fmt::format("{} writes were accepted but workers reported {}", accepted, wrote));
+  if (tail.holds < options.acquisitions) failures.push_back(fmt::format("only {} holds", tail.holds));
+  const bool ok = failures.empty();
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  std::cout << fmt::format(
+                   "{{\"torture\":\"fenced\",\"backend\":\"{}\",\"workers\":{},\"ttl_ms\":{},\"seed\":{},"
+                   "\"holds\":{},\"pauses\":{},\"writes_accepted\":{},\"stale_writes_refused\":{},"
+                   "\"stale_writes_accepted\":{},\"seconds\":{:.1f},\"ok\":{}}}",
+                   options.backend, options.workers, options.ttl.count(), options.seed, tail.holds, pauses, accepted,
+                   refused, stale_accepted, seconds, ok)
+            << std::endl;
+  for (const auto& failure : failures) std::cerr << "FAILED: " << failure << "\n";
+  if (ok) std::filesystem::remove(ledger_path);
+  else std::cerr << "ledger kept at " << ledger_path << "\n";
+  return ok ? 0 : 1;
+}
+
 }  // namespace
 }  // namespace lockstore::torture
 
@@ -787,6 +1020,7 @@ int main(int argc, char** argv) {
   });
   try {
     if (options.mode == "locks") return run_locks(options);
+    if (options.mode == "fenced") return run_fenced(options);
     return run_store(options);
   } catch (const std::exception& error) {
     std::cerr << "lockstore_torture: " << error.what() << "\n";

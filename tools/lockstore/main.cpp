@@ -21,6 +21,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
@@ -159,6 +160,15 @@ asio::awaitable<int> force_release(Lock& lock, std::string key) {
   co_return exit_ok;
 }
 
+template <class Lock>
+asio::awaitable<int> admit_fence_at(Lock& lock, std::string resource, std::uint64_t fence) {
+  const bool admitted = co_await lock.admit(resource, fence);
+  if (admitted) co_return exit_ok;
+  fmt::print(stderr, "lockstore: fence {} for '{}' is refused: a larger fence was admitted before (a newer holder)\n",
+             fence, resource);
+  co_return exit_not_acquired;
+}
+
 asio::awaitable<int> store_command(std::filesystem::path path, std::string what, bool json, bool dry_run) {
   auto opening = open_sqlite(path, what == "gc" && !dry_run ? Open::existing : Open::read_only);
   auto store = co_await SessionStore::open(co_await std::move(opening));
@@ -283,6 +293,13 @@ int main(int argc, char** argv) {
   release->add_option("key", release_key, "the lock key")->required();
   release->add_flag("--force", force, "required: the lease's holder is not asked");
 
+  std::string admit_resource, admit_fence;
+  auto* admit = app.add_subcommand(
+      "admit", "the fence gate: exit 0 when FENCE is at least every fence admitted before for RESOURCE, else 75");
+  add_backend(admit);
+  admit->add_option("resource", admit_resource, "what the fence guards (any name, e.g. s3://bucket/key)")->required();
+  admit->add_option("fence", admit_fence, "the holder's fence, e.g. \"$LOCKSTORE_FENCE\"")->required();
+
   std::string store_what;
   auto* store = app.add_subcommand("store", "inspect a SessionStore: sessions, stats, gc");
   add_backend(store);
@@ -303,11 +320,11 @@ int main(int argc, char** argv) {
     return app.exit(done);
   } catch (const CLI::ParseError& error) {
     // Name the two mistakes CLI11 can only describe generically.
-    const std::vector<std::string> commands = {"run", "list", "release", "store"};
+    const std::vector<std::string> commands = {"run", "list", "release", "admit", "store"};
     const auto first = std::find_if(original_arguments.begin(), original_arguments.end(),
                                     [](const std::string& a) { return !a.starts_with("-"); });
     if (first != original_arguments.end() && std::find(commands.begin(), commands.end(), *first) == commands.end()) {
-      fmt::print(stderr, "lockstore: unknown command '{}' (commands: run, list, release, store)\n", *first);
+      fmt::print(stderr, "lockstore: unknown command '{}' (commands: run, list, release, admit, store)\n", *first);
     } else if (first != original_arguments.end() && *first == "run" && !saw_separator) {
       fmt::print(stderr, "lockstore: missing '--' before COMMAND: lockstore run [options] KEY -- COMMAND [ARGS...]\n");
     } else {
@@ -351,6 +368,15 @@ int main(int argc, char** argv) {
       return run_async([&] {
         return with_lock(backend, operator_name, [&](auto& lock) { return force_release(lock, release_key); },
                          Open::existing);
+      });
+    }
+    if (admit->parsed()) {
+      std::uint64_t fence = 0;
+      const auto [end, error] = std::from_chars(admit_fence.data(), admit_fence.data() + admit_fence.size(), fence);
+      if (error != std::errc() || end != admit_fence.data() + admit_fence.size() || admit_fence.empty())
+        throw UsageError(fmt::format("bad fence '{}': it must be a whole number (LOCKSTORE_FENCE)", admit_fence));
+      return run_async([&] {
+        return with_lock(backend, operator_name, [&](auto& lock) { return admit_fence_at(lock, admit_resource, fence); });
       });
     }
     const auto path = store_path(backend);

@@ -190,6 +190,21 @@ inline bool controls_transaction(std::string_view sql) {
   return std::find(refused.begin(), refused.end(), word) != refused.end();
 }
 
+/// Whether `sql` names one of lockstore's tables (lockstore_*, any case):
+/// a fenced write is for the caller's own tables. A plain text search, so
+/// it also refuses a mention in a string or comment; it cannot see a
+/// function that writes them on the caller's behalf.
+inline bool names_lockstore_tables(std::string_view sql) {
+  static constexpr std::string_view prefix = "lockstore_";
+  for (std::size_t at = 0; at + prefix.size() <= sql.size(); ++at) {
+    bool same = true;
+    for (std::size_t i = 0; i < prefix.size() && same; ++i)
+      same = std::tolower(static_cast<unsigned char>(sql[at + i])) == prefix[i];
+    if (same) return true;
+  }
+  return false;
+}
+
 // The fence gate: one statement, so the read and the write are atomic.
 inline constexpr detail::PgStatement admit{"lockstore_admit", R"sql(
 INSERT INTO lockstore_fence_gate AS g (resource, fence) VALUES ($1::bytea, $2::bigint)

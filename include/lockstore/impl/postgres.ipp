@@ -348,6 +348,12 @@ LOCKSTORE_DECL asio::awaitable<std::vector<SqlResult>> PostgresLock::fenced(cons
                   fmt::format("PostgresLock::fenced: statement {} (\"{:.80}\") controls the transaction; a fenced "
                               "write runs in one transaction that lockstore begins and commits",
                               index, statements[index].sql));
+  for (std::size_t index = 0; index < statements.size(); ++index)
+    if (detail::postgres_sql::names_lockstore_tables(statements[index].sql))
+      throw Error(errc::invalid_argument,
+                  fmt::format("PostgresLock::fenced: statement {} (\"{:.80}\") names lockstore's own tables; a "
+                              "fenced write is for the caller's tables",
+                              index, statements[index].sql));
   auto writing = detail::on_strand(
       state_->strand, detail::postgres_fenced(state_, guard.key().str(), guard.token(), std::move(statements)));
   co_return co_await std::move(writing);
