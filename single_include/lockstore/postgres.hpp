@@ -122,9 +122,9 @@ class PostgresLock : public detail::CompletionTokenOverloads<PostgresLock> {
   /// trip (libpq's pipeline mode, one implicit transaction). Returns one
   /// SqlResult per statement (values as text, NULL as nullptr). Throws
   /// errc::lock_lost with nothing written when the lease expired or was
-  /// taken over; errc::invalid_argument for a released guard or a statement
+  /// taken over; errc::invalid_argument for a released guard, a statement
   /// that controls transactions (BEGIN, COMMIT, ROLLBACK, SAVEPOINT, ...,
-  /// DO, CALL); errc::backend_failure with the server's message and
+  /// DO, CALL) or one that names lockstore's tables; errc::backend_failure with the server's message and
   /// SQLSTATE when a statement fails (all rolled back); connection_lost
   /// when the connection broke (the transaction is then rolled back by the
   /// server unless its commit had already been made: the outcome is unknown).
@@ -922,6 +922,21 @@ inline bool controls_transaction(std::string_view sql) {
   return std::find(refused.begin(), refused.end(), word) != refused.end();
 }
 
+/// Whether `sql` names one of lockstore's tables (lockstore_*, any case):
+/// a fenced write is for the caller's own tables. A plain text search, so
+/// it also refuses a mention in a string or comment; it cannot see a
+/// function that writes them on the caller's behalf.
+inline bool names_lockstore_tables(std::string_view sql) {
+  static constexpr std::string_view prefix = "lockstore_";
+  for (std::size_t at = 0; at + prefix.size() <= sql.size(); ++at) {
+    bool same = true;
+    for (std::size_t i = 0; i < prefix.size() && same; ++i)
+      same = std::tolower(static_cast<unsigned char>(sql[at + i])) == prefix[i];
+    if (same) return true;
+  }
+  return false;
+}
+
 // The fence gate: one statement, so the read and the write are atomic.
 inline constexpr detail::PgStatement admit{"lockstore_admit", R"sql(
 INSERT INTO lockstore_fence_gate AS g (resource, fence) VALUES ($1::bytea, $2::bigint)
@@ -1541,6 +1556,12 @@ LOCKSTORE_DECL asio::awaitable<std::vector<SqlResult>> PostgresLock::fenced(cons
       throw Error(errc::invalid_argument,
                   fmt::format("PostgresLock::fenced: statement {} (\"{:.80}\") controls the transaction; a fenced "
                               "write runs in one transaction that lockstore begins and commits",
+                              index, statements[index].sql));
+  for (std::size_t index = 0; index < statements.size(); ++index)
+    if (detail::postgres_sql::names_lockstore_tables(statements[index].sql))
+      throw Error(errc::invalid_argument,
+                  fmt::format("PostgresLock::fenced: statement {} (\"{:.80}\") names lockstore's own tables; a "
+                              "fenced write is for the caller's tables",
                               index, statements[index].sql));
   auto writing = detail::on_strand(
       state_->strand, detail::postgres_fenced(state_, guard.key().str(), guard.token(), std::move(statements)));
