@@ -14,6 +14,7 @@
 #include <lockstore/postgres.hpp>
 #include <poll.h>
 
+#include <array>
 #include <future>
 #include <optional>
 
@@ -644,14 +645,28 @@ TEST_CASE("PostgreSQL: a fenced write commits in one transaction while the lease
     CHECK_THAT(message, Catch::Contains("statement 1") && Catch::Contains("23505"));
     CHECK(notes.count() == "2");
 
-    // Transaction control is refused before anything is sent.
-    std::vector<SqlStatement> committing(2);
-    committing[0].sql = "INSERT INTO notes (body) VALUES ('d')";
-    committing[1].sql = "  /* sneaky */ COMMIT";
-    auto control_checking = fenced_error(lock, guard, std::move(committing), message);
-    const auto control = co_await std::move(control_checking);
-    CHECK(control == errc::invalid_argument);
-    CHECK_THAT(message, Catch::Contains("controls the transaction"));
+    // What would end the transaction early, change the session or hang it
+    // is refused before anything is sent, however it is spelled.
+    static constexpr std::array<const char*, 12> escapes = {
+        "  /* sneaky */ COMMIT",     ";COMMIT",       "; ;commit",       "/* a /* nested */ */ COMMIT",
+        "-- x\rCOMMIT",              "CALL p()",      ";DO $$BEGIN COMMIT; END$$", "SET search_path = elsewhere",
+        "DEALLOCATE ALL",            "COPY notes TO STDOUT", "BEGIN",   "RESET ALL"};
+    for (const char* escape : escapes) {
+      std::vector<SqlStatement> committing(2);
+      committing[0].sql = "INSERT INTO notes (body) VALUES ('d')";
+      committing[1].sql = escape;
+      auto control_checking = fenced_error(lock, guard, std::move(committing), message);
+      const auto control = co_await std::move(control_checking);
+      INFO(escape);
+      CHECK(control == errc::invalid_argument);
+      CHECK_THAT(message, Catch::Contains("is not one a fenced write runs"));
+    }
+    // A function that changes the session: undone at commit, so lockstore's
+    // own statements still find their tables afterwards.
+    std::vector<SqlStatement> session(1);
+    session[0].sql = "SELECT set_config('search_path', 'pg_catalog', false)";
+    auto session_writing = lock.fenced(guard, std::move(session));
+    co_await std::move(session_writing);
     std::vector<SqlStatement> theirs(1);
     theirs[0].sql = "UPDATE Lockstore_Leases SET expires_at = now() + interval '1 day'";
     auto theirs_checking = fenced_error(lock, guard, std::move(theirs), message);
@@ -663,6 +678,25 @@ TEST_CASE("PostgreSQL: a fenced write commits in one transaction while the lease
     const bool extended = co_await lock.extend(guard, 30s);
     CHECK(extended);
     co_await lock.release(std::move(guard));
+
+    // Statements that outlast the lease: no other holder is granted before
+    // they commit (the lease row stays locked), and the successor sees them.
+    auto slow_guard = co_await lock.acquire(key, 200ms, 5s);
+    std::vector<SqlStatement> slow(2);
+    slow[0].sql = "SELECT pg_sleep(0.6)";
+    slow[1].sql = "INSERT INTO notes (body) VALUES ('slow')";
+    auto slow_writing = lock.fenced(slow_guard, std::move(slow));
+    auto slow_done = asio::co_spawn(co_await asio::this_coro::executor, std::move(slow_writing), asio::use_future);
+    co_await sleep_for(300ms);  // the lease has run out; the write is still running
+    auto contender = co_await other.acquire(key, 30s, 5s);
+    CHECK(notes.count() == "3");  // committed before the contender was granted
+    for (const auto give_up = std::chrono::steady_clock::now() + 5s;
+         slow_done.wait_for(0s) != std::future_status::ready && std::chrono::steady_clock::now() < give_up;)
+      co_await sleep_for(5ms);
+    REQUIRE(slow_done.wait_for(0s) == std::future_status::ready);
+    CHECK(slow_done.get().size() == 2);
+    co_await other.release(std::move(contender));
+    co_await lock.release(std::move(slow_guard));
 
     // Expired, then taken by another holder: refused, nothing written.
     auto short_guard = co_await lock.acquire(key, 100ms, 5s);
@@ -677,7 +711,7 @@ TEST_CASE("PostgreSQL: a fenced write commits in one transaction while the lease
     auto taken_checking = fenced_error(lock, short_guard, late, message);
     const auto taken = co_await std::move(taken_checking);
     CHECK(taken == errc::lock_lost);
-    CHECK(notes.count() == "2");
+    CHECK(notes.count() == "3");
     co_await other.release(std::move(successor));
     co_await lock.release(std::move(short_guard));
   });

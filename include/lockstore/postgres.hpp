@@ -119,16 +119,19 @@ class PostgresLock : public detail::CompletionTokenOverloads<PostgresLock> {
   /// in this database, `$1`-style parameters) in one transaction whose
   /// first query locks the lease row (FOR UPDATE) and checks that `guard`'s
   /// token still holds a live lease by the server's clock; the row lock
-  /// holds until commit, so no other holder is granted before it. One round
-  /// trip (libpq's pipeline mode, one implicit transaction). Returns one
-  /// SqlResult per statement (values as text, NULL as nullptr). Throws
-  /// errc::lock_lost with nothing written when the lease expired or was
-  /// taken over; errc::invalid_argument for a released guard, a statement
-  /// that controls transactions (BEGIN, COMMIT, ROLLBACK, SAVEPOINT, ...,
-  /// DO, CALL) or one that names lockstore's tables; errc::backend_failure with the server's message and
-  /// SQLSTATE when a statement fails (all rolled back); connection_lost
-  /// when the connection broke (the transaction is then rolled back by the
-  /// server unless its commit had already been made: the outcome is unknown).
+  /// holds until commit, so no other holder is granted before the writes
+  /// commit. One round trip (libpq's pipeline mode, one implicit
+  /// transaction). Returns one SqlResult per statement (values as text,
+  /// NULL as nullptr). Throws errc::lock_lost with nothing written when the
+  /// lease expired or was taken over; errc::invalid_argument for a released
+  /// guard, a statement that does not start with SELECT, INSERT, UPDATE,
+  /// DELETE, MERGE, WITH, VALUES, TABLE, CREATE, ALTER, DROP, TRUNCATE,
+  /// COMMENT or LOCK, or one that names lockstore's tables;
+  /// errc::backend_failure with the server's message and SQLSTATE when a
+  /// statement (or the commit) fails: all of it is rolled back;
+  /// connection_lost when the connection broke (rolled back by the server
+  /// unless its commit had already been made: the outcome is unknown).
+  /// What a statement does to the session (set_config) is reset at commit.
   asio::awaitable<std::vector<SqlResult>> fenced(const LockGuard& guard, std::vector<SqlStatement> statements);
 
   /// The fence gate (see SqliteLock::admit), in the table

@@ -140,6 +140,9 @@ class RedisLock : public detail::CompletionTokenOverloads<RedisLock> {
       "SET",  "GET",    "DEL",   "HSET",  "HGET",   "HDEL",    "INCR",   "INCRBY", "DECR",  "DECRBY",
       "HINCRBY", "APPEND", "EXPIRE", "PEXPIRE", "LPUSH", "RPUSH", "SADD", "SREM",   "ZADD",  "ZREM"};
 
+  /// The most arguments one command of a fenced write may have.
+  static constexpr std::size_t max_fenced_arguments = 1000;
+
   /// A fenced write: runs `commands` (each its name and arguments, e.g.
   /// {"HSET", "invoice:42", "state", "paid"}; the names in fenced_commands)
   /// in one script that first checks that `guard`'s token still holds a
@@ -147,7 +150,9 @@ class RedisLock : public detail::CompletionTokenOverloads<RedisLock> {
   /// (errc::lock_lost), and no other holder can be granted while the script
   /// runs. Returns each command's reply as text (std::nullopt for nil).
   /// errc::invalid_argument for a released guard, an empty command, one
-  /// not in fenced_commands or a key under this lock's key_prefix. A
+  /// not in fenced_commands, one with more than max_fenced_arguments, or a
+  /// key under this lock's key_prefix. Integer replies above 2^53 lose
+  /// precision (Lua's numbers are doubles). A
   /// command that fails on the server (a key of another type) stops the
   /// script with errc::backend_failure; Redis has no rollback, so the
   /// commands before it stay applied. Keys go as arguments, not KEYS: for a

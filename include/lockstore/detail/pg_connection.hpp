@@ -166,8 +166,9 @@ class PgConnection {
     std::vector<PgParam> params;
   };
 
-  /// What a pipeline did: every query's result in order (until the first
-  /// failure), and the first failure's index, SQLSTATE and error.
+  /// What a pipeline did: each query's result (empty for a query skipped
+  /// after a failure), and the first failure: its index (queries.size()
+  /// for one at commit), SQLSTATE and error.
   struct PipelineOutcome {
     std::vector<PgResult> results;
     std::optional<std::size_t> failed;
@@ -178,8 +179,11 @@ class PgConnection {
   /// Sends `queries` in one round trip (libpq's pipeline mode) followed by
   /// one Sync: the server runs them as one implicit transaction, committed
   /// at the Sync, or rolled back as a whole when one fails (the rest are
-  /// then skipped). A broken connection throws connection_lost; a failed
-  /// query is reported in the outcome, not thrown.
+  /// then skipped). A broken connection throws connection_lost. A failed
+  /// query is reported in the outcome, not thrown. A result no query of a
+  /// fenced write can give (COPY), or a session left inside a transaction,
+  /// closes the connection (errc::backend_failure): the next request
+  /// starts on a clean one.
   asio::awaitable<PipelineOutcome> execute_pipeline(const char* what, const std::vector<PipelineQuery>& queries) {
     require_connected();
     if (PQenterPipelineMode(connection_) != 1) lost(what);
@@ -202,30 +206,54 @@ class PgConnection {
     if (PQpipelineSync(connection_) != 1) lost(what);
     co_await flush(what);
     PipelineOutcome outcome;
-    for (std::size_t index = 0; index <= queries.size(); ++index) {
-      // Each query's results end with a null; the Sync's result ends the pipeline.
-      for (;;) {
-        co_await read_until_ready(what);
-        PgResult result(PQgetResult(connection_));
-        if (!result) break;
-        const auto status = PQresultStatus(result.get());
-        if (status == PGRES_PIPELINE_SYNC) {
-          index = queries.size();
+    outcome.results.resize(queries.size());
+    // Each query's results end with a null; an error at commit comes after
+    // the last query's; the Sync's result ends the pipeline.
+    std::size_t index = 0;
+    for (bool synced = false; !synced;) {
+      co_await read_until_ready(what);
+      PgResult result(PQgetResult(connection_));
+      if (!result) {
+        ++index;
+        continue;
+      }
+      switch (PQresultStatus(result.get())) {
+        case PGRES_PIPELINE_SYNC:
+          synced = true;
           break;
-        }
-        if (status == PGRES_FATAL_ERROR && !outcome.failed) {
-          outcome.failed = index;
-          const char* state = PQresultErrorField(result.get(), PG_DIAG_SQLSTATE);
-          outcome.sqlstate = state != nullptr ? state : "";
-          outcome.error = classify(what, result.get());
-        } else if (status != PGRES_PIPELINE_ABORTED && !outcome.failed) {
-          outcome.results.push_back(std::move(result));
-        }
+        case PGRES_FATAL_ERROR:
+          if (!outcome.failed) {
+            outcome.failed = std::min(index, queries.size());
+            const char* state = PQresultErrorField(result.get(), PG_DIAG_SQLSTATE);
+            outcome.sqlstate = state != nullptr ? state : "";
+            outcome.error = classify(what, result.get());
+          }
+          break;
+        case PGRES_PIPELINE_ABORTED:
+          break;
+        case PGRES_TUPLES_OK:
+        case PGRES_COMMAND_OK:
+        case PGRES_EMPTY_QUERY:
+          if (index < queries.size()) outcome.results[index] = std::move(result);
+          break;
+        default:
+          close();
+          throw Error(errc::backend_failure,
+                      fmt::format("PostgreSQL at {}: {} gave a result it cannot (status {}, e.g. COPY); the "
+                                  "connection was closed",
+                                  endpoint_, what, static_cast<int>(PQresultStatus(result.get()))));
       }
     }
     if (PQexitPipelineMode(connection_) != 1) lost(what);
     if (PQstatus(connection_) == CONNECTION_BAD) lost(what);
     if (outcome.error && outcome.error->code() == errc::connection_lost) throw *outcome.error;
+    if (PQtransactionStatus(connection_) != PQTRANS_IDLE) {
+      close();
+      throw Error(errc::backend_failure,
+                  fmt::format("PostgreSQL at {}: {} left the session inside a transaction; the connection was "
+                              "closed and the transaction rolled back",
+                              endpoint_, what));
+    }
     co_return outcome;
   }
 

@@ -158,25 +158,46 @@ WHERE key = $1::bytea AND token = $2::text AND expires_at > clock_timestamp())sq
 // its own check then sees whatever this transaction left, so no other
 // holder is granted between the check and the commit.
 inline constexpr const char* lease_not_live_sqlstate = "22012";
+//
+// It also marks the transaction (a setting local to it, gone when it ends),
+// and `still_checked` runs after each of the caller's statements: should one
+// of them have ended the transaction after all, the next check fails and
+// nothing more runs outside the checked transaction.
 inline constexpr detail::PgStatement lease_is_live{"lockstore_lease_is_live", R"sql(
 SELECT 1 / (SELECT count(*)::integer FROM (
   SELECT 1 FROM lockstore_leases
   WHERE key = $1::bytea AND token = $2::text AND expires_at > clock_timestamp()
-  FOR UPDATE) AS live))sql"};
+  FOR UPDATE) AS live),
+  set_config('lockstore.fenced_transaction', pg_current_xact_id()::text, true))sql"};
 
-/// Whether `sql` starts (after blanks and comments) with a command that
-/// would end or reshape the fenced write's transaction.
-inline bool controls_transaction(std::string_view sql) {
+inline constexpr const char* transaction_ended_sqlstate = "22012";
+inline constexpr detail::PgStatement still_checked{"lockstore_still_checked", R"sql(
+SELECT 1 / (coalesce(current_setting('lockstore.fenced_transaction', true), '') =
+            pg_current_xact_id()::text)::integer)sql"};
+
+/// The first keyword of `sql`, upper-cased, read as PostgreSQL's lexer
+/// would: blanks (\f and \v too), empty statements (';'), `--` comments
+/// (ended by \n or \r) and nested `/* */` comments are skipped. Empty when
+/// the statement does not start with a word.
+inline std::string first_keyword(std::string_view sql) {
   std::size_t at = 0;
   for (;;) {
-    while (at < sql.size() && std::isspace(static_cast<unsigned char>(sql[at])) != 0) ++at;
+    while (at < sql.size() && (std::isspace(static_cast<unsigned char>(sql[at])) != 0 || sql[at] == ';')) ++at;
     if (sql.substr(at, 2) == "--") {
-      at = sql.find('\n', at);
-      if (at == std::string_view::npos) return false;
+      while (at < sql.size() && sql[at] != '\n' && sql[at] != '\r') ++at;
     } else if (sql.substr(at, 2) == "/*") {
-      at = sql.find("*/", at + 2);
-      if (at == std::string_view::npos) return false;
-      at += 2;
+      int depth = 0;
+      do {
+        if (sql.substr(at, 2) == "/*") {
+          ++depth;
+          at += 2;
+        } else if (sql.substr(at, 2) == "*/") {
+          --depth;
+          at += 2;
+        } else {
+          ++at;
+        }
+      } while (depth > 0 && at < sql.size());
     } else {
       break;
     }
@@ -184,10 +205,20 @@ inline bool controls_transaction(std::string_view sql) {
   std::string word;
   while (at < sql.size() && std::isalpha(static_cast<unsigned char>(sql[at])) != 0)
     word += static_cast<char>(std::toupper(static_cast<unsigned char>(sql[at++])));
-  static constexpr std::array<std::string_view, 12> refused = {"BEGIN", "START",    "COMMIT",  "END",
-                                                               "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE",
-                                                               "PREPARE", "DO",     "CALL",    "VACUUM"};
-  return std::find(refused.begin(), refused.end(), word) != refused.end();
+  return word;
+}
+
+/// The statements a fenced write runs: reads, writes and DDL on the
+/// caller's tables. Everything else is refused, among them what could end
+/// the transaction early (COMMIT, CALL of a procedure that commits, DO) or
+/// change the session lockstore's connection keeps (SET, RESET, DISCARD,
+/// DEALLOCATE, LISTEN) or hang it (COPY).
+inline bool allowed_in_fenced_write(std::string_view sql) {
+  static constexpr std::array<std::string_view, 14> allowed = {"SELECT", "INSERT", "UPDATE",   "DELETE", "MERGE",
+                                                               "WITH",   "VALUES", "TABLE",    "CREATE", "ALTER",
+                                                               "DROP",   "TRUNCATE", "COMMENT", "LOCK"};
+  const auto word = first_keyword(sql);
+  return std::find(allowed.begin(), allowed.end(), word) != allowed.end();
 }
 
 /// Whether `sql` names one of lockstore's tables (lockstore_*, any case):

@@ -323,6 +323,11 @@ LOCKSTORE_DECL asio::awaitable<std::vector<std::optional<std::string>>> RedisLoc
                     fmt::format("RedisLock::fenced: command {} names '{}', under this lock's key prefix '{}': "
                                 "lockstore's own keys are not the caller's to write",
                                 index, command[k], state_->options.key_prefix));
+    if (command.size() > max_fenced_arguments)
+      throw Error(errc::invalid_argument,
+                  fmt::format("RedisLock::fenced: command {} has {} arguments; at most {} (a Lua script unpacks "
+                              "them on the stack)",
+                              index, command.size(), max_fenced_arguments));
     arguments.push_back(std::to_string(command.size()));
     for (auto& argument : command) arguments.push_back(std::move(argument));
   }
