@@ -118,16 +118,19 @@ class PostgresLock : public detail::CompletionTokenOverloads<PostgresLock> {
   /// in this database, `$1`-style parameters) in one transaction whose
   /// first query locks the lease row (FOR UPDATE) and checks that `guard`'s
   /// token still holds a live lease by the server's clock; the row lock
-  /// holds until commit, so no other holder is granted before it. One round
-  /// trip (libpq's pipeline mode, one implicit transaction). Returns one
-  /// SqlResult per statement (values as text, NULL as nullptr). Throws
-  /// errc::lock_lost with nothing written when the lease expired or was
-  /// taken over; errc::invalid_argument for a released guard, a statement
-  /// that controls transactions (BEGIN, COMMIT, ROLLBACK, SAVEPOINT, ...,
-  /// DO, CALL) or one that names lockstore's tables; errc::backend_failure with the server's message and
-  /// SQLSTATE when a statement fails (all rolled back); connection_lost
-  /// when the connection broke (the transaction is then rolled back by the
-  /// server unless its commit had already been made: the outcome is unknown).
+  /// holds until commit, so no other holder is granted before the writes
+  /// commit. One round trip (libpq's pipeline mode, one implicit
+  /// transaction). Returns one SqlResult per statement (values as text,
+  /// NULL as nullptr). Throws errc::lock_lost with nothing written when the
+  /// lease expired or was taken over; errc::invalid_argument for a released
+  /// guard, a statement that does not start with SELECT, INSERT, UPDATE,
+  /// DELETE, MERGE, WITH, VALUES, TABLE, CREATE, ALTER, DROP, TRUNCATE,
+  /// COMMENT or LOCK, or one that names lockstore's tables;
+  /// errc::backend_failure with the server's message and SQLSTATE when a
+  /// statement (or the commit) fails: all of it is rolled back;
+  /// connection_lost when the connection broke (rolled back by the server
+  /// unless its commit had already been made: the outcome is unknown).
+  /// What a statement does to the session (set_config) is reset at commit.
   asio::awaitable<std::vector<SqlResult>> fenced(const LockGuard& guard, std::vector<SqlStatement> statements);
 
   /// The fence gate (see SqliteLock::admit), in the table
@@ -496,8 +499,9 @@ class PgConnection {
     std::vector<PgParam> params;
   };
 
-  /// What a pipeline did: every query's result in order (until the first
-  /// failure), and the first failure's index, SQLSTATE and error.
+  /// What a pipeline did: each query's result (empty for a query skipped
+  /// after a failure), and the first failure: its index (queries.size()
+  /// for one at commit), SQLSTATE and error.
   struct PipelineOutcome {
     std::vector<PgResult> results;
     std::optional<std::size_t> failed;
@@ -508,8 +512,11 @@ class PgConnection {
   /// Sends `queries` in one round trip (libpq's pipeline mode) followed by
   /// one Sync: the server runs them as one implicit transaction, committed
   /// at the Sync, or rolled back as a whole when one fails (the rest are
-  /// then skipped). A broken connection throws connection_lost; a failed
-  /// query is reported in the outcome, not thrown.
+  /// then skipped). A broken connection throws connection_lost. A failed
+  /// query is reported in the outcome, not thrown. A result no query of a
+  /// fenced write can give (COPY), or a session left inside a transaction,
+  /// closes the connection (errc::backend_failure): the next request
+  /// starts on a clean one.
   asio::awaitable<PipelineOutcome> execute_pipeline(const char* what, const std::vector<PipelineQuery>& queries) {
     require_connected();
     if (PQenterPipelineMode(connection_) != 1) lost(what);
@@ -532,30 +539,54 @@ class PgConnection {
     if (PQpipelineSync(connection_) != 1) lost(what);
     co_await flush(what);
     PipelineOutcome outcome;
-    for (std::size_t index = 0; index <= queries.size(); ++index) {
-      // Each query's results end with a null; the Sync's result ends the pipeline.
-      for (;;) {
-        co_await read_until_ready(what);
-        PgResult result(PQgetResult(connection_));
-        if (!result) break;
-        const auto status = PQresultStatus(result.get());
-        if (status == PGRES_PIPELINE_SYNC) {
-          index = queries.size();
+    outcome.results.resize(queries.size());
+    // Each query's results end with a null; an error at commit comes after
+    // the last query's; the Sync's result ends the pipeline.
+    std::size_t index = 0;
+    for (bool synced = false; !synced;) {
+      co_await read_until_ready(what);
+      PgResult result(PQgetResult(connection_));
+      if (!result) {
+        ++index;
+        continue;
+      }
+      switch (PQresultStatus(result.get())) {
+        case PGRES_PIPELINE_SYNC:
+          synced = true;
           break;
-        }
-        if (status == PGRES_FATAL_ERROR && !outcome.failed) {
-          outcome.failed = index;
-          const char* state = PQresultErrorField(result.get(), PG_DIAG_SQLSTATE);
-          outcome.sqlstate = state != nullptr ? state : "";
-          outcome.error = classify(what, result.get());
-        } else if (status != PGRES_PIPELINE_ABORTED && !outcome.failed) {
-          outcome.results.push_back(std::move(result));
-        }
+        case PGRES_FATAL_ERROR:
+          if (!outcome.failed) {
+            outcome.failed = std::min(index, queries.size());
+            const char* state = PQresultErrorField(result.get(), PG_DIAG_SQLSTATE);
+            outcome.sqlstate = state != nullptr ? state : "";
+            outcome.error = classify(what, result.get());
+          }
+          break;
+        case PGRES_PIPELINE_ABORTED:
+          break;
+        case PGRES_TUPLES_OK:
+        case PGRES_COMMAND_OK:
+        case PGRES_EMPTY_QUERY:
+          if (index < queries.size()) outcome.results[index] = std::move(result);
+          break;
+        default:
+          close();
+          throw Error(errc::backend_failure,
+                      fmt::format("PostgreSQL at {}: {} gave a result it cannot (status {}, e.g. COPY); the "
+                                  "connection was closed",
+                                  endpoint_, what, static_cast<int>(PQresultStatus(result.get()))));
       }
     }
     if (PQexitPipelineMode(connection_) != 1) lost(what);
     if (PQstatus(connection_) == CONNECTION_BAD) lost(what);
     if (outcome.error && outcome.error->code() == errc::connection_lost) throw *outcome.error;
+    if (PQtransactionStatus(connection_) != PQTRANS_IDLE) {
+      close();
+      throw Error(errc::backend_failure,
+                  fmt::format("PostgreSQL at {}: {} left the session inside a transaction; the connection was "
+                              "closed and the transaction rolled back",
+                              endpoint_, what));
+    }
     co_return outcome;
   }
 
@@ -890,25 +921,46 @@ WHERE key = $1::bytea AND token = $2::text AND expires_at > clock_timestamp())sq
 // its own check then sees whatever this transaction left, so no other
 // holder is granted between the check and the commit.
 inline constexpr const char* lease_not_live_sqlstate = "22012";
+//
+// It also marks the transaction (a setting local to it, gone when it ends),
+// and `still_checked` runs after each of the caller's statements: should one
+// of them have ended the transaction after all, the next check fails and
+// nothing more runs outside the checked transaction.
 inline constexpr detail::PgStatement lease_is_live{"lockstore_lease_is_live", R"sql(
 SELECT 1 / (SELECT count(*)::integer FROM (
   SELECT 1 FROM lockstore_leases
   WHERE key = $1::bytea AND token = $2::text AND expires_at > clock_timestamp()
-  FOR UPDATE) AS live))sql"};
+  FOR UPDATE) AS live),
+  set_config('lockstore.fenced_transaction', pg_current_xact_id()::text, true))sql"};
 
-/// Whether `sql` starts (after blanks and comments) with a command that
-/// would end or reshape the fenced write's transaction.
-inline bool controls_transaction(std::string_view sql) {
+inline constexpr const char* transaction_ended_sqlstate = "22012";
+inline constexpr detail::PgStatement still_checked{"lockstore_still_checked", R"sql(
+SELECT 1 / (coalesce(current_setting('lockstore.fenced_transaction', true), '') =
+            pg_current_xact_id()::text)::integer)sql"};
+
+/// The first keyword of `sql`, upper-cased, read as PostgreSQL's lexer
+/// would: blanks (\f and \v too), empty statements (';'), `--` comments
+/// (ended by \n or \r) and nested `/* */` comments are skipped. Empty when
+/// the statement does not start with a word.
+inline std::string first_keyword(std::string_view sql) {
   std::size_t at = 0;
   for (;;) {
-    while (at < sql.size() && std::isspace(static_cast<unsigned char>(sql[at])) != 0) ++at;
+    while (at < sql.size() && (std::isspace(static_cast<unsigned char>(sql[at])) != 0 || sql[at] == ';')) ++at;
     if (sql.substr(at, 2) == "--") {
-      at = sql.find('\n', at);
-      if (at == std::string_view::npos) return false;
+      while (at < sql.size() && sql[at] != '\n' && sql[at] != '\r') ++at;
     } else if (sql.substr(at, 2) == "/*") {
-      at = sql.find("*/", at + 2);
-      if (at == std::string_view::npos) return false;
-      at += 2;
+      int depth = 0;
+      do {
+        if (sql.substr(at, 2) == "/*") {
+          ++depth;
+          at += 2;
+        } else if (sql.substr(at, 2) == "*/") {
+          --depth;
+          at += 2;
+        } else {
+          ++at;
+        }
+      } while (depth > 0 && at < sql.size());
     } else {
       break;
     }
@@ -916,10 +968,20 @@ inline bool controls_transaction(std::string_view sql) {
   std::string word;
   while (at < sql.size() && std::isalpha(static_cast<unsigned char>(sql[at])) != 0)
     word += static_cast<char>(std::toupper(static_cast<unsigned char>(sql[at++])));
-  static constexpr std::array<std::string_view, 12> refused = {"BEGIN", "START",    "COMMIT",  "END",
-                                                               "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE",
-                                                               "PREPARE", "DO",     "CALL",    "VACUUM"};
-  return std::find(refused.begin(), refused.end(), word) != refused.end();
+  return word;
+}
+
+/// The statements a fenced write runs: reads, writes and DDL on the
+/// caller's tables. Everything else is refused, among them what could end
+/// the transaction early (COMMIT, CALL of a procedure that commits, DO) or
+/// change the session lockstore's connection keeps (SET, RESET, DISCARD,
+/// DEALLOCATE, LISTEN) or hang it (COPY).
+inline bool allowed_in_fenced_write(std::string_view sql) {
+  static constexpr std::array<std::string_view, 14> allowed = {"SELECT", "INSERT", "UPDATE",   "DELETE", "MERGE",
+                                                               "WITH",   "VALUES", "TABLE",    "CREATE", "ALTER",
+                                                               "DROP",   "TRUNCATE", "COMMENT", "LOCK"};
+  const auto word = first_keyword(sql);
+  return std::find(allowed.begin(), allowed.end(), word) != allowed.end();
 }
 
 /// Whether `sql` names one of lockstore's tables (lockstore_*, any case):
@@ -1306,7 +1368,8 @@ inline asio::awaitable<void> postgres_connect_command(std::shared_ptr<PostgresSt
                                               detail::postgres_sql::release, detail::postgres_sql::release_owned,
                                               detail::postgres_sql::force_release, detail::postgres_sql::list,
                                               detail::postgres_sql::leave_queue, detail::postgres_sql::take_over,
-                                              detail::postgres_sql::lease_is_live, detail::postgres_sql::admit};
+                                              detail::postgres_sql::lease_is_live, detail::postgres_sql::still_checked,
+                                              detail::postgres_sql::admit};
   co_await command.prepare(statements);
 }
 
@@ -1511,6 +1574,9 @@ inline asio::awaitable<std::vector<SqlResult>> postgres_fenced(std::shared_ptr<P
                                                                std::string token,
                                                                std::vector<SqlStatement> statements) {
   co_await asio::this_coro::throw_if_cancelled(false);
+  // [lease check, statement 0, still checked, statement 1, still checked,
+  //  ..., RESET ALL]: RESET ALL undoes what a statement did to the session
+  // (set_config(..., false) in a SELECT), as the transaction commits.
   std::vector<PgConnection::PipelineQuery> queries;
   PgConnection::PipelineQuery check;
   check.name = postgres_sql::lease_is_live.name;
@@ -1522,7 +1588,13 @@ inline asio::awaitable<std::vector<SqlResult>> postgres_fenced(std::shared_ptr<P
     query.sql = std::move(statement.sql);
     for (const auto& value : statement.params) query.params.push_back(pg_param(value));
     queries.push_back(std::move(query));
+    PgConnection::PipelineQuery still;
+    still.name = postgres_sql::still_checked.name;
+    queries.push_back(std::move(still));
   }
+  PgConnection::PipelineQuery reset;
+  reset.sql = "RESET ALL";
+  queries.push_back(std::move(reset));
   auto turn = co_await state->command_turn.lock();
   if (!state->command.connected()) co_await postgres_connect_command(state);
   auto running = state->command.execute_pipeline("a fenced write", queries);
@@ -1532,13 +1604,23 @@ inline asio::awaitable<std::vector<SqlResult>> postgres_fenced(std::shared_ptr<P
                                              "over); nothing was written",
                                              key));
   if (outcome.error) {
-    if (outcome.failed && *outcome.failed > 0)
+    const auto failed = *outcome.failed;
+    if (failed >= queries.size() - 1)
+      throw Error(errc::backend_failure,
+                  fmt::format("a fenced write failed at commit: {}; nothing was written", outcome.error->message()));
+    if (failed > 0 && failed % 2 == 0 &&
+        outcome.sqlstate == postgres_sql::transaction_ended_sqlstate)
+      throw Error(errc::invalid_argument,
+                  fmt::format("statement {} of a fenced write ended its transaction: what ran before it was "
+                              "committed while the lease was held, nothing after it ran",
+                              failed / 2 - 1));
+    if (failed > 0 && failed % 2 == 1)
       throw Error(errc::backend_failure, fmt::format("statement {} of a fenced write: {}; nothing was written",
-                                                     *outcome.failed - 1, outcome.error->message()));
+                                                     failed / 2, outcome.error->message()));
     throw *outcome.error;
   }
   std::vector<SqlResult> results;
-  for (std::size_t index = 1; index < outcome.results.size(); ++index)
+  for (std::size_t index = 1; index + 1 < queries.size(); index += 2)
     results.push_back(sql_result(outcome.results[index].get()));
   co_return results;
 }
@@ -1552,10 +1634,12 @@ LOCKSTORE_DECL asio::awaitable<std::vector<SqlResult>> PostgresLock::fenced(cons
                 fmt::format("PostgresLock::fenced: the guard for '{}' was released; a fenced write needs a held lease",
                             guard.key().str()));
   for (std::size_t index = 0; index < statements.size(); ++index)
-    if (detail::postgres_sql::controls_transaction(statements[index].sql))
+    if (!detail::postgres_sql::allowed_in_fenced_write(statements[index].sql))
       throw Error(errc::invalid_argument,
-                  fmt::format("PostgresLock::fenced: statement {} (\"{:.80}\") controls the transaction; a fenced "
-                              "write runs in one transaction that lockstore begins and commits",
+                  fmt::format("PostgresLock::fenced: statement {} (\"{:.80}\") is not one a fenced write runs (it "
+                              "must start with SELECT, INSERT, UPDATE, DELETE, MERGE, WITH, VALUES, TABLE, CREATE, "
+                              "ALTER, DROP, TRUNCATE, COMMENT or LOCK): the transaction is lockstore's to begin and "
+                              "commit, and the session is lockstore's",
                               index, statements[index].sql));
   for (std::size_t index = 0; index < statements.size(); ++index)
     if (detail::postgres_sql::names_lockstore_tables(statements[index].sql))

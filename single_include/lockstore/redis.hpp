@@ -140,6 +140,9 @@ class RedisLock : public detail::CompletionTokenOverloads<RedisLock> {
       "SET",  "GET",    "DEL",   "HSET",  "HGET",   "HDEL",    "INCR",   "INCRBY", "DECR",  "DECRBY",
       "HINCRBY", "APPEND", "EXPIRE", "PEXPIRE", "LPUSH", "RPUSH", "SADD", "SREM",   "ZADD",  "ZREM"};
 
+  /// The most arguments one command of a fenced write may have.
+  static constexpr std::size_t max_fenced_arguments = 1000;
+
   /// A fenced write: runs `commands` (each its name and arguments, e.g.
   /// {"HSET", "invoice:42", "state", "paid"}; the names in fenced_commands)
   /// in one script that first checks that `guard`'s token still holds a
@@ -147,7 +150,9 @@ class RedisLock : public detail::CompletionTokenOverloads<RedisLock> {
   /// (errc::lock_lost), and no other holder can be granted while the script
   /// runs. Returns each command's reply as text (std::nullopt for nil).
   /// errc::invalid_argument for a released guard, an empty command, one
-  /// not in fenced_commands or a key under this lock's key_prefix. A
+  /// not in fenced_commands, one with more than max_fenced_arguments, or a
+  /// key under this lock's key_prefix. Integer replies above 2^53 lose
+  /// precision (Lua's numbers are doubles). A
   /// command that fails on the server (a key of another type) stops the
   /// script with errc::backend_failure; Redis has no rollback, so the
   /// commands before it stay applied. Keys go as arguments, not KEYS: for a
@@ -1377,6 +1382,11 @@ LOCKSTORE_DECL asio::awaitable<std::vector<std::optional<std::string>>> RedisLoc
                     fmt::format("RedisLock::fenced: command {} names '{}', under this lock's key prefix '{}': "
                                 "lockstore's own keys are not the caller's to write",
                                 index, command[k], state_->options.key_prefix));
+    if (command.size() > max_fenced_arguments)
+      throw Error(errc::invalid_argument,
+                  fmt::format("RedisLock::fenced: command {} has {} arguments; at most {} (a Lua script unpacks "
+                              "them on the stack)",
+                              index, command.size(), max_fenced_arguments));
     arguments.push_back(std::to_string(command.size()));
     for (auto& argument : command) arguments.push_back(std::move(argument));
   }
