@@ -661,18 +661,21 @@ TEST_CASE("PostgreSQL: a fenced write commits in one transaction while the lease
       CHECK(control == errc::invalid_argument);
       CHECK_THAT(message, Catch::Contains("is not one a fenced write runs"));
     }
-    // A function that changes the session: undone at commit, so lockstore's
-    // own statements still find their tables afterwards.
-    std::vector<SqlStatement> session(1);
-    session[0].sql = "SELECT set_config('search_path', 'pg_catalog', false)";
-    auto session_writing = lock.fenced(guard, std::move(session));
-    co_await std::move(session_writing);
+    // A function that changes search_path: refused before anything is sent,
+    // so lockstore's own statements still find their tables afterwards.
+    std::vector<SqlStatement> session(2);
+    session[0].sql = "INSERT INTO notes (body) VALUES ('e')";
+    session[1].sql = "SELECT set_config('search_path', 'pg_catalog', false)";
+    auto session_checking = fenced_error(lock, guard, std::move(session), message);
+    const auto session_changed = co_await std::move(session_checking);
+    CHECK(session_changed == errc::invalid_argument);
+    CHECK_THAT(message, Catch::Contains("names set_config"));
     std::vector<SqlStatement> theirs(1);
     theirs[0].sql = "UPDATE Lockstore_Leases SET expires_at = now() + interval '1 day'";
     auto theirs_checking = fenced_error(lock, guard, std::move(theirs), message);
     const auto lockstore_tables = co_await std::move(theirs_checking);
     CHECK(lockstore_tables == errc::invalid_argument);
-    CHECK_THAT(message, Catch::Contains("names lockstore's own tables"));
+    CHECK_THAT(message, Catch::Contains("names lockstore_"));
     CHECK(notes.count() == "2");
     // The connection is still usable afterwards.
     const bool extended = co_await lock.extend(guard, 30s);

@@ -126,12 +126,12 @@ class PostgresLock : public detail::CompletionTokenOverloads<PostgresLock> {
   /// lease expired or was taken over; errc::invalid_argument for a released
   /// guard, a statement that does not start with SELECT, INSERT, UPDATE,
   /// DELETE, MERGE, WITH, VALUES, TABLE, CREATE, ALTER, DROP, TRUNCATE,
-  /// COMMENT or LOCK, or one that names lockstore's tables;
+  /// COMMENT or LOCK, or one that names lockstore's tables, set_config or
+  /// search_path (lockstore's connection keeps its settings);
   /// errc::backend_failure with the server's message and SQLSTATE when a
   /// statement (or the commit) fails: all of it is rolled back;
   /// connection_lost when the connection broke (rolled back by the server
   /// unless its commit had already been made: the outcome is unknown).
-  /// What a statement does to the session (set_config) is reset at commit.
   asio::awaitable<std::vector<SqlResult>> fenced(const LockGuard& guard, std::vector<SqlStatement> statements);
 
   /// The fence gate (see SqliteLock::admit), in the table

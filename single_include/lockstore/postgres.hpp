@@ -125,12 +125,12 @@ class PostgresLock : public detail::CompletionTokenOverloads<PostgresLock> {
   /// lease expired or was taken over; errc::invalid_argument for a released
   /// guard, a statement that does not start with SELECT, INSERT, UPDATE,
   /// DELETE, MERGE, WITH, VALUES, TABLE, CREATE, ALTER, DROP, TRUNCATE,
-  /// COMMENT or LOCK, or one that names lockstore's tables;
+  /// COMMENT or LOCK, or one that names lockstore's tables, set_config or
+  /// search_path (lockstore's connection keeps its settings);
   /// errc::backend_failure with the server's message and SQLSTATE when a
   /// statement (or the commit) fails: all of it is rolled back;
   /// connection_lost when the connection broke (rolled back by the server
   /// unless its commit had already been made: the outcome is unknown).
-  /// What a statement does to the session (set_config) is reset at commit.
   asio::awaitable<std::vector<SqlResult>> fenced(const LockGuard& guard, std::vector<SqlStatement> statements);
 
   /// The fence gate (see SqliteLock::admit), in the table
@@ -682,6 +682,10 @@ class PgConnection {
   }
 
   asio::awaitable<void> read_until_ready(const char* what) {
+    // What already reached the socket is read at once: a pipeline's results
+    // arrive together, and a wait on the reactor per result costs more than
+    // the server's work for a small statement.
+    if (PQisBusy(connection_) == 1 && PQconsumeInput(connection_) != 1) lost(what);
     while (PQisBusy(connection_) == 1) {
       auto [error] = co_await socket_->async_wait(asio::posix::stream_descriptor::wait_read, uncancellable());
       if (error || PQconsumeInput(connection_) != 1) lost(what);
@@ -921,22 +925,11 @@ WHERE key = $1::bytea AND token = $2::text AND expires_at > clock_timestamp())sq
 // its own check then sees whatever this transaction left, so no other
 // holder is granted between the check and the commit.
 inline constexpr const char* lease_not_live_sqlstate = "22012";
-//
-// It also marks the transaction (a setting local to it, gone when it ends),
-// and `still_checked` runs after each of the caller's statements: should one
-// of them have ended the transaction after all, the next check fails and
-// nothing more runs outside the checked transaction.
 inline constexpr detail::PgStatement lease_is_live{"lockstore_lease_is_live", R"sql(
 SELECT 1 / (SELECT count(*)::integer FROM (
   SELECT 1 FROM lockstore_leases
   WHERE key = $1::bytea AND token = $2::text AND expires_at > clock_timestamp()
-  FOR UPDATE) AS live),
-  set_config('lockstore.fenced_transaction', pg_current_xact_id()::text, true))sql"};
-
-inline constexpr const char* transaction_ended_sqlstate = "22012";
-inline constexpr detail::PgStatement still_checked{"lockstore_still_checked", R"sql(
-SELECT 1 / (coalesce(current_setting('lockstore.fenced_transaction', true), '') =
-            pg_current_xact_id()::text)::integer)sql"};
+  FOR UPDATE) AS live))sql"};
 
 /// The first keyword of `sql`, upper-cased, read as PostgreSQL's lexer
 /// would: blanks (\f and \v too), empty statements (';'), `--` comments
@@ -984,19 +977,27 @@ inline bool allowed_in_fenced_write(std::string_view sql) {
   return std::find(allowed.begin(), allowed.end(), word) != allowed.end();
 }
 
-/// Whether `sql` names one of lockstore's tables (lockstore_*, any case):
-/// a fenced write is for the caller's own tables. A plain text search, so
-/// it also refuses a mention in a string or comment; it cannot see a
-/// function that writes them on the caller's behalf.
-inline bool names_lockstore_tables(std::string_view sql) {
-  static constexpr std::string_view prefix = "lockstore_";
-  for (std::size_t at = 0; at + prefix.size() <= sql.size(); ++at) {
+/// Whether `text` holds `word` (lower case), in any case.
+inline bool mentions(std::string_view text, std::string_view word) {
+  for (std::size_t at = 0; at + word.size() <= text.size(); ++at) {
     bool same = true;
-    for (std::size_t i = 0; i < prefix.size() && same; ++i)
-      same = std::tolower(static_cast<unsigned char>(sql[at + i])) == prefix[i];
+    for (std::size_t i = 0; i < word.size() && same; ++i)
+      same = std::tolower(static_cast<unsigned char>(text[at + i])) == word[i];
     if (same) return true;
   }
   return false;
+}
+
+/// What a fenced write's statement must not touch: lockstore's tables
+/// (lockstore_*), and the session's settings (set_config, search_path: a
+/// changed search_path would point lockstore's own statements on this
+/// connection at other tables). A plain text search, so a mention in a
+/// string or comment is refused too; it cannot see a function that does
+/// these on the caller's behalf. Returns what was found, or "".
+inline std::string_view touches_lockstore(std::string_view sql) {
+  for (const std::string_view word : {"lockstore_", "set_config", "search_path"})
+    if (mentions(sql, word)) return word;
+  return {};
 }
 
 // The fence gate: one statement, so the read and the write are atomic.
@@ -1368,8 +1369,7 @@ inline asio::awaitable<void> postgres_connect_command(std::shared_ptr<PostgresSt
                                               detail::postgres_sql::release, detail::postgres_sql::release_owned,
                                               detail::postgres_sql::force_release, detail::postgres_sql::list,
                                               detail::postgres_sql::leave_queue, detail::postgres_sql::take_over,
-                                              detail::postgres_sql::lease_is_live, detail::postgres_sql::still_checked,
-                                              detail::postgres_sql::admit};
+                                              detail::postgres_sql::lease_is_live, detail::postgres_sql::admit};
   co_await command.prepare(statements);
 }
 
@@ -1574,9 +1574,9 @@ inline asio::awaitable<std::vector<SqlResult>> postgres_fenced(std::shared_ptr<P
                                                                std::string token,
                                                                std::vector<SqlStatement> statements) {
   co_await asio::this_coro::throw_if_cancelled(false);
-  // [lease check, statement 0, still checked, statement 1, still checked,
-  //  ..., RESET ALL]: RESET ALL undoes what a statement did to the session
-  // (set_config(..., false) in a SELECT), as the transaction commits.
+  // [lease check, statement 0, ..., statement n - 1]. Only the
+  // statements allowed_in_fenced_write() admits come here: none of them can
+  // end the transaction (a function cannot commit; CALL and DO are refused).
   std::vector<PgConnection::PipelineQuery> queries;
   PgConnection::PipelineQuery check;
   check.name = postgres_sql::lease_is_live.name;
@@ -1588,13 +1588,7 @@ inline asio::awaitable<std::vector<SqlResult>> postgres_fenced(std::shared_ptr<P
     query.sql = std::move(statement.sql);
     for (const auto& value : statement.params) query.params.push_back(pg_param(value));
     queries.push_back(std::move(query));
-    PgConnection::PipelineQuery still;
-    still.name = postgres_sql::still_checked.name;
-    queries.push_back(std::move(still));
   }
-  PgConnection::PipelineQuery reset;
-  reset.sql = "RESET ALL";
-  queries.push_back(std::move(reset));
   auto turn = co_await state->command_turn.lock();
   if (!state->command.connected()) co_await postgres_connect_command(state);
   auto running = state->command.execute_pipeline("a fenced write", queries);
@@ -1605,22 +1599,16 @@ inline asio::awaitable<std::vector<SqlResult>> postgres_fenced(std::shared_ptr<P
                                              key));
   if (outcome.error) {
     const auto failed = *outcome.failed;
-    if (failed >= queries.size() - 1)
+    if (failed >= queries.size())
       throw Error(errc::backend_failure,
                   fmt::format("a fenced write failed at commit: {}; nothing was written", outcome.error->message()));
-    if (failed > 0 && failed % 2 == 0 &&
-        outcome.sqlstate == postgres_sql::transaction_ended_sqlstate)
-      throw Error(errc::invalid_argument,
-                  fmt::format("statement {} of a fenced write ended its transaction: what ran before it was "
-                              "committed while the lease was held, nothing after it ran",
-                              failed / 2 - 1));
-    if (failed > 0 && failed % 2 == 1)
+    if (failed > 0)
       throw Error(errc::backend_failure, fmt::format("statement {} of a fenced write: {}; nothing was written",
-                                                     failed / 2, outcome.error->message()));
+                                                     failed - 1, outcome.error->message()));
     throw *outcome.error;
   }
   std::vector<SqlResult> results;
-  for (std::size_t index = 1; index + 1 < queries.size(); index += 2)
+  for (std::size_t index = 1; index < queries.size(); ++index)
     results.push_back(sql_result(outcome.results[index].get()));
   co_return results;
 }
@@ -1642,11 +1630,11 @@ LOCKSTORE_DECL asio::awaitable<std::vector<SqlResult>> PostgresLock::fenced(cons
                               "commit, and the session is lockstore's",
                               index, statements[index].sql));
   for (std::size_t index = 0; index < statements.size(); ++index)
-    if (detail::postgres_sql::names_lockstore_tables(statements[index].sql))
+    if (const auto found = detail::postgres_sql::touches_lockstore(statements[index].sql); !found.empty())
       throw Error(errc::invalid_argument,
-                  fmt::format("PostgresLock::fenced: statement {} (\"{:.80}\") names lockstore's own tables; a "
-                              "fenced write is for the caller's tables",
-                              index, statements[index].sql));
+                  fmt::format("PostgresLock::fenced: statement {} (\"{:.80}\") names {}: a fenced write is for the "
+                              "caller's tables, and leaves lockstore's tables and its connection's settings alone",
+                              index, statements[index].sql, found));
   auto writing = detail::on_strand(
       state_->strand, detail::postgres_fenced(state_, guard.key().str(), guard.token(), std::move(statements)));
   co_return co_await std::move(writing);

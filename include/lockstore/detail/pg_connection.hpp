@@ -349,6 +349,10 @@ class PgConnection {
   }
 
   asio::awaitable<void> read_until_ready(const char* what) {
+    // What already reached the socket is read at once: a pipeline's results
+    // arrive together, and a wait on the reactor per result costs more than
+    // the server's work for a small statement.
+    if (PQisBusy(connection_) == 1 && PQconsumeInput(connection_) != 1) lost(what);
     while (PQisBusy(connection_) == 1) {
       auto [error] = co_await socket_->async_wait(asio::posix::stream_descriptor::wait_read, uncancellable());
       if (error || PQconsumeInput(connection_) != 1) lost(what);

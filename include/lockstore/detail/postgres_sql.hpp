@@ -158,22 +158,11 @@ WHERE key = $1::bytea AND token = $2::text AND expires_at > clock_timestamp())sq
 // its own check then sees whatever this transaction left, so no other
 // holder is granted between the check and the commit.
 inline constexpr const char* lease_not_live_sqlstate = "22012";
-//
-// It also marks the transaction (a setting local to it, gone when it ends),
-// and `still_checked` runs after each of the caller's statements: should one
-// of them have ended the transaction after all, the next check fails and
-// nothing more runs outside the checked transaction.
 inline constexpr detail::PgStatement lease_is_live{"lockstore_lease_is_live", R"sql(
 SELECT 1 / (SELECT count(*)::integer FROM (
   SELECT 1 FROM lockstore_leases
   WHERE key = $1::bytea AND token = $2::text AND expires_at > clock_timestamp()
-  FOR UPDATE) AS live),
-  set_config('lockstore.fenced_transaction', pg_current_xact_id()::text, true))sql"};
-
-inline constexpr const char* transaction_ended_sqlstate = "22012";
-inline constexpr detail::PgStatement still_checked{"lockstore_still_checked", R"sql(
-SELECT 1 / (coalesce(current_setting('lockstore.fenced_transaction', true), '') =
-            pg_current_xact_id()::text)::integer)sql"};
+  FOR UPDATE) AS live))sql"};
 
 /// The first keyword of `sql`, upper-cased, read as PostgreSQL's lexer
 /// would: blanks (\f and \v too), empty statements (';'), `--` comments
@@ -221,19 +210,27 @@ inline bool allowed_in_fenced_write(std::string_view sql) {
   return std::find(allowed.begin(), allowed.end(), word) != allowed.end();
 }
 
-/// Whether `sql` names one of lockstore's tables (lockstore_*, any case):
-/// a fenced write is for the caller's own tables. A plain text search, so
-/// it also refuses a mention in a string or comment; it cannot see a
-/// function that writes them on the caller's behalf.
-inline bool names_lockstore_tables(std::string_view sql) {
-  static constexpr std::string_view prefix = "lockstore_";
-  for (std::size_t at = 0; at + prefix.size() <= sql.size(); ++at) {
+/// Whether `text` holds `word` (lower case), in any case.
+inline bool mentions(std::string_view text, std::string_view word) {
+  for (std::size_t at = 0; at + word.size() <= text.size(); ++at) {
     bool same = true;
-    for (std::size_t i = 0; i < prefix.size() && same; ++i)
-      same = std::tolower(static_cast<unsigned char>(sql[at + i])) == prefix[i];
+    for (std::size_t i = 0; i < word.size() && same; ++i)
+      same = std::tolower(static_cast<unsigned char>(text[at + i])) == word[i];
     if (same) return true;
   }
   return false;
+}
+
+/// What a fenced write's statement must not touch: lockstore's tables
+/// (lockstore_*), and the session's settings (set_config, search_path: a
+/// changed search_path would point lockstore's own statements on this
+/// connection at other tables). A plain text search, so a mention in a
+/// string or comment is refused too; it cannot see a function that does
+/// these on the caller's behalf. Returns what was found, or "".
+inline std::string_view touches_lockstore(std::string_view sql) {
+  for (const std::string_view word : {"lockstore_", "set_config", "search_path"})
+    if (mentions(sql, word)) return word;
+  return {};
 }
 
 // The fence gate: one statement, so the read and the write are atomic.

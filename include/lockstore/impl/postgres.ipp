@@ -97,8 +97,7 @@ inline asio::awaitable<void> postgres_connect_command(std::shared_ptr<PostgresSt
                                               detail::postgres_sql::release, detail::postgres_sql::release_owned,
                                               detail::postgres_sql::force_release, detail::postgres_sql::list,
                                               detail::postgres_sql::leave_queue, detail::postgres_sql::take_over,
-                                              detail::postgres_sql::lease_is_live, detail::postgres_sql::still_checked,
-                                              detail::postgres_sql::admit};
+                                              detail::postgres_sql::lease_is_live, detail::postgres_sql::admit};
   co_await command.prepare(statements);
 }
 
@@ -303,9 +302,9 @@ inline asio::awaitable<std::vector<SqlResult>> postgres_fenced(std::shared_ptr<P
                                                                std::string token,
                                                                std::vector<SqlStatement> statements) {
   co_await asio::this_coro::throw_if_cancelled(false);
-  // [lease check, statement 0, still checked, statement 1, still checked,
-  //  ..., RESET ALL]: RESET ALL undoes what a statement did to the session
-  // (set_config(..., false) in a SELECT), as the transaction commits.
+  // [lease check, statement 0, ..., statement n - 1]. Only the
+  // statements allowed_in_fenced_write() admits come here: none of them can
+  // end the transaction (a function cannot commit; CALL and DO are refused).
   std::vector<PgConnection::PipelineQuery> queries;
   PgConnection::PipelineQuery check;
   check.name = postgres_sql::lease_is_live.name;
@@ -317,13 +316,7 @@ inline asio::awaitable<std::vector<SqlResult>> postgres_fenced(std::shared_ptr<P
     query.sql = std::move(statement.sql);
     for (const auto& value : statement.params) query.params.push_back(pg_param(value));
     queries.push_back(std::move(query));
-    PgConnection::PipelineQuery still;
-    still.name = postgres_sql::still_checked.name;
-    queries.push_back(std::move(still));
   }
-  PgConnection::PipelineQuery reset;
-  reset.sql = "RESET ALL";
-  queries.push_back(std::move(reset));
   auto turn = co_await state->command_turn.lock();
   if (!state->command.connected()) co_await postgres_connect_command(state);
   auto running = state->command.execute_pipeline("a fenced write", queries);
@@ -334,22 +327,16 @@ inline asio::awaitable<std::vector<SqlResult>> postgres_fenced(std::shared_ptr<P
                                              key));
   if (outcome.error) {
     const auto failed = *outcome.failed;
-    if (failed >= queries.size() - 1)
+    if (failed >= queries.size())
       throw Error(errc::backend_failure,
                   fmt::format("a fenced write failed at commit: {}; nothing was written", outcome.error->message()));
-    if (failed > 0 && failed % 2 == 0 &&
-        outcome.sqlstate == postgres_sql::transaction_ended_sqlstate)
-      throw Error(errc::invalid_argument,
-                  fmt::format("statement {} of a fenced write ended its transaction: what ran before it was "
-                              "committed while the lease was held, nothing after it ran",
-                              failed / 2 - 1));
-    if (failed > 0 && failed % 2 == 1)
+    if (failed > 0)
       throw Error(errc::backend_failure, fmt::format("statement {} of a fenced write: {}; nothing was written",
-                                                     failed / 2, outcome.error->message()));
+                                                     failed - 1, outcome.error->message()));
     throw *outcome.error;
   }
   std::vector<SqlResult> results;
-  for (std::size_t index = 1; index + 1 < queries.size(); index += 2)
+  for (std::size_t index = 1; index < queries.size(); ++index)
     results.push_back(sql_result(outcome.results[index].get()));
   co_return results;
 }
@@ -371,11 +358,11 @@ LOCKSTORE_DECL asio::awaitable<std::vector<SqlResult>> PostgresLock::fenced(cons
                               "commit, and the session is lockstore's",
                               index, statements[index].sql));
   for (std::size_t index = 0; index < statements.size(); ++index)
-    if (detail::postgres_sql::names_lockstore_tables(statements[index].sql))
+    if (const auto found = detail::postgres_sql::touches_lockstore(statements[index].sql); !found.empty())
       throw Error(errc::invalid_argument,
-                  fmt::format("PostgresLock::fenced: statement {} (\"{:.80}\") names lockstore's own tables; a "
-                              "fenced write is for the caller's tables",
-                              index, statements[index].sql));
+                  fmt::format("PostgresLock::fenced: statement {} (\"{:.80}\") names {}: a fenced write is for the "
+                              "caller's tables, and leaves lockstore's tables and its connection's settings alone",
+                              index, statements[index].sql, found));
   auto writing = detail::on_strand(
       state_->strand, detail::postgres_fenced(state_, guard.key().str(), guard.token(), std::move(statements)));
   co_return co_await std::move(writing);
