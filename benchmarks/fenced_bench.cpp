@@ -32,6 +32,19 @@ namespace {
 constexpr const char* create_notes = "CREATE TABLE IF NOT EXISTS bench_notes (id INTEGER PRIMARY KEY, body TEXT)";
 constexpr const char* insert_note = "INSERT INTO bench_notes (body) VALUES (?1)";
 
+/// One JSON line per variant: its median and best µs per write.
+void print_samples(const char* backend, int writes, int rounds, const std::map<std::string, std::vector<double>>& samples) {
+  for (const auto& [name, values] : samples)
+    fmt::print("{{\"bench\": \"fenced_write\", \"backend\": \"{}\", \"variant\": \"{}\", \"writes\": {}, "
+               "\"rounds\": {}, \"us_per_write_median\": {:.1f}, \"us_per_write_min\": {:.1f}}}\n",
+               backend, name, writes, rounds, percentile(values, 0.5), percentile(values, 0.0));
+}
+
+void print_ratio(const char* backend, const char* what, double value) {
+  fmt::print("{{\"bench\": \"fenced_write\", \"backend\": \"{}\", \"ratio\": \"{}\", \"value\": {:.2f}}}\n", backend,
+             what, value);
+}
+
 void sqlite_exec(sqlite3* db, const char* sql) {
   char* message = nullptr;
   if (sqlite3_exec(db, sql, nullptr, nullptr, &message) != SQLITE_OK) {
@@ -115,17 +128,12 @@ void sqlite_section(int writes, int rounds) {
       samples["lockstore_fenced"].push_back(seconds_since(start) * 1e6 / writes);
     }
     co_await lock.release(std::move(guard));
-    for (const auto& [name, values] : samples)
-      fmt::print("{{\"bench\": \"fenced_write\", \"backend\": \"sqlite\", \"variant\": \"{}\", \"writes\": {}, "
-                 "\"rounds\": {}, \"us_per_write_median\": {:.1f}, \"us_per_write_min\": {:.1f}}}\n",
-                 name, writes, rounds, percentile(values, 0.5), percentile(values, 0.0));
-    fmt::print("{{\"bench\": \"fenced_write\", \"backend\": \"sqlite\", \"ratio\": \"fenced / same path without "
-               "check\", \"value\": {:.2f}}}\n",
-               percentile(samples["lockstore_fenced"], 0.5) /
-                   percentile(samples["lockstore_thread_insert_no_check"], 0.5));
-    fmt::print("{{\"bench\": \"fenced_write\", \"backend\": \"sqlite\", \"ratio\": \"fenced / raw autocommit "
-               "insert\", \"value\": {:.2f}}}\n",
-               percentile(samples["lockstore_fenced"], 0.5) / percentile(samples["raw_sqlite_insert"], 0.5));
+    print_samples("sqlite", writes, rounds, samples);
+    print_ratio("sqlite", "fenced / same path without check",
+                percentile(samples["lockstore_fenced"], 0.5) /
+                    percentile(samples["lockstore_thread_insert_no_check"], 0.5));
+    print_ratio("sqlite", "fenced / raw autocommit insert",
+                percentile(samples["lockstore_fenced"], 0.5) / percentile(samples["raw_sqlite_insert"], 0.5));
   });
   remove_file(path);
   std::filesystem::remove(path.string() + "-lockstore-wake");
@@ -170,13 +178,9 @@ void postgres_section(const std::string& conninfo, int writes, int rounds) {
       samples["lockstore_fenced"].push_back(seconds_since(start) * 1e6 / writes);
     }
     co_await lock.release(std::move(guard));
-    for (const auto& [name, values] : samples)
-      fmt::print("{{\"bench\": \"fenced_write\", \"backend\": \"postgres\", \"variant\": \"{}\", \"writes\": {}, "
-                 "\"rounds\": {}, \"us_per_write_median\": {:.1f}, \"us_per_write_min\": {:.1f}}}\n",
-                 name, writes, rounds, percentile(values, 0.5), percentile(values, 0.0));
-    fmt::print("{{\"bench\": \"fenced_write\", \"backend\": \"postgres\", \"ratio\": \"fenced / raw libpq insert\", "
-               "\"value\": {:.2f}}}\n",
-               percentile(samples["lockstore_fenced"], 0.5) / percentile(samples["raw_libpq_insert"], 0.5));
+    print_samples("postgres", writes, rounds, samples);
+    print_ratio("postgres", "fenced / raw libpq insert",
+                percentile(samples["lockstore_fenced"], 0.5) / percentile(samples["raw_libpq_insert"], 0.5));
   });
   PGconn* connection = PQconnectdb(conninfo.c_str());
   PQclear(PQexec(connection, "DROP TABLE IF EXISTS bench_notes"));

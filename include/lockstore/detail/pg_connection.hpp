@@ -362,20 +362,11 @@ class PgConnection {
   // Sends what libpq buffered, reads until the reply is complete, and
   // returns the last result; an error result throws.
   asio::awaitable<PgResult> finish(const char* what) {
-    for (;;) {
-      const int flushed = PQflush(connection_);
-      if (flushed == 0) break;
-      if (flushed < 0) lost(what);
-      auto [error] = co_await socket_->async_wait(asio::posix::stream_descriptor::wait_write, uncancellable());
-      if (error) lost(what);
-    }
+    co_await flush(what);
     PgResult last;
     std::optional<Error> failure;
     for (;;) {
-      while (PQisBusy(connection_) == 1) {
-        auto [error] = co_await socket_->async_wait(asio::posix::stream_descriptor::wait_read, uncancellable());
-        if (error || PQconsumeInput(connection_) != 1) lost(what);
-      }
+      co_await read_until_ready(what);
       PgResult result(PQgetResult(connection_));
       if (!result) break;
       const auto status = PQresultStatus(result.get());
