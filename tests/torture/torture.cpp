@@ -856,7 +856,7 @@ asio::awaitable<std::vector<std::int64_t>> accepted_fences(Lock& lock, const Opt
     for (std::size_t i = 0; reply != nullptr && i < reply->elements; ++i)
       fences.push_back(std::stoll(std::string(reply->element[i]->str, reply->element[i]->len)));
     if (reply != nullptr) freeReplyObject(reply);
-    redisCommand(context, "DEL %s", writes_name(options).c_str());
+    freeReplyObject(redisCommand(context, "DEL %s", writes_name(options).c_str()));
     redisFree(context);
   } else {
     auto guard = co_await lock.acquire(AdvisoryKey("torture-reader"), 30s, 30s);
