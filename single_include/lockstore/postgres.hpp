@@ -389,6 +389,21 @@ struct PgStatement {
   const char* sql;
 };
 
+/// Parameters as libpq's send calls take them: pointers into `params`,
+/// which must outlive this.
+struct WireParams {
+  explicit WireParams(const std::vector<PgParam>& params) {
+    for (const auto& param : params) {
+      values.push_back(param.null ? nullptr : param.value.data());
+      lengths.push_back(static_cast<int>(param.value.size()));
+      formats.push_back(param.binary ? 1 : 0);
+    }
+  }
+  int count() const noexcept { return static_cast<int>(values.size()); }
+  std::vector<const char*> values;
+  std::vector<int> lengths, formats;
+};
+
 class PgConnection {
  public:
   /// `executor`: whose reactor watches the socket.
@@ -479,15 +494,9 @@ class PgConnection {
   /// Runs a prepared statement; returns its last result (throws on error).
   asio::awaitable<PgResult> execute(const char* name, const std::vector<PgParam>& params) {
     require_connected();
-    std::vector<const char*> values;
-    std::vector<int> lengths, formats;
-    for (const auto& param : params) {
-      values.push_back(param.null ? nullptr : param.value.data());
-      lengths.push_back(static_cast<int>(param.value.size()));
-      formats.push_back(param.binary ? 1 : 0);
-    }
-    if (PQsendQueryPrepared(connection_, name, static_cast<int>(params.size()), values.data(), lengths.data(),
-                            formats.data(), 0) != 1)
+    const WireParams wire(params);
+    if (PQsendQueryPrepared(connection_, name, wire.count(), wire.values.data(), wire.lengths.data(),
+                            wire.formats.data(), 0) != 1)
       lost(name);
     co_return co_await finish(name);
   }
@@ -521,19 +530,12 @@ class PgConnection {
     require_connected();
     if (PQenterPipelineMode(connection_) != 1) lost(what);
     for (const auto& query : queries) {
-      std::vector<const char*> values;
-      std::vector<int> lengths, formats;
-      for (const auto& param : query.params) {
-        values.push_back(param.null ? nullptr : param.value.data());
-        lengths.push_back(static_cast<int>(param.value.size()));
-        formats.push_back(param.binary ? 1 : 0);
-      }
-      const int count = static_cast<int>(query.params.size());
+      const WireParams wire(query.params);
       const int sent = query.name != nullptr
-                           ? PQsendQueryPrepared(connection_, query.name, count, values.data(), lengths.data(),
-                                                 formats.data(), 0)
-                           : PQsendQueryParams(connection_, query.sql.c_str(), count, nullptr, values.data(),
-                                               lengths.data(), formats.data(), 0);
+                           ? PQsendQueryPrepared(connection_, query.name, wire.count(), wire.values.data(),
+                                                 wire.lengths.data(), wire.formats.data(), 0)
+                           : PQsendQueryParams(connection_, query.sql.c_str(), wire.count(), nullptr,
+                                               wire.values.data(), wire.lengths.data(), wire.formats.data(), 0);
       if (sent != 1) lost(what);
     }
     if (PQpipelineSync(connection_) != 1) lost(what);

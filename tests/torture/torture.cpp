@@ -799,17 +799,12 @@ int run_store(const Options& options) {
 std::string writes_name(const Options& options) { return fmt::format("torture_writes_{}", options.seed); }
 
 /// One fenced write of (fence, writer) into the backend's record of writes.
-asio::awaitable<void> fenced_write(SqliteLock& lock, const LockGuard& guard, const Options& options, std::int64_t id) {
+template <class Lock>
+asio::awaitable<void> fenced_write(Lock& lock, const LockGuard& guard, const Options& options, std::int64_t id) {
+  constexpr bool sqlite = std::is_same_v<Lock, SqliteLock>;
   std::vector<SqlStatement> insert(1);
-  insert[0].sql = fmt::format("INSERT INTO {} (fence, writer) VALUES (?1, ?2)", writes_name(options));
-  insert[0].params.emplace_back(static_cast<std::int64_t>(guard.fence()));
-  insert[0].params.emplace_back(id);
-  auto writing = lock.fenced(guard, std::move(insert));
-  co_await std::move(writing);
-}
-asio::awaitable<void> fenced_write(PostgresLock& lock, const LockGuard& guard, const Options& options, std::int64_t id) {
-  std::vector<SqlStatement> insert(1);
-  insert[0].sql = fmt::format("INSERT INTO {} (fence, writer) VALUES ($1::bigint, $2::bigint)", writes_name(options));
+  insert[0].sql = fmt::format("INSERT INTO {} (fence, writer) VALUES ({})", writes_name(options),
+                              sqlite ? "?1, ?2" : "$1::bigint, $2::bigint");
   insert[0].params.emplace_back(static_cast<std::int64_t>(guard.fence()));
   insert[0].params.emplace_back(id);
   auto writing = lock.fenced(guard, std::move(insert));
